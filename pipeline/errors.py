@@ -1,0 +1,40 @@
+"""Errors a user can act on.
+
+Every failure a person can cause or fix (a broken image, a damaged project, a word that is not in
+the prompt, a missing model, out of GPU memory, a cancelled run) is raised as a RetakeError whose
+message is one complete sentence fit to show as is, in a terminal or a dialog.
+"""
+
+from __future__ import annotations
+
+
+class RetakeError(Exception):
+    """Base of every user-facing error; str(error) is the one line shown to the user."""
+
+
+class ImageError(RetakeError):
+    """An input image that cannot be read or used."""
+
+
+class ModelError(RetakeError):
+    """A model that cannot be found, read or converted."""
+
+
+class ProjectError(RetakeError):
+    """A project folder that is missing, damaged or of an unknown format."""
+
+
+class PromptError(RetakeError):
+    """A prompt or word choice the method cannot use (word not in prompt, unequal word counts)."""
+
+
+class ParamError(RetakeError):
+    """A method parameter that is unknown or out of range."""
+
+
+class OutOfMemoryError(RetakeError):
+    """The device ran out of memory."""
+
+
+class Cancelled(RetakeError):
+    """The user cancelled the run; nothing was written."""

@@ -1,0 +1,1 @@
+"""Editing methods, one module each, listed in the registry (pipeline.methods.registry)."""
