@@ -1,0 +1,50 @@
+"""`retake self-test`: invert, edit, save, reopen and re-edit on the demo model, in a few seconds.
+
+It exits 0 only if every stage worked and the re-edit reused the stored inversion and reproduced the
+first result byte for byte. Later issues add their methods' checks here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+from pipeline.engine import EditRequest, Engine
+from pipeline.events import Done, Event
+from pipeline.project import Project
+
+DEMO_IMAGE = Path(__file__).resolve().parent.parent / "resources" / "demo" / "house.png"
+QUICK = {"steps": 6, "inner_steps": 3}
+
+
+def self_test(engine: Engine, out: TextIO) -> int:
+    checks: list[tuple[str, bool]] = []
+    with tempfile.TemporaryDirectory(prefix="retake-self-test-") as tmp:
+        project = Path(tmp) / "house.retake"
+        request = EditRequest(target_prompt="a castle in a meadow under a blue sky",
+                              source_prompt="a house in a meadow under a blue sky",
+                              image=str(DEMO_IMAGE), project=str(project), model="demo",
+                              params=dict(QUICK), max_side=128)
+        first = _run(engine, request, out)
+        checks.append(("invert and edit", isinstance(first, Done) and not first.reused_inversion))
+        reopened = Project.open(project)
+        checks.append(("save and reopen", len(reopened.edits()) == 1))
+        again = _run(engine, EditRequest(target_prompt=request.target_prompt, project=str(project),
+                                         max_side=128), out)
+        checks.append(("re-edit reuses the inversion", isinstance(again, Done) and again.reused_inversion))
+        same = (isinstance(first, Done) and isinstance(again, Done)
+                and first.image.tobytes() == again.image.tobytes())
+        checks.append(("re-edit reproduces the result", same))
+    for name, ok in checks:
+        out.write(f"{'ok  ' if ok else 'FAIL'} {name}\n")
+    passed = all(ok for _, ok in checks)
+    out.write("self-test passed\n" if passed else "self-test FAILED\n")
+    return 0 if passed else 1
+
+
+def _run(engine: Engine, request: EditRequest, out: TextIO) -> Event:
+    event = engine.run(request, lambda _event: None)
+    if not isinstance(event, Done):
+        out.write(f"  run ended with {event}\n")
+    return event

@@ -1,0 +1,85 @@
+"""What the engine tells its caller, and how the caller stops it.
+
+Events are plain dataclasses so a terminal, a Qt worker or a batch script can render them as they
+like; nothing here knows about any of them. A CancelToken is shared between the caller's thread and
+the computing thread and is checked at every inner step (every UNet call).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from pipeline.errors import Cancelled
+
+
+@dataclass(frozen=True)
+class Progress:
+    """`step` of `total` units of `stage` are done; `eta_s` estimates what is left of the stage."""
+
+    stage: str
+    step: int
+    total: int
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The image the edit is heading for at `step` (the decoded predicted x0 of the target)."""
+
+    stage: str
+    step: int
+    total: int
+    image: Image.Image
+
+
+@dataclass(frozen=True)
+class Done:
+    """The edit was written: `result_path` inside the project, `output_path` where asked for."""
+
+    result_path: Path
+    output_path: Path | None
+    project_path: Path
+    edit_id: str
+    reused_inversion: bool
+    image: Image.Image
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The run stopped on an error; `message` is one sentence for the user."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class CancelledEvent:
+    """The run stopped because the user asked; nothing half-made was written."""
+
+    stage: str
+
+
+Event = Progress | Preview | Done | Failed | CancelledEvent
+Emit = Callable[[Event], None]
+
+
+class CancelToken:
+    """Thread-safe cancellation flag; `check()` raises Cancelled once `cancel()` was called."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("The run was cancelled; nothing was written.")

@@ -1,0 +1,68 @@
+"""Null-text inversion (Mokady et al.): per-step unconditional embeddings that make guided DDIM
+sampling retrace the DDIM-inversion trajectory.
+
+DDIM inversion at guidance 1 gives the pivot trajectory z*_0..z*_T. Guided sampling at w = 7.5
+drifts away from it; for each step we optimise the unconditional embedding so that one guided DDIM
+step from the current latent lands on z*_{t-1}, then advance with it. Everything here runs in
+fp32, whatever the sampling precision (the optimisation fails in fp16).
+
+The authors' schedule is stated for 50 steps: learning rate 1e-2 * (1 - i/100) and early-stop
+tolerance 1e-5 + i * 2e-5. For other step counts we keep the same start and end values, scaling i
+by 50 / steps.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.run import RunContext
+from pipeline.sampling import DDIMSchedule, guided_noise
+
+REFERENCE_STEPS = 50
+
+
+def null_text_optimise(
+    ctx: RunContext,
+    schedule: DDIMSchedule,
+    trajectory: torch.Tensor,
+    cond: torch.Tensor,
+    null_init: torch.Tensor,
+    scale: float,
+    inner_steps: int,
+    early_stop: bool = True,
+    learning_rate: float = 1e-2,
+    stage: str = "null-text inversion",
+) -> torch.Tensor:
+    """Optimise one unconditional embedding per step; returns them as [steps, 77, D] (fp32).
+
+    trajectory: z*_0..z*_T as [steps + 1, C, h, w]; cond, null_init: [1, 77, D].
+    """
+    steps = schedule.steps
+    z = trajectory[-1:].float()
+    null = null_init.float()
+    nulls = []
+    ctx.start_stage(stage, steps)
+    for i, t in enumerate(schedule.timesteps):
+        progress = i * REFERENCE_STEPS / steps
+        target = trajectory[steps - i - 1 : steps - i].float()
+        null = null.detach().requires_grad_(True)
+        optimiser = torch.optim.Adam([null], lr=learning_rate * (1.0 - progress / 100.0))
+        with torch.no_grad():
+            eps_cond = ctx.unet_noise(z, t, cond, precise=True)
+        for _ in range(inner_steps):
+            ctx.cancel.check()
+            eps_uncond = ctx.unet_noise(z, t, null, precise=True)
+            eps = eps_uncond + scale * (eps_cond - eps_uncond)
+            loss = F.mse_loss(schedule.step(eps, t, z), target)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            if early_stop and loss.item() < 1e-5 + progress * 2e-5:
+                break
+        null = null.detach()
+        nulls.append(null)
+        with torch.no_grad():
+            z = schedule.step(guided_noise(ctx, z, t, cond, null, scale, precise=True), t, z)
+        ctx.advance(i + 1)
+    return torch.cat(nulls)

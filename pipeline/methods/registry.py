@@ -1,0 +1,21 @@
+"""The methods Retake offers, by id. Later methods add one line here and nothing elsewhere."""
+
+from __future__ import annotations
+
+from pipeline.errors import ParamError
+from pipeline.methods.base import Method
+from pipeline.methods.p2p import PromptToPrompt
+
+_METHODS: tuple[type, ...] = (PromptToPrompt,)
+
+
+def method_ids() -> list[str]:
+    return [m.id for m in _METHODS]
+
+
+def get_method(method_id: str) -> Method:
+    """A fresh instance of the method with this id; unknown ids raise ParamError listing the known ones."""
+    for method in _METHODS:
+        if method.id == method_id:
+            return method()
+    raise ParamError(f"Unknown method {method_id!r}; available: {', '.join(method_ids())}.")

@@ -1,0 +1,133 @@
+"""Prompt-to-Prompt attention control (Hertz et al.), as controllers for the attention hub.
+
+The sampled batch holds two prompts, [source, target]. The editor replaces the target's
+cross-attention maps with the source's (through a word-swap mapper, a refinement alignment, and/or a
+per-token reweighting) for a range of steps, and its self-attention maps for another range, at all
+but the finest resolution level (the reference's "at most 32x32 queries" at 512x512, stated
+relative to the latent so that larger images keep the same layers). Local blend keeps the target
+equal to the source outside the region the blend words attend to; a user mask can stand in for
+that attention-derived mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.attention import LayerPlace
+
+# maps the source's [heads, queries, 77] cross-attention (and the target's own) to the target's
+CrossEdit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+BLEND_LEVEL = 2  # the reference's 16x16 maps at 512x512: a quarter of the latent's resolution
+
+
+def step_span(fractions: tuple[float, float], steps: int) -> tuple[int, int]:
+    """A (start, end) fraction of the run as step indices [start, end), rounded down as the reference."""
+    return int(fractions[0] * steps), int(fractions[1] * steps)
+
+
+def replace_edit(mapper: torch.Tensor) -> CrossEdit:
+    """Word swap: the target's token j looks where the source's mapped tokens looked."""
+    return lambda base, target: torch.einsum("hqw,wn->hqn", base, mapper.to(base))
+
+
+def refine_edit(mapper: torch.Tensor, alphas: torch.Tensor) -> CrossEdit:
+    """Added words: aligned target tokens take the source map, new tokens (alpha 0) keep their own."""
+    return lambda base, target: base[..., mapper] * alphas.to(base) + target * (1 - alphas.to(base))
+
+
+def reweight_edit(inner: CrossEdit, factors: torch.Tensor) -> CrossEdit:
+    """Scale chosen tokens' maps after the inner edit (no renormalisation, as in the reference)."""
+    return lambda base, target: inner(base, target) * factors.to(base)
+
+
+@dataclass
+class PromptToPromptEditor:
+    """Replaces the target's cross- and self-attention with the source's in the chosen steps.
+
+    cross_alpha[step, token] is the weight of the edited map for each target token at each step
+    (1 inside the token's replace range, 0 outside), so per-word ranges need no special case.
+    """
+
+    cross_edit: CrossEdit
+    cross_alpha: torch.Tensor  # [steps, 77]
+    self_span: tuple[int, int]
+    self_min_level: int = 1
+
+    def wants(self, place: LayerPlace, step: int) -> bool:
+        if place.kind == "cross":
+            return bool(self.cross_alpha[step].any())
+        return self.self_span[0] <= step < self.self_span[1] and place.level >= self.self_min_level
+
+    def edit(self, place: LayerPlace, step: int, probs: torch.Tensor) -> torch.Tensor:
+        base, target = probs[0], probs[1]
+        if place.kind == "cross":
+            alpha = self.cross_alpha[step].to(probs)
+            target = self.cross_edit(base, target) * alpha + target * (1 - alpha)
+        else:
+            target = base
+        return torch.stack([base, target.to(base.dtype)])
+
+
+def blend_towards_source(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Keep row 0 (source) as is; rows 1.. follow the source where mask is 0 and stay where it is 1."""
+    return z[:1] + mask * (z - z[:1])
+
+
+@dataclass
+class LocalBlend:
+    """Attention-derived local blend: an AttentionController that also blends latents each step.
+
+    It accumulates, over the steps so far, the cross-attention maps at BLEND_LEVEL in the down and
+    up blocks, summed over the blend words' tokens (row 0: words of the source, row 1: of the
+    target) and averaged over heads; the per-step mask is that sum, 3x3 max-pooled, resized to the
+    latent, divided by its maximum and thresholded, OR-ed between source and target. Subtract
+    words (without pooling, as in the reference) remove regions from it.
+    """
+
+    words: torch.Tensor  # [2, 77] 0/1
+    threshold: float
+    start_step: int
+    subtract: torch.Tensor | None = None  # [2, 77] 0/1
+    _sums: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def wants(self, place: LayerPlace, step: int) -> bool:
+        return place.kind == "cross" and place.block != "mid" and place.level == BLEND_LEVEL
+
+    def edit(self, place: LayerPlace, step: int, probs: torch.Tensor) -> torch.Tensor:
+        for key, tokens in (("words", self.words), ("subtract", self.subtract)):
+            if tokens is not None:
+                contribution = (probs.float() * tokens.to(probs.device)[:, None, None, :]).sum(-1).mean(1)
+                self._sums[key] = self._sums.get(key, 0) + contribution
+        return probs
+
+    def __call__(self, step: int, z: torch.Tensor) -> torch.Tensor:
+        if step < self.start_step or "words" not in self._sums:
+            return z
+        mask = self._mask("words", z.shape[-2:], pool=True)
+        if "subtract" in self._sums:
+            mask = mask & ~self._mask("subtract", z.shape[-2:], pool=False)
+        return blend_towards_source(z, mask.to(z.dtype))
+
+    def _mask(self, key: str, size: torch.Size, pool: bool) -> torch.Tensor:
+        h, w = (-(-n // 2**BLEND_LEVEL) for n in size)
+        maps = self._sums[key].view(-1, 1, h, w)
+        if pool:
+            maps = F.max_pool2d(maps, 3, stride=1, padding=1)
+        maps = F.interpolate(maps, size=tuple(size))
+        maps = maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(torch.finfo(maps.dtype).tiny)
+        mask = maps > self.threshold
+        return mask[:1] | mask
+
+
+@dataclass
+class MaskBlend:
+    """A user-painted mask ([1, 1, h, w] at latent size) in place of the attention-derived one."""
+
+    mask: torch.Tensor
+
+    def __call__(self, step: int, z: torch.Tensor) -> torch.Tensor:
+        return blend_towards_source(z, self.mask.to(z))

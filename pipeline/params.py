@@ -1,0 +1,168 @@
+"""Method parameters described once, rendered everywhere.
+
+Each method declares a frozen dataclass whose fields carry a `ParamSpec` in their metadata: default,
+range or choices, help text, the kind of value (a step range is drawn as a band on the GUI's
+timeline, a step fraction as a tick) and the stage it belongs to (changing an `inversion` parameter
+invalidates the stored inversion; an `edit` parameter does not). The CLI, the GUI form, the project
+manifest and `main.py methods --json` all read these specs; nothing is special-cased per method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pipeline.errors import ParamError
+
+Kind = Literal["float", "int", "bool", "choice", "step_fraction", "step_range", "words", "word_values"]
+Stage = Literal["inversion", "edit"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """How one parameter is shown, parsed and checked."""
+
+    name: str
+    kind: Kind
+    default: Any
+    help: str
+    stage: Stage = "edit"
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["choices"] = list(self.choices)
+        data["default"] = to_json_value(self.default)
+        return data
+
+
+def param(
+    default: Any,
+    *,
+    help: str,
+    kind: Kind,
+    stage: Stage = "edit",
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] = (),
+) -> Any:
+    """A dataclass field carrying its ParamSpec (the name is filled in by `param_specs`)."""
+    spec = ParamSpec("", kind, default, help, stage, minimum, maximum, choices)
+    if isinstance(default, (dict, list)):
+        raise TypeError("use a tuple (words) or a tuple of pairs (word_values) as an immutable default")
+    return dataclasses.field(default=default, metadata={"retake": spec})
+
+
+def param_specs(params_type: type) -> list[ParamSpec]:
+    """The specs of a Params dataclass, in declaration order."""
+    return [dataclasses.replace(f.metadata["retake"], name=f.name) for f in dataclasses.fields(params_type)]
+
+
+def to_json_value(value: Any) -> Any:
+    """Tuples become lists and word/value pairs a JSON object, so manifests stay plain JSON."""
+    if isinstance(value, tuple) and value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+        return {str(k): v for k, v in value}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def params_to_dict(params: Any) -> dict[str, Any]:
+    """JSON-ready dict of a Params instance."""
+    return {s.name: to_json_value(getattr(params, s.name)) for s in param_specs(type(params))}
+
+
+def params_from_dict(params_type: type, values: Mapping[str, Any]) -> Any:
+    """Build and validate a Params instance; unknown names and out-of-range values raise ParamError."""
+    specs = {s.name: s for s in param_specs(params_type)}
+    unknown = sorted(set(values) - set(specs))
+    if unknown:
+        raise ParamError(
+            f"Unknown parameter {', '.join(unknown)} for this method (known: {', '.join(specs)})."
+        )
+    return params_type(**{name: _coerce(specs[name], value) for name, value in values.items()})
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """Split `NAME=VALUE` as typed on a command line; the value is checked later against the method."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise ParamError(f"Parameter {text!r} should look like NAME=VALUE.")
+    return name.strip().replace("-", "_"), value.strip()
+
+
+def _from_text(spec: ParamSpec, text: str) -> Any:
+    """Typed text (`0,0.8`, `cat,dog`, `cat:2,dog:0.5`) to the structure the kind expects."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if spec.kind == "step_range":
+        return text.replace(":", ",").split(",")
+    if spec.kind == "words":
+        return items
+    pairs = {}
+    for item in items:
+        word, colon, number = item.rpartition(":")
+        if not colon or not word.strip():
+            raise ParamError(f"Parameter {spec.name} takes word:value pairs, e.g. {spec.name}=cat:2,dog:0.5.")
+        pairs[word.strip()] = number
+    return pairs
+
+
+def _number(spec: ParamSpec, value: Any, integer: bool = False) -> float | int:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = int(value) if integer else float(value)
+        if integer and float(value) != number:
+            raise ValueError
+    except (TypeError, ValueError):
+        kind = "a whole number" if integer else "a number"
+        raise ParamError(f"Parameter {spec.name} must be {kind}, not {value!r}.") from None
+    lo, hi = spec.minimum, spec.maximum
+    if (lo is not None and number < lo) or (hi is not None and number > hi):
+        raise ParamError(f"Parameter {spec.name} must lie between {lo:g} and {hi:g}, not {number:g}.")
+    return number
+
+
+def _coerce(spec: ParamSpec, value: Any) -> Any:
+    if isinstance(value, str) and spec.kind in ("step_range", "words", "word_values"):
+        value = _from_text(spec, value)
+    if spec.kind == "int":
+        return _number(spec, value, integer=True)
+    if spec.kind in ("float", "step_fraction"):
+        return _number(spec, value)
+    if spec.kind == "bool":
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        if isinstance(value, bool):
+            return value
+        raise ParamError(f"Parameter {spec.name} must be true or false, not {value!r}.")
+    if spec.kind == "choice":
+        if value not in spec.choices:
+            raise ParamError(f"Parameter {spec.name} must be one of {', '.join(spec.choices)}, not {value!r}.")
+        return value
+    if spec.kind == "step_range":
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ParamError(f"Parameter {spec.name} is a step range: two fractions, e.g. {spec.name}=0,0.8.")
+        start, end = (_number(spec, v) for v in value)
+        if start > end:
+            raise ParamError(f"Parameter {spec.name} starts after it ends ({start:g} > {end:g}).")
+        return (start, end)
+    if spec.kind == "words":
+        if isinstance(value, str) or not all(isinstance(w, str) for w in value):
+            raise ParamError(f"Parameter {spec.name} is a list of words.")
+        return tuple(value)
+    if spec.kind == "word_values":
+        if not isinstance(value, Mapping):
+            raise ParamError(f"Parameter {spec.name} maps words to numbers, e.g. {{\"cat\": 2.0}}.")
+        return tuple((str(word), _number(spec, number)) for word, number in value.items())
+    raise AssertionError(f"unhandled kind {spec.kind}")
+
+
+def canonical_json(data: Any) -> str:
+    """Stable JSON text (sorted keys, no spaces) used to derive keys and hashes."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

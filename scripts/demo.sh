@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Retake's main job on the bundled demo photo: invert it, edit it, keep the project.
+# Until the desktop app lands, this is a CLI edit. Extra arguments go to `main.py edit`.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/setup-venv.sh"
+cd "$root"
+exec .venv/bin/python main.py edit resources/demo/house.png \
+  --source "a house in a meadow under a blue sky" \
+  --target "a castle in a meadow under a blue sky" \
+  --project out/house.retake --out out/house-castle.png "$@"
