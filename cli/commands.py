@@ -152,7 +152,6 @@ def info() -> int:
         print(f"device: cuda ({torch.cuda.get_device_name(0)}), sampling in fp16")
     else:
         print("device: cpu (no CUDA device visible), fp32")
-    print(f"cache: {default_cache_dir()}")
     for line in describe_model_sources(default_cache_dir()):
         print(f"  {line}")
     return 0

@@ -29,7 +29,7 @@ def self_test(engine: Engine, out: TextIO) -> int:
         first = _run(engine, request, out)
         checks.append(("invert and edit", isinstance(first, Done) and not first.reused_inversion))
         reopened = Project.open(project)
-        checks.append(("save and reopen", len(reopened.edits()) == 1))
+        checks.append(("save and reopen", len(reopened.edits) == 1))
         again = _run(engine, EditRequest(target_prompt=request.target_prompt, project=str(project),
                                          max_side=128), out)
         checks.append(("re-edit reuses the inversion", isinstance(again, Done) and again.reused_inversion))

@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
-from pipeline.errors import Cancelled, ImageError, OutOfMemoryError, PromptError, RetakeError
+from pipeline.errors import Cancelled, ImageError, OutOfMemoryError, ProjectError, PromptError, RetakeError
 from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Failed
-from pipeline.images import from_tensor, load_image, load_mask, restore_aspect, save_png, to_tensor, working_size
+from pipeline.images import from_tensor, load_image, load_mask, restore_aspect, to_tensor, working_size, write_atomically
 from pipeline.methods.registry import get_method
 from pipeline.models import ModelBundle, load_model
 from pipeline.params import canonical_json, params_from_dict, params_to_dict
-from pipeline.project import Project, is_project
+from pipeline.project import MANIFEST_FILE, ModelRecord, Project
 from pipeline.run import RunContext
 
 log = logging.getLogger(__name__)
@@ -123,66 +125,70 @@ class Engine:
         if request.seed is not None:
             torch.manual_seed(request.seed)
         project_path, project = self._project(request)
-        settings = project.settings() if project is not None else None
-        if request.image is not None:
-            image = load_image(Path(request.image))
-        elif project is not None:
-            image = project.image()
-        else:
-            raise ImageError("Give an image to edit, or a project to re-edit.")
+        settings = project.settings if project is not None else None
+        image = load_image(Path(request.image)) if request.image is not None else project.image()
+        image_sha = pixels_sha256(image)
+        if project is not None and request.image is not None and pixels_sha256(project.image()) != image_sha:
+            raise ProjectError(f"The project {project_path} belongs to another photo; "
+                               "give a new --project for this one.")
 
-        source = request.source_prompt if request.source_prompt is not None else (settings or {}).get("source_prompt")
-        if source is None:
+        source = request.source_prompt if request.source_prompt is not None else (
+            settings.source_prompt if settings is not None and settings.source_prompt else None)
+        if not (source or "").strip():
             raise PromptError("Describe the photo with a source prompt (--source) before editing it.")
         if not request.target_prompt.strip():
             raise PromptError("The target prompt is empty; type what the photo should become.")
-        method_id = request.method or (settings or {}).get("method") or DEFAULT_METHOD
+        method_id = request.method or (settings.method if settings is not None else None) or DEFAULT_METHOD
         method = get_method(method_id)
-        stored = (settings or {}).get("params", {}) if (settings or {}).get("method") == method_id else {}
+        stored = dict(settings.params) if settings is not None and settings.method == method_id else {}
         params = params_from_dict(method.Params, {**stored, **request.params})
-        spec = request.model or (settings or {}).get("model_spec") or DEFAULT_MODEL
+        stored_model = settings.model.spec if settings is not None and settings.model is not None else None
+        spec = request.model or stored_model or DEFAULT_MODEL
         bundle = self.model(spec, request)
         ctx = RunContext(bundle, cancel, emit, previews=request.previews)
 
         size = working_size(*image.size, max_side=request.max_side)
-        image_sha = hashlib.sha256(image.tobytes()).hexdigest()
-        key = inversion_key(image_sha, size, bundle.identity, method_id, source,
-                            method.inversion_key_params(params))
-        inversion = None
-        if project is not None and project.image_sha256() == image_sha:
-            inversion = project.load_inversion(key)
-        reused = inversion is not None
+        key_params = method.inversion_key_params(params)
+        key = inversion_key(image_sha, size, bundle.identity, method_id, source, key_params)
         mask = None
         if request.mask is not None:
-            latent_size = (size[0] // bundle.vae_scale_factor, size[1] // bundle.vae_scale_factor)
-            mask = load_mask(Path(request.mask), latent_size).to(bundle.device)
+            mask = load_mask(Path(request.mask), size)
+        inversion = None
+        if project is not None and project.find_inversion(key) is not None:
+            inversion = project.load_inversion(key)
+        reused = inversion is not None
 
         if inversion is None:
             latent = ctx.encode_image(to_tensor(image, size))
             inversion = {k: v.detach().cpu().contiguous() for k, v in
                          method.invert(ctx, latent, source, params).items()}
-            if project is None or project.image_sha256() != image_sha:
-                project = Project.create(project_path, image, replace_image=project is not None)
-            project.save_inversion(key, inversion, {"method": method_id, "source_prompt": source,
-                                                    "model_identity": bundle.identity, "size": list(size),
-                                                    "params": method.inversion_key_params(params)})
-        latents = method.edit(ctx, inversion, source, request.target_prompt, params, mask)
+            ctx.cancel.check()
+            if project is None:
+                project = Project.create(project_path, image)
+            project.save_inversion(key, inversion, method=method_id, model_identity=bundle.identity,
+                                   source_prompt=source, params=key_params, size=size,
+                                   steps=int(key_params.get("steps", 0)) or 1)
+        latent_mask = None
+        if mask is not None:
+            latent_size = tuple(n // bundle.vae_scale_factor for n in size)[::-1]
+            latent_mask = (F.interpolate(mask, size=latent_size, mode="area") >= 0.5).float().to(bundle.device)
+        latents = method.edit(ctx, inversion, source, request.target_prompt, params, latent_mask)
         ctx.cancel.check()
         result = restore_aspect(from_tensor(ctx.decode(latents[1:2])), image.size)
 
         params_json = params_to_dict(params)
+        model = ModelRecord(spec, bundle.identity)
         project.update_settings(model_spec=spec, model_identity=bundle.identity, source_prompt=source,
                                 method=method_id, params=params_json)
-        reproduce = {"app": "retake", "method": method_id, "model": spec, "model_identity": bundle.identity,
-                     "source_prompt": source, "target_prompt": request.target_prompt, "params": params_json,
-                     "image_sha256": image_sha, "working_size": list(size), "max_side": request.max_side,
-                     "inversion_key": key, "mask": request.mask, "seed": request.seed}
-        edit = project.add_edit(target_prompt=request.target_prompt, method=method_id, params=params_json,
-                                inversion_key=key, result=result, mask=mask, metadata=reproduce)
+        # the project adds prompts, model, method, params, seed and inversion key to the PNG itself
+        extra = {"image_sha256": image_sha, "working_size": list(size), "max_side": request.max_side}
+        edit = project.add_edit(target_prompt=request.target_prompt, source_prompt=source, model=model,
+                                method=method_id, params=params_json, seed=request.seed, inversion_key=key,
+                                result=result, mask=mask, png_metadata=extra)
         output = None
         if request.output is not None:
             output = Path(request.output)
-            save_png(result, output, reproduce)
+            write_atomically(output, project.result_path(edit).read_bytes())
         return Done(project.result_path(edit), output, project_path, edit.id, reused, result)
 
     def _project(self, request: EditRequest) -> tuple[Path, Project | None]:
@@ -192,6 +198,12 @@ class Engine:
             path = default_project_path(Path(request.image))
         else:
             raise ImageError("Give an image to edit, or a project to re-edit.")
-        if request.image is None and not is_project(path):
-            raise ImageError(f"There is no Retake project at {path}; give the image to start one.")
-        return path, Project.open(path) if is_project(path) else None
+        exists = (path / MANIFEST_FILE).is_file()
+        if request.image is None and not exists:
+            raise ProjectError(f"There is no Retake project at {path}; give the photo to start one.")
+        return path, Project.open(path) if exists else None
+
+
+def pixels_sha256(image: Image.Image) -> str:
+    """Identity of an image's pixels, whatever file format they came from."""
+    return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()

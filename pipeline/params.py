@@ -37,7 +37,7 @@ class ParamSpec:
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["choices"] = list(self.choices)
-        data["default"] = to_json_value(self.default)
+        data["default"] = to_json_value(self.kind, self.default)
         return data
 
 
@@ -63,10 +63,10 @@ def param_specs(params_type: type) -> list[ParamSpec]:
     return [dataclasses.replace(f.metadata["retake"], name=f.name) for f in dataclasses.fields(params_type)]
 
 
-def to_json_value(value: Any) -> Any:
-    """Tuples become lists and word/value pairs a JSON object, so manifests stay plain JSON."""
-    if isinstance(value, tuple) and value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
-        return {str(k): v for k, v in value}
+def to_json_value(kind: Kind, value: Any) -> Any:
+    """Word/value pairs become a JSON object and other tuples lists, so manifests stay plain JSON."""
+    if kind == "word_values":
+        return {str(word): number for word, number in value}
     if isinstance(value, tuple):
         return list(value)
     return value
@@ -74,7 +74,7 @@ def to_json_value(value: Any) -> Any:
 
 def params_to_dict(params: Any) -> dict[str, Any]:
     """JSON-ready dict of a Params instance."""
-    return {s.name: to_json_value(getattr(params, s.name)) for s in param_specs(type(params))}
+    return {s.name: to_json_value(s.kind, getattr(params, s.name)) for s in param_specs(type(params))}
 
 
 def params_from_dict(params_type: type, values: Mapping[str, Any]) -> Any:
