@@ -147,6 +147,7 @@ class Engine:
         bundle = self.model(spec, request)
         ctx = RunContext(bundle, cancel, emit, previews=request.previews)
 
+        method.check(bundle.tokenizer, source, request.target_prompt, params)
         size = working_size(*image.size, max_side=request.max_side)
         key_params = method.inversion_key_params(params)
         key = inversion_key(image_sha, size, bundle.identity, method_id, source, key_params)

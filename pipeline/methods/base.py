@@ -34,6 +34,10 @@ class Method(Protocol):
         """Invert the image latent [1, C, h, w]; the returned tensors are stored in the project."""
         ...
 
+    def check(self, tokenizer: Any, source_prompt: str, target_prompt: str, params: Any) -> None:
+        """Raise PromptError for prompts or words the edit cannot use; cheap, runs before inverting."""
+        ...
+
     def edit(
         self,
         ctx: RunContext,

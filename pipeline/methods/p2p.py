@@ -113,6 +113,12 @@ class PromptToPrompt:
             )
         return result
 
+    def check(self, tokenizer: Any, source_prompt: str, target_prompt: str, params: P2PParams) -> None:
+        """Build the controllers once on the CPU so word errors surface before any inversion."""
+        self._editor(tokenizer, source_prompt, target_prompt, params, torch.device("cpu"))
+        if params.blend_words:
+            self._local_blend(tokenizer, source_prompt, target_prompt, params, torch.device("cpu"))
+
     def edit(
         self,
         ctx: RunContext,
@@ -129,9 +135,9 @@ class PromptToPrompt:
         if mask is not None:
             blend = MaskBlend(mask)
         elif params.blend_words:
-            blend = self._local_blend(ctx, source_prompt, target_prompt, params)
+            blend = self._local_blend(ctx.bundle.tokenizer, source_prompt, target_prompt, params, ctx.device)
             hub.controllers.append(blend)  # stores maps before the editor changes them, as the reference
-        hub.controllers.append(self._editor(ctx, source_prompt, target_prompt, params))
+        hub.controllers.append(self._editor(ctx.bundle.tokenizer, source_prompt, target_prompt, params, ctx.device))
         run = Sampling(cond, self._unconditional(ctx, inversion, source_prompt, params), params.guidance, hub, blend)
         z_T = inversion["latents"][-1:].to(ctx.device).expand(2, -1, -1, -1)
         with controlled(ctx.bundle.unet, hub):
@@ -146,19 +152,20 @@ class PromptToPrompt:
             nulls = ctx.encode_text([prompt]).expand(params.steps, -1, -1)
         return nulls[:, None].expand(-1, 2, -1, -1)
 
-    def _editor(self, ctx: RunContext, source: str, target: str, params: P2PParams) -> PromptToPromptEditor:
-        tok = ctx.bundle.tokenizer
+    def _editor(
+        self, tok: Any, source: str, target: str, params: P2PParams, device: torch.device
+    ) -> PromptToPromptEditor:
         mode = params.mode
         if mode == "auto":
             same_count = len(prompt_words(tok, source)) == len(prompt_words(tok, target))
             mode = "replace" if same_count else "refine"
         if mode == "replace":
-            edit = replace_edit(replace_mapper(tok, source, target).to(ctx.device))
+            edit = replace_edit(replace_mapper(tok, source, target).to(device))
         else:
             mapper, alphas = refine_mapper(tok, source, target)
-            edit = refine_edit(mapper.to(ctx.device), alphas.to(ctx.device))
+            edit = refine_edit(mapper.to(device), alphas.to(device))
         if params.reweight:
-            edit = reweight_edit(edit, word_weights(tok, target, dict(params.reweight)).to(ctx.device))
+            edit = reweight_edit(edit, word_weights(tok, target, dict(params.reweight)).to(device))
         steps = params.steps
         alpha = torch.zeros(steps, tok.model_max_length)
         start, end = step_span(params.cross_replace, steps)
@@ -167,14 +174,15 @@ class PromptToPrompt:
             tokens = word_mask(tok, target, [word]).bool()
             alpha[:, tokens] = 0.0
             alpha[start : step_span((0.0, fraction), steps)[1], tokens] = 1.0
-        return PromptToPromptEditor(edit, alpha.to(ctx.device), step_span(params.self_replace, steps))
+        return PromptToPromptEditor(edit, alpha.to(device), step_span(params.self_replace, steps))
 
-    def _local_blend(self, ctx: RunContext, source: str, target: str, params: P2PParams) -> LocalBlend:
-        tok = ctx.bundle.tokenizer
+    def _local_blend(
+        self, tok: Any, source: str, target: str, params: P2PParams, device: torch.device
+    ) -> LocalBlend:
         subtract = None
         if params.blend_subtract:
-            subtract = _blend_rows(tok, source, target, params.blend_subtract).to(ctx.device)
-        words = _blend_rows(tok, source, target, params.blend_words).to(ctx.device)
+            subtract = _blend_rows(tok, source, target, params.blend_subtract).to(device)
+        words = _blend_rows(tok, source, target, params.blend_words).to(device)
         return LocalBlend(words, params.blend_threshold, int(params.blend_start * params.steps), subtract)
 
 

@@ -1,0 +1,131 @@
+"""The engine as every front end uses it: reuse, re-inversion, round trips and clean failures."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.engine import EditRequest, Engine
+from pipeline.events import CancelledEvent, Done, Failed, Progress
+from pipeline.images import read_png_metadata
+from pipeline.project import Project
+
+DEMO = str(Path(__file__).resolve().parent.parent / "resources" / "demo" / "house.png")
+SOURCE = "a house in a meadow under a blue sky"
+TARGET = "a castle in a meadow under a blue sky"
+QUICK = {"steps": 5, "inner_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    return Engine(cache_dir=tmp_path_factory.mktemp("engine-cache"))
+
+
+def request(tmp_path, **kw):
+    fields = dict(target_prompt=TARGET, image=DEMO, source_prompt=SOURCE, project=str(tmp_path / "p.retake"),
+                  params=dict(QUICK), max_side=64, device="cpu")
+    fields.update(kw)
+    return EditRequest(**fields)
+
+
+def tree_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        h.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def test_edit_then_reedit_reuses_the_inversion_and_reproduces_bytes(engine, tmp_path):
+    events = []
+    first = engine.run(request(tmp_path, output=str(tmp_path / "out.png")), events.append)
+    assert isinstance(first, Done) and not first.reused_inversion
+    stages = [e.stage for e in events if isinstance(e, Progress)]
+    assert "null-text inversion" in stages and "editing" in stages
+    assert first.image.size == (64, 48)  # the photo's 4:3 aspect, from a 64x64 working image
+    meta = read_png_metadata(tmp_path / "out.png")
+    assert json.dumps(meta, sort_keys=True).count(TARGET) >= 1 and "inner_steps" in json.dumps(meta)
+
+    events.clear()
+    again = engine.run(EditRequest(target_prompt=TARGET, project=str(tmp_path / "p.retake"), max_side=64,
+                                   device="cpu"), events.append)
+    assert isinstance(again, Done) and again.reused_inversion
+    assert "null-text inversion" not in [e.stage for e in events if isinstance(e, Progress)]
+    assert again.result_path.read_bytes() != b"" and again.image.tobytes() == first.image.tobytes()
+    assert len(Project.open(tmp_path / "p.retake").edits) == 2
+
+
+def test_edit_parameters_reuse_and_inversion_parameters_reinvert(engine, tmp_path):
+    assert isinstance(engine.run(request(tmp_path), lambda e: None), Done)
+    edit_change = engine.run(request(tmp_path, params={**QUICK, "self_replace": "0,0.6"}), lambda e: None)
+    assert edit_change.reused_inversion
+    for change in ({"params": {**QUICK, "inner_steps": 3}}, {"source_prompt": "a house in a field"},
+                   {"params": {**QUICK, "inversion": "negative-prompt"}}):
+        outcome = engine.run(request(tmp_path, **change), lambda e: None)
+        assert isinstance(outcome, Done) and not outcome.reused_inversion, change
+    assert len(Project.open(tmp_path / "p.retake").inversions) >= 2
+
+
+def test_another_photo_in_the_same_project_is_refused(engine, tmp_path):
+    engine.run(request(tmp_path), lambda e: None)
+    other = tmp_path / "other.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "red").save(other)
+    before = tree_digest(tmp_path / "p.retake")
+    outcome = engine.run(request(tmp_path, image=str(other)), lambda e: None)
+    assert isinstance(outcome, Failed) and "another photo" in outcome.message
+    assert tree_digest(tmp_path / "p.retake") == before
+
+
+def test_cancel_during_inversion_writes_no_project(engine, tmp_path):
+    from pipeline.events import CancelToken
+
+    token = CancelToken()
+
+    def emit(event):
+        if isinstance(event, Progress) and event.stage == "null-text inversion" and event.step == 1:
+            token.cancel()
+
+    outcome = engine.run(request(tmp_path), emit, token)
+    assert isinstance(outcome, CancelledEvent) and outcome.stage == "null-text inversion"
+    assert not (tmp_path / "p.retake").exists()
+
+
+def test_out_of_memory_is_one_message_and_keeps_the_project(engine, tmp_path, monkeypatch):
+    engine.run(request(tmp_path), lambda e: None)
+    before = tree_digest(tmp_path / "p.retake")
+    from pipeline.methods.p2p import PromptToPrompt
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(PromptToPrompt, "edit", oom)
+    outcome = engine.run(request(tmp_path, target_prompt="a barn in a meadow under a blue sky"), lambda e: None)
+    assert isinstance(outcome, Failed) and "out of memory" in outcome.message
+    assert tree_digest(tmp_path / "p.retake") == before
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"target_prompt": "  "}, "target prompt is empty"),
+    ({"source_prompt": None}, "source prompt"),
+    ({"params": {**QUICK, "blend_words": "zebra"}}, "zebra"),
+    ({"params": {**QUICK, "guidance": 99}}, "between"),
+    ({"params": {**QUICK, "nonsense": 1}}, "Unknown parameter"),
+    ({"method": "nope"}, "Unknown method"),
+    ({"image": "/nonexistent/photo.png"}, "photo.png"),
+    ({"model": "/nonexistent/model"}, "/nonexistent/model"),
+])
+def test_bad_requests_fail_with_one_clear_message_and_write_nothing(engine, tmp_path, change, words):
+    outcome = engine.run(request(tmp_path, **change), lambda e: None)
+    assert isinstance(outcome, Failed)
+    assert words in outcome.message and "\n" not in outcome.message
+    assert not (tmp_path / "p.retake").exists()
+
+
+def test_request_round_trips_through_json(tmp_path):
+    original = request(tmp_path, params={"steps": 7, "blend_words": ["cat"]}, mask="m.png", seed=3)
+    assert EditRequest.from_json(original.to_json()) == original
