@@ -48,6 +48,7 @@ def null_text_optimise(
         target = trajectory[steps - i - 1 : steps - i].float()
         null = null.detach().requires_grad_(True)
         optimiser = torch.optim.Adam([null], lr=learning_rate * (1.0 - progress / 100.0))
+        ctx.cancel.check()
         with torch.no_grad():
             eps_cond = ctx.unet_noise(z, t, cond, precise=True)
         for _ in range(inner_steps):
