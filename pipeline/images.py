@@ -1,0 +1,444 @@
+"""Getting pixels in and out of the engine without surprises.
+
+Real photos arrive in every shape a camera, a phone or an editor can produce: rotated by an EXIF
+tag, with an alpha channel, as a palette GIF, as 16-bit greyscale, as a CMYK JPEG from a print shop.
+Stable Diffusion wants one thing: an RGB tensor in [-1, 1] whose sides are multiples of 64. This
+module is the single door between the two, so that every caller (CLI, GUI, project, tests) sees the
+same image for the same file, and every failure is an ImageError that names the file and the reason.
+
+It also owns the one way Retake writes a file durably (`write_atomically`): a temporary name in the
+same folder, flushed, fsynced, then renamed over the target, so a crash or a full disk leaves either
+the old file or the new one, never half of one. Results carry their parameters inside the PNG
+(`png_with_metadata`) so any saved edit can be reproduced from the file alone.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from pipeline.errors import ImageError
+
+# PIL's own decompression-bomb bound (about 89 megapixels). Checked against the header before a
+# single pixel is decoded, so a 50 kB file that claims to be 100 000 x 100 000 costs nothing.
+MAX_PIXELS = 89_478_485
+
+PNG_METADATA_KEY = "retake"
+PNG_PARAMETERS_KEY = "parameters"
+
+# Temporary files are named ".<target name>.<12 hex digits>.tmp" next to their target; the project
+# code recognises (and cleans up) exactly this pattern.
+TEMP_SUFFIX = ".tmp"
+
+# What PIL raises, across its plugins, for a file that is not an image or is damaged inside.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+
+_RESIZE = Image.Resampling.LANCZOS
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read an image file as an upright 8-bit RGB image, fully decoded and detached from the file.
+
+    EXIF orientation is applied, transparency is composited on white, an embedded ICC profile is
+    converted to sRGB, and every PIL mode (1, L, P, LA, PA, RGBA, CMYK, I;16, I, F, ...) becomes RGB
+    with its full range mapped onto 0..255. Any problem raises ImageError naming the file.
+    """
+    with _open_decoded(path, max_pixels) as img:
+        try:
+            img = _exif_upright(img)
+            rgb = to_rgb(img)
+        except _DECODE_ERRORS as exc:
+            raise ImageError(f"Cannot read {_name(path)}: its pixels could not be converted to RGB ({exc}).") from exc
+    return rgb
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return `image` as a new 8-bit RGB image: alpha on white, ICC to sRGB, high bit depths scaled.
+
+    The result carries no ICC profile or EXIF block: its pixels are sRGB and upright by definition.
+    """
+    mode = image.mode
+    icc = image.info.get("icc_profile")
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit files (PNG, TIFF) decode as I;16 or I; their range is 0..65535, not 0..255, so
+        # PIL's own conversion would clip almost everything to white.
+        grey = np.asarray(image).astype(np.float64)
+        out = _grey_to_rgb(np.clip(grey, 0, 65535) * (255.0 / 65535.0))
+    elif mode == "F":
+        out = _grey_to_rgb(_float_to_byte_range(np.asarray(image, dtype=np.float64)))
+    elif mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        out = _on_white(image)  # white is white in any RGB space, so the profile still applies
+    elif mode == "LAB":
+        out = _lab_to_srgb(image)
+    elif mode == "P":
+        out = image.convert("RGB")
+    else:
+        out = image
+    if icc and out.mode in ("RGB", "CMYK", "L"):
+        converted = _icc_to_srgb(out, icc)
+        if converted is not None:
+            out = converted
+    if out.mode != "RGB":
+        try:
+            out = out.convert("RGB")
+        except ValueError as exc:
+            raise ImageError(f"Retake cannot use images in the {mode} colour mode.") from exc
+    elif out is image:
+        out = image.copy()
+    out.info.clear()
+    return out
+
+
+def _grey_to_rgb(values: np.ndarray) -> Image.Image:
+    """Greyscale array already scaled to 0..255 (float) -> RGB image, rounded not truncated."""
+    grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return Image.fromarray(np.repeat(grey[..., None], 3, axis=2), "RGB")
+
+
+def _float_to_byte_range(values: np.ndarray) -> np.ndarray:
+    """Map a float image onto 0..255: [0, 1] data is scaled, [0, 255] kept, anything else stretched.
+
+    Float images (TIFF, PFM) have no agreed range; these three cases cover normalised data, 8-bit
+    data stored as float, and arbitrary measurements. NaN and infinities become black.
+    """
+    finite = np.isfinite(values)
+    values = np.where(finite, values, 0.0)
+    if not finite.any():
+        return values
+    low, high = float(values[finite].min()), float(values[finite].max())
+    if low >= 0.0 and high <= 1.0:
+        return values * 255.0
+    if low >= 0.0 and high <= 255.0:
+        return values
+    return (values - low) * (255.0 / (high - low))
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """Composite any image with transparency over opaque white (dropping alpha would give black)."""
+    if image.mode == "La":  # premultiplied grey + alpha: PIL has no conversion for it
+        grey, alpha = (np.asarray(image, dtype=np.float64)[..., i] for i in (0, 1))
+        straight = np.where(alpha > 0, grey * 255.0 / np.maximum(alpha, 1), 0)
+        image = Image.fromarray(
+            np.stack([np.clip(np.rint(straight), 0, 255), alpha], axis=2).astype(np.uint8), "LA"
+        )
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def _icc_to_srgb(image: Image.Image, icc: bytes) -> Image.Image | None:
+    """Convert an image with an embedded ICC profile to sRGB; None when there is no usable profile.
+
+    A CMYK JPEG or an Adobe RGB / Display P3 photo looks wrong when its numbers are read as sRGB.
+    A damaged or unsupported profile is not worth refusing the photo for: the caller falls back to
+    PIL's plain conversion.
+    """
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(
+            image,
+            source,
+            ImageCms.createProfile("sRGB"),
+            renderingIntent=ImageCms.Intent.PERCEPTUAL,
+            outputMode="RGB",
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+
+
+def _lab_to_srgb(image: Image.Image) -> Image.Image:
+    try:
+        transform = ImageCms.buildTransform(
+            ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+        )
+        return ImageCms.applyTransform(image, transform)
+    except (ImageCms.PyCMSError, ValueError) as exc:
+        raise ImageError("Retake cannot convert this Lab colour image to RGB.") from exc
+
+
+def _exif_upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag. A damaged EXIF block leaves the image as stored."""
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except (*_DECODE_ERRORS, KeyError, TypeError):
+        return image
+    return image if upright is None else upright
+
+
+class _open_decoded:
+    """Context manager: open `path`, check its size, decode every pixel; map failures to ImageError.
+
+    Decoding happens here, inside the error handling, because PIL opens lazily: a truncated JPEG
+    opens fine and only fails when its pixels are read.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], max_pixels: int) -> None:
+        self._path = path
+        self._max_pixels = max_pixels
+        self._image: Image.Image | None = None
+
+    def __enter__(self) -> Image.Image:
+        path, name = Path(self._path), _name(self._path)
+        try:
+            if not path.exists():
+                raise ImageError(f"Cannot open {name}: the file does not exist.")
+            if path.is_dir():
+                raise ImageError(f"Cannot open {name}: it is a folder, not an image file.")
+            if path.stat().st_size == 0:
+                raise ImageError(f"Cannot open {name}: the file is empty.")
+            image = Image.open(path)
+        except PermissionError as exc:
+            raise ImageError(f"Cannot open {name}: Retake is not allowed to read it.") from exc
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"Cannot open {name}: the image is too large ({exc}).") from exc
+        except UnidentifiedImageError as exc:
+            raise ImageError(f"Cannot open {name}: it is not an image file Retake can read.") from exc
+        except _DECODE_ERRORS as exc:
+            raise ImageError(f"Cannot open {name}: {_reason(exc)}.") from exc
+        self._image = image
+        try:
+            width, height = image.size
+            if width <= 0 or height <= 0:
+                raise ImageError(f"Cannot open {name}: the image has no pixels ({width}x{height}).")
+            if width * height > self._max_pixels:
+                raise ImageError(
+                    f"Cannot open {name}: at {width}x{height} it has more than "
+                    f"{self._max_pixels / 1e6:.0f} megapixels, which Retake refuses to decode."
+                )
+            image.load()
+        except ImageError:
+            image.close()
+            raise
+        except _DECODE_ERRORS as exc:
+            image.close()
+            raise ImageError(f"Cannot read {name}: the file is damaged or incomplete ({_reason(exc)}).") from exc
+        return image
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._image is not None:
+            self._image.close()
+
+
+def _name(path: str | os.PathLike[str]) -> str:
+    return str(Path(path))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().rstrip(".")
+    return text or type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------------
+# Sizes
+
+
+def working_size(width: int, height: int, max_side: int = 512, multiple: int = 64) -> tuple[int, int]:
+    """The size the model works at: longest side = max_side, the other side the multiple of
+    `multiple` (at least one multiple) that keeps the aspect ratio closest to width:height.
+
+    Closeness is measured as a ratio (|log(chosen / exact)|), so rounding up and rounding down are
+    judged alike. Small images are scaled up: SD 1.x works best near 512 pixels.
+    """
+    for label, value in (("width", width), ("height", height), ("max_side", max_side), ("multiple", multiple)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{label} must be a positive integer, not {value!r}")
+    if max_side % multiple:
+        raise ValueError(f"max_side ({max_side}) must be a multiple of {multiple}")
+    long_side, short_side = max(width, height), min(width, height)
+    exact = max_side * short_side / long_side
+    below = max(multiple, math.floor(exact / multiple) * multiple)
+    above = min(max_side, below + multiple)
+    short = min((below, above), key=lambda s: (abs(math.log(s / exact)), s))
+    return (max_side, short) if width >= height else (short, max_side)
+
+
+def output_size(original_size: tuple[int, int], working_size: tuple[int, int]) -> tuple[int, int]:
+    """Size of the returned edit: the input's aspect ratio at the working size's longest side.
+
+    The model distorts the aspect slightly to reach multiples of 64; the result is stretched back,
+    e.g. input 1000x700 worked at 512x384 comes back as 512x358.
+    """
+    width, height = original_size
+    if min(width, height, *working_size) <= 0:
+        raise ValueError(f"sizes must be positive, not {original_size} and {working_size}")
+    long_side = max(working_size)
+    if width >= height:
+        return long_side, max(1, round(long_side * height / width))
+    return max(1, round(long_side * width / height)), long_side
+
+
+def restore_aspect(image: Image.Image, original_size: tuple[int, int]) -> Image.Image:
+    """Resize a working-size result back to the input's aspect ratio (see `output_size`)."""
+    size = output_size(original_size, image.size)
+    return image.copy() if size == image.size else image.resize(size, _RESIZE)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tensors
+
+
+def to_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """RGB image -> float32 tensor [1, 3, H, W] in [-1, 1] at `size` = (W, H), resized with Lanczos."""
+    if image.mode != "RGB":
+        image = to_rgb(image)
+    if tuple(image.size) != tuple(size):
+        image = image.resize(tuple(size), _RESIZE, reducing_gap=3.0)
+    pixels = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def from_tensor(tensor: torch.Tensor) -> Image.Image:
+    """Tensor [1, 3, H, W] or [3, H, W] in [-1, 1] -> RGB image (clamped, rounded, NaN -> grey)."""
+    if tensor.dim() == 4:
+        if tensor.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {tensor.shape[0]}")
+        tensor = tensor[0]
+    if tensor.dim() != 3 or tensor.shape[0] != 3:
+        raise ValueError(f"expected a [1, 3, H, W] or [3, H, W] tensor, got {tuple(tensor.shape)}")
+    values = torch.nan_to_num(tensor.detach().to("cpu", torch.float32), nan=0.0)
+    values = ((values.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(values.permute(1, 2, 0).contiguous().numpy(), "RGB")
+
+
+# --------------------------------------------------------------------------------------------------
+# Masks
+
+
+def load_mask(path: str | os.PathLike[str], size: tuple[int, int]) -> torch.Tensor:
+    """Read a mask image as a float32 tensor [1, 1, H, W] of 0s and 1s at `size` = (W, H).
+
+    1 marks the region to edit. If the file has an alpha channel that is not fully opaque (strokes
+    painted on a transparent layer), alpha decides; otherwise brightness does (white = edit).
+    Resampling averages over area, and a cell is in the mask when at least half of it was.
+    """
+    with _open_decoded(path, MAX_PIXELS) as img:
+        try:
+            img = _exif_upright(img)
+            alpha = _alpha_channel(img)
+            if alpha is not None and alpha.getextrema() != (255, 255):
+                grey = alpha
+            else:
+                grey = to_rgb(img).convert("L")
+        except _DECODE_ERRORS as exc:
+            raise ImageError(f"Cannot read the mask {_name(path)}: {_reason(exc)}.") from exc
+    if grey.size != tuple(size):
+        grey = grey.resize(tuple(size), Image.Resampling.BILINEAR)
+    mask = np.asarray(grey, dtype=np.uint8) >= 128
+    return torch.from_numpy(mask.astype(np.float32))[None, None].contiguous()
+
+
+def _alpha_channel(image: Image.Image) -> Image.Image | None:
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return image.getchannel("A")
+    if image.mode == "P" and "transparency" in image.info:
+        return image.convert("RGBA").getchannel("A")
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# PNG with parameters, durable writes
+
+
+def png_with_metadata(image: Image.Image, metadata: Mapping[str, Any]) -> bytes:
+    """Encode `image` as PNG carrying `metadata` (JSON values), so the edit can be reproduced.
+
+    Two text chunks: "retake" holds the whole mapping as one UTF-8 JSON document (iTXt, for
+    programs), "parameters" the same as "key: value" lines (for people and image viewers).
+    """
+    document = json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False)
+    lines = [f"{key}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}"
+             for key, value in metadata.items()]
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(PNG_METADATA_KEY, document)
+    info.add_text(PNG_PARAMETERS_KEY, "\n".join(lines))  # tEXt if Latin-1, else iTXt
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def save_png(image: Image.Image, path: str | os.PathLike[str], metadata: Mapping[str, Any]) -> None:
+    """Write `image` as a PNG with `metadata` (see `png_with_metadata`), atomically."""
+    data = png_with_metadata(image, metadata)
+    try:
+        write_atomically(path, data)
+    except OSError as exc:
+        raise ImageError(f"Cannot save {_name(path)}: {_reason(exc)}.") from exc
+
+
+def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping stored by `png_with_metadata`; {} for a PNG without Retake parameters."""
+    name = _name(path)
+    try:
+        with Image.open(path) as img:
+            if img.format != "PNG":
+                raise ImageError(f"Cannot read parameters from {name}: it is not a PNG file.")
+            img.load()  # text chunks after the pixel data are only seen once the image is read
+            text = img.text.get(PNG_METADATA_KEY)
+    except FileNotFoundError as exc:
+        raise ImageError(f"Cannot open {name}: the file does not exist.") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"Cannot open {name}: it is not an image file Retake can read.") from exc
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"Cannot read {name}: the file is damaged or incomplete ({_reason(exc)}).") from exc
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImageError(f"The Retake parameters stored in {name} are damaged.") from exc
+    if not isinstance(value, dict):
+        raise ImageError(f"The Retake parameters stored in {name} are damaged.")
+    return value
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes | bytearray | memoryview) -> None:
+    """Replace `path` with `data` so that any crash leaves the old content or the new, never a mix.
+
+    Writes a temporary file in the same folder (same file system, so the rename is atomic), flushes
+    and fsyncs it, renames it over `path`, then fsyncs the folder so the rename itself is durable.
+    Raises OSError; the temporary file is removed on failure (or left for cleanup if killed).
+    """
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(path: str | os.PathLike[str]) -> None:
+    """Make renames and new entries in folder `path` durable (a no-op where folders cannot be synced)."""
+    if os.name == "nt":  # Windows commits directory entries with the rename; it cannot open folders
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
