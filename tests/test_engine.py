@@ -1,6 +1,5 @@
 """The engine as every front end uses it: reuse, re-inversion, round trips and clean failures."""
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -8,9 +7,10 @@ import pytest
 import torch
 
 from pipeline.engine import EditRequest, Engine
-from pipeline.events import CancelledEvent, Done, Failed, Progress
+from pipeline.events import CancelledEvent, Done, Failed, Preview, Progress
 from pipeline.images import read_png_metadata
 from pipeline.project import Project
+from tests.helpers import tree_digest
 
 DEMO = str(Path(__file__).resolve().parent.parent / "resources" / "demo" / "house.png")
 SOURCE = "a house in a meadow under a blue sky"
@@ -28,15 +28,6 @@ def request(tmp_path, **kw):
                   params=dict(QUICK), max_side=64, device="cpu")
     fields.update(kw)
     return EditRequest(**fields)
-
-
-def tree_digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        h.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def test_edit_then_reedit_reuses_the_inversion_and_reproduces_bytes(engine, tmp_path):
@@ -129,3 +120,12 @@ def test_bad_requests_fail_with_one_clear_message_and_write_nothing(engine, tmp_
 def test_request_round_trips_through_json(tmp_path):
     original = request(tmp_path, params={"steps": 7, "blend_words": ["cat"]}, mask="m.png", seed=3)
     assert EditRequest.from_json(original.to_json()) == original
+
+
+def test_previews_show_the_predicted_image_at_each_editing_step(engine, tmp_path):
+    events = []
+    params = {**QUICK, "inversion": "negative-prompt"}
+    assert isinstance(engine.run(request(tmp_path, previews=True, params=params), events.append), Done)
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert [p.step for p in previews] == [1, 2, 3, 4, 5]
+    assert all(p.stage == "editing" and p.image.size == (64, 64) for p in previews)

@@ -1,6 +1,5 @@
 """Projects: round trips, damage reported in one message without touching files, crash safety."""
 
-import hashlib
 import json
 import os
 import random
@@ -19,15 +18,6 @@ from pipeline.project import ModelRecord, Project
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ModelRecord("demo", "sha256:" + "0" * 64)
-
-
-def tree_digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        h.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def make_project(folder: Path) -> tuple[Project, dict]:
@@ -112,6 +102,7 @@ def test_a_folder_that_is_not_a_project(tmp_path):
 SAVER = """
 import sys, torch
 from pipeline.project import Project
+from tests.helpers import tree_digest
 project = Project.open(sys.argv[1])
 print("ready", flush=True)
 i = 0
