@@ -16,8 +16,8 @@ Where models come from:
 * a single-file checkpoint in the original CompVis layout (`.safetensors`; `.ckpt`/`.pt`/`.bin`
   only with `allow_pickle`): converted by diffusers' single-file loaders, using the SD 1.x configs
   shipped in `resources/configs/sd-v1` so that conversion needs nothing from the Hub;
-* `demo`: a tiny random model with SD 1.x's architecture (see `pipeline.demo_model`), built once
-  into the Retake cache folder and then loaded as a diffusers folder like any other.
+* `demo`: the tiny trained model with SD 1.x's architecture that ships in resources/demo_model
+  (see `pipeline.demo_model`), loaded as a diffusers folder like any other.
 
 Precision: the weights are held in float32 on the device, because optimisation (null-text
 inversion) needs float32 gradients and activations; `ModelBundle.sample_dtype` is the precision the
@@ -62,7 +62,7 @@ from huggingface_hub.errors import (
 )
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from pipeline.demo_model import DEMO_MODEL_DIRNAME, ensure_demo_model
+from pipeline.demo_model import demo_model_dir
 from pipeline.errors import ModelError, OutOfMemoryError
 from pipeline.tokenizer import BPE_FILE, load_clip_tokenizer
 
@@ -200,14 +200,13 @@ def describe_model_sources(cache_dir: Path | None = None) -> list[str]:
     cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
     hub_cache = hf_hub_cache_dir()
     hub_models = ", ".join(cached_hub_models(hub_cache)) or "no diffusers models"
-    demo = cache_dir / DEMO_MODEL_DIRNAME
     return [
         "Model folders and checkpoint files: any path you give (a diffusers folder, or a .safetensors file).",
         f"Hugging Face ids: the local Hugging Face cache {hub_cache} ({hub_models}); "
         "nothing is downloaded without --allow-download.",
         f"Single-file checkpoints are converted with the Stable Diffusion 1.x configs in {SD1_CONFIG_DIR}.",
-        f"Retake cache: {cache_dir} (the demo model {'is built' if demo.is_dir() else 'is built on first use'}; "
-        "remembered file hashes).",
+        f"The demo model: {demo_model_dir()}.",
+        f"Retake cache: {cache_dir} (remembered file hashes).",
     ]
 
 
@@ -338,9 +337,7 @@ def _read_parts(
     if not spec.strip():
         raise ModelError("No model was given; name a model folder, a checkpoint file, a Hugging Face id or demo.")
     if spec == DEMO_SPEC:
-        with _library_errors(f"the demo model in {cache_dir}"):
-            folder = ensure_demo_model(cache_dir)
-        return _read_diffusers_folder(folder, allow_pickle=allow_pickle)
+        return _read_diffusers_folder(demo_model_dir(), allow_pickle=allow_pickle)
     path = Path(spec).expanduser()
     if path.is_dir():
         return _read_diffusers_folder(path, allow_pickle=allow_pickle)
