@@ -27,7 +27,7 @@ from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Fail
 from pipeline.images import from_tensor, load_image, load_mask, restore_aspect, to_tensor, working_size, write_atomically
 from pipeline.methods.registry import get_method
 from pipeline.models import ModelBundle, load_model
-from pipeline.params import canonical_json, params_from_dict, params_to_dict
+from pipeline.params import PROMPT_BOUND_KINDS, canonical_json, param_specs, params_from_dict, params_to_dict
 from pipeline.project import MANIFEST_FILE, ModelRecord, Project
 from pipeline.run import RunContext
 
@@ -140,7 +140,11 @@ class Engine:
             raise PromptError("The target prompt is empty; type what the photo should become.")
         method_id = request.method or (settings.method if settings is not None else None) or DEFAULT_METHOD
         method = get_method(method_id)
-        stored = dict(settings.params) if settings is not None and settings.method == method_id else {}
+        stored = {}
+        if settings is not None and settings.method == method_id:
+            # words name parts of one prompt pair: a re-edit with a new target starts without them
+            kinds = {spec.name: spec.kind for spec in param_specs(method.Params)}
+            stored = {k: v for k, v in settings.params.items() if kinds.get(k) not in PROMPT_BOUND_KINDS}
         params = params_from_dict(method.Params, {**stored, **request.params})
         stored_model = settings.model.spec if settings is not None and settings.model is not None else None
         spec = request.model or stored_model or DEFAULT_MODEL

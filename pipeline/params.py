@@ -19,6 +19,8 @@ from pipeline.errors import ParamError
 
 Kind = Literal["float", "int", "bool", "choice", "step_fraction", "step_range", "words", "word_values"]
 Stage = Literal["inversion", "edit"]
+# Parameters of these kinds name words of one particular source/target pair.
+PROMPT_BOUND_KINDS = ("words", "word_values")
 
 
 @dataclass(frozen=True)
