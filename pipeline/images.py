@@ -210,7 +210,7 @@ class _open_decoded:
         except UnidentifiedImageError as exc:
             raise ImageError(f"Cannot open {name}: it is not an image file Retake can read.") from exc
         except _DECODE_ERRORS as exc:
-            raise ImageError(f"Cannot open {name}: {_reason(exc)}.") from exc
+            raise ImageError(f"Cannot open {name}: the file is damaged or incomplete ({_reason(exc)}).") from exc
         self._image = image
         try:
             width, height = image.size

@@ -62,6 +62,7 @@ LOCK_FILE = ".lock"
 MASKS_DIR, RESULTS_DIR, INVERSIONS_DIR = "masks", "results", "inversions"
 
 INVERSION_FORMAT = "retake-inversion"
+INVERSION_METADATA_KEY = "retake"  # the safetensors metadata entry describing an inversion file
 
 # A save holds the lock for seconds at most; a lock this old belongs to a dead or hung process
 # (or to a reused pid after a crash), whatever its pid says.
@@ -642,10 +643,19 @@ def _read_safetensors_header(path: Path) -> tuple[dict[str, Json], dict[str, str
     return header, metadata
 
 
+def _inversion_description(metadata: dict[str, str]) -> dict[str, Json]:
+    """The JSON object an inversion file carries in its safetensors metadata ({} if none or broken)."""
+    try:
+        described = json.loads(metadata.get(INVERSION_METADATA_KEY, "{}"))
+    except (json.JSONDecodeError, RecursionError):
+        return {}
+    return described if isinstance(described, dict) else {}
+
+
 def _mask_png(mask: torch.Tensor | Image.Image) -> bytes:
     """Encode a mask (tensor of 0..1 or bools, or a PIL image) as an 8-bit greyscale PNG."""
     if isinstance(mask, Image.Image):
-        grey = mask if mask.mode == "L" else (mask.convert("L") if mask.mode in ("1", "L") else to_rgb(mask).convert("L"))
+        grey = mask.convert("L") if mask.mode in ("1", "L") else to_rgb(mask).convert("L")
     elif isinstance(mask, torch.Tensor):
         values = mask.detach().to("cpu")
         while values.dim() > 2 and values.shape[0] == 1:
@@ -764,7 +774,7 @@ class _ProjectLock:
         return raw, parsed if isinstance(parsed, dict) else None, age
 
     @staticmethod
-    def _is_stale(raw: bytes, info: dict[str, Any] | None, age: float) -> bool:
+    def _is_stale(_raw: bytes, info: dict[str, Any] | None, age: float) -> bool:
         if age > LOCK_STALE_AFTER_S:
             return True
         if info is None:  # a lock is written right after it is created; garbage that stays is dead
@@ -831,7 +841,8 @@ class Project:
         self._app_version = app_version()
 
     def __repr__(self) -> str:
-        return f"Project({str(self._root)!r}, edits={len(self._manifest.edits)}, inversions={len(self._manifest.inversions)})"
+        m = self._manifest
+        return f"Project({str(self._root)!r}, edits={len(m.edits)}, inversions={len(m.inversions)})"
 
     # ---- creating and opening
 
@@ -1034,8 +1045,13 @@ class Project:
             if not isinstance(tensor, torch.Tensor):
                 raise TypeError(f"tensor {name!r} is a {type(tensor).__name__}, not a torch.Tensor")
             cpu[name] = tensor.detach().to("cpu", copy=True).contiguous()
-        header = {str(k): _check_str(v, f"metadata[{k!r}]") for k, v in (metadata or {}).items()}
-        header.update({"retake.format": INVERSION_FORMAT, "retake.key": key})
+        described = {str(k): _check_str(v, f"metadata[{k!r}]") for k, v in (metadata or {}).items()}
+        if {"format", "key"} & set(described):
+            raise ValueError("metadata must not redefine 'format' or 'key'")
+        described.update({"format": INVERSION_FORMAT, "key": key})
+        # One metadata entry holding sorted JSON: safetensors writes a multi-entry table in hash
+        # order, which would make identical inversions differ byte for byte.
+        header = {INVERSION_METADATA_KEY: json.dumps(described, sort_keys=True, ensure_ascii=False)}
         # Serialised in memory and hashed from the same bytes that are written: no re-read.
         data = safetensors.torch.save(cpu, metadata=header)
         del cpu
@@ -1232,7 +1248,7 @@ def _verify_files(root: Path, manifest: Manifest) -> None:
             fail(f"the inversion file {inv.file} is damaged ({damage})")
         except OSError as exc:
             fail(f"the inversion file {inv.file} cannot be read ({exc.strerror or exc})")
-        if metadata.get("retake.key") != inv.key:
+        if _inversion_description(metadata).get("key") != inv.key:
             fail(f"the inversion file {inv.file} does not hold the inversion {inv.key}")
     for edit in manifest.edits:
         check(edit.result.file, edit.result.sha256, "result")

@@ -1,14 +1,22 @@
-"""Photos as users have them: every mode, EXIF rotation, broken files, sizes and metadata."""
+"""Photos as users have them: every mode, EXIF rotation, broken files, sizes, tensors, masks, metadata."""
 
 import io
+import math
+import random
+import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+import torch
+from PIL import Image, ImageCms
 
+from pipeline import images
 from pipeline.errors import ImageError
 from pipeline.images import (
-    load_image, load_mask, output_size, read_png_metadata, restore_aspect, save_png, to_tensor, working_size,
+    from_tensor, load_image, load_mask, output_size, png_with_metadata, read_png_metadata, restore_aspect,
+    save_png, to_tensor, working_size, write_atomically,
 )
 
 
@@ -18,94 +26,333 @@ def saved(tmp_path, image, name, **kw):
     return path
 
 
+def pixel(image, xy=(0, 0)):
+    return tuple(image.getpixel(xy))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Modes
+
+
 def test_transparent_pixels_become_white_not_black(tmp_path):
     rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
     rgba.putpixel((0, 0), (0, 0, 255, 255))
+    rgba.putpixel((1, 0), (255, 0, 0, 128))  # half-transparent red over white is pink
     out = load_image(saved(tmp_path, rgba, "a.png"))
-    assert out.mode == "RGB" and out.getpixel((1, 1)) == (255, 255, 255) and out.getpixel((0, 0)) == (0, 0, 255)
+    assert out.mode == "RGB" and out.size == (8, 8)
+    assert pixel(out, (4, 4)) == (255, 255, 255)
+    assert pixel(out, (0, 0)) == (0, 0, 255)
+    r, g, b = pixel(out, (1, 0))
+    assert r == 255 and abs(g - 127) <= 1 and abs(b - 127) <= 1
 
 
 @pytest.mark.parametrize("mode, value, expected", [
     ("L", 128, (128, 128, 128)),
     ("1", 1, (255, 255, 255)),
+    ("1", 0, (0, 0, 0)),
     ("LA", (100, 255), (100, 100, 100)),
-    ("P", 3, None),
-    ("CMYK", (0, 255, 255, 0), (255, 0, 0)),
+    ("LA", (0, 0), (255, 255, 255)),  # fully transparent black: white, not black
 ])
-def test_modes_convert_to_rgb(tmp_path, mode, value, expected):
-    image = Image.new(mode, (4, 4), value)
-    fmt = "TIFF" if mode == "CMYK" else "PNG"
-    out = load_image(saved(tmp_path, image, f"x.{fmt.lower()}", format=fmt))
-    assert out.mode == "RGB" and out.size == (4, 4)
-    if expected is not None:
-        assert out.getpixel((0, 0)) == expected
-    else:
-        assert out.getpixel((0, 0)) == tuple(image.convert("RGB").getpixel((0, 0)))
+def test_grey_modes(tmp_path, mode, value, expected):
+    out = load_image(saved(tmp_path, Image.new(mode, (4, 4), value), "x.png"))
+    assert out.mode == "RGB" and out.size == (4, 4) and pixel(out) == expected
+
+
+def test_palette_with_and_without_transparency(tmp_path):
+    image = Image.new("P", (4, 2), 0)
+    image.putpalette([255, 0, 0, 0, 0, 255] + [0, 0, 0] * 254)
+    image.putpixel((1, 0), 1)
+    out = load_image(saved(tmp_path, image, "p.png"))
+    assert pixel(out, (0, 0)) == (255, 0, 0) and pixel(out, (1, 0)) == (0, 0, 255)
+    see_through = load_image(saved(tmp_path, image, "t.png", transparency=0))
+    assert pixel(see_through, (0, 0)) == (255, 255, 255) and pixel(see_through, (1, 0)) == (0, 0, 255)
+    gif = load_image(saved(tmp_path, image, "t.gif", transparency=0))
+    assert pixel(gif, (0, 0)) == (255, 255, 255) and pixel(gif, (1, 0)) == (0, 0, 255)
+
+
+@pytest.mark.parametrize("cmyk, rgb", [((0, 255, 255, 0), (255, 0, 0)), ((0, 0, 0, 255), (0, 0, 0)),
+                                       ((0, 0, 0, 0), (255, 255, 255))])
+def test_cmyk(tmp_path, cmyk, rgb):
+    tiff = load_image(saved(tmp_path, Image.new("CMYK", (8, 8), cmyk), "c.tif"))
+    assert pixel(tiff) == rgb
+    jpeg = load_image(saved(tmp_path, Image.new("CMYK", (8, 8), cmyk), "c.jpg", quality=100))
+    assert jpeg.mode == "RGB" and all(abs(a - b) <= 3 for a, b in zip(pixel(jpeg), rgb))
 
 
 def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
-    image = Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16))
+    values = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)
+    image = Image.fromarray(values)
+    assert image.mode == "I;16"
     out = load_image(saved(tmp_path, image, "deep.png"))
-    assert out.getpixel((0, 0))[0] in (127, 128)
+    assert [pixel(out, (x, 0)) for x in range(4)] == [(0,) * 3, (1,) * 3, (128,) * 3, (255,) * 3]
 
 
-def test_exif_orientation_is_applied(tmp_path):
-    image = Image.new("RGB", (40, 20), "white")
-    image.paste((255, 0, 0), (0, 0, 10, 20))  # red stripe on the left
+def test_thirty_two_bit_integer_is_read_as_sixteen_bit_range(tmp_path):
+    image = Image.fromarray(np.array([[0, 514, 65535, 70000]], dtype=np.int32))
+    assert image.mode == "I"
+    out = load_image(saved(tmp_path, image, "deep.tif"))
+    assert [pixel(out, (x, 0))[0] for x in range(4)] == [0, 2, 255, 255]
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0.0, 0.5, 1.0], [0, 128, 255]),           # normalised data
+    ([0.0, 100.0, 255.0], [0, 100, 255]),       # 8-bit data stored as float
+    ([-1.0, 0.0, 1000.0], [0, 0, 255]),         # anything else is stretched
+])
+def test_float_images(tmp_path, values, expected):
+    image = Image.fromarray(np.array([values], dtype=np.float32))
+    assert image.mode == "F"
+    out = load_image(saved(tmp_path, image, "f.tif"))
+    got = [pixel(out, (x, 0))[0] for x in range(3)]
+    assert got[0] == expected[0] and got[2] == expected[2] and abs(got[1] - expected[1]) <= 1
+
+
+def test_embedded_srgb_profile_keeps_colours(tmp_path):
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out = load_image(saved(tmp_path, Image.new("RGB", (4, 4), (10, 200, 90)), "icc.png", icc_profile=srgb))
+    assert all(abs(a - b) <= 1 for a, b in zip(pixel(out), (10, 200, 90)))
+    assert "icc_profile" not in out.info
+
+
+def _striped(width=40, height=20):
+    """White image with a red band on its left quarter and a blue dot in the top-right corner."""
+    image = Image.new("RGB", (width, height), "white")
+    image.paste((255, 0, 0), (0, 0, width // 4, height))
+    image.paste((0, 0, 255), (width - 6, 0, width, 6))
+    return image
+
+
+def _is(rgb, colour):
+    targets = {"red": (255, 0, 0), "blue": (0, 0, 255), "white": (255, 255, 255)}
+    return all(abs(a - b) < 60 for a, b in zip(rgb, targets[colour]))
+
+
+@pytest.mark.parametrize("orientation, size, red_at, blue_at", [
+    (1, (40, 20), (2, 10), (37, 2)),    # as stored
+    (2, (40, 20), (37, 10), (2, 2)),    # mirrored left-right
+    (3, (40, 20), (37, 10), (2, 17)),   # upside down
+    (6, (20, 40), (10, 2), (17, 37)),   # shown after turning 90 degrees clockwise
+    (8, (20, 40), (10, 37), (2, 2)),    # shown after turning 90 degrees anticlockwise
+])
+def test_exif_orientation_is_applied(tmp_path, orientation, size, red_at, blue_at):
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
-    out = load_image(saved(tmp_path, image, "r.jpg", exif=exif, quality=95))
-    assert out.size == (20, 40)
-    r, g, b = out.getpixel((10, 2))
-    assert r > 200 and g < 60  # the left stripe is now on top
+    exif[0x0112] = orientation
+    out = load_image(saved(tmp_path, _striped(), "r.jpg", exif=exif, quality=95))
+    assert out.size == size
+    assert _is(pixel(out, red_at), "red") and _is(pixel(out, blue_at), "blue")
+    assert "exif" not in out.info  # upright by definition: nothing left to rotate it twice
 
 
-@pytest.mark.parametrize("content", [b"", b"not an image at all", None])
-def test_broken_files_are_one_clear_error(tmp_path, content):
+# ---------------------------------------------------------------------------------------------------
+# Broken files
+
+
+def _png_header_only(width, height):
+    """A PNG that claims a size but has no pixel data: cheap to make, costly to decode if trusted."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def _encoded(fmt, **kw):
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 64), 60).convert("RGB").save(buffer, format=fmt, **kw)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty"),
+    (b"a shopping list, not a photo\n", "not an image"),
+    (_encoded("PNG")[:700], "damaged or incomplete"),
+    (_encoded("JPEG")[:600], "damaged or incomplete"),
+    (_png_header_only(64, 64), "damaged or incomplete"),
+])
+def test_broken_files_are_one_clear_error(tmp_path, content, reason):
     path = tmp_path / "broken.png"
-    if content is None:
-        buffer = io.BytesIO()
-        Image.new("RGB", (64, 64), "blue").save(buffer, format="PNG")
-        content = buffer.getvalue()[: len(buffer.getvalue()) // 2]
     path.write_bytes(content)
-    with pytest.raises(ImageError, match="broken.png"):
+    with pytest.raises(ImageError) as error:
         load_image(path)
+    message = str(error.value)
+    assert str(path) in message and reason in message and "\n" not in message
 
 
-def test_missing_file(tmp_path):
-    with pytest.raises(ImageError, match="nothere.png"):
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ImageError, match="nothere.png.*does not exist"):
         load_image(tmp_path / "nothere.png")
+    with pytest.raises(ImageError, match="is a folder"):
+        load_image(tmp_path)
 
 
-@pytest.mark.parametrize("w, h", [(640, 480), (480, 640), (1000, 700), (64, 64), (3000, 500), (100, 4000),
-                                  (513, 512), (50, 50)])
-def test_working_size_is_bounded_multiples_of_64_near_the_aspect(w, h):
-    ww, hh = working_size(w, h, max_side=512)
-    assert ww % 64 == 0 and hh % 64 == 0 and ww >= 64 and hh >= 64
-    assert max(ww, hh) <= 512
-    if min(w, h) / max(w, h) >= 0.125:
-        # the short side is the multiple of 64 nearest the true aspect
-        long_side = max(ww, hh)
-        short_true = long_side * min(w, h) / max(w, h)
-        assert abs(min(ww, hh) - short_true) <= 32 + 1e-9
+def test_decompression_bombs_are_refused_before_decoding(tmp_path):
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_header_only(20000, 20000))  # past PIL's own hard limit
+    with pytest.raises(ImageError, match="huge.png.*too large"):
+        load_image(huge)
+    big = tmp_path / "big.png"
+    big.write_bytes(_png_header_only(10000, 10000))  # past ours, below PIL's hard limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with pytest.raises(ImageError, match="big.png.*megapixels"):
+            load_image(big)
+    small = saved(tmp_path, Image.new("RGB", (100, 100)), "small.png")
+    with pytest.raises(ImageError, match="megapixels"):
+        load_image(small, max_pixels=5000)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sizes
+
+
+def _sizes():
+    rng = random.Random(7)
+    fixed = [(640, 480), (480, 640), (1000, 700), (64, 64), (3000, 500), (100, 4000), (513, 512), (50, 50),
+             (1, 1), (1, 10000), (10000, 1), (4032, 3024), (1920, 1080), (333, 1000)]
+    return fixed + [(rng.randint(1, 9000), rng.randint(1, 9000)) for _ in range(300)]
+
+
+@pytest.mark.parametrize("max_side", [512, 768, 64])
+def test_working_size_is_bounded_multiples_of_64_nearest_the_aspect(max_side):
+    for w, h in _sizes():
+        ww, hh = working_size(w, h, max_side=max_side)
+        assert ww % 64 == 0 and hh % 64 == 0 and min(ww, hh) >= 64, (w, h)
+        assert max(ww, hh) == max_side, (w, h)
+        assert (ww >= hh) if w >= h else (ww <= hh), (w, h)  # orientation kept
+        # No other multiple of 64 for the short side gets closer to the true aspect ratio.
+        exact = max_side * min(w, h) / max(w, h)
+        error = abs(math.log(min(ww, hh) / exact))
+        best = min(abs(math.log(s / exact)) for s in range(64, max_side + 1, 64))
+        assert error <= best + 1e-12, (w, h)
+
+
+def test_working_size_examples_and_invalid_arguments():
+    assert working_size(1000, 700) == (512, 384)
+    assert working_size(700, 1000) == (384, 512)
+    assert working_size(640, 480) == (512, 384)
+    assert working_size(200, 200) == (512, 512)  # small photos are scaled up to where SD 1.x works
+    for bad in [dict(max_side=500), dict(max_side=0), dict(max_side=32), dict(multiple=0)]:
+        with pytest.raises(ValueError):
+            working_size(100, 100, **bad)
+    for w, h in [(0, 10), (10, -1), (10.5, 10), (True, 10)]:
+        with pytest.raises(ValueError):
+            working_size(w, h)
 
 
 def test_result_is_returned_at_the_input_aspect():
     assert output_size((1000, 700), (512, 384)) == (512, 358)
+    assert output_size((700, 1000), (384, 512)) == (358, 512)
+    assert output_size((640, 480), (512, 384)) == (512, 384)
+    for w, h in _sizes():
+        work = working_size(w, h)
+        ow, oh = output_size((w, h), work)
+        assert max(ow, oh) == max(work) and min(ow, oh) >= 1
+        if min(w, h) >= 8:
+            assert abs(ow / oh - w / h) <= (w / h) * 1.0 / min(ow, oh) + 1e-9  # within a pixel of rounding
     restored = restore_aspect(Image.new("RGB", (512, 384)), (1000, 700))
     assert restored.size == (512, 358)
 
 
-def test_tensor_range_and_mask(tmp_path):
-    t = to_tensor(Image.new("RGB", (10, 10), (255, 0, 128)), (64, 64))
-    assert t.shape == (1, 3, 64, 64) and t.max() <= 1 and t.min() >= -1
+# ---------------------------------------------------------------------------------------------------
+# Tensors
+
+
+def test_tensor_round_trip_is_exact_at_the_same_size():
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    t = to_tensor(image, (64, 48))
+    assert t.shape == (1, 3, 48, 64) and t.dtype == torch.float32 and t.is_contiguous()
+    assert t.min() >= -1 and t.max() <= 1
+    assert np.array_equal(np.asarray(from_tensor(t)), pixels)
+    assert np.array_equal(np.asarray(from_tensor(t[0])), pixels)
+
+
+def test_tensor_values_resizing_and_clamping():
+    t = to_tensor(Image.new("RGB", (10, 10), (255, 0, 255)), (64, 32))
+    assert t.shape == (1, 3, 32, 64)
+    assert torch.allclose(t[0, :, 5, 5], torch.tensor([1.0, -1.0, 1.0]), atol=1e-3)
+    wild = torch.tensor([5.0, -7.0, float("nan")]).view(1, 3, 1, 1)
+    assert pixel(from_tensor(wild)) == (255, 0, 128)
+    with pytest.raises(ValueError):
+        from_tensor(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError):
+        from_tensor(torch.zeros(1, 4, 4, 4))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Masks
+
+
+def test_mask_from_brightness(tmp_path):
     mask = Image.new("L", (100, 100), 0)
     mask.paste(255, (0, 0, 50, 100))
-    m = load_mask(saved(tmp_path, mask, "m.png"), (8, 8))
-    assert m.shape == (1, 1, 8, 8) and m[..., :4].all() and not m[..., 4:].any()
+    m = load_mask(saved(tmp_path, mask, "m.png"), (8, 4))
+    assert m.shape == (1, 1, 4, 8) and m.dtype == torch.float32
+    assert set(m.unique().tolist()) == {0.0, 1.0}
+    assert m[..., :4].all() and not m[..., 4:].any()
+
+
+def test_mask_from_alpha_when_painted_on_a_transparent_layer(tmp_path):
+    strokes = Image.new("RGBA", (80, 80), (0, 0, 0, 0))
+    strokes.paste((200, 30, 30, 255), (40, 0, 80, 80))  # red paint, not white: alpha decides
+    m = load_mask(saved(tmp_path, strokes, "a.png"), (8, 8))
+    assert not m[..., :4].any() and m[..., 4:].all()
+    opaque = Image.new("RGBA", (80, 80), (0, 0, 0, 255))
+    opaque.paste((255, 255, 255, 255), (0, 0, 40, 80))  # fully opaque: brightness decides
+    m = load_mask(saved(tmp_path, opaque, "b.png"), (8, 8))
+    assert m[..., :4].all() and not m[..., 4:].any()
+
+
+def test_bad_mask_files(tmp_path):
+    (tmp_path / "m.png").write_bytes(b"nope")
+    with pytest.raises(ImageError, match="m.png"):
+        load_mask(tmp_path / "m.png", (8, 8))
+    with pytest.raises(ImageError, match="gone.png"):
+        load_mask(tmp_path / "gone.png", (8, 8))
+
+
+# ---------------------------------------------------------------------------------------------------
+# PNG metadata and durable writes
 
 
 def test_png_metadata_round_trip(tmp_path):
-    meta = {"target_prompt": "a castle", "params": {"steps": 50, "blend_words": ["cat"]}}
-    save_png(Image.new("RGB", (8, 8)), tmp_path / "r.png", meta)
-    assert read_png_metadata(tmp_path / "r.png") == meta
+    meta = {"target_prompt": "一座中式的房子", "seed": 7, "params": {"steps": 50, "blend_words": ["cat"]},
+            "mask": None, "guidance": 7.5}
+    path = tmp_path / "r.png"
+    save_png(Image.new("RGB", (8, 8), "red"), path, meta)
+    assert read_png_metadata(path) == meta
+    with Image.open(path) as img:
+        assert pixel(img.convert("RGB")) == (255, 0, 0)
+        lines = img.text["parameters"].splitlines()
+    assert "target_prompt: 一座中式的房子" in lines and 'params: {"steps": 50, "blend_words": ["cat"]}' in lines
+    save_png(Image.new("RGB", (8, 8)), path, {"seed": 8})  # replacing works too
+    assert read_png_metadata(path) == {"seed": 8}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.png"]  # no temporary left behind
+
+
+def test_png_metadata_edge_cases(tmp_path):
+    plain = saved(tmp_path, Image.new("RGB", (4, 4)), "plain.png")
+    assert read_png_metadata(plain) == {}
+    with pytest.raises(ImageError, match="not a PNG"):
+        read_png_metadata(saved(tmp_path, Image.new("RGB", (4, 4)), "photo.jpg"))
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("retake", "{broken")
+    with pytest.raises(ImageError, match="damaged"):
+        read_png_metadata(saved(tmp_path, Image.new("RGB", (4, 4)), "bad.png", pnginfo=info))
+    with pytest.raises(ValueError):
+        png_with_metadata(Image.new("RGB", (4, 4)), {"x": float("nan")})
+
+
+def test_write_atomically_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
+    target = tmp_path / "file.bin"
+    write_atomically(target, b"old")
+
+    def broken(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(images.os, "replace", broken)
+    with pytest.raises(OSError):
+        write_atomically(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
