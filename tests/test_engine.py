@@ -129,3 +129,14 @@ def test_previews_show_the_predicted_image_at_each_editing_step(engine, tmp_path
     previews = [e for e in events if isinstance(e, Preview)]
     assert [p.step for p in previews] == [1, 2, 3, 4, 5]
     assert all(p.stage == "editing" and p.image.size == (64, 64) for p in previews)
+
+
+def test_reedit_carries_settings_but_not_the_previous_prompts_words(engine, tmp_path):
+    first = request(tmp_path, params={**QUICK, "inversion": "negative-prompt", "blend_words": "castle",
+                                      "self_replace": "0,0.6"})
+    assert isinstance(engine.run(first, lambda e: None), Done)
+    again = engine.run(EditRequest(target_prompt="a house in a meadow under a red sky",
+                                   project=str(tmp_path / "p.retake"), max_side=64, device="cpu"), lambda e: None)
+    assert isinstance(again, Done) and again.reused_inversion
+    params = Project.open(tmp_path / "p.retake").edits[-1].params
+    assert params["blend_words"] == [] and params["self_replace"] == [0.0, 0.6]
