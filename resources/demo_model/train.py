@@ -39,19 +39,24 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from PIL import Image
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+# Before torch starts OpenMP: on a shared 2-core machine, threads that spin while waiting for a
+# descheduled partner made training 20-30x slower; sleeping instead changes no result.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pipeline.tokenizer import load_clip_tokenizer
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
+from PIL import Image  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+
+from pipeline.tokenizer import load_clip_tokenizer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scenes import render_scene  # noqa: E402  (sibling module, found through the line above)
