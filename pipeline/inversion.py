@@ -13,6 +13,8 @@ by 50 / steps.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +22,13 @@ from pipeline.run import RunContext
 from pipeline.sampling import DDIMSchedule, guided_noise
 
 REFERENCE_STEPS = 50
+
+
+class NullTextResult(NamedTuple):
+    """The optimised per-step embeddings and the latents z_T..z_0 the optimisation reached with them."""
+
+    embeddings: torch.Tensor  # [steps, 77, D]
+    latents: torch.Tensor  # [steps + 1, C, h, w], from z_T down
 
 
 def null_text_optimise(
@@ -33,8 +42,8 @@ def null_text_optimise(
     early_stop: bool = True,
     learning_rate: float = 1e-2,
     stage: str = "null-text inversion",
-) -> torch.Tensor:
-    """Optimise one unconditional embedding per step; returns them as [steps, 77, D] (fp32).
+) -> NullTextResult:
+    """Optimise one unconditional embedding per step (fp32), each stored as its own tensor.
 
     trajectory: z*_0..z*_T as [steps + 1, C, h, w]; cond, null_init: [1, 77, D].
     """
@@ -42,11 +51,14 @@ def null_text_optimise(
     z = trajectory[-1:].float()
     null = null_init.float()
     nulls = []
+    reached = [z]
     ctx.start_stage(stage, steps)
     for i, t in enumerate(schedule.timesteps):
         progress = i * REFERENCE_STEPS / steps
         target = trajectory[steps - i - 1 : steps - i].float()
-        null = null.detach().requires_grad_(True)
+        # A copy per step: Adam updates `null` in place, and a detached view would share storage with
+        # the embedding stored for the previous step, so every stored step would end up as the last.
+        null = null.detach().clone().requires_grad_(True)
         optimiser = torch.optim.Adam([null], lr=learning_rate * (1.0 - progress / 100.0))
         ctx.cancel.check()
         with torch.no_grad():
@@ -65,5 +77,6 @@ def null_text_optimise(
         nulls.append(null)
         with torch.no_grad():
             z = schedule.step(guided_noise(ctx, z, t, cond, null, scale, precise=True), t, z)
+        reached.append(z)
         ctx.advance(i + 1)
-    return torch.cat(nulls)
+    return NullTextResult(torch.cat(nulls), torch.cat(reached))

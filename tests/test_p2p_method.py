@@ -43,9 +43,10 @@ def test_null_text_reconstructs_far_better_than_ddim_at_full_guidance(method, ct
     ddim = method.invert(ctx, demo_latent, SOURCE, ddim_params)
     ddim_error = relative_error(reconstruct(method, ctx, ddim, ddim_params)[0:1], demo_latent)
     print(f"relative latent error at guidance 7.5: null-text {null_error:.4f}, DDIM {ddim_error:.4f}")
-    # measured on the demo model at 10 steps: null-text about 0.35, DDIM about 0.9
-    assert null_error < 0.5 * ddim_error
-    assert null_error < 0.5
+    # measured on the demo model at 10 steps: null-text 0.22, DDIM 0.90 (0.35 for null-text while every
+    # stored step held the last step's embedding)
+    assert null_error < 0.3 * ddim_error
+    assert null_error < 0.3
 
 
 def test_negative_prompt_inversion_reproduces_the_ddim_reconstruction(method, ctx, demo_latent):

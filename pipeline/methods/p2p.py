@@ -110,7 +110,7 @@ class PromptToPrompt:
             result["null_embeddings"] = null_text_optimise(
                 ctx, schedule, trajectory, cond, ctx.encode_text([""]), params.guidance,
                 params.inner_steps, params.early_stop,
-            )
+            ).embeddings
         return result
 
     def check(self, tokenizer: Any, source_prompt: str, target_prompt: str, params: P2PParams) -> None:
