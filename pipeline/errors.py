@@ -38,3 +38,16 @@ class OutOfMemoryError(RetakeError):
 
 class Cancelled(RetakeError):
     """The user cancelled the run; nothing was written."""
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """`value` as text for a message, cut in the middle with an ellipsis when longer than `limit`.
+
+    Messages echo what the user or a damaged file gave (a path, a number, a word); a 4,000-digit
+    number must not become a 4,000-character message.
+    """
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 1, 2)
+    return text[: keep - keep // 2] + "…" + text[len(text) - keep // 2 :]

@@ -38,6 +38,13 @@ class Preview:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """Something the user should know that does not stop the run (a prompt cut at the encoder's window)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class Done:
     """The edit was written: `result_path` inside the project, `output_path` where asked for."""
 
@@ -63,7 +70,7 @@ class CancelledEvent:
     stage: str
 
 
-Event = Progress | Preview | Done | Failed | CancelledEvent
+Event = Progress | Preview | Notice | Done | Failed | CancelledEvent
 Emit = Callable[[Event], None]
 
 
