@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline.errors import ParamError
+from pipeline.errors import ParamError, shorten
 
 Kind = Literal["float", "int", "bool", "choice", "step_fraction", "step_range", "words", "word_values"]
 Stage = Literal["inversion", "edit"]
@@ -115,18 +116,26 @@ def _from_text(spec: ParamSpec, text: str) -> Any:
 
 
 def _number(spec: ParamSpec, value: Any, integer: bool = False) -> float | int:
+    """`value` as a number within the spec's bounds; NaN and infinities are refused for every kind.
+
+    NaN compares false with every bound, so without the explicit check it would pass the range test
+    and surface as a crash deep inside sampling.
+    """
     try:
         if isinstance(value, bool):
             raise ValueError
-        number = int(value) if integer else float(value)
-        if integer and float(value) != number:
+        finite = math.isfinite(float(value))
+        number = int(value) if integer and finite else float(value)
+        if float(value) != number and finite:
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         kind = "a whole number" if integer else "a number"
-        raise ParamError(f"Parameter {spec.name} must be {kind}, not {value!r}.") from None
+        raise ParamError(f"Parameter {spec.name} must be {kind}, not {shorten(repr(value))}.") from None
+    if not finite:
+        raise ParamError(f"Parameter {spec.name} must be a finite number, not {shorten(value)}.")
     lo, hi = spec.minimum, spec.maximum
     if (lo is not None and number < lo) or (hi is not None and number > hi):
-        raise ParamError(f"Parameter {spec.name} must lie between {lo:g} and {hi:g}, not {number:g}.")
+        raise ParamError(f"Parameter {spec.name} must lie between {lo:g} and {hi:g}, not {shorten(f'{number:g}')}.")
     return number
 
 
