@@ -6,10 +6,8 @@ Stable Diffusion wants one thing: an RGB tensor in [-1, 1] whose sides are multi
 module is the single door between the two, so that every caller (CLI, GUI, project, tests) sees the
 same image for the same file, and every failure is an ImageError that names the file and the reason.
 
-It also owns the one way Retake writes a file durably (`write_atomically`): a temporary name in the
-same folder, flushed, fsynced, then renamed over the target, so a crash or a full disk leaves either
-the old file or the new one, never half of one. Results carry their parameters inside the PNG
-(`png_with_metadata`) so any saved edit can be reproduced from the file alone.
+Results carry their parameters inside the PNG (`png_with_metadata`) so any saved edit can be
+reproduced from the file alone; `save_png` writes them with `files.write_atomically`.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import io
 import json
 import math
 import os
-import secrets
 import struct
 import zlib
 from collections.abc import Mapping
@@ -30,6 +27,7 @@ import torch
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from pipeline.errors import ImageError
+from pipeline.files import write_atomically
 
 # PIL's own decompression-bomb bound (about 89 megapixels). Checked against the header before a
 # single pixel is decoded, so a 50 kB file that claims to be 100 000 x 100 000 costs nothing.
@@ -37,10 +35,6 @@ MAX_PIXELS = 89_478_485
 
 PNG_METADATA_KEY = "retake"
 PNG_PARAMETERS_KEY = "parameters"
-
-# Temporary files are named ".<target name>.<12 hex digits>.tmp" next to their target; the project
-# code recognises (and cleans up) exactly this pattern.
-TEMP_SUFFIX = ".tmp"
 
 # What PIL raises, across its plugins, for a file that is not an image or is damaged inside.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
@@ -352,7 +346,7 @@ def _alpha_channel(image: Image.Image) -> Image.Image | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# PNG with parameters, durable writes
+# PNG with parameters
 
 
 def png_with_metadata(image: Image.Image, metadata: Mapping[str, Any]) -> bytes:
@@ -405,40 +399,3 @@ def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ImageError(f"The Retake parameters stored in {name} are damaged.")
     return value
-
-
-def write_atomically(path: str | os.PathLike[str], data: bytes | bytearray | memoryview) -> None:
-    """Replace `path` with `data` so that any crash leaves the old content or the new, never a mix.
-
-    Writes a temporary file in the same folder (same file system, so the rename is atomic), flushes
-    and fsyncs it, renames it over `path`, then fsyncs the folder so the rename itself is durable.
-    Raises OSError; the temporary file is removed on failure (or left for cleanup if killed).
-    """
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-    fsync_directory(path.parent)
-
-
-def fsync_directory(path: str | os.PathLike[str]) -> None:
-    """Make renames and new entries in folder `path` durable (a no-op where folders cannot be synced)."""
-    if os.name == "nt":  # Windows commits directory entries with the rename; it cannot open folders
-        return
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-

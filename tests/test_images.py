@@ -12,12 +12,13 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from pipeline import images
+from pipeline import files
 from pipeline.errors import ImageError
 from pipeline.images import (
     from_tensor, load_image, load_mask, output_size, png_with_metadata, read_png_metadata, restore_aspect,
-    save_png, to_tensor, working_size, write_atomically,
+    save_png, to_tensor, working_size,
 )
+from pipeline.files import write_atomically
 
 
 def saved(tmp_path, image, name, **kw):
@@ -351,7 +352,7 @@ def test_write_atomically_keeps_the_old_file_when_the_rename_fails(tmp_path, mon
     def broken(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(images.os, "replace", broken)
+    monkeypatch.setattr(files.os, "replace", broken)
     with pytest.raises(OSError):
         write_atomically(target, b"new")
     assert target.read_bytes() == b"old"

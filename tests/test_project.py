@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from pipeline import project as project_module
+from pipeline.project import folder as folder_module
 from pipeline.errors import ProjectError
 from pipeline.images import read_png_metadata
 from pipeline.project import SCHEMA_VERSION, ModelRecord, Project, migrate_manifest
@@ -334,19 +335,24 @@ def test_create_accepts_an_empty_folder_or_the_remains_of_an_interrupted_create(
                                                          "project.json", "source.png"]
 
 
-def test_leftovers_are_ignored_by_open_and_removed_by_the_next_save(tmp_path):
+def test_leftovers_of_a_killed_save_are_ignored_by_open_and_removed_by_the_next_save(tmp_path):
     root = tmp_path / "p"
     make_project(root)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _write_lock(root, dead.pid, journal=["inversions/k9.0123456789abcdef.safetensors", "results/e0042.png",
+                                         "project.json"])
     (root / ".project.json.0123456789ab.tmp").write_bytes(b"{half a manif")
     (root / "inversions" / ".k9.0123456789abcdef.safetensors.aaaaaaaaaaaa.tmp").write_bytes(b"x" * 100)
     (root / "results" / "e0042.png").write_bytes(b"an orphan from a killed save")
+    (root / "results" / "e0099.png").write_bytes(b"no save journaled it: not Retake's to delete")
     (root / "results" / "favourite.png").write_bytes(b"a file the user put here")
     (root / "notes.txt").write_text("the user's")
     before = tree_digest(root)
     project = Project.open(root)
     assert tree_digest(root) == before
     add_edit(project, "a barn")
-    assert project_files(root) == referenced(root) | {"results/favourite.png", "notes.txt"}
+    assert project_files(root) == referenced(root) | {"results/favourite.png", "results/e0099.png", "notes.txt"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -366,12 +372,33 @@ def test_migrations_run_in_order_without_touching_the_input():
     upgraded = migrate_manifest(original, {1: one_to_two, 2: two_to_three}, target=3)
     assert upgraded == {"schema_version": 3, "settings": {"params": {"upgraded": True, "order": ["upgraded"]}}}
     assert original == {"schema_version": 1, "settings": {"params": {}}}
-    assert migrate_manifest(original) == original  # current version: nothing to do
+    current = {"schema_version": SCHEMA_VERSION, "settings": {"params": {}}}
+    assert migrate_manifest(current) == current  # current version: nothing to do
     with pytest.raises(ProjectError, match="newer Retake"):
         migrate_manifest({"schema_version": 4}, {}, target=3)
     with pytest.raises(ProjectError):
         migrate_manifest({"schema_version": 2}, {1: one_to_two}, target=3)
-    assert project_module.MIGRATIONS == {} and SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2 and set(project_module.MIGRATIONS) == {1}
+
+
+def test_a_version_1_project_opens_and_the_next_save_writes_version_2(tmp_path):
+    root = tmp_path / "p"
+    make_project(root)
+
+    def as_version_1(data):
+        data.update(schema_version=1)
+        del data["settings"]["max_side"], data["inputs"]
+
+    _rewrite(root, as_version_1)
+    before = tree_digest(root)
+    project = Project.open(root)
+    assert tree_digest(root) == before  # upgraded in memory only
+    assert project.settings.max_side is None and project.input_names() == ()
+    project.update_settings(model_spec="demo", model_identity=MODEL.identity, source_prompt="a house",
+                            method="p2p", params={}, max_side=384)
+    data = manifest(root)
+    assert data["schema_version"] == 2 and data["settings"]["max_side"] == 384 and data["inputs"] == []
+    assert Project.open(root).settings.max_side == 384
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -502,21 +529,21 @@ def test_a_failed_write_changes_nothing_and_releases_the_lock(tmp_path, monkeypa
     root = tmp_path / "p"
     project = make_project(root)
     before = tree_digest(root)
-    real = project_module.write_atomically
+    real = folder_module.write_atomically
 
     def disk_full(path, data):
         if Path(path).name.startswith("e0002"):
             raise OSError(28, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(project_module, "write_atomically", disk_full)
+    monkeypatch.setattr(folder_module, "write_atomically", disk_full)
     with pytest.raises(ProjectError, match="No space left on device"):
         add_edit(project, "a barn", mask=torch.ones(1, 1, 4, 4))
     monkeypatch.undo()
     assert not (root / ".lock").exists()
     assert Project.open(root).edits == project.edits
     add_edit(project, "a barn")
-    assert project_files(root) == referenced(root)  # the mask written before the failure is cleaned up
+    assert project_files(root) == referenced(root)  # the mask written before the failure was removed
     assert tree_digest(root) != before
 
 
@@ -524,9 +551,10 @@ def test_a_failed_write_changes_nothing_and_releases_the_lock(tmp_path, monkeypa
 # Locking and concurrent writers
 
 
-def _write_lock(root: Path, pid: int, host: str | None = None) -> None:
+def _write_lock(root: Path, pid: int, host: str | None = None, journal: tuple[str, ...] = ()) -> None:
+    """A lock as another process leaves it: a header line, then the files it journaled."""
     lock = {"pid": pid, "host": host or socket.gethostname(), "token": "someone-else", "since": "now"}
-    (root / ".lock").write_text(json.dumps(lock))
+    (root / ".lock").write_text("\n".join(json.dumps(line) for line in [lock, *journal]) + "\n")
 
 
 def test_a_live_lock_holder_makes_a_save_wait_then_fail_clearly(tmp_path):

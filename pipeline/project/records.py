@@ -1,0 +1,122 @@
+"""What project.json holds, as typed values: frozen records the rest of Retake reads and passes around.
+
+Records are frozen so that a record handed to a caller cannot change the project behind its back;
+their `params` dicts are private copies (the Project hands out deep copies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Json = Any  # None | bool | int | float | str | list[Json] | dict[str, Json]
+InputKind = Literal["image", "mask"]
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file inside the project and the SHA-256 of its bytes."""
+
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """The source photo: RGB, upright, full resolution, stored losslessly as PNG."""
+
+    file: str
+    sha256: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A model as the user named it (`spec`: a path or hub id) and as its weights are (`identity`)."""
+
+    spec: str
+    identity: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The last settings used on this photo, restored when the project is reopened.
+
+    `max_side` is the working-size bound (longest side in pixels) the inversion was computed at;
+    None when no edit has said.
+    """
+
+    model: ModelRecord | None
+    source_prompt: str
+    method: str | None
+    params: dict[str, Json]
+    max_side: int | None = None
+
+
+@dataclass(frozen=True)
+class InversionRecord:
+    """One stored inversion and everything that determined it (which the engine hashed into `key`)."""
+
+    key: str
+    file: str
+    file_sha256: str
+    method: str
+    model_identity: str
+    source_prompt: str
+    params: dict[str, Json]
+    size: tuple[int, int]
+    steps: int
+    created: str
+
+
+@dataclass(frozen=True)
+class EditRecord:
+    """One edit in the history, with everything needed to reproduce it."""
+
+    id: str
+    created: str
+    source_prompt: str
+    target_prompt: str
+    model: ModelRecord
+    method: str
+    params: dict[str, Json]
+    seed: int | None
+    inversion_key: str | None
+    mask: FileRecord | None
+    result: FileRecord
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """A named input a method uses besides the photo (an edit mask, a reference image and its prompt)."""
+
+    name: str
+    kind: InputKind
+    file: FileRecord
+    prompt: str | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The whole of project.json (minus the format marker and schema version)."""
+
+    app_version: str
+    created: str
+    modified: str
+    image: ImageRecord
+    settings: Settings
+    inversions: tuple[InversionRecord, ...]
+    edits: tuple[EditRecord, ...]
+    inputs: tuple[InputRecord, ...] = ()
+
+    def referenced_files(self) -> set[str]:
+        """Every file (relative path) this manifest says belongs to the project, project.json aside."""
+        files = {self.image.file}
+        files.update(inv.file for inv in self.inversions)
+        files.update(item.file.file for item in self.inputs)
+        for edit in self.edits:
+            files.add(edit.result.file)
+            if edit.mask is not None:
+                files.add(edit.mask.file)
+        return files

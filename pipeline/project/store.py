@@ -1,0 +1,665 @@
+"""The Project: one folder per photo, safe to close at any instant, readable days later.
+
+Three promises shape the code (docs/project-format.md states them for people):
+
+* Crash safety. New content always goes to new file names, each written atomically; project.json,
+  which says which files make up the project, is replaced last. Killing Retake at any instant
+  leaves the previous project or the new one, both complete.
+* Honest loading. `Project.open` checks everything and either returns a sound project or raises one
+  ProjectError saying what is wrong with which file, and how to repair it when it can be. It never
+  writes to the folder unless asked to recover.
+* No lost updates. Writers take the lock; each save re-reads project.json under it and applies its
+  change to the latest version, so two Retake windows on one project both keep their edits.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.metadata
+import io
+import json
+import math
+import numbers
+import os
+import threading
+import tomllib
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import safetensors.torch
+import torch
+from PIL import Image
+
+from pipeline.errors import ProjectError, shorten
+from pipeline.files import fsync_directory, temp_target
+from pipeline.images import png_with_metadata, to_rgb
+from pipeline.project.codec import EDIT_ID, KEY, encode_manifest, file_checksums, parse_manifest
+from pipeline.project.content import (
+    INVERSION_FORMAT, INVERSION_METADATA_KEY, image_png, mask_png, sha256_bytes,
+)
+from pipeline.project.folder import (
+    INPUT_NAME, INPUTS_DIR, INVERSIONS_DIR, LOCK_FILE, MANIFEST_FILE, MASKS_DIR, RESULTS_DIR, SOURCE_FILE, Folder,
+    shown,
+)
+from pipeline.project.lock import DEFAULT_LOCK_TIMEOUT_S, ProjectLock
+from pipeline.project.recovery import set_aside
+from pipeline.project.records import (
+    EditRecord, FileRecord, ImageRecord, InputKind, InputRecord, InversionRecord, Json, Manifest, ModelRecord,
+    Settings,
+)
+from pipeline.project.verify import Problem, find_problems
+
+T = TypeVar("T")
+
+_MAX_MANIFEST_BYTES = 64 << 20
+# Files an operating system drops into any folder it shows; they do not make a folder "not empty".
+_OS_CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".directory"})
+_FILE_FOLDERS = (MASKS_DIR, RESULTS_DIR, INVERSIONS_DIR, INPUTS_DIR)
+
+
+class Project:
+    """A per-image project folder. Get one with `Project.create` or `Project.open`.
+
+    Reads come from the state validated at open (or written by this object since). Every write is
+    a transaction against the latest project.json on disk, under the lock, so concurrent writers
+    from other processes are merged rather than overwritten.
+    """
+
+    def __init__(self, folder: Folder, manifest: Manifest, manifest_sha256: str, lock_timeout: float) -> None:
+        """Internal: use `Project.create` or `Project.open`."""
+        self._folder = folder
+        self._root = folder.root
+        self._manifest = manifest
+        self._manifest_sha256 = manifest_sha256
+        self._lock_timeout = lock_timeout
+        self._write_lock = threading.Lock()
+        self._lock: ProjectLock | None = None  # held during a transaction
+        self._app_version = app_version()
+        self._recovered: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        m = self._manifest
+        return f"Project({str(self._root)!r}, edits={len(m.edits)}, inversions={len(m.inversions)})"
+
+    # ---- creating and opening
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], image: Image.Image, *,
+               lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> Project:
+        """Make a new project for `image` (normally from images.load_image) in folder `path`.
+
+        The folder is created if needed. An existing folder must be empty (or hold only the
+        remains of an interrupted create); a folder that is already a project, or holds anything
+        else, is refused with ProjectError.
+        """
+        root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise ProjectError(f"Cannot create a project at {shown(root)}: it is a file, not a folder.")
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"image must be a PIL image, not {type(image).__name__}")
+        folder = Folder(root)
+        if root.is_dir():
+            _check_can_create(folder)  # before touching the folder (the lock file is a write)
+        source_png = image_png(image)
+        try:
+            new_parent = not root.exists()
+            root.mkdir(parents=True, exist_ok=True)
+            if new_parent:
+                fsync_directory(root.parent)
+            with ProjectLock(folder, lock_timeout):
+                _check_can_create(folder)
+                folder.write(SOURCE_FILE, source_png)
+                now = _now()
+                width, height = image.size
+                manifest = Manifest(
+                    app_version=app_version(), created=now, modified=now,
+                    image=ImageRecord(SOURCE_FILE, sha256_bytes(source_png), width, height),
+                    settings=Settings(model=None, source_prompt="", method=None, params={}),
+                    inversions=(), edits=(),
+                )
+                data = encode_manifest(manifest)
+                folder.write(MANIFEST_FILE, data)
+        except OSError as exc:
+            raise ProjectError(f"Cannot create a project at {shown(root)}: {exc.strerror or exc}.") from exc
+        return cls(folder, manifest, sha256_bytes(data), lock_timeout)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+             recover: bool = False) -> Project:
+        """Open and fully check the project in folder `path`.
+
+        Without `recover` it never writes to the folder: any problem raises one ProjectError naming
+        it and the file (and, when it can be repaired, saying how). With `recover`, damaged or
+        missing inversions, results, masks and inputs are moved to quarantine/ and their records
+        dropped (see `recovered`); damage to project.json or the photo still raises ProjectError.
+        """
+        root = Path(path)
+        if not root.exists():
+            raise ProjectError(f"There is no project at {shown(root)}: the folder does not exist.")
+        if not root.is_dir():
+            raise ProjectError(f"Cannot open {shown(root)} as a project: it is a file, not a project folder.")
+        folder = Folder(root)
+        retries = 2
+        while True:
+            folder.audit()
+            data = _read_manifest_bytes(folder)
+            manifest = parse_manifest(root, data)
+            problems = find_problems(folder, manifest, first_only=not recover)
+            # A writer in another process may have replaced the manifest and removed the files it
+            # no longer needs while we were checking the old one: check the new one.
+            if problems and retries > 0 and _manifest_changed(folder, data):
+                retries -= 1
+                continue
+            break
+        project = cls(folder, manifest, sha256_bytes(data), lock_timeout)
+        if problems:
+            if not recover or not all(p.repairable for p in problems):
+                raise ProjectError(cannot_open_message(root, problems))
+            project._recover()
+        return project
+
+    def _recover(self) -> None:
+        def change(base: Manifest) -> tuple[Manifest | None, tuple[str, ...]]:
+            problems = find_problems(self._folder, base)
+            if not problems:
+                return None, ()
+            if not all(p.repairable for p in problems):
+                raise ProjectError(cannot_open_message(self._root, problems))
+            return set_aside(self._folder, base, problems)
+
+        self._recovered = self._commit(change)
+
+    # ---- reading
+
+    @property
+    def path(self) -> Path:
+        return self._root
+
+    @property
+    def recovered(self) -> tuple[str, ...]:
+        """What `open(recover=True)` set aside, one sentence per loss for the user; () if nothing."""
+        return self._recovered
+
+    @property
+    def manifest(self) -> Manifest:
+        return copy.deepcopy(self._manifest)
+
+    @property
+    def image_record(self) -> ImageRecord:
+        return self._manifest.image
+
+    @property
+    def settings(self) -> Settings:
+        return copy.deepcopy(self._manifest.settings)
+
+    @property
+    def inversions(self) -> tuple[InversionRecord, ...]:
+        return copy.deepcopy(self._manifest.inversions)
+
+    @property
+    def edits(self) -> tuple[EditRecord, ...]:
+        """The edit history, oldest first."""
+        return copy.deepcopy(self._manifest.edits)
+
+    @property
+    def inputs(self) -> tuple[InputRecord, ...]:
+        """The named inputs (masks, reference images), in the order they were first set."""
+        return self._manifest.inputs
+
+    def image(self) -> Image.Image:
+        """The source photo (RGB, upright, full resolution), checked against its SHA-256."""
+        record = self._manifest.image
+        return self._decode(record.file, record.sha256, "source image", "RGB")
+
+    def find_inversion(self, key: str) -> InversionRecord | None:
+        for record in self._manifest.inversions:
+            if record.key == key:
+                return copy.deepcopy(record)
+        return None
+
+    def load_inversion(self, key: str) -> dict[str, torch.Tensor]:
+        """The tensors stored under `key`, after checking the file's SHA-256. KeyError if absent."""
+        record = self.find_inversion(key)
+        if record is None:
+            raise KeyError(f"no inversion with key {key!r} in {self._root}")
+        data = self._read_checked(record.file, record.file_sha256, "inversion")
+        return safetensors.torch.load(data)
+
+    def find_edit(self, edit_id: str) -> EditRecord | None:
+        for edit in self._manifest.edits:
+            if edit.id == edit_id:
+                return copy.deepcopy(edit)
+        return None
+
+    def result_path(self, edit: EditRecord | str) -> Path:
+        """Absolute path of an edit's result PNG (which carries its parameters in text chunks)."""
+        return self._folder.path(self._edit(edit).result.file)
+
+    def mask_path(self, edit: EditRecord | str) -> Path | None:
+        mask = self._edit(edit).mask
+        return None if mask is None else self._folder.path(mask.file)
+
+    def input_names(self) -> tuple[str, ...]:
+        """The names of the stored inputs, in the order they were first set."""
+        return tuple(item.name for item in self._manifest.inputs)
+
+    def input_image(self, name: str) -> Image.Image | None:
+        """The input `name` (RGB for an image, 8-bit greyscale for a mask), checked; None if not set."""
+        record = self._input(name)
+        if record is None:
+            return None
+        return self._decode(record.file.file, record.file.sha256, "input", "RGB" if record.kind == "image" else "L")
+
+    def input_prompt(self, name: str) -> str | None:
+        """The prompt stored with the input image `name`; None if it has none or is not set."""
+        record = self._input(name)
+        return None if record is None else record.prompt
+
+    def _input(self, name: str) -> InputRecord | None:
+        return next((item for item in self._manifest.inputs if item.name == name), None)
+
+    def _edit(self, edit: EditRecord | str) -> EditRecord:
+        edit_id = edit.id if isinstance(edit, EditRecord) else edit
+        for record in self._manifest.edits:
+            if record.id == edit_id:
+                return record
+        raise KeyError(f"no edit {edit_id!r} in {self._root}")
+
+    def _read_checked(self, rel: str, sha256: str, what: str) -> bytes:
+        path = shown(self._root / rel)
+        try:
+            data = self._folder.read(rel)
+        except FileNotFoundError:
+            raise ProjectError(f"The {what} file {path} is missing from the project.") from None
+        except OSError as exc:
+            raise ProjectError(f"Cannot read the {what} file {path}: {exc.strerror or exc}.") from exc
+        if sha256_bytes(data) != sha256:
+            raise ProjectError(f"The {what} file {path} is damaged: its contents no longer match "
+                               f"the checksum recorded in project.json.")
+        return data
+
+    def _decode(self, rel: str, sha256: str, what: str, mode: str) -> Image.Image:
+        data = self._read_checked(rel, sha256, what)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                return img.convert(mode)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ProjectError(f"The {what} file {shown(self._root / rel)} cannot be decoded "
+                               f"({shorten(exc)}).") from exc
+
+    # ---- writing
+
+    def update_settings(self, *, model_spec: str | None, model_identity: str | None, source_prompt: str,
+                        method: str | None, params: Mapping[str, Any], max_side: int | None = None) -> Settings:
+        """Remember the current settings (restored on reopen). Writes only if something changed.
+
+        `max_side` is the working-size bound the edit used (None: not known).
+        """
+        if (model_spec is None) != (model_identity is None):
+            raise ValueError("model_spec and model_identity must be given together")
+        if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
+            raise ValueError(f"max_side must be a positive integer or None, not {max_side!r}")
+        model = None if model_spec is None else ModelRecord(
+            _check_str(model_spec, "model_spec", nonempty=True),
+            _check_str(model_identity, "model_identity", nonempty=True))
+        settings = Settings(model=model, source_prompt=_check_str(source_prompt, "source_prompt"),
+                            method=None if method is None else _check_str(method, "method", nonempty=True),
+                            params=_params_copy(params, "params"), max_side=max_side)
+
+        def change(base: Manifest) -> tuple[Manifest | None, Settings]:
+            if base.settings == settings:
+                return None, copy.deepcopy(settings)
+            return dataclasses.replace(base, settings=settings), copy.deepcopy(settings)
+
+        return self._commit(change)
+
+    def save_inversion(self, key: str, tensors: Mapping[str, torch.Tensor], *, method: str,
+                       model_identity: str, source_prompt: str, params: Mapping[str, Any],
+                       size: tuple[int, int], steps: int,
+                       metadata: Mapping[str, str] | None = None) -> InversionRecord:
+        """Store `tensors` (copied to contiguous CPU memory) as the inversion `key`; returns its record.
+
+        `params` are the inversion-stage parameters; `metadata` adds strings to the file's own
+        header. A record with the same key is replaced (its old file is removed after the commit).
+        """
+        _check_key(key)
+        record_params = _params_copy(params, "params")
+        width, height = size
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (width, height, steps)):
+            raise ValueError(f"size and steps must be positive integers, not {size} and {steps}")
+        _check_str(method, "method", nonempty=True)
+        _check_str(model_identity, "model_identity", nonempty=True)
+        _check_str(source_prompt, "source_prompt")
+        if not tensors:
+            raise ValueError("an inversion needs at least one tensor")
+        cpu = {}
+        for name, tensor in tensors.items():
+            if not isinstance(name, str) or not name or name == "__metadata__":
+                raise ValueError(f"invalid tensor name {name!r}")
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"tensor {name!r} is a {type(tensor).__name__}, not a torch.Tensor")
+            cpu[name] = tensor.detach().to("cpu", copy=True).contiguous()
+        described = {str(k): _check_str(v, f"metadata[{k!r}]") for k, v in (metadata or {}).items()}
+        if {"format", "key"} & set(described):
+            raise ValueError("metadata must not redefine 'format' or 'key'")
+        described.update({"format": INVERSION_FORMAT, "key": key})
+        # One metadata entry holding sorted JSON: safetensors writes a multi-entry table in hash
+        # order, which would make identical inversions differ byte for byte.
+        header = {INVERSION_METADATA_KEY: json.dumps(described, sort_keys=True, ensure_ascii=False)}
+        # Serialised in memory and hashed from the same bytes that are written: no re-read.
+        data = safetensors.torch.save(cpu, metadata=header)
+        del cpu
+        digest = sha256_bytes(data)
+        rel = f"{INVERSIONS_DIR}/{key}.{digest[:16]}.safetensors"
+
+        def change(base: Manifest) -> tuple[Manifest, InversionRecord]:
+            record = InversionRecord(
+                key=key, file=rel, file_sha256=digest, method=method, model_identity=model_identity,
+                source_prompt=source_prompt, params=record_params, size=(width, height), steps=steps,
+                created=_now(),
+            )
+            self._store(base, rel, digest, data)
+            kept = tuple(inv for inv in base.inversions if inv.key != key)
+            return dataclasses.replace(base, inversions=kept + (record,)), copy.deepcopy(record)
+
+        return self._commit(change)
+
+    def add_edit(self, *, target_prompt: str, source_prompt: str, model: ModelRecord, method: str,
+                 params: Mapping[str, Any], seed: int | None, inversion_key: str | None,
+                 result: Image.Image, mask: torch.Tensor | Image.Image | None = None,
+                 png_metadata: Mapping[str, Any] | None = None) -> EditRecord:
+        """Append an edit to the history: stores the result PNG (with every parameter in its text
+        chunks, plus any `png_metadata` entries) and the mask if any; returns the new record."""
+        for name, value in (("target_prompt", target_prompt), ("source_prompt", source_prompt)):
+            _check_str(value, name)
+        _check_str(method, "method", nonempty=True)
+        if not isinstance(model, ModelRecord):
+            raise TypeError(f"model must be a ModelRecord, not {type(model).__name__}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
+        if inversion_key is not None:
+            _check_key(inversion_key)
+        edit_params = _params_copy(params, "params")
+        if not isinstance(result, Image.Image):
+            raise TypeError(f"result must be a PIL image, not {type(result).__name__}")
+        rgb = result if result.mode == "RGB" else to_rgb(result)
+        created = _now()
+        reproduce = {
+            "app": f"Retake {self._app_version}",
+            "source_prompt": source_prompt,
+            "target_prompt": target_prompt,
+            "method": method,
+            "params": edit_params,
+            "seed": seed,
+            "model": model.spec,
+            "model_identity": model.identity,
+            "inversion_key": inversion_key,
+            "source_image_sha256": self._manifest.image.sha256,
+            "created": created,
+        }
+        extra = _params_copy(png_metadata or {}, "png_metadata")
+        clash = sorted(set(extra) & set(reproduce))
+        if clash:
+            raise ValueError(f"png_metadata must not redefine {', '.join(clash)}")
+        result_png = png_with_metadata(rgb, {**reproduce, **extra})
+        result_sha = sha256_bytes(result_png)
+        mask_data = None if mask is None else mask_png(mask)
+        mask_record = None if mask_data is None else FileRecord(
+            f"{MASKS_DIR}/{sha256_bytes(mask_data)[:16]}.png", sha256_bytes(mask_data))
+
+        def change(base: Manifest) -> tuple[Manifest, EditRecord]:
+            edit_id = _next_edit_id(base.edits)
+            if mask_record is not None:
+                self._store(base, mask_record.file, mask_record.sha256, mask_data)
+            result_record = FileRecord(f"{RESULTS_DIR}/{edit_id}.png", result_sha)
+            self._store(base, result_record.file, result_sha, result_png)  # a new id: never referenced
+            record = EditRecord(
+                id=edit_id, created=created, source_prompt=source_prompt, target_prompt=target_prompt,
+                model=model, method=method, params=edit_params, seed=seed, inversion_key=inversion_key,
+                mask=mask_record, result=result_record,
+            )
+            return dataclasses.replace(base, edits=base.edits + (record,)), copy.deepcopy(record)
+
+        return self._commit(change)
+
+    def set_input(self, name: str, image: Image.Image | torch.Tensor, *, kind: InputKind,
+                  prompt: str | None = None) -> None:
+        """Store the named input `name` (e.g. "edit_mask", "reference"), replacing any earlier one.
+
+        An image (PIL, or a tensor in [-1, 1]) is stored as RGB PNG with an optional `prompt`
+        describing it; a mask (PIL, or a tensor of 0..1) as 8-bit greyscale PNG, without a prompt.
+        """
+        _check_input_name(name)
+        if kind not in ("image", "mask"):
+            raise ValueError(f"kind must be 'image' or 'mask', not {kind!r}")
+        if prompt is not None:
+            _check_str(prompt, "prompt")
+            if kind == "mask":
+                raise ValueError("a mask input has no prompt")
+        data = image_png(image) if kind == "image" else mask_png(image)
+        record = InputRecord(name, kind, FileRecord(f"{INPUTS_DIR}/{name}.{sha256_bytes(data)[:16]}.png",
+                                                    sha256_bytes(data)), prompt)
+
+        def change(base: Manifest) -> tuple[Manifest | None, None]:
+            if record in base.inputs:
+                return None, None
+            self._store(base, record.file.file, record.file.sha256, data)
+            names = [item.name for item in base.inputs]
+            inputs = (tuple(record if item.name == name else item for item in base.inputs) if name in names
+                      else base.inputs + (record,))
+            return dataclasses.replace(base, inputs=inputs), None
+
+        self._commit(change)
+
+    def remove_input(self, name: str) -> None:
+        """Forget the input `name` (its file is removed after the commit). KeyError if it is not set."""
+        if self._input(name) is None:
+            raise KeyError(f"no input {name!r} in {self._root}")
+
+        def change(base: Manifest) -> tuple[Manifest | None, None]:
+            kept = tuple(item for item in base.inputs if item.name != name)
+            return (None if kept == base.inputs else dataclasses.replace(base, inputs=kept)), None
+
+        self._commit(change)
+
+    # ---- the transaction
+
+    def _commit(self, change: Callable[[Manifest], tuple[Manifest | None, T]]) -> T:
+        """Apply `change` to the latest manifest under the lock and commit it.
+
+        `change` writes any new files through `_store` (always under names the base manifest does
+        not reference) and returns the new manifest, or None for no change. project.json is
+        replaced last. Afterwards the files this save (or a dead save whose lock it took over)
+        journaled and the manifest does not reference are removed, with their temporary files.
+        """
+        with self._write_lock:
+            try:
+                with ProjectLock(self._folder, self._lock_timeout) as lock:
+                    self._lock = lock
+                    keep: set[str] | None = None  # unknown until the base manifest is read: delete nothing
+                    try:
+                        self._folder.audit()
+                        base = self._latest()
+                        keep = base.referenced_files()
+                        new, result = change(base)
+                        if new is not None:
+                            keep |= new.referenced_files()
+                            new = dataclasses.replace(new, app_version=self._app_version, modified=_now())
+                            data = encode_manifest(new)
+                            for rel in sorted(base.referenced_files() - new.referenced_files()):
+                                lock.record(rel)
+                            lock.record(MANIFEST_FILE)
+                            self._folder.write(MANIFEST_FILE, data)
+                            self._manifest, self._manifest_sha256 = new, sha256_bytes(data)
+                            keep = new.referenced_files()
+                    finally:
+                        self._lock = None
+                        if keep is not None:
+                            self._remove_journaled(lock, keep | {MANIFEST_FILE})
+            except OSError as exc:
+                raise ProjectError(f"Cannot save the project at {shown(self._root)}: "
+                                   f"{exc.strerror or exc}.") from exc
+            return result
+
+    def _store(self, base: Manifest, rel: str, sha256: str, data: bytes) -> None:
+        """Write a new file of this transaction, journaled first; nothing to do if `base` already
+        references the same content under that name."""
+        if dict(file_checksums(base)).get(rel) == sha256:
+            return
+        assert self._lock is not None, "files are written only inside a transaction"
+        self._lock.record(rel)
+        self._folder.write(rel, data)
+
+    def _remove_journaled(self, lock: ProjectLock, keep: set[str]) -> None:
+        """Best effort: delete journaled files outside `keep`, and temporary files of journaled names."""
+        by_folder: dict[str, set[str]] = {}
+        for rel in lock.journal:
+            parent, _, name = rel.rpartition("/")
+            by_folder.setdefault(parent, set()).add(name)
+        for parent, names in by_folder.items():
+            doomed = [name for name in names if _join(parent, name) not in keep]
+            doomed += [entry for entry in self._folder.names(parent) if temp_target(entry) in names]
+            for name in doomed:
+                try:
+                    self._folder.remove(_join(parent, name))
+                except (OSError, ProjectError):
+                    pass
+
+    def _latest(self) -> Manifest:
+        """The manifest on disk now: ours if unchanged, else the one another process committed."""
+        data = _read_manifest_bytes(self._folder)
+        if sha256_bytes(data) == self._manifest_sha256:
+            return self._manifest
+        manifest = parse_manifest(self._root, data)
+        if manifest.image != self._manifest.image:
+            raise ProjectError(f"The project at {shown(self._root)} now holds a different photo; open it again.")
+        return manifest
+
+
+def cannot_open_message(root: Path, problems: list[Problem]) -> str:
+    """The one sentence refusing to open a project with `problems`, saying whether it can be repaired."""
+    first = problems[0]
+    if all(p.repairable for p in problems):
+        advice = (f"`retake project check {shown(root)} --repair` moves the damaged files aside and keeps "
+                  f"the rest")
+    else:
+        advice = "the photo itself is lost, so Retake cannot repair this project"
+    return f"Cannot open the project at {shown(root)}: {first.text}; {advice}."
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+def _next_edit_id(edits: tuple[EditRecord, ...]) -> str:
+    numbers = [int(m.group(1)) for e in edits if (m := EDIT_ID.fullmatch(e.id))]
+    return f"e{max(numbers, default=0) + 1:04d}"
+
+
+def _read_manifest_bytes(folder: Folder) -> bytes:
+    root = shown(folder.root)
+    try:
+        data = folder.read(MANIFEST_FILE, _MAX_MANIFEST_BYTES)
+    except FileNotFoundError:
+        raise ProjectError(f"{root} is not a Retake project: it has no project.json.") from None
+    except IsADirectoryError:
+        raise ProjectError(f"{root} is not a Retake project: its project.json is a folder.") from None
+    except OSError as exc:
+        raise ProjectError(f"Cannot read the project.json of {root}: {exc.strerror or exc}.") from exc
+    if len(data) > _MAX_MANIFEST_BYTES:
+        raise ProjectError(f"Cannot open the project at {root}: project.json is too large to be a Retake manifest.")
+    return data
+
+
+def _manifest_changed(folder: Folder, data: bytes) -> bool:
+    try:
+        return folder.read(MANIFEST_FILE, _MAX_MANIFEST_BYTES) != data
+    except (OSError, ProjectError):
+        return False
+
+
+def _check_can_create(folder: Folder) -> None:
+    """Refuse a folder that is a project or holds anything but remains of an interrupted create."""
+    root = shown(folder.root)
+    folder.audit()
+    if folder.lstat(MANIFEST_FILE) is not None:
+        raise ProjectError(f"Cannot create a project at {root}: it already holds a Retake project; open it instead.")
+    for name in folder.names(""):
+        if name in (SOURCE_FILE, LOCK_FILE) or name in _OS_CLUTTER or temp_target(name) is not None:
+            continue
+        if name in _FILE_FOLDERS and not folder.names(name):
+            continue
+        raise ProjectError(f"Cannot create a project at {root}: the folder is not empty; choose an empty folder.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument checking (programmer errors: TypeError / ValueError)
+
+
+def _json_copy(value: Any, where: str) -> Json:
+    """A deep copy of `value` as plain JSON data; tuples become lists; NaN, sets etc. are refused."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):  # includes numpy integers
+        return int(value)
+    if isinstance(value, numbers.Real):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number, not {value}")
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_copy(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where} has a key {k!r} that is not a string")
+            out[k] = _json_copy(v, f"{where}.{k}")
+        return out
+    raise TypeError(f"{where} must hold only JSON values, not {type(value).__name__}")
+
+
+def _params_copy(value: Any, where: str) -> dict[str, Json]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where} must be a mapping, not {type(value).__name__}")
+    return _json_copy(value, where)
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or not KEY.fullmatch(key):
+        raise ValueError(f"an inversion key must be 1-128 letters, digits, '-' or '_', not {key!r}")
+    return key
+
+
+def _check_input_name(name: str) -> str:
+    if not isinstance(name, str) or not INPUT_NAME.fullmatch(name):
+        raise ValueError(f"an input name must be a letter then up to 39 letters, digits or '_', not {name!r}")
+    return name
+
+
+def _check_str(value: Any, name: str, *, nonempty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+    if nonempty and not value:
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def app_version() -> str:
+    """This Retake's version: from the installed package, else from pyproject.toml in a checkout."""
+    try:
+        return importlib.metadata.version("retake")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        return str(tomllib.loads(pyproject.read_text("utf-8"))["project"]["version"])
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        return "unknown"
