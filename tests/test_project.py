@@ -61,7 +61,8 @@ def project_files(root: Path) -> set[str]:
 
 def referenced(root: Path) -> set[str]:
     data = manifest(root)
-    files = {"project.json", data["image"]["file"], *(inv["file"] for inv in data["inversions"])}
+    files = {"project.json", data["image"]["file"], *(inv["file"] for inv in data["inversions"]),
+             *(item["file"]["file"] for item in data.get("inputs", []))}
     for edit in data["edits"]:
         files.add(edit["result"]["file"])
         if edit["mask"]:

@@ -28,6 +28,7 @@ KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 EDIT_ID = re.compile(r"e([0-9]{4,9})")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _INPUT_KINDS = ("image", "mask")
+_MAX_SIDE = 1 << 20  # pixels: far beyond any photo Retake decodes
 
 Migration = Callable[[dict[str, Json]], dict[str, Json]]
 
@@ -198,7 +199,7 @@ def _str(obj: dict[str, Json], key: str, where: str, *, nullable: bool = False,
 
 
 def _int(obj: dict[str, Json], key: str, where: str, *, minimum: int | None = None,
-         nullable: bool = False) -> int | None:
+         maximum: int | None = None, nullable: bool = False) -> int | None:
     value = _field(obj, key, where)
     name = _qualified(where, key)
     if value is None and nullable:
@@ -207,6 +208,8 @@ def _int(obj: dict[str, Json], key: str, where: str, *, minimum: int | None = No
         raise Damage(f"{name} must be an integer{' or null' if nullable else ''}, not {show(value)}")
     if minimum is not None and value < minimum:
         raise Damage(f"{name} must be at least {minimum}, not {show(value)}")
+    if maximum is not None and value > maximum:
+        raise Damage(f"{name} must be at most {maximum}, not {show(value)}")
     return value
 
 
@@ -309,8 +312,8 @@ def _manifest_from_json(data: dict[str, Json]) -> Manifest:
     image = ImageRecord(
         file=_file_path(_str(image_obj, "file", "image"), "image", "image.file"),
         sha256=_str(image_obj, "sha256", "image", pattern=_SHA256),
-        width=_int(image_obj, "width", "image", minimum=1),
-        height=_int(image_obj, "height", "image", minimum=1),
+        width=_int(image_obj, "width", "image", minimum=1, maximum=_MAX_SIDE),
+        height=_int(image_obj, "height", "image", minimum=1, maximum=_MAX_SIDE),
     )
     settings_obj = _expect_dict(_field(data, "settings", ""), "settings")
     settings = Settings(

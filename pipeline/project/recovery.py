@@ -40,11 +40,13 @@ def set_aside(folder: Folder, manifest: Manifest, problems: list[Problem]) -> tu
     notes, sentences = [], []
     by_file = {p.file: p for p in problems}
     for problem in problems:
-        moved = folder.move(problem.file, f"{place}/{problem.file}")
-        sentence = _sentence(manifest, problem, f"{place}/" if moved else None)
-        if moved:
-            notes.append(f"{problem.file}: {problem.text}. {sentence}")
-        sentences.append(sentence)
+        what, consequence = _loss(manifest, problem)
+        if folder.move(problem.file, f"{place}/{problem.file}"):
+            notes.append(f"{problem.file}: {what} {problem.reason}.")
+            fate = f"was damaged and moved to {shorten(place)}/"
+        else:
+            fate = "was missing"
+        sentences.append(f"{what[0].upper()}{what[1:]} {fate}; {consequence}.")
     if notes:
         folder.write(f"{place}/{NOTE_FILE}", _note(notes).encode("utf-8"))
     kept_edits = []
@@ -69,17 +71,16 @@ def _note(lines: list[str]) -> str:
             + "\n".join(lines) + "\n")
 
 
-def _sentence(manifest: Manifest, problem: Problem, place: str | None) -> str:
-    fate = "was missing" if place is None else f"was damaged and moved to {shorten(place)}"
+def _loss(manifest: Manifest, problem: Problem) -> tuple[str, str]:
+    """What the lost file was (a phrase) and what losing it means for the user."""
     if problem.kind == "result":
         edit = next(e for e in manifest.edits if e.result.file == problem.file)
-        return f"Result {edit.id} {fate}; the other results are intact."
+        return f"result {edit.id}", "the other results are intact"
     if problem.kind == "inversion":
         inv = next(i for i in manifest.inversions if i.file == problem.file)
-        fate = fate.replace("moved to", "moved aside to")
-        return f"The stored inversion {shorten(inv.key)} {fate}; it will be recomputed on the next edit."
+        return f"the stored inversion {shorten(inv.key)}", "it will be recomputed on the next edit"
     if problem.kind == "mask":
         ids = ", ".join(e.id for e in manifest.edits if e.mask is not None and e.mask.file == problem.file)
-        return f"The mask of edit {shorten(ids)} {fate}; the results are intact."
+        return f"the mask of edit {shorten(ids)}", "the results are intact"
     item = next(i for i in manifest.inputs if i.file.file == problem.file)
-    return f"The input {item.name} {fate}; set it again to use it."
+    return f"the {item.kind} input {item.name}", "set it again to use it"

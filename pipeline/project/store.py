@@ -547,7 +547,7 @@ def cannot_open_message(root: Path, problems: list[Problem]) -> str:
         advice = (f"`retake project check {shown(root)} --repair` moves the damaged files aside and keeps "
                   f"the rest")
     else:
-        advice = "the photo itself is lost, so Retake cannot repair this project"
+        advice = "Retake cannot repair a project whose photo is lost or damaged"
     return f"Cannot open the project at {shown(root)}: {first.text}; {advice}."
 
 

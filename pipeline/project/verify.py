@@ -27,8 +27,13 @@ class Problem:
 
     kind: str  # "image", "inversion", "result", "mask" or "input"
     file: str
-    text: str
+    reason: str  # "is missing", "is damaged (...)", ...
     missing: bool
+
+    @property
+    def text(self) -> str:
+        """The problem as a phrase: 'the result file results/e0002.png is missing'."""
+        return f"the {_WHAT[self.kind]} file {shorten(self.file)} {self.reason}"
 
     @property
     def repairable(self) -> bool:
@@ -61,7 +66,6 @@ def find_problems(folder: Folder, manifest: Manifest, *, first_only: bool = Fals
             continue
         checked.add(rel)
         kind = kinds[rel]
-        label = f"the {_WHAT[kind]} file {shorten(rel)}"
         try:
             actual = folder.sha256(rel)
             if actual != sha256:
@@ -73,14 +77,14 @@ def find_problems(folder: Folder, manifest: Manifest, *, first_only: bool = Fals
             else:
                 reason = None
         except FileNotFoundError:
-            problems.append(Problem(kind, rel, f"{label} is missing", True))
+            problems.append(Problem(kind, rel, "is missing", True))
         except IsADirectoryError:
-            problems.append(Problem(kind, rel, f"{label} is not a regular file", False))
+            problems.append(Problem(kind, rel, "is not a regular file", False))
         except OSError as exc:
-            problems.append(Problem(kind, rel, f"{label} cannot be read ({shorten(exc.strerror or exc)})", False))
+            problems.append(Problem(kind, rel, f"cannot be read ({shorten(exc.strerror or exc)})", False))
         else:
             if reason is not None:
-                problems.append(Problem(kind, rel, f"{label} {reason}", False))
+                problems.append(Problem(kind, rel, reason, False))
         if problems and first_only:
             break
     return problems
