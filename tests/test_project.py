@@ -165,7 +165,7 @@ def test_edit_history_order_masks_and_result_metadata(tmp_path):
 
 @pytest.mark.parametrize("params, error", [
     ({"x": float("nan")}, ValueError), ({1: 2}, TypeError), ({"x": object()}, TypeError), ({"x": {3}}, TypeError),
-    ([("x", 1)], TypeError),
+    ([("x", 1)], TypeError), ({"x": "\ud800"}, ValueError), ({"\udfff": 1}, ValueError),
 ])
 def test_parameters_must_be_json(tmp_path, params, error):
     project = Project.create(tmp_path / "p", Image.new("RGB", (8, 8)))
@@ -237,6 +237,8 @@ DAMAGE = {
     "binary manifest": (lambda r: (r / "project.json").write_bytes(b"\xff\xfe\x00garbage"), ["UTF-8"]),
     "NaN in manifest": (lambda r: (r / "project.json").write_text((r / "project.json").read_text().replace(
         '"steps": 5', '"steps": NaN', 1)), ["not valid JSON"]),
+    "lone surrogate": (lambda r: (r / "project.json").write_text((r / "project.json").read_text().replace(
+        '"a castle"', '"\\ud800"', 1)), ["not valid Unicode"]),
     "manifest is a list": (lambda r: (r / "project.json").write_text("[]"), ["not a Retake project"]),
     "other format": (lambda r: _rewrite(r, lambda d: d.update(format="photoshop")), ["not a Retake project"]),
     "altered field": (lambda r: _rewrite(r, lambda d: d["inversions"][0].update(steps="many")),

@@ -384,6 +384,9 @@ def parse_manifest(root: Path, data: bytes) -> Manifest:
 
     try:
         document = json.loads(data.decode("utf-8"), parse_constant=no_constants)
+        json.dumps(document, ensure_ascii=False).encode("utf-8")  # escapes can spell lone surrogates
+    except UnicodeEncodeError:
+        damaged("it holds text that is not valid Unicode")
     except UnicodeDecodeError:
         damaged("it is not UTF-8 text")
     except json.JSONDecodeError as exc:

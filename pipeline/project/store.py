@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib.metadata
 import io
 import json
@@ -602,7 +603,9 @@ def _check_can_create(folder: Folder) -> None:
 
 def _json_copy(value: Any, where: str) -> Json:
     """A deep copy of `value` as plain JSON data; tuples become lists; NaN, sets etc. are refused."""
-    if value is None or isinstance(value, (bool, str)):
+    if isinstance(value, str):
+        return _check_str(value, where)
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, numbers.Integral):  # includes numpy integers
         return int(value)
@@ -617,7 +620,7 @@ def _json_copy(value: Any, where: str) -> Json:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise TypeError(f"{where} has a key {k!r} that is not a string")
-            out[k] = _json_copy(v, f"{where}.{k}")
+            out[_check_str(k, f"a key of {where}")] = _json_copy(v, f"{where}.{k}")
         return out
     raise TypeError(f"{where} must hold only JSON values, not {type(value).__name__}")
 
@@ -645,6 +648,10 @@ def _check_str(value: Any, name: str, *, nonempty: bool = False) -> str:
         raise TypeError(f"{name} must be a string, not {type(value).__name__}")
     if nonempty and not value:
         raise ValueError(f"{name} must not be empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} is not valid Unicode text (it holds a lone surrogate)") from None
     return value
 
 
@@ -652,6 +659,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+@functools.cache
 def app_version() -> str:
     """This Retake's version: from the installed package, else from pyproject.toml in a checkout."""
     try:
