@@ -14,8 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import ModelError
+from pipeline.paths import RESOURCES
 
-DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "resources" / "demo_model" / "weights"
+DEMO_MODEL_DIR = RESOURCES / "demo_model" / "weights"
 
 
 def demo_model_dir() -> Path:

@@ -42,7 +42,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -62,11 +62,13 @@ from huggingface_hub.errors import (
 )
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from pipeline.control.processor import install as install_controlled_attention
 from pipeline.demo_model import demo_model_dir
 from pipeline.errors import ModelError, OutOfMemoryError
+from pipeline.paths import RESOURCES
 from pipeline.tokenizer import BPE_FILE, load_clip_tokenizer
 
-_RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "configs"
+_RESOURCES = RESOURCES / "configs"
 SD1_CONFIG_DIR = _RESOURCES / "sd-v1"
 """Diffusers-format configs (no weights) of SD 1.x, used to convert single-file checkpoints."""
 SD1_ORIGINAL_CONFIG = _RESOURCES / "v1-inference.yaml"
@@ -116,13 +118,15 @@ _CONFIG_FILES = ("unet/config.json", "vae/config.json", "text_encoder/config.jso
 _Module = TypeVar("_Module", bound=torch.nn.Module)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelBundle:
-    """The five parts of a Stable Diffusion 1.x model, ready for the engine.
+    """The five parts of a Stable Diffusion 1.x model, ready for the engine; never changed by a run.
 
     All networks are in eval mode with gradients off, in float32 on `device`; the engine runs them
     under autocast to `sample_dtype` when sampling and in float32 when optimising. The scheduler is
-    a DDIMScheduler on the model's own noise schedule (see `load_model`).
+    a DDIMScheduler on the model's own noise schedule (see `load_model`). Every attention layer of
+    the UNet carries a `ControlledProcessor` from loading on; runs pass their controllers with each
+    call, so no run changes the bundle.
     """
 
     unet: UNet2DConditionModel
@@ -136,6 +140,8 @@ class ModelBundle:
     """Content hash of the model files, "sha256:<hex>"."""
     device: torch.device
     sample_dtype: torch.dtype
+    parts: Mapping[str, Any] = field(default_factory=dict)
+    """Extra model parts some methods need (e.g. "image_encoder"), by name."""
 
     @property
     def vae_scale_factor(self) -> int:
@@ -256,6 +262,7 @@ def load_model(
     with _library_errors(f"'{spec}'"):  # a file vanishing or unreadable while it is hashed
         identity = _identity(parts.files, cache_dir)
     _place((parts.unet, parts.vae, parts.text_encoder), target)
+    install_controlled_attention(parts.unet)
     return ModelBundle(
         unet=parts.unet,
         vae=parts.vae,

@@ -1,30 +1,64 @@
-"""One run's working context: the model, the cancel token, and the channel events go out on.
+"""One run's working context: the model, the cancel token, the random generator, and the channel
+events go out on.
 
 Methods receive a RunContext instead of reaching for globals: it runs the UNet at the right
 precision (sampling in the bundle's sample dtype under autocast, anything optimised in fp32),
-encodes prompts and images, and turns stage progress into Progress events with an ETA.
+encodes prompts and images, owns the step iterator every loop uses (cancellation before each step,
+progress with an ETA after it, previews at the requested cadence), and carries a torch.Generator of
+its own so that no run touches the global random state.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from pipeline.control.contract import ControlState
 from pipeline.events import CancelToken, Emit, Preview, Progress
 from pipeline.images import from_tensor
 from pipeline.models import ModelBundle
 
 
-class RunContext:
-    """Model access, precision policy, progress and previews for one engine run."""
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run reports itself: previews every `preview_every` steps (0: none), at most `preview_side` px."""
 
-    def __init__(self, bundle: ModelBundle, cancel: CancelToken, emit: Emit, *, previews: bool = False) -> None:
+    preview_every: int = 0
+    preview_side: int = 256
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a loop over the schedule: its index, timestep, and how to show a preview of it."""
+
+    index: int
+    timestep: int
+    total: int
+    stage: str
+    wants_preview: bool
+    _show: Callable[[Step, torch.Tensor], None]
+
+    def preview(self, x0: torch.Tensor) -> None:
+        """Show the clean latent [1, C, h, w] the model predicts at this step."""
+        self._show(self, x0)
+
+
+class RunContext:
+    """Model access, precision policy, the step iterator, progress and previews for one engine run."""
+
+    def __init__(self, bundle: ModelBundle, cancel: CancelToken, emit: Emit, options: RunOptions = RunOptions()) -> None:
         self.bundle = bundle
         self.cancel = cancel
+        self.options = options
+        self.generator = torch.Generator(device="cpu")
+        if options.seed is not None:
+            self.generator.manual_seed(options.seed)
         self._emit = emit
-        self.wants_preview = previews
         self._stage = ""
         self._total = 0
         self._started = 0.0
@@ -34,6 +68,9 @@ class RunContext:
     def device(self) -> torch.device:
         return self.bundle.device
 
+    def emit(self, event: object) -> None:
+        self._emit(event)  # type: ignore[arg-type]
+
     # -- precision -----------------------------------------------------------------------------
     def _autocast(self, precise: bool) -> contextlib.AbstractContextManager:
         dtype = self.bundle.sample_dtype
@@ -41,10 +78,14 @@ class RunContext:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def unet_noise(self, z: torch.Tensor, t: int, emb: torch.Tensor, *, precise: bool = False) -> torch.Tensor:
-        """The UNet's noise prediction in fp32; `precise` runs it in fp32 (for optimisation)."""
+    def unet_noise(
+        self, z: torch.Tensor, t: int, emb: torch.Tensor, *, precise: bool = False, control: ControlState | None = None
+    ) -> torch.Tensor:
+        """The UNet's noise prediction in fp32; `precise` runs it in fp32 (for optimisation); `control`
+        reaches the attention processors through cross_attention_kwargs."""
+        kwargs = {"control": control} if control is not None else None
         with self._autocast(precise):
-            eps = self.bundle.unet(z, t, encoder_hidden_states=emb, return_dict=False)[0]
+            eps = self.bundle.unet(z, t, encoder_hidden_states=emb, cross_attention_kwargs=kwargs, return_dict=False)[0]
         return eps.float()
 
     # -- text and images ------------------------------------------------------------------------
@@ -74,6 +115,19 @@ class RunContext:
             image = vae.decode(latent / vae.config.scaling_factor, return_dict=False)[0]
         return image.float().clamp(-1, 1).cpu()
 
+    # -- the step iterator ----------------------------------------------------------------------
+    def steps(self, timesteps: Sequence[int], stage: str) -> Iterator[Step]:
+        """Iterate a schedule's timesteps (in the order given): cancellation is checked before each
+        step, progress reported after it; the caller may preview a step when `wants_preview`."""
+        total = len(timesteps)
+        every = self.options.preview_every
+        self.start_stage(stage, total)
+        for i, t in enumerate(timesteps):
+            self.cancel.check()
+            wants = every > 0 and ((i + 1) % every == 0 or i + 1 == total)
+            yield Step(i, int(t), total, stage, wants, self._preview)
+            self.advance(i + 1)
+
     # -- progress -------------------------------------------------------------------------------
     def start_stage(self, stage: str, total: int) -> None:
         self._stage, self._total, self._started = stage, total, time.monotonic()
@@ -84,5 +138,7 @@ class RunContext:
         eta = elapsed / step * (self._total - step) if step else None
         self._emit(Progress(self._stage, step, self._total, eta))
 
-    def preview(self, stage: str, step: int, total: int, x0: torch.Tensor) -> None:
-        self._emit(Preview(stage, step, total, from_tensor(self.decode(x0))))
+    def _preview(self, step: Step, x0: torch.Tensor) -> None:
+        image = from_tensor(self.decode(x0.detach()))
+        image.thumbnail((self.options.preview_side, self.options.preview_side))
+        self._emit(Preview(step.stage, step.index + 1, step.total, image))

@@ -3,23 +3,27 @@
 The step formulas are written once, on top of the model's own `alphas_cumprod` table (diffusers
 builds it), exactly as the reference null-text code does: the last step lands on
 `final_alpha_cumprod` (alphas_cumprod[0] with set_alpha_to_one False), and the inverse step of
-timestep t moves from t - stride to t. Methods differ only in the embeddings they feed and the
-hooks they install (attention control, per-step latent blend); previews, progress and cancellation
-are the loop's business.
+timestep t moves from t - stride to t. Every loop over the schedule (sampling, DDIM inversion,
+null-text optimisation, and the training methods to come) iterates `RunContext.steps`, which owns
+cancellation, progress, previews and the step state. Methods differ only in the embeddings they
+feed, the controllers they pass with each UNet call, and two per-step hooks: a source-branch
+correction (direct inversion, MasaCtrl's "follow the inversion latents") and a latent blend (local
+blend, a painted mask), applied in that order after each step as in the PnP-Inversion code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from diffusers import DDIMScheduler
 
-from pipeline.attention import AttentionHub
-from pipeline.run import RunContext
+from pipeline.control.blend import Blend
+from pipeline.control.contract import Controller, ControlState, RowLayout
+from pipeline.run import RunContext, Step
 
-Blend = Callable[[int, torch.Tensor], torch.Tensor]
+Correction = Callable[[Step, torch.Tensor], torch.Tensor]
 
 
 class DDIMSchedule:
@@ -57,72 +61,66 @@ def _move(z: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> tor
     return a_to**0.5 * x0 + (1.0 - a_to) ** 0.5 * eps
 
 
+def control_state(
+    controllers: Sequence[Controller], layout: RowLayout, step: Step, z: torch.Tensor
+) -> ControlState | None:
+    """The per-call state the attention processors read; None when no controller takes part."""
+    if not controllers:
+        return None
+    return ControlState(tuple(controllers), layout, step.index, step.timestep, (z.shape[-2], z.shape[-1]))
+
+
 def guided_noise(
     ctx: RunContext,
     z: torch.Tensor,
-    t: int,
+    step: Step,
     cond: torch.Tensor,
     uncond: torch.Tensor | None,
     scale: float,
+    controllers: Sequence[Controller] = (),
     *,
     precise: bool = False,
 ) -> torch.Tensor:
-    """Classifier-free-guided noise for a batch; `uncond` None means the conditional branch only.
+    """Classifier-free-guided noise for a batch of prompts; `uncond` None means the conditional branch only.
 
-    The batch sent to the UNet is [uncond_0..uncond_{B-1}, cond_0..cond_{B-1}], the layout the
-    attention controllers rely on (the conditional half is the second half).
+    The batch sent to the UNet is [uncond_0..uncond_{B-1}, cond_0..cond_{B-1}] (RowLayout.guided).
     """
+    prompts = z.shape[0]
     if uncond is None:
-        return ctx.unet_noise(z, t, cond, precise=precise)
-    eps = ctx.unet_noise(torch.cat([z, z]), t, torch.cat([uncond, cond]), precise=precise)
+        state = control_state(controllers, RowLayout.single("cond", prompts), step, z)
+        return ctx.unet_noise(z, step.timestep, cond, precise=precise, control=state)
+    state = control_state(controllers, RowLayout.guided(prompts), step, z)
+    eps = ctx.unet_noise(torch.cat([z, z]), step.timestep, torch.cat([uncond, cond]), precise=precise, control=state)
     eps_uncond, eps_cond = eps.chunk(2)
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
 @dataclass
 class Sampling:
-    """What one denoising run feeds the model: per-step unconditional embeddings or none."""
+    """What one denoising run feeds the model, and the hooks it runs after each step."""
 
     cond: torch.Tensor  # [B, 77, D]
     uncond: torch.Tensor | None  # [steps, B, 77, D]; None: conditional only (guidance 1)
     scale: float = 7.5
-    hub: AttentionHub | None = None
+    controllers: Sequence[Controller] = ()
+    correct: Correction | None = None
     blend: Blend | None = None
-    preview_index: int = -1  # which batch element the preview shows
+    preview_row: int = -1  # which batch row the preview shows
+    grad: bool = False  # run with gradients (methods that learn through sampling)
 
 
 def denoise(ctx: RunContext, schedule: DDIMSchedule, z: torch.Tensor, run: Sampling, stage: str) -> torch.Tensor:
-    """Sample from z_T to z_0 with DDIM, calling the hooks at every step; returns z_0."""
-    total = len(schedule.timesteps)
-    ctx.start_stage(stage, total)
-    for i, t in enumerate(schedule.timesteps):
-        ctx.cancel.check()
-        if run.hub is not None:
-            run.hub.step = i
-        uncond = None if run.uncond is None else run.uncond[i]
-        with torch.no_grad():
-            eps = guided_noise(ctx, z, t, run.cond, uncond, run.scale)
-            if ctx.wants_preview:
-                x0 = schedule.predict_x0(eps, t, z)
-                ctx.preview(stage, i + 1, total, x0[run.preview_index : run.preview_index + 1 or None])
-            z = schedule.step(eps, t, z)
+    """Sample from z_T to z_0 with DDIM, calling the controllers and hooks at every step; returns z_0."""
+    with torch.set_grad_enabled(run.grad):
+        for step in ctx.steps(schedule.timesteps, stage):
+            uncond = None if run.uncond is None else run.uncond[step.index]
+            eps = guided_noise(ctx, z, step, run.cond, uncond, run.scale, run.controllers)
+            if step.wants_preview:
+                row = run.preview_row % z.shape[0]
+                step.preview(schedule.predict_x0(eps[row : row + 1], step.timestep, z[row : row + 1]))
+            z = schedule.step(eps, step.timestep, z)
+            if run.correct is not None:
+                z = run.correct(step, z)
             if run.blend is not None:
-                z = run.blend(i, z)
-        ctx.advance(i + 1)
+                z = run.blend(step.index, z)
     return z
-
-
-def ddim_invert(
-    ctx: RunContext, schedule: DDIMSchedule, z0: torch.Tensor, cond: torch.Tensor, stage: str = "DDIM inversion"
-) -> torch.Tensor:
-    """DDIM inversion at guidance 1 (conditional branch only): returns the trajectory z*_0 .. z*_T."""
-    trajectory = [z0]
-    z = z0
-    ctx.start_stage(stage, schedule.steps)
-    with torch.no_grad():
-        for i, t in enumerate(reversed(schedule.timesteps)):
-            ctx.cancel.check()
-            z = schedule.inverse_step(ctx.unet_noise(z, t, cond), t, z)
-            trajectory.append(z)
-            ctx.advance(i + 1)
-    return torch.cat(trajectory)

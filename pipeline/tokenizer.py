@@ -13,7 +13,9 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
-BPE_FILE = Path(__file__).resolve().parent.parent / "resources" / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+from pipeline.paths import RESOURCES
+
+BPE_FILE = RESOURCES / "clip" / "bpe_simple_vocab_16e6.txt.gz"
 # CLIP keeps the first 49152 - 256 - 2 merges; 256 byte symbols, their '</w>' forms and the merges,
 # plus the two special tokens, make the 49408-entry vocabulary.
 _N_MERGES = 49152 - 256 - 2

@@ -5,11 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-from pipeline.engine import EditRequest, Engine
-from pipeline.events import CancelledEvent, Done, Failed, Preview, Progress
+from pipeline.engine import Engine, Stage
+from pipeline.events import CancelledEvent, CancelToken, Done, Failed, Preview, Progress
 from pipeline.images import read_png_metadata
 from pipeline.project import Project
+from pipeline.request import EditRequest
 from tests.helpers import tree_digest
 
 DEMO = str(Path(__file__).resolve().parent.parent / "resources" / "demo" / "house.png")
@@ -125,10 +127,74 @@ def test_request_round_trips_through_json(tmp_path):
 def test_previews_show_the_predicted_image_at_each_editing_step(engine, tmp_path):
     events = []
     params = {**QUICK, "inversion": "negative-prompt"}
-    assert isinstance(engine.run(request(tmp_path, previews=True, params=params), events.append), Done)
+    assert isinstance(engine.run(request(tmp_path, preview_every=1, params=params), events.append), Done)
     previews = [e for e in events if isinstance(e, Preview)]
     assert [p.step for p in previews] == [1, 2, 3, 4, 5]
     assert all(p.stage == "editing" and p.image.size == (64, 64) for p in previews)
+
+
+def test_preview_cadence_and_size_are_run_options(engine, tmp_path):
+    events = []
+    params = {**QUICK, "inversion": "negative-prompt"}
+    req = request(tmp_path, preview_every=2, preview_side=32, params=params)
+    assert isinstance(engine.run(req, events.append), Done)
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert [p.step for p in previews] == [2, 4, 5]  # every second step, and the last
+    assert all(max(p.image.size) == 32 for p in previews)
+
+
+def test_stages_run_one_by_one_edit_many_times_and_commit(engine, tmp_path):
+    events = []
+    job = engine.resolve(request(tmp_path, params={**QUICK, "inversion": "negative-prompt"}))
+    assert not (tmp_path / "p.retake").exists()  # resolving writes nothing
+    bundle = engine.load_model(job, events.append)
+    inversion = engine.invert(job, bundle, events.append, CancelToken())
+    assert not inversion.reused and (tmp_path / "p.retake").is_dir()
+    first = engine.edit(job, bundle, inversion, events.append, CancelToken())
+    second = engine.edit(job, bundle, inversion, events.append, CancelToken())
+    assert torch.equal(first.output.target, second.output.target)  # an edit is a pure function of its inputs
+    done = engine.commit(job, bundle, inversion, first)
+    assert done.result_path.is_file() and done.edit_id
+    stages = {e.stage for e in events if isinstance(e, Progress)}
+    assert {"DDIM inversion", "editing", str(Stage.ENCODING), str(Stage.DECODING)} <= stages
+
+
+def test_a_reedit_without_max_side_reuses_the_projects_working_size(engine, tmp_path):
+    params = {**QUICK, "inversion": "negative-prompt"}
+    assert isinstance(engine.run(request(tmp_path, params=params, max_side=128), lambda e: None), Done)
+    again = engine.run(EditRequest(target_prompt="a house in a meadow under a red sky",
+                                   project=str(tmp_path / "p.retake"), device="cpu"), lambda e: None)
+    assert isinstance(again, Done) and again.reused_inversion
+    assert Project.open(tmp_path / "p.retake").settings.max_side == 128
+
+
+def test_two_runs_on_two_threads_queue_one_behind_the_other(engine, tmp_path):
+    import threading
+
+    spans: dict[str, list[float]] = {"a": [], "b": []}
+    results = {}
+
+    def work(name):
+        import time
+
+        def emit(event):
+            spans[name].append(time.monotonic())
+
+        req = request(tmp_path / name, params={**QUICK, "inversion": "negative-prompt"})
+        results[name] = engine.run(req, emit)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    threads = [threading.Thread(target=work, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(isinstance(r, Done) for r in results.values())
+    (first, second) = sorted(spans.values(), key=lambda times: times[0])
+    assert first[-1] <= second[0], "the second run started before the first had finished"
+    a, b = (Image.open(results[n].result_path) for n in "ab")
+    assert a.tobytes() == b.tobytes()  # same request, same result: neither run disturbed the other
 
 
 def test_reedit_carries_settings_but_not_the_previous_prompts_words(engine, tmp_path):

@@ -8,8 +8,9 @@ defect this file exists for); retracing does not.
 import pytest
 import torch
 
-from pipeline.inversion import null_text_optimise
-from pipeline.sampling import DDIMSchedule, Sampling, ddim_invert, denoise
+from pipeline.inversion.ddim import ddim_invert
+from pipeline.inversion.null_text import null_text_optimise
+from pipeline.sampling import DDIMSchedule, Sampling, denoise
 
 SOURCE = "a house in a meadow under a blue sky"
 STEPS = 8

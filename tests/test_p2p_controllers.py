@@ -2,10 +2,12 @@
 
 import torch
 
-from pipeline.attention import LayerPlace
-from pipeline.p2p import (
-    BLEND_LEVEL, LocalBlend, MaskBlend, PromptToPromptEditor, refine_edit, replace_edit, reweight_edit, step_span,
+from pipeline.control.blend import MaskBlend
+from pipeline.control.contract import AttentionCall, RowLayout
+from pipeline.control.p2p import (
+    BLEND_LEVEL, LocalBlend, PromptToPromptEditor, refine_edit, replace_edit, reweight_edit, step_span,
 )
+from pipeline.control.places import LayerPlace
 from pipeline.text import refine_mapper, replace_mapper, word_mask, word_weights
 
 CROSS = LayerPlace("x", "up", "cross", 1, 5, 3)
@@ -19,6 +21,16 @@ def random_probs(prompts=2, heads=2, queries=16, keys=77, seed=0):
     return torch.rand(prompts, heads, queries, keys, generator=g).softmax(-1)
 
 
+def edit(controller, place, step, probs):
+    """Run a controller's probability phase on [source, target] conditional rows of a guided batch."""
+    layout = RowLayout.guided(2)
+    empty = torch.zeros(4, 1, 1, 1)
+    call = AttentionCall(place, step, 0, layout, empty, empty, empty, None, 1.0, (1, 1))
+    rows = list(controller.prob_rows(call))
+    assert rows == layout.select("cond")
+    return controller.edit_probs(call, rows, probs)
+
+
 def test_step_span_rounds_down_like_the_reference():
     assert step_span((0.0, 0.8), 50) == (0, 40)
     assert step_span((0.0, 0.4), 50) == (0, 20)
@@ -29,7 +41,7 @@ def test_replace_moves_source_maps_to_the_swapped_word(clip_tokenizer):
     mapper = replace_mapper(clip_tokenizer, "a cat sitting", "a tiger sitting")
     probs = random_probs()
     editor = PromptToPromptEditor(replace_edit(mapper), torch.ones(10, 77), (0, 0))
-    out = editor.edit(CROSS, 0, probs.clone())
+    out = edit(editor, CROSS, 0, probs.clone())
     torch.testing.assert_close(out[0], probs[0])  # the source is never changed
     torch.testing.assert_close(out[1], probs[0] @ mapper)
     torch.testing.assert_close(out[1, ..., 2], probs[0, ..., 2])  # "tiger" looks where "cat" looked
@@ -41,9 +53,9 @@ def test_cross_alpha_zero_keeps_the_targets_own_maps(clip_tokenizer):
     alpha[:4] = 1
     editor = PromptToPromptEditor(replace_edit(mapper), alpha, (0, 0))
     probs = random_probs()
-    assert editor.wants(CROSS, 3) and not editor.wants(CROSS, 4)
+    assert editor.active(CROSS, 3) and not editor.active(CROSS, 4)
     alpha[0, 2] = 0  # per-token: token 2 keeps its own map at step 0
-    out = editor.edit(CROSS, 0, probs.clone())
+    out = edit(editor, CROSS, 0, probs.clone())
     torch.testing.assert_close(out[1, ..., 2], probs[1, ..., 2])
     torch.testing.assert_close(out[1, ..., 1], probs[0, ..., 1])
 
@@ -67,10 +79,10 @@ def test_reweight_scales_only_the_chosen_word(clip_tokenizer):
 
 def test_self_attention_replaced_only_in_its_steps_and_coarse_levels():
     editor = PromptToPromptEditor(lambda b, t: t, torch.zeros(10, 77), (0, 4))
-    assert editor.wants(SELF_COARSE, 3) and not editor.wants(SELF_COARSE, 4)
-    assert not editor.wants(SELF_FINE, 0)
+    assert editor.active(SELF_COARSE, 3) and not editor.active(SELF_COARSE, 4)
+    assert not editor.active(SELF_FINE, 0)
     probs = random_probs(keys=16)
-    out = editor.edit(SELF_COARSE, 0, probs.clone())
+    out = edit(editor, SELF_COARSE, 0, probs.clone())
     torch.testing.assert_close(out[1], probs[0])
 
 
@@ -78,8 +90,8 @@ def _blend_with_maps(clip_tokenizer, maps, start=0, threshold=0.3, subtract=None
     words = torch.stack([word_mask(clip_tokenizer, "a cat on grass", ["cat"]),
                          word_mask(clip_tokenizer, "a dog on grass", ["dog"])])
     blend = LocalBlend(words, threshold, start, subtract)
-    assert blend.wants(BLEND_PLACE, 0)
-    blend.edit(BLEND_PLACE, 0, maps)
+    assert blend.active(BLEND_PLACE, 0)
+    edit(blend, BLEND_PLACE, 0, maps)
     return blend
 
 

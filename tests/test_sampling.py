@@ -6,7 +6,8 @@ from diffusers import DDIMScheduler
 
 from pipeline.errors import Cancelled
 from pipeline.events import Progress
-from pipeline.sampling import DDIMSchedule, Sampling, ddim_invert, denoise
+from pipeline.inversion.ddim import ddim_invert
+from pipeline.sampling import DDIMSchedule, Sampling, denoise
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""Prompt-to-Prompt attention control (Hertz et al.), as controllers for the attention hub.
+"""Prompt-to-Prompt attention control (Hertz et al.) as controllers of the attention contract.
 
-The sampled batch holds two prompts, [source, target]. The editor replaces the target's
+The sampled batch holds two prompts, [source, target]; as in the reference code only the conditional
+rows are controlled. The editor replaces the target's
 cross-attention maps with the source's (through a word-swap mapper, a refinement alignment, and/or a
 per-token reweighting) for a range of steps, and its self-attention maps for another range, at all
 but the finest resolution level (the reference's "at most 32x32 queries" at 512x512, stated
@@ -11,13 +12,15 @@ that attention-derived mask.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from pipeline.attention import LayerPlace
+from pipeline.control.blend import blend_towards_source
+from pipeline.control.contract import AttentionCall, Controller
+from pipeline.control.places import LayerPlace
 
 # maps the source's [heads, queries, 77] cross-attention (and the target's own) to the target's
 CrossEdit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -44,8 +47,13 @@ def reweight_edit(inner: CrossEdit, factors: torch.Tensor) -> CrossEdit:
     return lambda base, target: inner(base, target) * factors.to(base)
 
 
+def _cond_pair(call: AttentionCall) -> tuple[int, int]:
+    """Batch rows of the source's and the target's conditional branch."""
+    return call.layout.select("cond", 0)[0], call.layout.select("cond", 1)[0]
+
+
 @dataclass
-class PromptToPromptEditor:
+class PromptToPromptEditor(Controller):
     """Replaces the target's cross- and self-attention with the source's in the chosen steps.
 
     cross_alpha[step, token] is the weight of the edited map for each target token at each step
@@ -57,35 +65,37 @@ class PromptToPromptEditor:
     self_span: tuple[int, int]
     self_min_level: int = 1
 
-    def wants(self, place: LayerPlace, step: int) -> bool:
+    def active(self, place: LayerPlace, step: int) -> bool:
         if place.kind == "cross":
             return bool(self.cross_alpha[step].any())
         return self.self_span[0] <= step < self.self_span[1] and place.level >= self.self_min_level
 
-    def edit(self, place: LayerPlace, step: int, probs: torch.Tensor) -> torch.Tensor:
-        base, target = probs[0], probs[1]
-        if place.kind == "cross":
-            alpha = self.cross_alpha[step].to(probs)
+    def prob_rows(self, call: AttentionCall) -> tuple[int, int]:
+        return _cond_pair(call)
+
+    def edit_probs(self, call: AttentionCall, rows: Sequence[int], probs: torch.Tensor) -> torch.Tensor:
+        src, tgt = (rows.index(r) for r in _cond_pair(call))
+        base, target = probs[src], probs[tgt]
+        if call.place.kind == "cross":
+            alpha = self.cross_alpha[call.step].to(probs)
             target = self.cross_edit(base, target) * alpha + target * (1 - alpha)
         else:
             target = base
-        return torch.stack([base, target.to(base.dtype)])
-
-
-def blend_towards_source(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Keep row 0 (source) as is; rows 1.. follow the source where mask is 0 and stay where it is 1."""
-    return z[:1] + mask * (z - z[:1])
+        probs = probs.clone()
+        probs[tgt] = target.to(probs.dtype)
+        return probs
 
 
 @dataclass
-class LocalBlend:
-    """Attention-derived local blend: an AttentionController that also blends latents each step.
+class LocalBlend(Controller):
+    """Attention-derived local blend: a controller that stores maps, and the latent blend they drive.
 
     It accumulates, over the steps so far, the cross-attention maps at BLEND_LEVEL in the down and
     up blocks, summed over the blend words' tokens (row 0: words of the source, row 1: of the
     target) and averaged over heads; the per-step mask is that sum, 3x3 max-pooled, resized to the
     latent, divided by its maximum and thresholded, OR-ed between source and target. Subtract
-    words (without pooling, as in the reference) remove regions from it.
+    words (without pooling, as in the reference) remove regions from it. Given before the editor,
+    it sees the unedited maps, as in the reference.
     """
 
     words: torch.Tensor  # [2, 77] 0/1
@@ -94,23 +104,32 @@ class LocalBlend:
     subtract: torch.Tensor | None = None  # [2, 77] 0/1
     _sums: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def wants(self, place: LayerPlace, step: int) -> bool:
+    def active(self, place: LayerPlace, step: int) -> bool:
         return place.kind == "cross" and place.block != "mid" and place.level == BLEND_LEVEL
 
-    def edit(self, place: LayerPlace, step: int, probs: torch.Tensor) -> torch.Tensor:
+    def prob_rows(self, call: AttentionCall) -> tuple[int, int]:
+        return _cond_pair(call)
+
+    def edit_probs(self, call: AttentionCall, rows: Sequence[int], probs: torch.Tensor) -> torch.Tensor:
+        pair = probs[[rows.index(r) for r in _cond_pair(call)]].float()
         for key, tokens in (("words", self.words), ("subtract", self.subtract)):
             if tokens is not None:
-                contribution = (probs.float() * tokens.to(probs.device)[:, None, None, :]).sum(-1).mean(1)
+                contribution = (pair * tokens.to(pair.device)[:, None, None, :]).sum(-1).mean(1)
                 self._sums[key] = self._sums.get(key, 0) + contribution
         return probs
 
-    def __call__(self, step: int, z: torch.Tensor) -> torch.Tensor:
-        if step < self.start_step or "words" not in self._sums:
-            return z
-        mask = self._mask("words", z.shape[-2:], pool=True)
+    def region(self, size: torch.Size) -> torch.Tensor | None:
+        """The current blend mask [2, 1, h, w] (bool) at latent size, or None before any map was stored."""
+        if "words" not in self._sums:
+            return None
+        mask = self._mask("words", size, pool=True)
         if "subtract" in self._sums:
-            mask = mask & ~self._mask("subtract", z.shape[-2:], pool=False)
-        return blend_towards_source(z, mask.to(z.dtype))
+            mask = mask & ~self._mask("subtract", size, pool=False)
+        return mask
+
+    def __call__(self, step: int, z: torch.Tensor) -> torch.Tensor:
+        mask = self.region(z.shape[-2:]) if step >= self.start_step else None
+        return z if mask is None else blend_towards_source(z, mask.to(z.dtype))
 
     def _mask(self, key: str, size: torch.Size, pool: bool) -> torch.Tensor:
         h, w = (-(-n // 2**BLEND_LEVEL) for n in size)
@@ -121,13 +140,3 @@ class LocalBlend:
         maps = maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(torch.finfo(maps.dtype).tiny)
         mask = maps > self.threshold
         return mask[:1] | mask
-
-
-@dataclass
-class MaskBlend:
-    """A user-painted mask ([1, 1, h, w] at latent size) in place of the attention-derived one."""
-
-    mask: torch.Tensor
-
-    def __call__(self, step: int, z: torch.Tensor) -> torch.Tensor:
-        return blend_towards_source(z, self.mask.to(z))

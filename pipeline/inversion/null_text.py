@@ -52,15 +52,14 @@ def null_text_optimise(
     null = null_init.float()
     nulls = []
     reached = [z]
-    ctx.start_stage(stage, steps)
-    for i, t in enumerate(schedule.timesteps):
+    for step in ctx.steps(schedule.timesteps, stage):
+        i, t = step.index, step.timestep
         progress = i * REFERENCE_STEPS / steps
         target = trajectory[steps - i - 1 : steps - i].float()
         # A copy per step: Adam updates `null` in place, and a detached view would share storage with
         # the embedding stored for the previous step, so every stored step would end up as the last.
         null = null.detach().clone().requires_grad_(True)
         optimiser = torch.optim.Adam([null], lr=learning_rate * (1.0 - progress / 100.0))
-        ctx.cancel.check()
         with torch.no_grad():
             eps_cond = ctx.unet_noise(z, t, cond, precise=True)
         for _ in range(inner_steps):
@@ -76,7 +75,6 @@ def null_text_optimise(
         null = null.detach()
         nulls.append(null)
         with torch.no_grad():
-            z = schedule.step(guided_noise(ctx, z, t, cond, null, scale, precise=True), t, z)
+            z = schedule.step(guided_noise(ctx, z, step, cond, null, scale, precise=True), t, z)
         reached.append(z)
-        ctx.advance(i + 1)
     return NullTextResult(torch.cat(nulls), torch.cat(reached))

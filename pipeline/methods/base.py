@@ -1,51 +1,116 @@
 """The contract every editing method fulfils, so the engine, CLI and GUI need no special cases.
 
-A method has two phases. `invert` is expensive: it turns the photo's latent into tensors (a latent
-trajectory, learned embeddings, ...) that the project stores. `edit` is cheap and repeatable: it
-samples the target from those tensors with attention control, as often as the artist likes.
-`inversion_key_params` names the parameters the inversion depends on, so the engine knows when a
-stored inversion can be reused.
+A method has two phases. `invert` is expensive: it turns the photo (and any other inputs its
+inversion needs) into tensors the project stores. `edit` is cheap and repeatable: it samples the
+target from those tensors with attention control, as often as the artist likes, and returns an
+`EditOutput`. Everything a front end must render comes from the method's Params class: its
+parameter specs (pipeline.params) and its named inputs (`INPUTS`: masks by purpose, a reference image
+with its prompt), each tagged with the stage it belongs to, so the inversion key follows from the
+specs and nobody writes it twice.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import torch
 
+from pipeline.params import Stage, param_specs, to_json_value
 from pipeline.run import RunContext
 
 Tensors = dict[str, torch.Tensor]
+P = TypeVar("P")
 
 
-class Method(Protocol):
-    """An editing method: metadata for listings, a Params dataclass, and the two phases."""
+@dataclass(frozen=True)
+class InputSpec:
+    """A named input a method takes besides the photo and its prompts.
+
+    kind "mask": a greyscale image, white where it applies, given to the method at latent size as
+    [1, 1, h, w] in 0..1. kind "image": a second picture (a reference), given as its own latent
+    [1, C, h, w] with its prompt. `stage` "inversion" puts the input's content into the inversion key.
+    """
+
+    name: str
+    kind: Literal["mask", "image"]
+    label: str
+    help: str
+    stage: Stage = "edit"
+    required: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "label": self.label, "help": self.help,
+                "stage": self.stage, "required": self.required}
+
+
+EDIT_MASK = InputSpec(
+    "edit_mask", "mask", "Edit region",
+    "Painted mask: white where the photo may change; everything else stays as the source.",
+)
+
+
+def input_specs(params_type: type) -> tuple[InputSpec, ...]:
+    """The named inputs a Params class declares (its INPUTS class attribute; none if absent)."""
+    return tuple(getattr(params_type, "INPUTS", ()))
+
+
+def inversion_key_params(params: Any) -> dict[str, Any]:
+    """The JSON-ready values of the parameters whose stage is "inversion": what a stored inversion depends on."""
+    return {s.name: to_json_value(s.kind, getattr(params, s.name))
+            for s in param_specs(type(params)) if s.stage == "inversion"}
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """The source prompt (what the photo shows) and the target prompt (what it should become)."""
+
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The named inputs of one run, prepared at working size: masks at latent size, images as latents."""
+
+    masks: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    images: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    prompts: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EditOutput:
+    """What an edit produced, as latents [1, C, h, w].
+
+    `region` [1, 1, h, w] in 0..1 is where the edit may have changed the photo (a painted mask, a
+    local-blend region); None means anywhere. The engine keeps the photo's own pixels outside it
+    when it writes the full-resolution result.
+    """
+
+    target: torch.Tensor
+    reconstruction: torch.Tensor | None = None
+    region: torch.Tensor | None = None
+
+
+class Method(Protocol, Generic[P]):
+    """An editing method: metadata for listings, a Params dataclass, a prompt check, and the two phases."""
 
     id: ClassVar[str]
     title: ClassVar[str]
     summary: ClassVar[str]
-    Params: ClassVar[type]
+    Params: type[P]
+    parts: ClassVar[tuple[str, ...]]
+    """Extra model parts the method needs beyond the SD 1.x five (e.g. "image_encoder")."""
 
-    def inversion_key_params(self, params: Any) -> dict[str, Any]:
-        """The JSON-ready subset of params (and nothing else) that the inversion result depends on."""
+    def check(self, tokenizer: Any, prompts: Prompts, params: P) -> None:
+        """Raise PromptError for prompts or words the edit cannot use; cheap, runs before any model work."""
         ...
 
-    def invert(self, ctx: RunContext, latent: torch.Tensor, source_prompt: str, params: Any) -> Tensors:
-        """Invert the image latent [1, C, h, w]; the returned tensors are stored in the project."""
+    def invert(self, ctx: RunContext, latent: torch.Tensor, prompts: Prompts, params: P, inputs: Inputs) -> Tensors:
+        """Invert the photo's latent [1, C, h, w]; the returned tensors are stored in the project."""
         ...
 
-    def check(self, tokenizer: Any, source_prompt: str, target_prompt: str, params: Any) -> None:
-        """Raise PromptError for prompts or words the edit cannot use; cheap, runs before inverting."""
-        ...
-
-    def edit(
-        self,
-        ctx: RunContext,
-        inversion: Tensors,
-        source_prompt: str,
-        target_prompt: str,
-        params: Any,
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """Sample [source reconstruction, target] latents [2, C, h, w]; `mask` [1, 1, h, w] or None."""
+    def edit(self, ctx: RunContext, inversion: Tensors, prompts: Prompts, params: P, inputs: Inputs) -> EditOutput:
+        """Sample the target from a stored inversion."""
         ...

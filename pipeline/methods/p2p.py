@@ -1,9 +1,8 @@
-"""`p2p`: null-text (or negative-prompt, or plain DDIM) inversion + Prompt-to-Prompt editing.
+"""`p2p`: null-text (or direct, negative-prompt, plain DDIM) inversion + Prompt-to-Prompt editing.
 
 Inversion: DDIM inversion of the photo at guidance 1 with the source prompt, then, by default,
-null-text optimisation of one unconditional embedding per step (Mokady et al.); negative-prompt
-inversion instead uses the source prompt's embedding as the unconditional one (no optimisation,
-instant); `ddim` keeps the empty prompt (the baseline that drifts at guidance 7.5).
+null-text optimisation of one unconditional embedding per step (Mokady et al.); the other choices
+are described in pipeline.inversion.source.
 
 Editing: source and target prompts are sampled together from z*_T with the stored per-step
 unconditional embeddings, the target's attention maps replaced by the source's (pipeline.p2p).
@@ -17,24 +16,23 @@ from typing import Any, ClassVar
 
 import torch
 
-from pipeline.attention import AttentionHub, controlled
+from pipeline.control.blend import MaskBlend
+from pipeline.control.contract import Controller
+from pipeline.control.p2p import LocalBlend, PromptToPromptEditor, refine_edit, replace_edit, reweight_edit, step_span
 from pipeline.errors import PromptError
-from pipeline.inversion import null_text_optimise
-from pipeline.methods.base import Tensors
-from pipeline.p2p import LocalBlend, MaskBlend, PromptToPromptEditor, refine_edit, replace_edit, reweight_edit, step_span
+from pipeline.inversion.source import INVERSION_HELP, INVERSIONS, invert_source, source_branch
+from pipeline.methods.base import EDIT_MASK, EditOutput, Inputs, InputSpec, Prompts, Tensors
 from pipeline.params import param
 from pipeline.run import RunContext
-from pipeline.sampling import DDIMSchedule, Sampling, ddim_invert, denoise
+from pipeline.sampling import DDIMSchedule, Sampling, denoise
 from pipeline.text import prompt_words, refine_mapper, replace_mapper, word_mask, word_weights
 
 
 @dataclass(frozen=True)
 class P2PParams:
-    inversion: str = param(
-        "null-text", kind="choice", stage="inversion", choices=("null-text", "negative-prompt", "ddim"),
-        help="How the photo is inverted: null-text (best fidelity, about a minute on a GPU), "
-        "negative-prompt (instant, source prompt as negative prompt), ddim (plain, drifts).",
-    )
+    INPUTS: ClassVar[tuple[InputSpec, ...]] = (EDIT_MASK,)
+
+    inversion: str = param("null-text", kind="choice", stage="inversion", choices=INVERSIONS, help=INVERSION_HELP)
     steps: int = param(50, kind="int", stage="inversion", minimum=5, maximum=200, help="DDIM steps.")
     guidance: float = param(
         7.5, kind="float", stage="inversion", minimum=1.0, maximum=20.0,
@@ -93,64 +91,43 @@ class PromptToPrompt:
         "Change words of the description; attention maps keep layout and identity. "
         "Null-text inversion makes the photo reproducible at full guidance."
     )
-    Params: ClassVar[type] = P2PParams
+    Params = P2PParams
+    parts: ClassVar[tuple[str, ...]] = ()
 
-    def inversion_key_params(self, params: P2PParams) -> dict[str, Any]:
-        key: dict[str, Any] = {"inversion": params.inversion, "steps": params.steps}
-        if params.inversion == "null-text":
-            key.update(guidance=params.guidance, inner_steps=params.inner_steps, early_stop=params.early_stop)
-        return key
-
-    def invert(self, ctx: RunContext, latent: torch.Tensor, source_prompt: str, params: P2PParams) -> Tensors:
-        schedule = DDIMSchedule(ctx.bundle.scheduler, params.steps)
-        cond = ctx.encode_text([source_prompt])
-        trajectory = ddim_invert(ctx, schedule, latent, cond)
-        result = {"latents": trajectory}
-        if params.inversion == "null-text":
-            result["null_embeddings"] = null_text_optimise(
-                ctx, schedule, trajectory, cond, ctx.encode_text([""]), params.guidance,
-                params.inner_steps, params.early_stop,
-            ).embeddings
-        return result
-
-    def check(self, tokenizer: Any, source_prompt: str, target_prompt: str, params: P2PParams) -> None:
+    def check(self, tokenizer: Any, prompts: Prompts, params: P2PParams) -> None:
         """Build the controllers once on the CPU so word errors surface before any inversion."""
-        self._editor(tokenizer, source_prompt, target_prompt, params, torch.device("cpu"))
-        if params.blend_words:
-            self._local_blend(tokenizer, source_prompt, target_prompt, params, torch.device("cpu"))
+        self._controllers(tokenizer, prompts, params, torch.device("cpu"), True)
 
-    def edit(
-        self,
-        ctx: RunContext,
-        inversion: Tensors,
-        source_prompt: str,
-        target_prompt: str,
-        params: P2PParams,
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def invert(self, ctx: RunContext, latent: torch.Tensor, prompts: Prompts, params: P2PParams,
+               inputs: Inputs) -> Tensors:
         schedule = DDIMSchedule(ctx.bundle.scheduler, params.steps)
-        cond = ctx.encode_text([source_prompt, target_prompt])
-        hub = AttentionHub([], prompts=2)
-        blend = None
-        if mask is not None:
-            blend = MaskBlend(mask)
-        elif params.blend_words:
-            blend = self._local_blend(ctx.bundle.tokenizer, source_prompt, target_prompt, params, ctx.device)
-            hub.controllers.append(blend)  # stores maps before the editor changes them, as the reference
-        hub.controllers.append(self._editor(ctx.bundle.tokenizer, source_prompt, target_prompt, params, ctx.device))
-        run = Sampling(cond, self._unconditional(ctx, inversion, source_prompt, params), params.guidance, hub, blend)
-        z_T = inversion["latents"][-1:].to(ctx.device).expand(2, -1, -1, -1)
-        with controlled(ctx.bundle.unet, hub):
-            return denoise(ctx, schedule, z_T, run, stage="editing")
+        return invert_source(ctx, schedule, latent, prompts.source, params.inversion, guidance=params.guidance,
+                             inner_steps=params.inner_steps, early_stop=params.early_stop)
 
-    def _unconditional(self, ctx: RunContext, inversion: Tensors, source: str, params: P2PParams) -> torch.Tensor:
-        """Per-step unconditional embeddings [steps, 2, 77, D] for the [source, target] batch."""
-        if params.inversion == "null-text":
-            nulls = inversion["null_embeddings"].to(ctx.device)
-        else:
-            prompt = source if params.inversion == "negative-prompt" else ""
-            nulls = ctx.encode_text([prompt]).expand(params.steps, -1, -1)
-        return nulls[:, None].expand(-1, 2, -1, -1)
+    def edit(self, ctx: RunContext, inversion: Tensors, prompts: Prompts, params: P2PParams,
+             inputs: Inputs) -> EditOutput:
+        schedule = DDIMSchedule(ctx.bundle.scheduler, params.steps)
+        cond = ctx.encode_text([prompts.source, prompts.target])
+        mask = inputs.masks.get(EDIT_MASK.name)  # a painted region stands in for the local blend
+        controllers, local = self._controllers(ctx.bundle.tokenizer, prompts, params, ctx.device, mask is None)
+        blend = MaskBlend(mask) if mask is not None else local
+        source = source_branch(ctx, params.inversion, inversion, prompts.source, params.steps)
+        run = Sampling(cond, source.uncond[:, None].expand(-1, 2, -1, -1), params.guidance, controllers,
+                       source.correct, blend)
+        z_T = inversion["latents"][-1:].to(ctx.device).expand(2, -1, -1, -1)
+        z = denoise(ctx, schedule, z_T, run, stage="editing")
+        region = mask if mask is not None else None if local is None else local.region(z.shape[-2:])
+        return EditOutput(z[1:2], z[0:1], None if region is None else region[-1:].float())
+
+    def _controllers(
+        self, tok: Any, prompts: Prompts, params: P2PParams, device: torch.device, local_blend: bool
+    ) -> tuple[list[Controller], LocalBlend | None]:
+        """The controllers in the reference's order (a local blend's store sees the unedited maps)."""
+        local = None
+        if local_blend and params.blend_words:
+            local = self._local_blend(tok, prompts.source, prompts.target, params, device)
+        editor = self._editor(tok, prompts.source, prompts.target, params, device)
+        return ([local] if local is not None else []) + [editor], local
 
     def _editor(
         self, tok: Any, source: str, target: str, params: P2PParams, device: torch.device

@@ -1,0 +1,34 @@
+"""DDIM inversion: run the deterministic DDIM step backwards from the photo's latent to noise."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.run import RunContext
+from pipeline.sampling import DDIMSchedule, guided_noise
+
+
+def ddim_invert(
+    ctx: RunContext,
+    schedule: DDIMSchedule,
+    z0: torch.Tensor,
+    cond: torch.Tensor,
+    stage: str = "DDIM inversion",
+    *,
+    uncond: torch.Tensor | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """The trajectory z*_0 .. z*_T as [steps + 1, C, h, w].
+
+    At guidance 1 (`uncond` None) only the conditional branch runs, as the null-text reference does;
+    with `uncond` and `scale` it inverts at that guidance (MasaCtrl's real-image mode uses 7.5, with
+    an empty prompt for both, which makes guidance irrelevant).
+    """
+    trajectory = [z0]
+    z = z0
+    with torch.no_grad():
+        for step in ctx.steps(schedule.timesteps[::-1], stage):
+            eps = guided_noise(ctx, z, step, cond, uncond, scale)
+            z = schedule.inverse_step(eps, step.timestep, z)
+            trajectory.append(z)
+    return torch.cat(trajectory)

@@ -1,0 +1,189 @@
+"""What a front end asks for (EditRequest), and the rule that fills in what it leaves open.
+
+A request is plain data (JSON round-trip) so the CLI, the GUI's worker, scripts and batch jobs build
+the same thing. `resolve` turns it into a `Job` before any model work: it opens or plans the project,
+checks the photo, the output path, the working size, the prompts and every parameter, and applies
+the one rule for what a re-edit inherits from its project (`inherit_params`), so a mistake costs a
+second, not an inversion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from pipeline.errors import ImageError, ParamError, ProjectError, PromptError, shorten
+from pipeline.images import load_image, working_size
+from pipeline.methods.base import Method, Prompts, input_specs
+from pipeline.methods.registry import get_method
+from pipeline.params import PROMPT_BOUND_KINDS, canonical_json, param_specs, params_from_dict
+from pipeline.preflight import check_max_side, check_output_path, check_project_folder
+from pipeline.project import MANIFEST_FILE, Project, Settings
+
+DEFAULT_MODEL = "demo"
+DEFAULT_METHOD = "p2p"
+DEFAULT_MAX_SIDE = 512
+
+
+@dataclass
+class EditRequest:
+    """Everything one edit needs; fields left None are taken from the project, then from defaults.
+
+    `inputs` maps a method's named inputs (see its Params' INPUTS) to files; `mask` is shorthand for
+    the "edit_mask" input.
+    """
+
+    target_prompt: str
+    image: str | None = None
+    source_prompt: str | None = None
+    project: str | None = None
+    model: str | None = None
+    method: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    mask: str | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    output: str | None = None
+    seed: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    max_side: int | None = None
+    allow_download: bool = False
+    allow_pickle: bool = False
+    preview_every: int = 0
+    preview_side: int = 256
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EditRequest:
+        return cls(**json.loads(text))
+
+    def input_files(self) -> dict[str, str]:
+        """Named input files, with `mask` as the edit mask."""
+        files = dict(self.inputs)
+        if self.mask is not None:
+            files.setdefault("edit_mask", self.mask)
+        return files
+
+
+@dataclass(frozen=True)
+class Job:
+    """A request resolved and checked: what every stage of the engine works from."""
+
+    request: EditRequest
+    project_path: Path
+    project: Project | None
+    image: Image.Image
+    image_sha256: str
+    prompts: Prompts
+    method_id: str
+    method: Method[Any]
+    params: Any
+    model_spec: str
+    max_side: int
+    size: tuple[int, int]
+    output: Path | None
+    inputs: dict[str, Path]
+    notices: tuple[str, ...] = ()
+
+
+def default_project_path(image: Path) -> Path:
+    """Where a photo's project lives unless the user says otherwise: beside it, as NAME.retake."""
+    return image.with_name(image.stem + ".retake")
+
+
+def pixels_sha256(image: Image.Image) -> str:
+    """Identity of an image's pixels, whatever file format they came from."""
+    return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
+
+
+def inherit_params(settings: Settings | None, method_id: str, method: Method[Any],
+                   given: dict[str, Any]) -> dict[str, Any]:
+    """The one rule for a re-edit: the project's stored parameters of the same method, except those
+    naming words of the previous prompt pair, overridden by what the request gives."""
+    stored: dict[str, Any] = {}
+    if settings is not None and settings.method == method_id:
+        kinds = {spec.name: spec.kind for spec in param_specs(method.Params)}
+        stored = {k: v for k, v in settings.params.items() if kinds.get(k) not in PROMPT_BOUND_KINDS}
+    return {**stored, **given}
+
+
+def resolve(request: EditRequest, *, recover: bool = True) -> Job:
+    """Check the request against the file system and the project; no model is loaded."""
+    output = check_output_path(Path(request.output)) if request.output is not None else None
+    project_path, project = _project(request, recover)
+    settings = project.settings if project is not None else None
+    stored_side = settings.max_side if settings is not None else None
+    max_side = check_max_side(request.max_side if request.max_side is not None else stored_side or DEFAULT_MAX_SIDE)
+    if request.image is not None:
+        image = load_image(Path(request.image))
+    else:
+        assert project is not None
+        image = project.image()
+    image_sha = pixels_sha256(image)
+    if project is not None and request.image is not None and pixels_sha256(project.image()) != image_sha:
+        raise ProjectError(f"The project {shorten(project_path)} belongs to another photo; "
+                           "give a new --project for this one.")
+
+    source = request.source_prompt if request.source_prompt is not None else (
+        settings.source_prompt if settings is not None and settings.source_prompt else None)
+    if not (source or "").strip():
+        raise PromptError("Describe the photo with a source prompt (--source) before editing it.")
+    if not request.target_prompt.strip():
+        raise PromptError("The target prompt is empty; type what the photo should become.")
+    method_id = request.method or (settings.method if settings is not None else None) or DEFAULT_METHOD
+    method = get_method(method_id)
+    params = params_from_dict(method.Params, inherit_params(settings, method_id, method, request.params))
+    stored_model = settings.model.spec if settings is not None and settings.model is not None else None
+    inputs = _inputs(request, method_id, method)
+    return Job(
+        request=request, project_path=project_path, project=project, image=image, image_sha256=image_sha,
+        prompts=Prompts(source or "", request.target_prompt), method_id=method_id, method=method, params=params,
+        model_spec=request.model or stored_model or DEFAULT_MODEL, max_side=max_side,
+        size=working_size(*image.size, max_side=max_side), output=output, inputs=inputs,
+        notices=project.recovered if project is not None else (),
+    )
+
+
+def _project(request: EditRequest, recover: bool) -> tuple[Path, Project | None]:
+    if request.project is not None:
+        path = Path(request.project)
+    elif request.image is not None:
+        path = default_project_path(Path(request.image))
+    else:
+        raise ImageError("Give an image to edit, or a project to re-edit.")
+    check_project_folder(path)
+    exists = (path / MANIFEST_FILE).is_file()
+    if request.image is None and not exists:
+        raise ProjectError(f"There is no Retake project at {shorten(path)}; give the photo to start one.")
+    return path, Project.open(path, recover=recover) if exists else None
+
+
+def _inputs(request: EditRequest, method_id: str, method: Method[Any]) -> dict[str, Path]:
+    """The request's named input files, each one the method declares, and every required one present."""
+    declared = {spec.name: spec for spec in input_specs(method.Params)}
+    files = {name: Path(path) for name, path in request.input_files().items()}
+    for name in files:
+        if name not in declared:
+            known = ", ".join(declared) or "none"
+            raise ParamError(f"The method {method_id} takes no input {shorten(name)!r} (it takes: {known}).")
+    for spec in declared.values():
+        if spec.required and spec.name not in files:
+            raise ParamError(f"The method {method_id} needs {spec.label.lower()} ({spec.name}).")
+    return files
+
+
+def inversion_key(job: Job, model_identity: str, key_params: dict[str, Any], input_digests: dict[str, str]) -> str:
+    """The identity of an inversion: what it was computed from, hashed."""
+    data = {"image": job.image_sha256, "size": list(job.size), "model": model_identity, "method": job.method_id,
+            "source_prompt": job.prompts.source, "params": key_params}
+    if input_digests:
+        data["inputs"] = input_digests
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:32]
