@@ -344,7 +344,7 @@ def test_leftovers_of_a_killed_save_are_ignored_by_open_and_removed_by_the_next_
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     _write_lock(root, dead.pid, journal=["inversions/k9.0123456789abcdef.safetensors", "results/e0042.png",
-                                         "project.json"])
+                                         "project.json", "notes.txt", "results/favourite.png"])  # forged: kept
     (root / ".project.json.0123456789ab.tmp").write_bytes(b"{half a manif")
     (root / "inversions" / ".k9.0123456789abcdef.safetensors.aaaaaaaaaaaa.tmp").write_bytes(b"x" * 100)
     (root / "results" / "e0042.png").write_bytes(b"an orphan from a killed save")

@@ -39,6 +39,10 @@ FILE_PATTERNS = {
     "input": re.compile(rf"{INPUTS_DIR}/{_NAME}\.png"),
 }
 INPUT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
+# The names Retake itself gives files (content hashes, edit ids): the only ones cleanup may delete.
+GENERATED = re.compile(rf"{MASKS_DIR}/[0-9a-f]{{16}}\.png|{RESULTS_DIR}/e[0-9]{{4,9}}\.png"
+                       rf"|{INVERSIONS_DIR}/[A-Za-z0-9][A-Za-z0-9_-]{{0,127}}\.[0-9a-f]{{16}}\.safetensors"
+                       rf"|{INPUTS_DIR}/{INPUT_NAME.pattern}\.[0-9a-f]{{16}}\.png")
 _COMPONENT = re.compile(r"[A-Za-z0-9_.-]{1,255}")
 _PATH_LIMIT = 100  # paths are echoed longer than manifest values: their ends both matter
 _HASH_CHUNK = 1 << 20

@@ -14,7 +14,7 @@ from pipeline.errors import ProjectError, shorten
 from pipeline.project.codec import parse_manifest
 from pipeline.project.folder import Folder, shown
 from pipeline.project.records import Manifest
-from pipeline.project.store import Project, _read_manifest_bytes, cannot_open_message
+from pipeline.project.store import Project, read_manifest_bytes, cannot_open_message
 from pipeline.project.verify import find_problems
 
 
@@ -53,7 +53,7 @@ def check_project(path: str | os.PathLike[str]) -> ProjectHealth:
     folder = Folder(root)
     try:
         folder.audit()
-        manifest = parse_manifest(root, _read_manifest_bytes(folder))
+        manifest = parse_manifest(root, read_manifest_bytes(folder))
     except ProjectError as exc:
         return broken(str(exc))
     contents = _contents(manifest)

@@ -42,8 +42,8 @@ from pipeline.project.content import (
     INVERSION_FORMAT, INVERSION_METADATA_KEY, image_png, mask_png, sha256_bytes,
 )
 from pipeline.project.folder import (
-    INPUT_NAME, INPUTS_DIR, INVERSIONS_DIR, LOCK_FILE, MANIFEST_FILE, MASKS_DIR, RESULTS_DIR, SOURCE_FILE, Folder,
-    shown,
+    GENERATED, INPUT_NAME, INPUTS_DIR, INVERSIONS_DIR, LOCK_FILE, MANIFEST_FILE, MASKS_DIR, RESULTS_DIR,
+    SOURCE_FILE, Folder, shown,
 )
 from pipeline.project.lock import DEFAULT_LOCK_TIMEOUT_S, ProjectLock
 from pipeline.project.recovery import set_aside
@@ -146,7 +146,7 @@ class Project:
         retries = 2
         while True:
             folder.audit()
-            data = _read_manifest_bytes(folder)
+            data = read_manifest_bytes(folder)
             manifest = parse_manifest(root, data)
             problems = find_problems(folder, manifest, first_only=not recover)
             # A writer in another process may have replaced the manifest and removed the files it
@@ -516,13 +516,16 @@ class Project:
         self._folder.write(rel, data)
 
     def _remove_journaled(self, lock: ProjectLock, keep: set[str]) -> None:
-        """Best effort: delete journaled files outside `keep`, and temporary files of journaled names."""
+        """Best effort: delete journaled files outside `keep`, and temporary files of journaled names.
+
+        Only names of the forms Retake generates are deleted, whatever a (possibly forged) journal says.
+        """
         by_folder: dict[str, set[str]] = {}
         for rel in lock.journal:
             parent, _, name = rel.rpartition("/")
             by_folder.setdefault(parent, set()).add(name)
         for parent, names in by_folder.items():
-            doomed = [name for name in names if _join(parent, name) not in keep]
+            doomed = [name for name in names if _join(parent, name) not in keep and GENERATED.fullmatch(_join(parent, name))]
             doomed += [entry for entry in self._folder.names(parent) if temp_target(entry) in names]
             for name in doomed:
                 try:
@@ -532,7 +535,7 @@ class Project:
 
     def _latest(self) -> Manifest:
         """The manifest on disk now: ours if unchanged, else the one another process committed."""
-        data = _read_manifest_bytes(self._folder)
+        data = read_manifest_bytes(self._folder)
         if sha256_bytes(data) == self._manifest_sha256:
             return self._manifest
         manifest = parse_manifest(self._root, data)
@@ -561,7 +564,8 @@ def _next_edit_id(edits: tuple[EditRecord, ...]) -> str:
     return f"e{max(numbers, default=0) + 1:04d}"
 
 
-def _read_manifest_bytes(folder: Folder) -> bytes:
+def read_manifest_bytes(folder: Folder) -> bytes:
+    """project.json's bytes, or the ProjectError that says why a folder is not a readable project."""
     root = shown(folder.root)
     try:
         data = folder.read(MANIFEST_FILE, _MAX_MANIFEST_BYTES)
