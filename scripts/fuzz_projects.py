@@ -295,7 +295,10 @@ def mutate(rng: random.Random, root: Path, sentinel: Path) -> None:
         elif choice < 0.7 and _plain(manifest):
             manifest.write_bytes(_mutate_text(rng, manifest.read_bytes()))
         else:
-            _mutate_tree(rng, root, sentinel)
+            try:
+                _mutate_tree(rng, root, sentinel)
+            except OSError:  # not applicable to what earlier mutations left (renaming onto a folder)
+                pass
 
 
 # --------------------------------------------------------------------------------------------------
