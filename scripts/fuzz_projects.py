@@ -112,17 +112,18 @@ class _Audit:
             self.outside.append(f"{event} {path} -> {resolved}")
 
 
-_AUDIT = _Audit()
+AUDIT = _Audit()
 _HOOKED = False
 
 
-def _watch(root: Path | None) -> None:
+def watch(root: Path | None) -> None:
+    """Audit accesses against `root` from now on (None: stop); clears what AUDIT recorded."""
     global _HOOKED
     if not _HOOKED:
-        sys.addaudithook(_AUDIT)  # cannot be removed; it does nothing while no root is watched
+        sys.addaudithook(AUDIT)  # cannot be removed; it does nothing while no root is watched
         _HOOKED = True
-    _AUDIT.root = None if root is None else os.path.realpath(root)
-    _AUDIT.outside, _AUDIT.writes = [], []
+    AUDIT.root = None if root is None else os.path.realpath(root)
+    AUDIT.outside, AUDIT.writes = [], []
 
 
 def tree_state(folder: Path) -> str:
@@ -358,7 +359,7 @@ def fuzz(cases: int, seed: int, work: Path | None = None) -> Counts:
             mutate(rng, case, sentinel)
             before = tree_state(case)
             kind = None
-            _watch(case)
+            watch(case)
             try:
                 _load_everything(case)
                 counts.opened += 1
@@ -369,13 +370,13 @@ def fuzz(cases: int, seed: int, work: Path | None = None) -> Counts:
                 counts.other_exceptions[type(exc).__name__] += 1
                 counts.failures.append(f"case {number}: {type(exc).__name__}: {str(exc)[:200]}")
             finally:
-                outside, writes = _AUDIT.outside, _AUDIT.writes
-                _watch(None)
+                outside, writes = AUDIT.outside, AUDIT.writes
+                watch(None)
             if tree_state(case) != before or writes:
                 counts.writes += 1
                 counts.failures.append(f"case {number}: wrote {writes[:3]}")
             if kind == "repairable file damage":
-                _watch(case)
+                watch(case)
                 try:
                     _repair(case)
                     counts.repaired += 1
@@ -383,8 +384,8 @@ def fuzz(cases: int, seed: int, work: Path | None = None) -> Counts:
                     counts.other_exceptions[f"{type(exc).__name__} in repair"] += 1
                     counts.failures.append(f"case {number}: repair: {type(exc).__name__}: {str(exc)[:200]}")
                 finally:
-                    outside = outside + _AUDIT.outside
-                    _watch(None)
+                    outside = outside + AUDIT.outside
+                    watch(None)
             if tree_state(sentinel) != sentinel_before:
                 outside = [*outside, "the sentinel folder outside the project changed"]
             if outside:

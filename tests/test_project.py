@@ -648,3 +648,26 @@ def test_concurrent_threads_lose_nothing(tmp_path):
         mine = [e.target_prompt for e in edits if e.target_prompt.startswith(f"writer {n}")]
         assert mine == [f"writer {n} edit {i}" for i in range(4)]
     assert project_files(root) == referenced(root)
+
+
+def test_opening_while_another_writer_saves_sees_a_whole_project(tmp_path):
+    root = tmp_path / "p"
+    make_project(root)
+    writer, errors = Project.open(root), []
+
+    def write():
+        try:
+            for i in range(8):
+                save_inversion(writer, "k1", {"latents": torch.full((4, 4), float(i))})
+                add_edit(writer, f"edit {i}", mask=torch.full((1, 1, 4, 4), i / 8))
+        except Exception as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    opened = 0
+    while thread.is_alive():
+        Project.open(root)  # the audit and the file checks must not trip over the writer's files
+        opened += 1
+    thread.join()
+    assert errors == [] and opened > 0 and len(Project.open(root).edits) == 9

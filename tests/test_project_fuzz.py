@@ -1,8 +1,6 @@
 """A fixed-seed fuzz of the project loader (scripts/fuzz_projects.py runs the same fuzzer for longer)."""
 
-import os
-
-from scripts.fuzz_projects import _AUDIT, _watch, fuzz
+from scripts.fuzz_projects import AUDIT, watch, fuzz
 
 CASES = 1000  # one to three mutations each
 
@@ -11,13 +9,13 @@ def test_the_audit_sees_an_access_outside_the_project(tmp_path):
     (tmp_path / "p").mkdir()
     (tmp_path / "secret").write_text("outside")
     (tmp_path / "p" / "link").symlink_to(tmp_path / "secret")
-    _watch(tmp_path / "p")
+    watch(tmp_path / "p")
     try:
         (tmp_path / "p" / "link").read_text()
         (tmp_path / "p" / "new").write_text("a write")
-        outside, writes = list(_AUDIT.outside), list(_AUDIT.writes)
+        outside, writes = list(AUDIT.outside), list(AUDIT.writes)
     finally:
-        _watch(None)
+        watch(None)
     assert len(outside) == 1 and "secret" in outside[0]
     assert len(writes) == 1 and "new" in writes[0]
 

@@ -55,6 +55,13 @@ def shown(path: str | os.PathLike[str]) -> str:
     return shorten(path, _PATH_LIMIT)
 
 
+def _lstat(entry: os.DirEntry[str]) -> os.stat_result | None:
+    try:
+        return entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
 class Folder:
     """Confined access to the files of the project in `root` (which the caller found to be a folder)."""
 
@@ -75,13 +82,18 @@ class Folder:
         return self.root.joinpath(*parts)
 
     def audit(self) -> None:
-        """Refuse the project if anything in it is a link, a special file or a hard-linked file."""
+        """Refuse the project if anything in it is a link, a special file or a hard-linked file.
+
+        Entries that vanish meanwhile (a concurrent save's temporary files) are skipped.
+        """
         pending = [""]
         while pending:
             folder = pending.pop()
             try:
                 with os.scandir(self.root / folder) as entries:
-                    found = [(e.name, e.stat(follow_symlinks=False)) for e in entries]
+                    found = [(e.name, info) for e in entries if (info := _lstat(e)) is not None]
+            except FileNotFoundError:
+                continue
             except OSError as exc:
                 raise ProjectError(f"Cannot read the project at {shown(self.root)}: {shorten(folder or '.')} "
                                    f"cannot be listed ({exc.strerror or exc}).") from exc
