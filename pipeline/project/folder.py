@@ -211,7 +211,7 @@ class Folder:
     def names(self, folder: str) -> list[str]:
         """Names of the entries in the sub-folder `folder` ('' for the project folder itself)."""
         directory = self.path(folder) if folder else self.root
-        if folder and not self._folders_on_the_way(f"{folder}/x"):
+        if folder and not self._folders_on_the_way(f"{folder}/-"):  # `folder` itself is on the way to its entries
             return []
         try:
             return [entry.name for entry in os.scandir(directory)]
