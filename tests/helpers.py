@@ -12,3 +12,18 @@ def tree_digest(folder: Path) -> str:
         if path.is_file():
             h.update(path.read_bytes())
     return h.hexdigest()
+
+
+class SD15UNet:
+    """Stands in for an SD 1.5 UNet where only its attention layer names and block types matter."""
+
+    class config:
+        down_block_types = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
+        up_block_types = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
+
+    attn_processors = {
+        f"{prefix}.attentions.{a}.transformer_blocks.0.attn{k}.processor": None
+        for prefix, count in [("down_blocks.0", 2), ("down_blocks.1", 2), ("down_blocks.2", 2),
+                              ("up_blocks.1", 3), ("up_blocks.2", 3), ("up_blocks.3", 3), ("mid_block", 1)]
+        for a in range(count) for k in (1, 2)
+    }

@@ -9,6 +9,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from pipeline.control.contract import AttentionCall, Controller, ControlState, RowLayout
 from pipeline.control.places import LayerPlace, layer_places
 from pipeline.control.processor import ControlledProcessor
+from tests.helpers import SD15UNet
 
 
 class Everywhere(Controller):
@@ -48,19 +49,7 @@ def test_places_cover_down_mid_up_at_three_or_more_levels(demo_bundle):
 
 
 def test_sd15_layer_names_map_to_the_reference_places():
-    class FakeUNet:
-        class config:
-            down_block_types = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
-            up_block_types = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
-
-        attn_processors = {
-            f"{prefix}.attentions.{a}.transformer_blocks.0.attn{k}.processor": None
-            for prefix, count in [("down_blocks.0", 2), ("down_blocks.1", 2), ("down_blocks.2", 2),
-                                  ("up_blocks.1", 3), ("up_blocks.2", 3), ("up_blocks.3", 3), ("mid_block", 1)]
-            for a in range(count) for k in (1, 2)
-        }
-
-    places = layer_places(FakeUNet)
+    places = layer_places(SD15UNet)
     assert len(places) == 32
     assert places[0].name.startswith("down_blocks.0") and places[0].level == 0
     mid = [p for p in places if p.block == "mid"]

@@ -19,13 +19,12 @@ import torch
 from pipeline.control.blend import MaskBlend
 from pipeline.control.contract import Controller
 from pipeline.control.p2p import LocalBlend, PromptToPromptEditor, refine_edit, replace_edit, reweight_edit, step_span
-from pipeline.errors import PromptError
 from pipeline.inversion.source import INVERSION_HELP, INVERSIONS, invert_source, source_branch
 from pipeline.methods.base import EDIT_MASK, EditOutput, Inputs, InputSpec, Prompts, Tensors
 from pipeline.params import param
 from pipeline.run import RunContext
 from pipeline.sampling import DDIMSchedule, Sampling, denoise
-from pipeline.text import prompt_words, refine_mapper, replace_mapper, word_mask, word_weights
+from pipeline.text import pair_word_masks, prompt_words, refine_mapper, replace_mapper, word_mask, word_weights
 
 
 @dataclass(frozen=True)
@@ -158,22 +157,6 @@ class PromptToPrompt:
     ) -> LocalBlend:
         subtract = None
         if params.blend_subtract:
-            subtract = _blend_rows(tok, source, target, params.blend_subtract).to(device)
-        words = _blend_rows(tok, source, target, params.blend_words).to(device)
+            subtract = pair_word_masks(tok, source, target, params.blend_subtract).to(device)
+        words = pair_word_masks(tok, source, target, params.blend_words).to(device)
         return LocalBlend(words, params.blend_threshold, int(params.blend_start * params.steps), subtract)
-
-
-def _blend_rows(tokenizer: Any, source: str, target: str, words: tuple[str, ...]) -> torch.Tensor:
-    """Token masks [2, 77] of `words` in the source (row 0) and target (row 1); each word must be in one."""
-    rows = torch.zeros(2, tokenizer.model_max_length)
-    for word in words:
-        found = False
-        for row, prompt in enumerate((source, target)):
-            try:
-                rows[row] = torch.maximum(rows[row], word_mask(tokenizer, prompt, [word]))
-                found = True
-            except PromptError:
-                continue
-        if not found:
-            raise PromptError(f"Blend word {word!r} is in neither prompt (\"{source}\", \"{target}\").")
-    return rows

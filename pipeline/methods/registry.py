@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipeline.errors import ParamError
 from pipeline.methods.base import Method
+from pipeline.methods.masactrl import MasaCtrl
 from pipeline.methods.p2p import PromptToPrompt
 
-_METHODS: tuple[type, ...] = (PromptToPrompt,)
+_METHODS: tuple[type, ...] = (PromptToPrompt, MasaCtrl)
 
 
 def method_ids() -> list[str]:
     return [m.id for m in _METHODS]
 
 
-def get_method(method_id: str) -> Method:
+def get_method(method_id: str) -> Method[Any]:
     """A fresh instance of the method with this id; unknown ids raise ParamError listing the known ones."""
     for method in _METHODS:
         if method.id == method_id:
