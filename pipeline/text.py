@@ -17,7 +17,9 @@ a, house, ",", chinese, style at positions 1, 2, 3, 4, 5 (BOS is at 0), and a wo
 
 Sequences have L = tokenizer.model_max_length positions (77 for Stable Diffusion 1.x): BOS, at most
 L - 2 prompt tokens, then EOS and EOS padding. A word whose tokens do not all fit in the first L - 2
-prompt tokens is cut off by the encoder and is not a word of the prompt here; naming it is an error.
+prompt tokens is cut off by the encoder and is not a word of the prompt here; naming it is an error
+that says so (WordBeyondWindow), and `prompt_overflow` / `check_change_within_window` let a caller
+warn about, or refuse, an edit whose words the encoder would silently drop.
 
 Needs a fast (tokenizers-backed) tokenizer, which every transformers 5 CLIPTokenizer is.
 """
@@ -31,7 +33,15 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from pipeline.errors import ParamError, PromptError
+from pipeline.errors import ParamError, PromptError, shorten
+
+# Prompts are echoed in messages; a 77-token prompt is a few hundred characters at most, but a
+# pasted paragraph must not become a paragraph of error.
+PROMPT_LIMIT = 200
+
+
+class WordBeyondWindow(PromptError):
+    """A word that occurs in the prompt only where the text encoder's window has cut it off."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,14 @@ def _fits(tokenizer: PreTrainedTokenizerBase, words: Sequence[Word]) -> bool:
     return words[-1].token_indices[-1] <= _last_prompt_position(tokenizer)
 
 
+def _window(tokenizer: PreTrainedTokenizerBase) -> str:
+    return f"{tokenizer.model_max_length}-token window"
+
+
+def _quoted(prompt: str) -> str:
+    return f"\"{shorten(prompt, PROMPT_LIMIT)}\""
+
+
 def _listing(words: Sequence[Word]) -> str:
     """Words for a message; punctuation words are quoted so that ',' is not read as a separator."""
     return ", ".join(w.text if any(c.isalnum() for c in w.text) else f'"{w.text}"' for w in words)
@@ -77,6 +95,32 @@ def _listing(words: Sequence[Word]) -> str:
 def prompt_words(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[Word]:
     """The words of `prompt` the text encoder sees, in order, each with all of its token positions."""
     return [w for w in _all_words(tokenizer, prompt) if _fits(tokenizer, [w])]
+
+
+def prompt_overflow(tokenizer: PreTrainedTokenizerBase, prompt: str) -> tuple[str, ...]:
+    """The words of `prompt` the encoder's window (L positions with BOS and EOS) cuts off; () if it fits.
+
+    The encoder drops them without a word, so a caller should tell the user (a Notice) rather than
+    let an edit that depends on them quietly do nothing.
+    """
+    return tuple(w.text for w in _all_words(tokenizer, prompt) if not _fits(tokenizer, [w]))
+
+
+def check_change_within_window(tokenizer: PreTrainedTokenizerBase, source: str, target: str) -> None:
+    """Raise PromptError when the prompts differ only in tokens beyond the encoder's window.
+
+    The encoder would then see the same prompt twice and the "edit" would return the reconstruction
+    after a full inversion; better to say so before any work.
+    """
+    length = tokenizer.model_max_length
+    seen = [tokenizer(p, truncation=True, max_length=length).input_ids for p in (source, target)]
+    full = [tokenizer(p, verbose=False).input_ids for p in (source, target)]
+    if seen[0] == seen[1] and full[0] != full[1]:
+        raise PromptError(
+            f"The source and target prompts differ only after the first {length - 2} tokens, beyond the "
+            f"text encoder's {_window(tokenizer)}, so the edit would change nothing; shorten the prompts "
+            "or move the change forward."
+        )
 
 
 def word_token_indices(tokenizer: PreTrainedTokenizerBase, prompt: str, word_or_phrase: str) -> list[int]:
@@ -89,17 +133,21 @@ def word_token_indices(tokenizer: PreTrainedTokenizerBase, prompt: str, word_or_
     query = [w.text for w in _all_words(tokenizer, word_or_phrase)]
     words = _all_words(tokenizer, prompt)
     if not query:
-        raise PromptError(f"{word_or_phrase!r} names no word of the prompt \"{prompt}\".")
+        raise PromptError(f"{shorten(repr(word_or_phrase))} names no word of the prompt {_quoted(prompt)}.")
     n = len(query)
     hits = [words[i : i + n] for i in range(len(words) - n + 1) if [w.text for w in words[i : i + n]] == query]
     if not hits:
         listing = f"its words: {_listing(words)}" if words else "it has no words"
-        raise PromptError(f"{word_or_phrase!r} is not a word of the prompt \"{prompt}\" ({listing}).")
+        raise PromptError(
+            f"{shorten(repr(word_or_phrase))} is not a word of the prompt {_quoted(prompt)} "
+            f"({shorten(listing, PROMPT_LIMIT)})."
+        )
     visible = sorted({i for hit in hits if _fits(tokenizer, hit) for w in hit for i in w.token_indices})
     if not visible:
-        raise PromptError(
-            f"{word_or_phrase!r} lies beyond the first {_last_prompt_position(tokenizer)} tokens of the "
-            f"prompt \"{prompt}\", which the text encoder cuts off."
+        raise WordBeyondWindow(
+            f"{shorten(repr(word_or_phrase))} lies beyond the {_window(tokenizer)} of the prompt "
+            f"{_quoted(prompt)}: the text encoder reads only its first {_last_prompt_position(tokenizer)} "
+            "tokens, so the word has no effect; shorten the prompt or move the word forward."
         )
     return visible
 
@@ -124,8 +172,9 @@ def replace_mapper(tokenizer: PreTrainedTokenizerBase, source: str, target: str)
     src, tgt = prompt_words(tokenizer, source), prompt_words(tokenizer, target)
     if len(src) != len(tgt):
         raise PromptError(
-            f"A word swap needs prompts with the same number of words, but \"{source}\" has {len(src)} "
-            f"({_listing(src)}) and \"{target}\" has {len(tgt)} ({_listing(tgt)})."
+            f"A word swap needs prompts with the same number of words, but {_quoted(source)} has {len(src)} "
+            f"({shorten(_listing(src), PROMPT_LIMIT)}) and {_quoted(target)} has {len(tgt)} "
+            f"({shorten(_listing(tgt), PROMPT_LIMIT)})."
         )
     mapper = torch.zeros(length, length)
     mapper[0, 0] = 1.0
@@ -201,13 +250,13 @@ def word_weights(tokenizer: PreTrainedTokenizerBase, prompt: str, weights: Mappi
     given: dict[int, tuple[str, float]] = {}
     for word, factor in weights.items():
         if not math.isfinite(factor):
-            raise ParamError(f"The weight of {word!r} must be a finite number, not {factor}.")
+            raise ParamError(f"The weight of {shorten(repr(word))} must be a finite number, not {factor}.")
         for i in word_token_indices(tokenizer, prompt, word):
             other, other_factor = given.setdefault(i, (word, factor))
             if other_factor != factor:
                 raise PromptError(
-                    f"{word!r} and {other!r} share tokens of the prompt \"{prompt}\" but have different "
-                    f"weights ({factor} and {other_factor})."
+                    f"{shorten(repr(word))} and {shorten(repr(other))} share tokens of the prompt "
+                    f"{_quoted(prompt)} but have different weights ({factor} and {other_factor})."
                 )
             factors[i] = factor
     return factors
@@ -221,3 +270,27 @@ def word_mask(tokenizer: PreTrainedTokenizerBase, prompt: str, words: Sequence[s
     for word in words:
         mask[word_token_indices(tokenizer, prompt, word)] = 1.0
     return mask
+
+
+def pair_word_masks(tokenizer: PreTrainedTokenizerBase, source: str, target: str, words: Sequence[str]) -> torch.Tensor:
+    """Masks [2, L] (float32) of `words` in the source (row 0) and the target (row 1), as for local blend.
+
+    Each word must be in at least one prompt. One found in neither raises PromptError; one found only
+    beyond the encoder's window raises WordBeyondWindow, which says so instead of "in neither".
+    """
+    rows = torch.zeros(2, tokenizer.model_max_length)
+    for word in words:
+        errors: list[PromptError] = []
+        for row, prompt in enumerate((source, target)):
+            try:
+                rows[row] = torch.maximum(rows[row], word_mask(tokenizer, prompt, [word]))
+            except PromptError as error:
+                errors.append(error)
+        if len(errors) == 2:
+            beyond = [e for e in errors if isinstance(e, WordBeyondWindow)]
+            if beyond:
+                raise beyond[0]
+            raise PromptError(
+                f"Blend word {shorten(repr(word))} is in neither prompt ({_quoted(source)}, {_quoted(target)})."
+            )
+    return rows

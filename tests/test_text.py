@@ -8,6 +8,10 @@ import torch
 from pipeline.errors import ParamError, PromptError
 from pipeline.text import (
     Word,
+    WordBeyondWindow,
+    check_change_within_window,
+    pair_word_masks,
+    prompt_overflow,
     prompt_words,
     refine_mapper,
     replace_mapper,
@@ -257,3 +261,43 @@ def test_word_mask(clip_tokenizer):
         word_mask(clip_tokenizer, "a cat", ["dog"])
     with pytest.raises(TypeError):
         word_mask(clip_tokenizer, "a cat", "cat")
+
+
+# -- the encoder's 77-token window ------------------------------------------------------------------
+
+
+def test_prompt_overflow_names_the_words_cut_off(clip_tokenizer):
+    assert prompt_overflow(clip_tokenizer, "a house in a meadow") == ()
+    assert prompt_overflow(clip_tokenizer, "cat " * 74 + "dog") == ()  # dog is token 75, the last kept
+    assert prompt_overflow(clip_tokenizer, "cat " * 75 + "dog") == ("dog",)
+    assert prompt_overflow(clip_tokenizer, "cat " * 73 + "hippopotamus") == ("hippopotamus",)  # straddles
+    assert prompt_overflow(clip_tokenizer, "cat " * 80 + "in snow") == ("cat",) * 5 + ("in", "snow")
+
+
+def test_a_change_only_beyond_the_window_is_refused(clip_tokenizer):
+    long = "a house in a meadow, " + "very " * 80
+    with pytest.raises(PromptError, match="differ only after the first 75 tokens, beyond the text encoder's "
+                                          "77-token window, so the edit would change nothing"):
+        check_change_within_window(clip_tokenizer, long + "summer", long + "winter")
+    check_change_within_window(clip_tokenizer, "a house" + long, "a castle" + long)  # inside: fine
+    check_change_within_window(clip_tokenizer, "a house", "a house")  # no change at all is not this check's
+    check_change_within_window(clip_tokenizer, "cat " * 74 + "dog", "cat " * 74 + "wolf")  # at the last kept token
+
+
+def test_word_lookups_beyond_the_window_say_so(clip_tokenizer):
+    beyond = "cat " * 75 + "dog"
+    with pytest.raises(WordBeyondWindow) as error:
+        word_mask(clip_tokenizer, beyond, ["dog"])
+    message = str(error.value)
+    assert message.startswith("'dog' lies beyond the 77-token window of the prompt \"cat cat")
+    assert "not a word" not in message and "…" in message and len(message) < 400
+
+
+def test_pair_word_masks_for_blend_words(clip_tokenizer):
+    rows = pair_word_masks(clip_tokenizer, "a cat sitting", "a dog sitting", ["cat", "dog", "sitting"])
+    assert rows.shape == (2, L)
+    assert rows[0].nonzero().flatten().tolist() == [2, 3] and rows[1].nonzero().flatten().tolist() == [2, 3]
+    with pytest.raises(PromptError, match="Blend word 'zebra' is in neither prompt"):
+        pair_word_masks(clip_tokenizer, "a cat", "a dog", ["zebra"])
+    with pytest.raises(WordBeyondWindow, match="'snow' lies beyond the 77-token window"):
+        pair_word_masks(clip_tokenizer, "a cat", "a cat " + "very " * 80 + "snow", ["snow"])
