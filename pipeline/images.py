@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from pipeline.errors import ImageError
@@ -281,6 +282,46 @@ def restore_aspect(image: Image.Image, original_size: tuple[int, int]) -> Image.
     """Resize a working-size result back to the input's aspect ratio (see `output_size`)."""
     size = output_size(original_size, image.size)
     return image.copy() if size == image.size else image.resize(size, _RESIZE)
+
+
+def composite_onto_photo(photo: Image.Image, result: Image.Image, region: torch.Tensor | None,
+                         feather: int = 6) -> Image.Image:
+    """The result at the photo's own size, with the photo's own pixels wherever the edit did not reach.
+
+    The model works at about 512 pixels; a 12-megapixel photo should not come back as a 512-pixel
+    one, nor lose its sharpness where nothing was edited. `result` (working size) is upsampled with
+    Lanczos to `photo.size`. Where `region` ([1, 1, h, w], working or latent resolution, > 0 where
+    the edit may have changed the picture) is 0, the photo's pixels are kept byte for byte. The
+    region is first grown by 2 * `feather` working pixels, so the decoder's spill past the edit's
+    own border stays in, then its edge is ramped over `feather` pixels so there is no seam.
+    With `region` None the whole upsampled result is returned.
+    """
+    photo, result = to_rgb(photo), to_rgb(result)
+    upsampled = result.copy() if result.size == photo.size else result.resize(photo.size, _RESIZE)
+    if region is None:
+        return upsampled
+    if region.dim() != 4 or tuple(region.shape[:2]) != (1, 1):
+        raise ValueError(f"expected a [1, 1, h, w] region, got {tuple(region.shape)}")
+    width, height = result.size
+    grown = F.interpolate(region.detach().to("cpu", torch.float32), size=(height, width), mode="bilinear",
+                          align_corners=False) > 0
+    alpha = _box_blur(_dilate(grown.float(), 2 * feather), feather)
+    weights = Image.fromarray((alpha[0, 0] * 255).round().to(torch.uint8).numpy(), "L")
+    return Image.composite(upsampled, photo, weights.resize(photo.size, Image.Resampling.BILINEAR))
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Grow a [1, 1, H, W] 0/1 mask by `radius` pixels (a square, in two separable passes)."""
+    k = 2 * radius + 1
+    mask = F.max_pool2d(mask, (k, 1), stride=1, padding=(radius, 0))
+    return F.max_pool2d(mask, (1, k), stride=1, padding=(0, radius))
+
+
+def _box_blur(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2 radius + 1) square, clipped at the borders: exactly 0 or 1 away from edges."""
+    k = 2 * radius + 1
+    mask = F.avg_pool2d(mask, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+    return F.avg_pool2d(mask, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from PIL import Image, ImageCms
 from pipeline import files
 from pipeline.errors import ImageError
 from pipeline.images import (
-    from_tensor, load_image, load_mask, output_size, png_with_metadata, read_png_metadata, restore_aspect,
+    composite_onto_photo, from_tensor, load_image, load_mask, output_size, png_with_metadata, read_png_metadata, restore_aspect,
     save_png, to_tensor, working_size,
 )
 from pipeline.files import write_atomically
@@ -251,6 +251,50 @@ def test_result_is_returned_at_the_input_aspect():
             assert abs(ow / oh - w / h) <= (w / h) * 1.0 / min(ow, oh) + 1e-9  # within a pixel of rounding
     restored = restore_aspect(Image.new("RGB", (512, 384)), (1000, 700))
     assert restored.size == (512, 358)
+
+
+def _noise(size, seed):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("photo_size", [(640, 480), (1000, 700), (48, 40)])
+@pytest.mark.parametrize("at_latent", [True, False])
+def test_composite_keeps_the_photo_outside_the_region_and_the_result_inside(photo_size, at_latent):
+    photo, result = _noise(photo_size, 1), _noise((512, 384), 2)
+    region = torch.zeros(1, 1, 384, 512)
+    region[..., 128:256, 192:320] = 1.0  # the middle third, in working pixels
+    if at_latent:
+        region = region[..., ::8, ::8].contiguous()
+    out = composite_onto_photo(photo, result, region)
+    assert out.size == photo.size and out.mode == "RGB"
+    got, kept = np.asarray(out), np.asarray(photo)
+    edited = np.asarray(result.resize(photo.size, Image.Resampling.LANCZOS))
+    sx, sy = photo.size[0] / 512, photo.size[1] / 384
+    # well outside: 3 feathers (18 working pixels), half a latent cell of upsampling and a few of resampling
+    outside = np.ones(kept.shape[:2], bool)
+    outside[int((128 - 28) * sy):int((256 + 28) * sy) + 1, int((192 - 28) * sx):int((320 + 28) * sx) + 1] = False
+    assert np.array_equal(got[outside], kept[outside])
+    inside = (slice(int(np.ceil(130 * sy)), int(254 * sy)), slice(int(np.ceil(194 * sx)), int(318 * sx)))
+    assert np.array_equal(got[inside], edited[inside])
+
+
+def test_composite_edge_is_feathered_not_cut():
+    photo, result = Image.new("RGB", (512, 384), (0, 0, 0)), Image.new("RGB", (512, 384), (200, 200, 200))
+    region = torch.zeros(1, 1, 384, 512)
+    region[..., :, :256] = 1.0
+    row = np.asarray(composite_onto_photo(photo, result, region))[200, :, 0]
+    assert (row[:256 + 6] == 200).all() and (row[256 + 19:] == 0).all()  # grown by 12, ramp of 13
+    ramp = row[256 + 6:256 + 19]
+    assert (np.diff(ramp.astype(int)) <= 0).all() and 0 < ramp[6] < 200
+
+
+def test_composite_without_a_region_is_the_upsampled_result():
+    photo, result = _noise((640, 480), 3), _noise((512, 384), 4)
+    out = composite_onto_photo(photo, result, None)
+    assert out.tobytes() == result.resize((640, 480), Image.Resampling.LANCZOS).tobytes()
+    assert composite_onto_photo(result, result, None).tobytes() == result.tobytes()
+    with pytest.raises(ValueError):
+        composite_onto_photo(photo, result, torch.ones(384, 512))
 
 
 # ---------------------------------------------------------------------------------------------------
