@@ -107,24 +107,31 @@ def _attention(call: AttentionCall, active: list[Controller]) -> torch.Tensor:
     wanted = sorted({r for c in active for r in c.prob_rows(call)})
     if not wanted:
         return attend(call.q, call.k, call.v, call.bias)
-    rows = torch.tensor(wanted, device=call.q.device)
-    bias = None if call.bias is None else _rows(call.bias, rows)
-    probs = probabilities(call.q[rows], call.k[rows], call.scale, bias)
+    rows = _index(wanted)
+    probs = probabilities(call.q[rows], call.k[rows], call.scale, _rows(call.bias, rows))
     for controller in active:
         probs = controller.edit_probs(call, wanted, probs)
     explicit = probs.to(call.v.dtype) @ call.v[rows]
-    if len(wanted) == len(call.layout):
+    others = [i for i in range(len(call.layout)) if i not in wanted]
+    if not others:
         return explicit
-    others = torch.tensor([i for i in range(len(call.layout)) if i not in wanted], device=call.q.device)
-    bias = None if call.bias is None else _rows(call.bias, others)
+    rest = _index(others)
+    plain = attend(call.q[rest], call.k[rest], call.v[rest], _rows(call.bias, rest))
+    if isinstance(rows, slice) and isinstance(rest, slice):  # e.g. [uncond..., cond...]: no scatter
+        return torch.cat([plain, explicit] if rest.start < rows.start else [explicit, plain])
     out = call.q.new_empty(*call.q.shape[:-1], call.v.shape[-1])
-    out[others] = attend(call.q[others], call.k[others], call.v[others], bias)
-    out[rows] = explicit.to(out.dtype)
+    out[others] = plain.to(out.dtype)
+    out[wanted] = explicit.to(out.dtype)
     return out
 
 
-def _rows(bias: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    return bias if bias.shape[0] == 1 else bias[rows]
+def _index(rows: list[int]) -> slice | list[int]:
+    """A slice for a contiguous run of rows (a view, no gather), else the list."""
+    return slice(rows[0], rows[-1] + 1) if rows == list(range(rows[0], rows[-1] + 1)) else rows
+
+
+def _rows(bias: torch.Tensor | None, rows: slice | list[int]) -> torch.Tensor | None:
+    return bias if bias is None or bias.shape[0] == 1 else bias[rows]
 
 
 def _grid(queries: int, latent_size: tuple[int, int], level: int) -> tuple[int, int]:
