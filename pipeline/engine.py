@@ -25,16 +25,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.errors import Cancelled, ModelError, OutOfMemoryError, RetakeError
+from pipeline.errors import Cancelled, ModelError, OutOfMemoryError, RetakeError, shorten
 from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Failed, Notice, Progress
 from pipeline.files import write_atomically
-from pipeline.images import from_tensor, load_mask, restore_aspect, to_tensor
+from pipeline.images import composite_onto_photo, from_tensor, load_mask, to_tensor
 from pipeline.methods.base import EditOutput, Inputs, Tensors, input_specs, inversion_key_params
 from pipeline.models import ModelBundle, load_model
 from pipeline.params import params_to_dict
 from pipeline.project import ModelRecord, Project
 from pipeline.request import EditRequest, Job, inversion_key, resolve
 from pipeline.run import RunContext, RunOptions
+from pipeline.text import check_change_within_window, prompt_overflow
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ class Inversion:
 
 @dataclass(frozen=True)
 class EditResult:
-    """An edit not yet committed: the method's latents and the decoded result at the photo's size."""
+    """An edit not yet committed: the method's latents, the decoded result at working size, and the
+    result at the photo's own size with the photo's pixels kept outside the edit's region."""
 
     output: EditOutput
     image: Image.Image
@@ -99,7 +101,7 @@ class Engine:
         if missing:
             raise ModelError(f"The method {job.method_id} needs the model part(s) {', '.join(missing)}, "
                              f"which {job.model_spec} does not provide.")
-        job.method.check(bundle.tokenizer, job.prompts, job.params)
+        self._check_prompts(job, bundle, emit)
         return bundle
 
     def invert(self, job: Job, bundle: ModelBundle, emit: Emit, cancel: CancelToken) -> Inversion:
@@ -134,8 +136,9 @@ class Engine:
             cancel.check()
             ctx.start_stage(Stage.DECODING, 1)
             working = from_tensor(ctx.decode(output.target))
+            full = composite_onto_photo(job.image, working, None if output.region is None else output.region.cpu())
             ctx.advance(1)
-            return EditResult(output, restore_aspect(working, job.image.size), working)
+            return EditResult(output, full, working)
 
     def commit(self, job: Job, bundle: ModelBundle, inversion: Inversion, result: EditResult) -> Done:
         """Write the result into the project (and to the job's output file); returns the Done event."""
@@ -208,6 +211,17 @@ class Engine:
             return Failed(f"Unexpected internal error ({type(error).__name__}: {error}); {kept()}.")
 
     # -- helpers --------------------------------------------------------------------------------
+    def _check_prompts(self, job: Job, bundle: ModelBundle, emit: Emit) -> None:
+        """Prompt and word errors before any model work; a Notice for words the encoder's window cuts off."""
+        tokenizer = bundle.tokenizer
+        check_change_within_window(tokenizer, job.prompts.source, job.prompts.target)
+        job.method.check(tokenizer, job.prompts, job.params)
+        for name, prompt in (("source", job.prompts.source), ("target", job.prompts.target)):
+            cut = prompt_overflow(tokenizer, prompt)
+            if cut:
+                emit(Notice(f"The {name} prompt is longer than the text encoder's {tokenizer.model_max_length}-token "
+                            f"window; these words are ignored: {shorten(' '.join(cut))}."))
+
     def _context(self, job: Job, bundle: ModelBundle, emit: Emit, cancel: CancelToken) -> RunContext:
         request = job.request
         return RunContext(bundle, cancel, emit, RunOptions(request.preview_every, request.preview_side, request.seed))

@@ -38,7 +38,7 @@ def test_edit_then_reedit_reuses_the_inversion_and_reproduces_bytes(engine, tmp_
     assert isinstance(first, Done) and not first.reused_inversion
     stages = [e.stage for e in events if isinstance(e, Progress)]
     assert "null-text inversion" in stages and "editing" in stages
-    assert first.image.size == (64, 48)  # the photo's 4:3 aspect, from a 64x64 working image
+    assert first.image.size == (640, 480)  # the photo's own size, from a 64x64 working image
     meta = read_png_metadata(tmp_path / "out.png")
     assert json.dumps(meta, sort_keys=True).count(TARGET) >= 1 and "inner_steps" in json.dumps(meta)
 
