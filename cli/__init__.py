@@ -1,1 +1,1 @@
-"""Retake's command line: `edit`, `methods`, `info`, `self-test`. A thin front end on pipeline.engine."""
+"""Retake's command line: `edit`, `methods`, `info`, `self-test`, `project check`. A thin front end on the pipeline."""

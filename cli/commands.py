@@ -1,4 +1,4 @@
-"""Argument parsing and the four commands. Errors end as one line on stderr and a non-zero exit.
+"""Argument parsing and the commands. Errors end as one line on stderr and a non-zero exit.
 
 Exit codes: 0 done, 1 the run failed (message printed), 2 bad command line, 130 cancelled.
 """
@@ -13,21 +13,49 @@ import threading
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import NoReturn
 
+from cli.interrupt import cancel_on_signals, exit_cancelled
 from cli.progress import TerminalProgress
 from cli.selftest import self_test
-from pipeline.engine import EditRequest, Engine
-from pipeline.errors import RetakeError
+from pipeline.engine import Engine
+from pipeline.errors import ParamError, RetakeError, shorten
 from pipeline.events import CancelledEvent, CancelToken, Done, Event, Failed
 from pipeline.methods.registry import get_method, method_ids
 from pipeline.models import default_cache_dir, describe_model_sources
 from pipeline.params import param_specs, parse_assignment
+from pipeline.preflight import check_max_side
+from pipeline.project import Project, check_project, repair_project
+from pipeline.request import EditRequest, default_project_path
 
-EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 1, 2, 130
+EXIT_FAILED, EXIT_USAGE = 1, 2
+# Paths in the success lines are for copying: long enough for any real path, short enough for a log.
+PATH_LIMIT = 240
+
+
+class UsageError(RetakeError):
+    """A command line that contradicts itself; exits with EXIT_USAGE."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (`retake: ...`), like every other failure of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"retake: {message.rstrip('.')}; see `{self.prog} --help`.\n")
+
+
+def _max_side(text: str) -> int:
+    """--max-side checked as it is parsed, before the seconds of loading a model."""
+    try:
+        return check_max_side(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {shorten(text)}") from None
+    except ParamError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="retake", description="Edit a photo by changing its description.")
+    parser = _Parser(prog="retake", description="Edit a photo by changing its description.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     edit = commands.add_parser("edit", help="invert a photo (or reuse its project's inversion) and edit it")
@@ -45,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--seed", type=int, help="random seed, recorded in the result")
     edit.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     edit.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="sampling precision (cuda default fp16)")
-    edit.add_argument("--max-side", type=int, default=512, help="longest side of the working image (multiple of 64)")
+    edit.add_argument("--max-side", type=_max_side,
+                      help="longest side of the working image, a multiple of 64 in 64..4096 "
+                           "(default: the project's, or 512)")
     edit.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded")
     edit.add_argument("--allow-pickle", action="store_true",
                       help="allow pickled .ckpt/.pt/.bin checkpoints (loaded with weights_only)")
@@ -54,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser("info", help="versions, device and where models are looked for")
     commands.add_parser("self-test", help="a fast end-to-end check on the demo model")
+
+    project = commands.add_parser("project", help="look after project folders")
+    project_commands = project.add_subparsers(dest="project_command", required=True)
+    check = project_commands.add_parser("check", help="check a project's files (reads only, unless --repair)")
+    check.add_argument("folder", help="the project folder")
+    check.add_argument("--repair", action="store_true", help="set damaged files aside in quarantine/")
     return parser
 
 
@@ -66,58 +102,127 @@ def main(argv: Sequence[str] | None = None) -> int:
             return list_methods(args.json)
         if args.command == "info":
             return info()
+        if args.command == "project":
+            return project_check(Path(args.folder), args.repair)
         return self_test(Engine(), sys.stdout)
+    except UsageError as error:
+        print(f"retake: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except RetakeError as error:
         print(f"retake: {error}", file=sys.stderr)
         return EXIT_FAILED
 
 
 def request_from_args(args: argparse.Namespace) -> EditRequest:
-    params = dict(parse_assignment(text) for text in args.param)
+    assignments = [parse_assignment(text) for text in args.param]
     if args.steps is not None:
-        params["steps"] = args.steps
+        assignments.append(("steps", str(args.steps)))
     return EditRequest(
         target_prompt=args.target, image=args.image, source_prompt=args.source, project=args.project,
-        model=args.model, method=args.method, params=params, mask=args.mask, output=args.out,
-        seed=args.seed, device=args.device, dtype=args.dtype, max_side=args.max_side,
+        model=args.model, method=args.method, params=_unique_params(assignments), mask=args.mask,
+        output=args.out, seed=args.seed, device=args.device, dtype=args.dtype, max_side=args.max_side,
         allow_download=args.allow_download, allow_pickle=args.allow_pickle,
     )
 
 
+def _unique_params(assignments: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """NAME=VALUE pairs as a dict; one name given two different values (`--steps` is `steps`) is an error.
+
+    Silently keeping the last would run, for an hour, something the user did not ask for.
+    """
+    params: dict[str, str] = {}
+    for name, value in assignments:
+        other = params.setdefault(name, value)
+        if other is not value and not _same_value(other, value):
+            shown = "--steps/--param steps" if name == "steps" else f"--param {name}"
+            raise UsageError(f"{shown} is given twice with different values ({shorten(other)} and "
+                             f"{shorten(value)}); give it once.")
+    return params
+
+
+def _same_value(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return a == b
+
+
 def run_edit(args: argparse.Namespace) -> int:
+    """Run the engine in a worker thread; the main thread only waits, so signals reach the token.
+
+    A cancelled run does not return: it prints its line and exits with status 130 at once.
+    """
     request = request_from_args(args)
+    project = _project_path(request)
+    kept_before = _inversion_keys(project)
     cancel = CancelToken()
     progress = TerminalProgress()
     outcome: list[Event] = []
+    worker = threading.Thread(target=lambda: outcome.append(Engine().run(request, progress, cancel)),
+                              name="retake-engine", daemon=True)
 
-    def work() -> None:
-        outcome.append(Engine().run(request, progress, cancel))
+    def stopped_at_once() -> str:
+        return cancelled_line(progress.stage, _new_inversion(project, kept_before), at_once=True)
 
-    worker = threading.Thread(target=work, name="retake-engine")
-    worker.start()
-    try:
+    with cancel_on_signals(cancel, stopped_at_once):
+        worker.start()
         while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:
-        cancel.cancel()
-        worker.join()
-    return report(outcome[0])
+            worker.join(0.5)
+        final = outcome[0]
+        if isinstance(final, CancelledEvent):  # leave here, where a further Ctrl-C adds no second line
+            exit_cancelled(cancelled_line(final.stage, _new_inversion(project, kept_before)))
+    return report(final)
+
+
+def cancelled_line(stage: str, kept: Path | None, at_once: bool = False) -> str:
+    """The one line a cancelled run ends with, saying truthfully what stays on disk."""
+    how = "; stopped at once" if at_once else ""
+    if kept is None:
+        return f"retake: cancelled during {stage}{how}; nothing was written."
+    return (f"retake: cancelled during {stage}{how}; the finished inversion was kept in "
+            f"{shorten(kept, PATH_LIMIT)}, so the next edit starts from it; no result was written.")
+
+
+def _project_path(request: EditRequest) -> Path | None:
+    if request.project is not None:
+        return Path(request.project)
+    return default_project_path(Path(request.image)) if request.image is not None else None
+
+
+def _inversion_keys(project: Path | None) -> frozenset[str]:
+    """Keys of the inversions stored in `project`; none when there is no readable project there."""
+    if project is None:
+        return frozenset()
+    try:
+        return frozenset(record.key for record in Project.open(project).inversions)
+    except RetakeError:
+        return frozenset()
+
+
+def _new_inversion(project: Path | None, before: frozenset[str]) -> Path | None:
+    """`project` when this run added an inversion to it, else None."""
+    return project if _inversion_keys(project) - before else None
 
 
 def report(event: Event) -> int:
+    """Print how a finished or failed run ended; return the exit status."""
     if isinstance(event, Done):
-        print(f"result: {event.output_path or event.result_path}")
+        print(f"result: {shorten(event.output_path or event.result_path, PATH_LIMIT)}")
         if event.output_path is not None:
-            print(f"also kept in the project: {event.result_path}")
+            print(f"also kept in the project: {shorten(event.result_path, PATH_LIMIT)}")
         reuse = "reused its inversion" if event.reused_inversion else "inverted the photo"
-        print(f"project: {event.project_path} ({reuse})")
+        print(f"project: {shorten(event.project_path, PATH_LIMIT)} ({reuse})")
         return 0
-    if isinstance(event, CancelledEvent):
-        print(f"retake: cancelled during {event.stage}; nothing was written.", file=sys.stderr)
-        return EXIT_CANCELLED
     assert isinstance(event, Failed)
     print(f"retake: {event.message}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def project_check(folder: Path, repair: bool) -> int:
+    """Print a project's health; exit 0 when it is sound (or was repaired to sound), 1 otherwise."""
+    health = repair_project(folder) if repair else check_project(folder)
+    print(health.summary())
+    return 0 if health.ok else EXIT_FAILED
 
 
 def list_methods(as_json: bool) -> int:

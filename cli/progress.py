@@ -1,11 +1,21 @@
-"""Engine events rendered on a terminal: a progress bar with ETA per stage, or plain lines in logs."""
+"""Engine events rendered on a terminal: a progress bar with ETA per stage, or plain lines in logs.
+
+Output that is not a terminal (a pipe, a log file, a batch scheduler) cannot redraw a bar, yet a
+twenty-minute inversion must not look hung: it gets one line when a stage starts, then one at
+every tenth of the stage or every 30 seconds, whichever comes first, and one when it is done.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from typing import TextIO
 
-from pipeline.events import Event, Progress
+from pipeline.events import Event, Notice, Progress
+
+LOG_EVERY_FRACTION = 0.1
+LOG_EVERY_S = 30.0
 
 
 def _clock(seconds: float | None) -> str:
@@ -16,23 +26,63 @@ def _clock(seconds: float | None) -> str:
 
 
 class TerminalProgress:
-    """Callable event sink: redraws one bar per stage on a TTY; prints each finished stage otherwise."""
+    """Callable event sink: redraws one bar per stage on a TTY; prints lines at a steady cadence otherwise.
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
-        self.stream = stream
+    `stage` is the stage of the latest progress event, for messages about where a run stopped.
+    """
+
+    def __init__(self, stream: TextIO | None = None, width: int = 30,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream or sys.stderr  # looked up now: tests and wrappers replace sys.stderr
         self.width = width
-        self.interactive = stream.isatty()
+        self.interactive = self.stream.isatty()
+        self.stage = "start-up"
+        self._clock = clock
+        self._bar_open = False
+        self._next_step = 0
+        self._next_time = 0.0
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, Notice):
+            self._line(f"note: {event.message}")
         if not isinstance(event, Progress):
             return
-        finished = event.step == event.total
+        started = event.stage != self.stage or event.step == 0
+        self.stage = event.stage
         if self.interactive:
-            filled = self.width * event.step // max(event.total, 1)
-            bar = "#" * filled + "-" * (self.width - filled)
-            self.stream.write(f"\r{event.stage:>20} [{bar}] {event.step}/{event.total} ETA {_clock(event.eta_s)}")
-            if finished:
-                self.stream.write("\n")
-            self.stream.flush()
-        elif finished:
-            self.stream.write(f"{event.stage}: {event.total}/{event.total} done\n")
+            self._draw_bar(event)
+        else:
+            self._log(event, started)
+
+    def _draw_bar(self, event: Progress) -> None:
+        filled = self.width * event.step // max(event.total, 1)
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r{event.stage:>20} [{bar}] {event.step}/{event.total} ETA {_clock(event.eta_s)}")
+        self._bar_open = event.step < event.total
+        if not self._bar_open:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def _log(self, event: Progress, started: bool) -> None:
+        now = self._clock()
+        if event.step >= event.total:
+            self._line(f"{event.stage}: {event.total}/{event.total} done")
+            return
+        if not (started or event.step >= self._next_step or now >= self._next_time):
+            return
+        if started:
+            self._line(f"{event.stage}: started, {event.total} step{'s' if event.total != 1 else ''}")
+        else:
+            percent = 100 * event.step // max(event.total, 1)
+            self._line(f"{event.stage}: {event.step}/{event.total} ({percent}%), ETA {_clock(event.eta_s)}")
+        tenth = max(1, round(event.total * LOG_EVERY_FRACTION))
+        self._next_step = (event.step // tenth + 1) * tenth
+        self._next_time = now + LOG_EVERY_S
+
+    def _line(self, text: str) -> None:
+        """A whole line; a bar being drawn is ended first so the two do not share a line."""
+        if self._bar_open:
+            self.stream.write("\n")
+            self._bar_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()

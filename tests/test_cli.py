@@ -14,6 +14,13 @@ DEMO = ROOT / "resources" / "demo" / "house.png"
 QUICK = ["--steps", "5", "--param", "inner_steps=2", "--max-side", "64"]
 
 
+def _assert_one_error_line(stderr, message=""):
+    """stderr (a pipe, so progress comes as plain lines) ends with the one error line, no traceback."""
+    errors = [line for line in stderr.splitlines() if line.startswith("retake: ")]
+    assert len(errors) == 1 and stderr.splitlines()[-1] == errors[0] and message in errors[0], stderr
+    assert "Traceback" not in stderr
+
+
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cli-cache")
@@ -56,8 +63,7 @@ def test_edit_writes_result_and_project_then_reedits(cli, tmp_path):
 def test_errors_are_one_line_on_stderr_with_nonzero_exit(cli, tmp_path, args, message):
     done = cli(*args, "--project", tmp_path / "p.retake", *QUICK) if "--project" not in args else cli(*args)
     assert done.returncode == 1
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("retake: ") and message in lines[0], done.stderr
+    _assert_one_error_line(done.stderr, message)
     assert not (tmp_path / "p.retake").exists()
 
 
@@ -65,7 +71,7 @@ def test_methods_json_lists_every_parameter_with_its_spec(cli):
     listing = json.loads(cli("methods", "--json", check_exit=0).stdout)
     p2p = next(m for m in listing if m["id"] == "p2p")
     specs = {p["name"]: p for p in p2p["params"]}
-    assert specs["inversion"]["choices"] == ["null-text", "negative-prompt", "ddim"]
+    assert {"null-text", "negative-prompt", "ddim"} <= set(specs["inversion"]["choices"])
     assert specs["cross_replace"]["kind"] == "step_range" and specs["cross_replace"]["default"] == [0.0, 0.8]
     assert specs["blend_start"]["kind"] == "step_fraction"
     assert all(p["help"] for p in p2p["params"])
@@ -75,3 +81,70 @@ def test_info_and_self_test(cli):
     assert "diffusers 0.42.1" in cli("info", check_exit=0).stdout
     done = cli("self-test", check_exit=0)
     assert "self-test passed" in done.stdout and "FAIL" not in done.stdout
+
+
+def _in_process(argv, capsys):
+    """Run the CLI's main in this process (no start-up cost); returns (exit status, stdout, stderr)."""
+    from cli.commands import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as leaving:
+        code = leaving.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+EDIT = ["edit", DEMO, "--source", "a house", "--target", "a castle"]
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--steps", "5", "--param", "steps=6"], 2, "--steps/--param steps is given twice with different values (6 and 5)"),
+    (["--param", "guidance=3", "--param", "guidance=4"], 2, "--param guidance is given twice"),
+    (["--max-side", "100"], 2, "--max-side: The longest side (--max-side) must be a multiple of 64 between 64 "
+                               "and 4096, e.g. 512, not 100; see `retake edit --help`."),
+    (["--max-side", "big"], 2, "--max-side: must be a whole number, not big"),
+    (["--max-side", "0"], 2, "not 0"),
+    (["--max-side", "9" * 500], 2, "…"),
+    (["--param", "guidance=nan"], 1, "Parameter guidance must be a finite number, not nan."),
+    (["--param", "blend_threshold=nan"], 1, "Parameter blend_threshold must be a finite number"),
+    (["--param", "cross_replace=nan,nan"], 1, "Parameter cross_replace must be a finite number"),
+    (["--param", "guidance=inf"], 1, "finite number, not inf"),
+])
+def test_bad_values_fail_in_one_line_before_any_work(capsys, tmp_path, args, code, message):
+    project = tmp_path / "p.retake"
+    status, out, err = _in_process([*EDIT, "--project", project, "--max-side", "64", *args], capsys)
+    assert status == code and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("retake: ") and message in lines[0], err
+    assert len(lines[0]) < 300 and not project.exists()
+
+
+def test_the_same_steps_twice_is_fine():
+    from cli.commands import build_parser, request_from_args
+
+    args = build_parser().parse_args([*map(str, EDIT), "--steps", "5", "--param", "steps=5.0", "--param", "steps=5"])
+    assert request_from_args(args).params == {"steps": "5.0"}
+
+
+@pytest.mark.parametrize("args, code", [(["--param", "guidance=nan"], 1), (["--max-side", "100"], 2)])
+def test_bad_values_through_the_real_process_leave_no_traceback(cli, tmp_path, args, code):
+    done = cli(*EDIT, "--project", tmp_path / "p.retake", *QUICK, *args)
+    assert done.returncode == code and not (tmp_path / "p.retake").exists()
+    _assert_one_error_line(done.stderr)
+
+
+def test_project_check_and_repair(capsys, tmp_path):
+    from tests.test_project import make_project, manifest
+
+    root = tmp_path / "p"
+    make_project(root)
+    status, out, err = _in_process(["project", "check", root], capsys)
+    assert status == 0 and out.startswith(f"Project {root}: sound") and "inversions: 1" in out and err == ""
+    (root / manifest(root)["inversions"][0]["file"]).unlink()
+    status, out, _ = _in_process(["project", "check", root], capsys)
+    assert status == 1 and "damaged; `--repair` sets the damaged files aside" in out and "problem: " in out
+    status, out, _ = _in_process(["project", "check", root, "--repair"], capsys)
+    assert status == 0 and "sound" in out and "repaired: The stored inversion k1 was missing" in out
+    status, out, _ = _in_process(["project", "check", tmp_path / "nowhere"], capsys)
+    assert status == 1 and "not a folder" in out
