@@ -133,7 +133,7 @@ def _unique_params(assignments: Sequence[tuple[str, str]]) -> dict[str, str]:
     params: dict[str, str] = {}
     for name, value in assignments:
         other = params.setdefault(name, value)
-        if other is not value and not _same_value(other, value):
+        if not _same_value(other, value):
             shown = "--steps/--param steps" if name == "steps" else f"--param {name}"
             raise UsageError(f"{shown} is given twice with different values ({shorten(other)} and "
                              f"{shorten(value)}); give it once.")
@@ -141,10 +141,13 @@ def _unique_params(assignments: Sequence[tuple[str, str]]) -> dict[str, str]:
 
 
 def _same_value(a: str, b: str) -> bool:
+    """The same text, or the same number written differently (5 and 5.0)."""
+    if a == b:
+        return True
     try:
         return float(a) == float(b)
     except ValueError:
-        return a == b
+        return False
 
 
 def run_edit(args: argparse.Namespace) -> int:

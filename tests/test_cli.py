@@ -125,6 +125,8 @@ def test_the_same_steps_twice_is_fine():
 
     args = build_parser().parse_args([*map(str, EDIT), "--steps", "5", "--param", "steps=5.0", "--param", "steps=5"])
     assert request_from_args(args).params == {"steps": "5.0"}
+    args = build_parser().parse_args([*map(str, EDIT), "--param", "guidance=nan", "--param", "guidance=nan"])
+    assert request_from_args(args).params == {"guidance": "nan"}  # refused later, as not finite
 
 
 @pytest.mark.parametrize("args, code", [(["--param", "guidance=nan"], 1), (["--max-side", "100"], 2)])
