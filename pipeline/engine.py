@@ -13,7 +13,6 @@ complete (and keeps it if a later stage fails), a result only once it is decoded
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import logging
 import threading
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pipeline.errors import Cancelled, ModelError, OutOfMemoryError, RetakeError, shorten
-from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Failed, Notice, Progress
+from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Failed, Notice, Progress, Stage
 from pipeline.files import write_atomically
 from pipeline.images import composite_onto_photo, from_tensor, load_mask, to_tensor
 from pipeline.methods.base import EditOutput, Inputs, Tensors, input_specs, inversion_key_params
@@ -38,17 +37,6 @@ from pipeline.run import RunContext, RunOptions
 from pipeline.text import check_change_within_window, prompt_overflow
 
 log = logging.getLogger(__name__)
-
-
-class Stage(enum.StrEnum):
-    """The engine's own stages; the value is the label shown to people. Methods name their inner
-    stages (DDIM inversion, null-text inversion, editing) in the progress they report."""
-
-    RESOLVING = "checking the request"
-    LOADING_MODEL = "loading the model"
-    ENCODING = "encoding the photo"
-    DECODING = "decoding the result"
-    SAVING = "saving"
 
 
 @dataclass(frozen=True)

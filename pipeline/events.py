@@ -7,6 +7,7 @@ the computing thread and is checked at every inner step (every UNet call).
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,22 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.errors import Cancelled
+
+
+class Stage(enum.StrEnum):
+    """Every stage a run reports; the value is the label shown to people (and compares equal to it).
+
+    Methods that add a stage (a tuning or optimisation loop) add its member here.
+    """
+
+    RESOLVING = "checking the request"
+    LOADING_MODEL = "loading the model"
+    ENCODING = "encoding the photo"
+    DDIM_INVERSION = "DDIM inversion"
+    NULL_TEXT = "null-text inversion"
+    EDITING = "editing"
+    DECODING = "decoding the result"
+    SAVING = "saving"
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.engine import Engine, Stage
-from pipeline.events import CancelledEvent, CancelToken, Done, Failed, Preview, Progress
+from pipeline.engine import Engine
+from pipeline.events import CancelledEvent, CancelToken, Done, Failed, Preview, Progress, Stage
 from pipeline.images import read_png_metadata
 from pipeline.project import Project
 from pipeline.request import EditRequest

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.engine import Engine, Stage
-from pipeline.events import Done, Failed, Notice, Progress
+from pipeline.engine import Engine
+from pipeline.events import Done, Failed, Notice, Progress, Stage
 from pipeline.request import EditRequest
 from tests.helpers import tree_digest
 

@@ -21,7 +21,7 @@ thresholded at 0.1; before any map of the current step exists, plain mutual atte
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +100,7 @@ class MutualSelfAttention(Controller):
     word_maps: WordMaps | None = None
     source: int = 0
     target: int = 1
+    _grids: dict[tuple[int, tuple[int, int]], tuple[torch.Tensor | None, torch.Tensor]] = field(default_factory=dict)
 
     def active(self, place: LayerPlace, step: int) -> bool:
         return step >= self.start_step and controls_layer(place, self.layers)
@@ -114,15 +115,28 @@ class MutualSelfAttention(Controller):
         masks = self.masks if self.word_maps is None else self.word_maps.masks(call.step)
         if masks is None:
             return out
-        keys_fg = _grid_mask(masks[0], call.spatial)
-        queries_fg = _grid_mask(masks[1], call.spatial).to(out.dtype)[:, None]
-        if not keys_fg.any() or keys_fg.all():
+        key = (call.step if self.word_maps is not None else -1, call.spatial)  # fixed masks: once per grid
+        if key not in self._grids:
+            self._grids[key] = _at_grid(masks, call.spatial)
+        keys_fg, queries_fg = self._grids[key]
+        if keys_fg is None:
             return out  # one side has no keys at this resolution: plain mutual attention
         fg_bias = key_bias(keys_fg, call.q.dtype).view(1, 1, 1, -1)
         bg_bias = key_bias(~keys_fg, call.q.dtype).view(1, 1, 1, -1)
+        queries_fg = queries_fg.to(out.dtype)[:, None]
         out = out.clone()
         for s, t in call.layout.pairs(self.source, self.target):
             q, k, v = call.q[t : t + 1], call.k[t : t + 1], call.v[t : t + 1]  # k, v: the source's, after rewrite
             fg, bg = attend(q, k, v, fg_bias), attend(q, k, v, bg_bias)
             out[t] = (fg * queries_fg + bg * (1 - queries_fg))[0].to(out.dtype)
         return out
+
+
+def _at_grid(masks: tuple[torch.Tensor, torch.Tensor], grid: tuple[int, int]
+             ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(source keys in the foreground, target queries in the foreground) at a layer's grid; the keys
+    are None when the grid leaves no foreground or no background key."""
+    keys_fg = _grid_mask(masks[0], grid)
+    queries_fg = _grid_mask(masks[1], grid)
+    covered = int(keys_fg.sum())  # one read of the GPU per call
+    return (keys_fg if 0 < covered < keys_fg.numel() else None), queries_fg

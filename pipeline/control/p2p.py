@@ -64,10 +64,15 @@ class PromptToPromptEditor(Controller):
     cross_alpha: torch.Tensor  # [steps, 77]
     self_span: tuple[int, int]
     self_min_level: int = 1
+    _cross_steps: tuple[bool, ...] = ()
+
+    def __post_init__(self) -> None:
+        # read once here: asking a GPU tensor at every attention call would wait for the GPU each time
+        self._cross_steps = tuple(self.cross_alpha.any(dim=1).tolist())
 
     def active(self, place: LayerPlace, step: int) -> bool:
         if place.kind == "cross":
-            return bool(self.cross_alpha[step].any())
+            return self._cross_steps[step]
         return self.self_span[0] <= step < self.self_span[1] and place.level >= self.self_min_level
 
     def prob_rows(self, call: AttentionCall) -> tuple[int, int]:

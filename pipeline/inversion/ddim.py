@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.events import Stage
 from pipeline.run import RunContext
 from pipeline.sampling import DDIMSchedule, guided_noise
 
@@ -13,7 +14,7 @@ def ddim_invert(
     schedule: DDIMSchedule,
     z0: torch.Tensor,
     cond: torch.Tensor,
-    stage: str = "DDIM inversion",
+    stage: str = Stage.DDIM_INVERSION,
     *,
     uncond: torch.Tensor | None = None,
     scale: float = 1.0,

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from pipeline.events import Stage
 from pipeline.run import RunContext
 from pipeline.sampling import DDIMSchedule, guided_noise
 
@@ -41,7 +42,7 @@ def null_text_optimise(
     inner_steps: int,
     early_stop: bool = True,
     learning_rate: float = 1e-2,
-    stage: str = "null-text inversion",
+    stage: str = Stage.NULL_TEXT,
 ) -> NullTextResult:
     """Optimise one unconditional embedding per step (fp32), each stored as its own tensor.
 

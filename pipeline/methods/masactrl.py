@@ -25,6 +25,7 @@ from pipeline.control.blend import MaskBlend
 from pipeline.control.contract import Controller
 from pipeline.control.masactrl import LAYER_CHOICES, MutualSelfAttention, WordMaps
 from pipeline.errors import PromptError
+from pipeline.events import Stage
 from pipeline.inversion.source import INVERSION_HELP, INVERSIONS, invert_source, source_branch
 from pipeline.methods.base import EDIT_MASK, EditOutput, Inputs, InputSpec, Prompts, Tensors
 from pipeline.params import param
@@ -118,7 +119,7 @@ class MasaCtrl:
         run = Sampling(cond, source.uncond[:, None].expand(-1, 2, -1, -1), params.guidance, controllers,
                        source.correct, None if edit_mask is None else MaskBlend(edit_mask))
         z_T = inversion["latents"][-1:].to(ctx.device).expand(2, -1, -1, -1)
-        z = denoise(ctx, schedule, z_T, run, stage="editing")
+        z = denoise(ctx, schedule, z_T, run, stage=Stage.EDITING)
         return EditOutput(z[1:2], z[0:1], edit_mask)
 
     def _word_maps(self, tok: Any, prompts: Prompts, params: MasaCtrlParams, device: torch.device) -> WordMaps:

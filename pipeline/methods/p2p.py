@@ -19,6 +19,7 @@ import torch
 from pipeline.control.blend import MaskBlend
 from pipeline.control.contract import Controller
 from pipeline.control.p2p import LocalBlend, PromptToPromptEditor, refine_edit, replace_edit, reweight_edit, step_span
+from pipeline.events import Stage
 from pipeline.inversion.source import INVERSION_HELP, INVERSIONS, invert_source, source_branch
 from pipeline.methods.base import EDIT_MASK, EditOutput, Inputs, InputSpec, Prompts, Tensors
 from pipeline.params import param
@@ -114,7 +115,7 @@ class PromptToPrompt:
         run = Sampling(cond, source.uncond[:, None].expand(-1, 2, -1, -1), params.guidance, controllers,
                        source.correct, blend)
         z_T = inversion["latents"][-1:].to(ctx.device).expand(2, -1, -1, -1)
-        z = denoise(ctx, schedule, z_T, run, stage="editing")
+        z = denoise(ctx, schedule, z_T, run, stage=Stage.EDITING)
         region = mask if mask is not None else None if local is None else local.region(z.shape[-2:])
         return EditOutput(z[1:2], z[0:1], None if region is None else region[-1:].float())
 
