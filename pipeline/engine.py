@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.errors import Cancelled, ModelError, OutOfMemoryError, RetakeError, shorten
+from pipeline.errors import Cancelled, ImageError, ModelError, OutOfMemoryError, RetakeError, shorten
 from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Failed, Notice, Progress, Stage
 from pipeline.files import write_atomically
 from pipeline.images import composite_onto_photo, from_tensor, load_mask, to_tensor
@@ -144,7 +144,12 @@ class Engine:
                 seed=job.request.seed, inversion_key=inversion.key, result=result.image,
                 mask=None if mask is None else load_mask(mask, job.size), png_metadata=extra)
             if job.output is not None:
-                write_atomically(job.output, project.result_path(edit).read_bytes())
+                try:
+                    write_atomically(job.output, project.result_path(edit).read_bytes())
+                except OSError as error:
+                    raise ImageError(
+                        f"The result was saved in the project as {shorten(project.result_path(edit))}, but "
+                        f"{shorten(job.output)} could not be written ({error.strerror or error}).") from None
             return Done(project.result_path(edit), job.output, job.project_path, edit.id, inversion.reused,
                         result.image)
 

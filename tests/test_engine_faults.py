@@ -88,3 +88,28 @@ def test_the_result_has_the_photos_size_and_its_pixels_outside_the_painted_regio
     right = slice(photo.width // 2 + 128, None)
     assert np.array_equal(result[:, right], np.asarray(photo)[:, right])
     assert not np.array_equal(result[:, :100], np.asarray(photo)[:, :100])
+
+
+def test_an_output_that_fails_at_the_end_is_reported_truly(engine, tmp_path, monkeypatch):
+    import pipeline.engine
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline.engine, "write_atomically", full_disk)
+    final = engine.run(request(tmp_path, output=str(tmp_path / "out.png")), lambda e: None)
+    assert isinstance(final, Failed)
+    assert "saved in the project" in final.message and "No space left" in final.message
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_project_with_a_damaged_result_still_edits_and_says_what_was_lost(engine, tmp_path):
+    first = engine.run(request(tmp_path), lambda e: None)
+    assert isinstance(first, Done)
+    first.result_path.write_bytes(b"not a png any more")
+    events = []
+    again = engine.run(EditRequest(target_prompt="a house in a meadow under a red sky",
+                                   project=str(tmp_path / "p.retake"), device="cpu"), events.append)
+    assert isinstance(again, Done) and again.reused_inversion
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert len(notices) == 1 and "quarantine" in notices[0]
