@@ -32,7 +32,10 @@ def _start(tmp_path: Path, *options: str) -> subprocess.Popen:
 
 
 def _interrupt(process: subprocess.Popen, stage: str, signals: list[int], gap_s: float = 0.1) -> tuple[str, str]:
-    """Wait for `stage: started` on stderr, send `signals` `gap_s` apart, return (stdout, all of stderr)."""
+    """Wait for `stage: started` on stderr, send `signals` `gap_s` apart, return (stdout, all of stderr).
+
+    The process must end within 60 s of the first signal (a cancelled run stops within one step).
+    """
     seen = []
     for line in process.stderr:
         seen.append(line)
@@ -45,7 +48,7 @@ def _interrupt(process: subprocess.Popen, stage: str, signals: list[int], gap_s:
         if i:
             time.sleep(gap_s)
         process.send_signal(number)
-    stdout, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.communicate(timeout=60)
     return stdout, "".join(seen) + stderr
 
 
@@ -55,7 +58,8 @@ def _assert_cancelled_cleanly(process: subprocess.Popen, stdout: str, stderr: st
     cancelled = [line for line in stderr.splitlines() if line.startswith("retake: ")]
     assert len(cancelled) == 1 and cancelled[0].startswith("retake: cancelled during "), stderr
     assert not (tmp_path / "out.png").exists()
-    assert not list((tmp_path / "house.retake" / "results").glob("*.png")) if (tmp_path / "house.retake").exists() else True
+    results = tmp_path / "house.retake" / "results"
+    assert not results.exists() or not any(results.iterdir())
     return cancelled[0]
 
 
@@ -83,11 +87,9 @@ def test_ctrl_c_during_editing_keeps_the_finished_inversion(tmp_path):
 def test_second_ctrl_c_exits_at_once(tmp_path):
     # the second signal lands while the engine is still finishing its current UNet call at 512 px
     process = _start(tmp_path, "--max-side", "512", "--steps", "5", "--param", "inversion=null-text")
-    started = time.monotonic()
     outcome = _interrupt(process, "DDIM inversion", [signal.SIGINT] * 2, gap_s=0.02)
     line = _assert_cancelled_cleanly(process, *outcome, tmp_path)
     assert line == "retake: cancelled during DDIM inversion; stopped at once; nothing was written."
-    assert time.monotonic() - started < 30
     assert not (tmp_path / "house.retake").exists()
 
 
