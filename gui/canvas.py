@@ -1,0 +1,328 @@
+"""The canvas: the photo, the translucent mask being painted, and the result, with a compare split.
+
+A QGraphicsView in image coordinates (one scene unit = one photo pixel, so HiDPI screens only change
+the view's scale). Zoom goes to the cursor, space-drag or the middle button pans. Brush and eraser
+paint into the document's mask live and record one undo step per stroke; the segment tool collects
+positive (left) and negative (right) clicks or a dragged box and asks for a mask.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QKeyEvent, QMouseEvent, QPainter, QPen, QPixmap, QWheelEvent
+from PySide6.QtWidgets import (
+    QGraphicsEllipseItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView, QWidget,
+)
+
+from gui.document import Document
+from gui.masks import dab, stroke, union
+from gui.qimage import mask_overlay, to_pixmap
+from gui.theme import ACCENT, MASK_COLOUR
+
+ZOOM_STEP = 1.25
+BOX_MIN_PX = 6
+
+
+class Tool(enum.Enum):
+    BRUSH = "Brush"
+    ERASER = "Eraser"
+    SEGMENT = "Segment"
+    PAN = "Pan"
+
+
+class Canvas(QGraphicsView):
+    """Shows the document's image, mask and result; paints masks; asks for segmentations."""
+
+    brushChanged = Signal()
+    segmentRequested = Signal(list, list, object)
+    zoomChanged = Signal(float)
+
+    def __init__(self, doc: Document, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.doc = doc
+        self.setScene(QGraphicsScene(self))
+        self.setBackgroundBrush(QColor(28, 28, 30))
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        self.setMouseTracking(True)
+        self.setAcceptDrops(False)  # the window takes drops of images and projects
+        self.source_item = QGraphicsPixmapItem()
+        self.result_item = QGraphicsPixmapItem()
+        self.mask_item = QGraphicsPixmapItem()
+        self.result_item.setZValue(1)
+        self.mask_item.setZValue(2)
+        self.split_line = self.scene().addLine(0, 0, 0, 0, QPen(QColor(255, 255, 255, 200), 0))
+        self.split_line.setZValue(3)
+        self.cursor_item = QGraphicsEllipseItem()
+        self.cursor_item.setPen(QPen(QColor(255, 255, 255, 220), 0))
+        self.cursor_item.setZValue(5)
+        self.box_item = QGraphicsRectItem()
+        self.box_item.setPen(QPen(ACCENT, 0, Qt.PenStyle.DashLine))
+        self.box_item.setZValue(4)
+        self.box_item.hide()
+        for item in (self.source_item, self.result_item, self.mask_item, self.cursor_item, self.box_item):
+            self.scene().addItem(item)
+        self.click_items: list[QGraphicsEllipseItem] = []
+
+        self.tool = Tool.BRUSH
+        self.mask_name = "edit_mask"
+        self.brush_size = 24.0
+        self.hardness = 0.7
+        self.mask_visible = True
+        self.split = 1.0  # the share of the width (from the left) that shows the result
+        self.override: Image.Image | None = None  # a timeline step shown instead of the result
+        self.points: list[tuple[float, float]] = []
+        self.labels: list[int] = []
+        self._result_pixmap: QPixmap | None = None
+        self._stroke: dict | None = None
+        self._pan_from: QPointF | None = None
+        self._space = False
+        self._box_from: QPointF | None = None
+
+        doc.imageChanged.connect(self._on_image)
+        doc.maskChanged.connect(self._on_mask)
+        doc.currentResultChanged.connect(self.refresh_result)
+
+    # -- document -> view -----------------------------------------------------------------------
+    def _on_image(self) -> None:
+        self.clear_clicks()
+        image = self.doc.image
+        self.source_item.setPixmap(to_pixmap(image) if image is not None else QPixmap())
+        self.mask_item.setPixmap(QPixmap())
+        self.override = None
+        self.refresh_result()
+        if image is not None:
+            self.scene().setSceneRect(QRectF(0, 0, image.width, image.height))
+            self._on_mask(self.mask_name)
+            self.fit()
+
+    def _on_mask(self, name: str) -> None:
+        if name != self.mask_name or self.doc.image is None:
+            return
+        mask = self.doc.masks.get(name)
+        if mask is None:
+            self.mask_item.setPixmap(QPixmap())
+        else:
+            self.mask_item.setPixmap(QPixmap.fromImage(mask_overlay(mask, MASK_COLOUR)))
+        self.mask_item.setVisible(self.mask_visible)
+
+    def set_mask_name(self, name: str) -> None:
+        """Show and paint the mask of another purpose."""
+        self.mask_name = name
+        self.clear_clicks()
+        self._on_mask(name)
+
+    def set_mask_visible(self, visible: bool) -> None:
+        self.mask_visible = visible
+        self.mask_item.setVisible(visible)
+
+    def refresh_result(self) -> None:
+        """Show the override (a timeline step) or the current result, clipped by the compare split."""
+        entry = self.doc.result()
+        picture = self.override
+        if picture is None and entry is not None and entry.path.is_file():
+            with Image.open(entry.path) as image:
+                picture = image.convert("RGB")
+        self._result_pixmap = to_pixmap(picture) if picture is not None else None
+        if self._result_pixmap is not None and self.doc.image is not None:
+            scale = self.doc.image.width / self._result_pixmap.width()
+            self.result_item.setScale(scale)
+        self._apply_split()
+
+    def show_step(self, image: Image.Image | None) -> None:
+        """Show a timeline step's picture in place of the result (None: back to the result)."""
+        self.override = image
+        if image is not None and self.split == 0.0:
+            self.split = 1.0
+        self.refresh_result()
+
+    def set_split(self, fraction: float) -> None:
+        self.split = min(max(fraction, 0.0), 1.0)
+        self._apply_split()
+
+    def toggle_compare(self) -> None:
+        """Flip between the whole source and the whole result."""
+        self.set_split(0.0 if self.split > 0.5 else 1.0)
+
+    def _apply_split(self) -> None:
+        pixmap = self._result_pixmap
+        if pixmap is None or self.doc.image is None:
+            self.result_item.setPixmap(QPixmap())
+            self.split_line.setLine(0, 0, 0, 0)
+            return
+        width = max(int(round(pixmap.width() * self.split)), 0)
+        self.result_item.setPixmap(pixmap.copy(0, 0, width, pixmap.height()) if width else QPixmap())
+        x = self.doc.image.width * self.split
+        visible = 0.0 < self.split < 1.0
+        self.split_line.setLine(x, 0, x, self.doc.image.height if visible else 0)
+
+    # -- zoom and pan ---------------------------------------------------------------------------
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def fit(self) -> None:
+        if self.doc.image is not None:
+            self.fitInView(self.source_item, Qt.AspectRatioMode.KeepAspectRatio)
+            self.zoomChanged.emit(self.zoom())
+
+    def actual_size(self) -> None:
+        """100%: one photo pixel per device pixel on HiDPI screens too."""
+        ratio = self.devicePixelRatioF()
+        self.resetTransform()
+        self.scale(1 / ratio, 1 / ratio)
+        self.zoomChanged.emit(self.zoom())
+
+    def zoom_by(self, factor: float) -> None:
+        self.scale(factor, factor)
+        self.zoomChanged.emit(self.zoom())
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        steps = event.angleDelta().y() / 120
+        if steps:
+            self.zoom_by(ZOOM_STEP ** steps)
+
+    # -- brush ----------------------------------------------------------------------------------
+    def set_brush_size(self, size: float) -> None:
+        self.brush_size = min(max(size, 1.0), 1000.0)
+        self._update_cursor(self.cursor_item.rect().center())
+        self.brushChanged.emit()
+
+    def set_hardness(self, hardness: float) -> None:
+        self.hardness = min(max(hardness, 0.0), 1.0)
+        self.brushChanged.emit()
+
+    def set_tool(self, tool: Tool) -> None:
+        self.tool = tool
+        self.cursor_item.setVisible(tool in (Tool.BRUSH, Tool.ERASER))
+        if tool != Tool.SEGMENT:
+            self.clear_clicks()
+        self.viewport().setCursor(Qt.CursorShape.OpenHandCursor if tool == Tool.PAN else Qt.CursorShape.CrossCursor)
+
+    def _update_cursor(self, centre: QPointF) -> None:
+        r = self.brush_size / 2
+        self.cursor_item.setRect(QRectF(centre.x() - r, centre.y() - r, 2 * r, 2 * r))
+
+    def _begin_stroke(self, at: QPointF) -> None:
+        mask = self.doc.mask(self.mask_name)
+        self._stroke = {"before": mask.copy(), "last": (at.x(), at.y()), "box": None,
+                        "erase": self.tool == Tool.ERASER}
+        self._continue_stroke(at, first=True)
+
+    def _continue_stroke(self, at: QPointF, first: bool = False) -> None:
+        s = self._stroke
+        assert s is not None
+        mask = self.doc.mask(self.mask_name)
+        r = self.brush_size / 2
+        if first:
+            box = dab(mask, at.x(), at.y(), r, self.hardness, s["erase"])
+        else:
+            box = stroke(mask, s["last"], (at.x(), at.y()), r, self.hardness, s["erase"])
+        s["last"], s["box"] = (at.x(), at.y()), union(s["box"], box)
+        self.doc.maskChanged.emit(self.mask_name)
+
+    def _end_stroke(self) -> None:
+        s, self._stroke = self._stroke, None
+        if s is None or s["box"] is None:
+            return
+        x0, y0, x1, y1 = s["box"]
+        self.doc.push_mask_change(self.mask_name, s["box"], s["before"][y0:y1, x0:x1].copy(),
+                                  "Erase" if s["erase"] else "Paint")
+
+    # -- segment clicks -------------------------------------------------------------------------
+    def clear_clicks(self) -> None:
+        self.points, self.labels = [], []
+        for item in self.click_items:
+            self.scene().removeItem(item)
+        self.click_items = []
+        self.box_item.hide()
+
+    def add_click(self, x: float, y: float, positive: bool) -> None:
+        """A segment click in image pixels; asks for the mask of all clicks so far."""
+        self.points.append((x, y))
+        self.labels.append(1 if positive else 0)
+        r = max(4.0 / max(self.zoom(), 1e-3), 2.0)
+        dot = self.scene().addEllipse(x - r, y - r, 2 * r, 2 * r, QPen(Qt.GlobalColor.white, 0),
+                                      QBrush(QColor(80, 220, 120) if positive else QColor(240, 70, 70)))
+        dot.setZValue(6)
+        self.click_items.append(dot)
+        self.segmentRequested.emit(list(self.points), list(self.labels), self._box())
+
+    def set_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        self.box_item.setRect(QRectF(QPointF(x0, y0), QPointF(x1, y1)).normalized())
+        self.box_item.show()
+        self.segmentRequested.emit(list(self.points), list(self.labels), self._box())
+
+    def _box(self) -> tuple[float, float, float, float] | None:
+        if not self.box_item.isVisible():
+            return None
+        r = self.box_item.rect()
+        return r.left(), r.top(), r.right(), r.bottom()
+
+    # -- input ----------------------------------------------------------------------------------
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        at = self.mapToScene(event.position().toPoint())
+        panning = event.button() == Qt.MouseButton.MiddleButton or (
+            event.button() == Qt.MouseButton.LeftButton and (self._space or self.tool == Tool.PAN))
+        if panning:
+            self._pan_from = event.position()
+            self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+        elif self.doc.image is None:
+            pass
+        elif self.tool in (Tool.BRUSH, Tool.ERASER) and event.button() == Qt.MouseButton.LeftButton:
+            self._begin_stroke(at)
+        elif self.tool == Tool.SEGMENT and event.button() in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
+            self._box_from = at if event.button() == Qt.MouseButton.LeftButton else None
+            if event.button() == Qt.MouseButton.RightButton:
+                self.add_click(at.x(), at.y(), positive=False)
+        event.accept()
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        at = self.mapToScene(event.position().toPoint())
+        self._update_cursor(at)
+        if self._pan_from is not None:
+            delta = event.position() - self._pan_from
+            self._pan_from = event.position()
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - int(delta.x()))
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(delta.y()))
+        elif self._stroke is not None:
+            self._continue_stroke(at)
+        elif self._box_from is not None:
+            self.box_item.setRect(QRectF(self._box_from, at).normalized())
+            self.box_item.setVisible((at - self._box_from).manhattanLength() * self.zoom() >= BOX_MIN_PX)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        at = self.mapToScene(event.position().toPoint())
+        if self._pan_from is not None:
+            self._pan_from = None
+            self.set_tool(self.tool)
+        elif self._stroke is not None:
+            self._end_stroke()
+        elif self._box_from is not None:
+            start, self._box_from = self._box_from, None
+            if self.box_item.isVisible():
+                self.set_box(start.x(), start.y(), at.x(), at.y())
+            else:
+                self.add_click(at.x(), at.y(), positive=True)
+        event.accept()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = True
+            self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = False
+            self.set_tool(self.tool)
+            return
+        super().keyReleaseEvent(event)
+
+    def apply_segment(self, mask: np.ndarray) -> None:
+        """Put a segmentation into the current mask as one undoable step."""
+        self.doc.replace_mask(self.mask_name, np.where(mask, 255, 0).astype(np.uint8), "Segment")

@@ -1,0 +1,220 @@
+"""The timeline scrubber: the diffusion steps from T (noise, left) to 0 (clean, right).
+
+One row per stage of the run that walks the schedule (an inversion goes 0 -> T, so it is drawn
+right to left; an edit goes T -> 0). Each step that sent a preview shows it as a thumbnail; pressing
+or dragging over a row shows that step on the canvas. Under the rows, the step ranges and step
+fractions the method's parameters control are drawn as bands and ticks over the edit's steps;
+dragging a band's edge or a tick changes that parameter (one undoable step per drag).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
+from PySide6.QtWidgets import QWidget
+
+from gui.document import Document
+from gui.qimage import to_pixmap
+from gui.theme import ACCENT
+
+LABEL_W, ROW_H, LANE_H, PAD = 110, 44, 16, 4
+EDGE_GRAB_PX = 6
+BAND_COLOURS = [QColor(64, 132, 214, 150), QColor(214, 140, 64, 150), QColor(120, 190, 90, 150),
+                QColor(190, 90, 190, 150)]
+
+
+def is_inversion_stage(stage: str) -> bool:
+    """Inversions walk the schedule from clean to noisy (their labels say "inversion")."""
+    return "inversion" in stage.lower()
+
+
+class Timeline(QWidget):
+    """Steps of the run with their previews; bands for the method's step parameters."""
+
+    stepChosen = Signal(object)  # a PIL image, or None to go back to the result
+
+    def __init__(self, doc: Document, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.doc = doc
+        self.specs: list[Any] = []
+        self._thumbs: dict[tuple[str, int], QPixmap] = {}
+        self._drag: tuple[str, int] | None = None  # (param, which end: 0 start, 1 end, 2 tick)
+        self._scrubbing: str | None = None
+        self.chosen: tuple[str, int] | None = None
+        self.setMouseTracking(True)
+        self.setMinimumHeight(ROW_H + LANE_H + 2 * PAD)
+        doc.runChanged.connect(self._on_run)
+        doc.methodChanged.connect(self.set_ready)
+        doc.paramsChanged.connect(lambda _name: self.update())
+
+    def set_ready(self) -> None:
+        """Read the step parameters of the document's method (once the engine is loaded)."""
+        from pipeline.methods.registry import get_method
+        from pipeline.params import param_specs
+
+        self.specs = [s for s in param_specs(get_method(self.doc.method_id).Params)
+                      if s.kind in ("step_range", "step_fraction")]
+        self.updateGeometry()
+        self.update()
+
+    def sizeHint(self) -> QSize:
+        rows = max(len(self.stages()), 1)
+        return QSize(600, rows * ROW_H + len(self.specs) * LANE_H + 3 * PAD)
+
+    def stages(self) -> list[str]:
+        return [s for s, total in self.doc.run.totals.items() if total > 1]
+
+    def _on_run(self) -> None:
+        for stage, steps in self.doc.run.previews.items():
+            for step, image in steps.items():
+                if (stage, step) not in self._thumbs:
+                    thumb = image.copy()
+                    thumb.thumbnail((ROW_H * 2, ROW_H - 4))
+                    self._thumbs[(stage, step)] = to_pixmap(thumb)
+        if not self.doc.run.previews:
+            self._thumbs.clear()
+            self.chosen = None
+        self.updateGeometry()
+        self.update()
+
+    # -- geometry -------------------------------------------------------------------------------
+    def _strip(self) -> tuple[float, float]:
+        return LABEL_W, max(self.width() - LABEL_W - PAD, 10)
+
+    def x_of(self, fraction: float) -> float:
+        left, width = self._strip()
+        return left + fraction * width
+
+    def fraction_at(self, x: float) -> float:
+        left, width = self._strip()
+        return min(max((x - left) / width, 0.0), 1.0)
+
+    def step_fraction(self, stage: str, step: int, total: int) -> float:
+        done = step / total
+        return 1.0 - done if is_inversion_stage(stage) else done
+
+    def _lanes_top(self) -> float:
+        return PAD + len(self.stages()) * ROW_H
+
+    # -- painting -------------------------------------------------------------------------------
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(34, 34, 37))
+        left, width = self._strip()
+        run = self.doc.run
+        stages = self.stages()
+        if not stages:
+            painter.setPen(QColor(140, 140, 140))
+            painter.drawText(QRectF(PAD, PAD, self.width(), ROW_H), Qt.AlignmentFlag.AlignVCenter,
+                             "Timeline: T (noise) → 0 (clean). Steps and previews appear here during a run.")
+        for row, stage in enumerate(stages):
+            top = PAD + row * ROW_H
+            total = run.totals[stage]
+            painter.setPen(QColor(200, 200, 200))
+            painter.drawText(QRectF(PAD, top, LABEL_W - 2 * PAD, ROW_H), Qt.AlignmentFlag.AlignVCenter, stage)
+            painter.fillRect(QRectF(left, top + 2, width, ROW_H - 4), QColor(45, 45, 50))
+            done = run.step if run.running and run.stage == stage else total
+            for step in range(1, total + 1):
+                x = self.x_of(self.step_fraction(stage, step, total))
+                colour = ACCENT if step <= done else QColor(90, 90, 95)
+                painter.setPen(QPen(colour, 1))
+                painter.drawLine(QPointF(x, top + ROW_H - 8), QPointF(x, top + ROW_H - 3))
+            for (s, step), thumb in sorted(self._thumbs.items()):
+                if s != stage:
+                    continue
+                x = self.x_of(self.step_fraction(stage, step, total))
+                painter.drawPixmap(QPointF(x - thumb.width() / 2, top + 2), thumb)
+            if self.chosen and self.chosen[0] == stage:
+                x = self.x_of(self.step_fraction(stage, self.chosen[1], total))
+                painter.setPen(QPen(QColor(255, 255, 255), 2))
+                painter.drawLine(QPointF(x, top), QPointF(x, top + ROW_H))
+        top = self._lanes_top()
+        for i, spec in enumerate(self.specs):
+            y = top + i * LANE_H
+            painter.setPen(QColor(170, 170, 170))
+            painter.drawText(QRectF(PAD, y, LABEL_W - 2 * PAD, LANE_H), Qt.AlignmentFlag.AlignVCenter,
+                             spec.name.replace("_", " "))
+            value = self.doc.params.get(spec.name, spec.default)
+            colour = BAND_COLOURS[i % len(BAND_COLOURS)]
+            if spec.kind == "step_range":
+                x0, x1 = self.x_of(float(value[0])), self.x_of(float(value[1]))
+                painter.fillRect(QRectF(x0, y + 2, max(x1 - x0, 1), LANE_H - 4), colour)
+                painter.setPen(QPen(colour.lighter(160), 2))
+                painter.drawLine(QPointF(x0, y + 1), QPointF(x0, y + LANE_H - 1))
+                painter.drawLine(QPointF(x1, y + 1), QPointF(x1, y + LANE_H - 1))
+            else:
+                x = self.x_of(float(value))
+                painter.setPen(QPen(colour.lighter(160), 3))
+                painter.drawLine(QPointF(x, y + 1), QPointF(x, y + LANE_H - 1))
+        painter.end()
+
+    # -- input ----------------------------------------------------------------------------------
+    def _hit_band(self, pos: QPointF) -> tuple[str, int] | None:
+        lane = int((pos.y() - self._lanes_top()) // LANE_H)
+        if pos.y() < self._lanes_top() or lane >= len(self.specs):
+            return None
+        spec = self.specs[lane]
+        value = self.doc.params.get(spec.name, spec.default)
+        if spec.kind == "step_fraction":
+            return spec.name, 2
+        x0, x1 = self.x_of(float(value[0])), self.x_of(float(value[1]))
+        if abs(pos.x() - x0) <= EDGE_GRAB_PX or abs(pos.x() - x1) <= EDGE_GRAB_PX:
+            return spec.name, 0 if abs(pos.x() - x0) < abs(pos.x() - x1) else 1
+        return None
+
+    def _stage_at(self, pos: QPointF) -> str | None:
+        row = int((pos.y() - PAD) // ROW_H)
+        stages = self.stages()
+        return stages[row] if pos.y() >= PAD and 0 <= row < len(stages) else None
+
+    def drag_band(self, name: str, end: int, fraction: float) -> None:
+        """Move one end of a step range (or a step fraction's tick) to `fraction` of the steps."""
+        fraction = round(min(max(fraction, 0.0), 1.0), 3)
+        if end == 2:
+            self.doc.set_param(name, fraction)
+            return
+        start, stop = (float(v) for v in self.doc.params[name])
+        start, stop = (min(fraction, stop), stop) if end == 0 else (start, max(fraction, start))
+        self.doc.set_param(name, [start, stop])
+
+    def scrub(self, stage: str, fraction: float) -> None:
+        """Show the step of `stage` nearest to `fraction` of the strip that has a preview."""
+        steps = self.doc.run.previews.get(stage, {})
+        total = self.doc.run.totals.get(stage, 0)
+        if not steps or not total:
+            return
+        step = min(steps, key=lambda s: abs(self.step_fraction(stage, s, total) - fraction))
+        self.chosen = (stage, step)
+        self.update()
+        self.stepChosen.emit(steps[step])
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        pos = event.position()
+        band = self._hit_band(pos)
+        if band is not None:
+            self._drag = band
+            self.drag_band(band[0], band[1], self.fraction_at(pos.x()))
+        elif (stage := self._stage_at(pos)) is not None:
+            self._scrubbing = stage
+            self.scrub(stage, self.fraction_at(pos.x()))
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        pos = event.position()
+        if self._drag is not None:
+            self.drag_band(self._drag[0], self._drag[1], self.fraction_at(pos.x()))
+        elif self._scrubbing is not None:
+            self.scrub(self._scrubbing, self.fraction_at(pos.x()))
+        else:
+            grab = self._hit_band(pos) is not None
+            self.setCursor(Qt.CursorShape.SizeHorCursor if grab else Qt.CursorShape.ArrowCursor)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        self._drag, self._scrubbing = None, None
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        """Back to the result."""
+        self.chosen = None
+        self.update()
+        self.stepChosen.emit(None)

@@ -1,0 +1,623 @@
+"""The main window: canvas in the middle, panels around it, the timeline along the bottom.
+
+The window wires widgets to the document and the engine client; it owns no editing state of its
+own. Everything slow (importing the pipeline, loading the model, inverting, editing, segmenting)
+happens on worker threads, so the window is usable at once and stays responsive during a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QStandardPaths, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton,
+    QScrollArea, QVBoxLayout, QWidget,
+)
+
+from gui import project_io
+from gui.canvas import Canvas, Tool
+from gui.document import Document
+from gui.history import HistoryPanel
+from gui.method_form import MethodPanel
+from gui.prompts import PromptPanel
+from gui.qimage import from_qimage
+from gui.reference import ReferencePanel
+from gui.settings import AppSettings, SettingsDialog
+from gui.timeline import Timeline
+from gui.tools import ToolPanel
+from gui.worker import EngineClient, EngineFactory, SegmentClient, real_engine
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+BRUSH_STEP = 1.25
+
+
+def sam_factory(settings: AppSettings) -> Callable[[], Any]:
+    def make() -> Any:
+        from pipeline.segment import load_segmenter
+
+        return load_segmenter(settings.get("sam_checkpoint"))
+
+    return make
+
+
+class MessageBar(QFrame):
+    """Errors and notices above the canvas, with details to copy; the app keeps working."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.text = QLabel()
+        self.text.setWordWrap(True)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details = ""
+        copy, close = QPushButton("Copy details"), QPushButton("✕")
+        close.setFixedWidth(28)
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.text, 1)
+        layout.addWidget(copy)
+        layout.addWidget(close)
+        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.details or self.text.text()))
+        close.clicked.connect(self.hide)
+        self.hide()
+
+    def show_message(self, text: str, details: str = "", error: bool = True) -> None:
+        self.text.setText(text)
+        self.details = details or text
+        self.setStyleSheet("MessageBar { background: %s; }" % ("#5a2a2a" if error else "#2a3f5a"))
+        self.show()
+
+
+class MainWindow(QMainWindow):
+    """Retake's desktop window over one document."""
+
+    def __init__(self, settings: AppSettings | None = None, engine_factory: EngineFactory = real_engine,
+                 segmenter_factory: Callable[[], Any] | None = None) -> None:
+        super().__init__()
+        self.settings = settings or AppSettings()
+        self.doc = Document(self)
+        self.engine = EngineClient(engine_factory, self)
+        self._segmenter_factory = segmenter_factory
+        self.segmenter = SegmentClient(segmenter_factory or sam_factory(self.settings), self)
+        self.tokenizer: Any = None
+        self._pending: list[Path] = []
+        self._scratch = tempfile.TemporaryDirectory(prefix="retake-gui-")
+        self._model_state = "not loaded"
+        self._run_started = 0.0
+        self.first_preview_s: float | None = None
+        self.setAcceptDrops(True)
+        self.resize(1400, 900)
+
+        self.canvas = Canvas(self.doc)
+        self.message = MessageBar()
+        centre = QWidget()
+        column = QVBoxLayout(centre)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.message)
+        column.addWidget(self.canvas, 1)
+        self.setCentralWidget(centre)
+
+        self.actions: dict[str, QAction] = {}
+        self._make_actions()
+        self.tools = ToolPanel(self.doc, self.canvas, self.actions)
+        self.prompts = PromptPanel(self.doc)
+        self.method = MethodPanel(self.doc, self.settings)
+        self.reference = ReferencePanel(self.doc)
+        self.history = HistoryPanel(self.doc)
+        self.timeline = Timeline(self.doc)
+        self.docks = {
+            "tools": self._dock("Tools", self.tools, Qt.DockWidgetArea.LeftDockWidgetArea),
+            "prompts": self._dock("Prompts", self.prompts, Qt.DockWidgetArea.RightDockWidgetArea),
+            "method": self._dock("Method", self.method, Qt.DockWidgetArea.RightDockWidgetArea, scroll=True),
+            "reference": self._dock("Reference", self.reference, Qt.DockWidgetArea.RightDockWidgetArea),
+            "history": self._dock("History", self.history, Qt.DockWidgetArea.LeftDockWidgetArea),
+            "timeline": self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea),
+        }
+        self.tabifyDockWidget(self.docks["method"], self.docks["reference"])
+        self.docks["method"].raise_()
+        self._make_menus()
+        self._make_status_bar()
+
+        self.doc.undo.cleanChanged.connect(lambda _clean: self._update_title())
+        self.doc.projectChanged.connect(self._update_title)
+        self.doc.inversionChanged.connect(self._update_inversion)
+        self.engine.ready.connect(self._on_ready)
+        self.engine.loadFailed.connect(self._on_load_failed)
+        self.engine.event.connect(self._on_event)
+        self.engine.finished.connect(self._on_finished)
+        self.engine.status.connect(self._on_status)
+        self.engine.busyChanged.connect(self._on_busy)
+        self.canvas.segmentRequested.connect(self._segment)
+        self.segmenter.masked.connect(self._on_segment_mask)
+        self.segmenter.unavailable.connect(self.tools.show_segment_note)
+        self.timeline.stepChosen.connect(self.canvas.show_step)
+        self.autosave = QTimer(self)
+        self.autosave.timeout.connect(self._autosave)
+        self._apply_settings()
+        self._restore_layout()
+        self._update_title()
+        self._on_busy(False)
+
+    # -- construction ---------------------------------------------------------------------------
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea, scroll: bool = False) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title.lower()}")
+        if scroll:
+            area_widget = QScrollArea()
+            area_widget.setWidgetResizable(True)
+            area_widget.setWidget(widget)
+            widget = area_widget
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, name: str, text: str, slot: Callable[[], Any], shortcut: str | QKeySequence | None = None,
+                checkable: bool = False, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.setCheckable(checkable)
+        action.setToolTip(tip or text)
+        action.triggered.connect(lambda _checked=False: slot())
+        self.addAction(action)
+        self.actions[name] = action
+        return action
+
+    def _make_actions(self) -> None:
+        k = QKeySequence.StandardKey
+        a = self._action
+        a("new", "&New project from image…", self._choose_image, k.New)
+        a("open", "&Open project…", self._choose_project, k.Open)
+        a("save", "&Save", self.save, k.Save)
+        a("save_as", "Save &as…", self._choose_save_as, k.SaveAs)
+        a("export", "&Export result…", self._choose_export, "Ctrl+E")
+        a("load_png", "Load settings from a result PNG…", self._choose_png_settings, "Ctrl+Shift+O")
+        a("settings", "Se&ttings…", self.open_settings, "Ctrl+,")
+        a("quit", "&Quit", self.close, k.Quit)
+        undo = self.doc.undo.createUndoAction(self, "&Undo")
+        undo.setShortcut(QKeySequence(k.Undo))
+        redo = self.doc.undo.createRedoAction(self, "&Redo")
+        redo.setShortcuts([QKeySequence(k.Redo), QKeySequence("Ctrl+Shift+Z")])
+        for name, action in (("undo", undo), ("redo", redo)):
+            self.addAction(action)
+            self.actions[name] = action
+        a("paste", "&Paste image as new project", self.paste_image, k.Paste)
+        a("fit", "&Fit to window", self.canvas.fit, "F")
+        a("actual", "&100%", self.canvas.actual_size, "Ctrl+1")
+        a("zoom_in", "Zoom &in", lambda: self.canvas.zoom_by(1.25), k.ZoomIn)
+        a("zoom_out", "Zoom &out", lambda: self.canvas.zoom_by(0.8), k.ZoomOut)
+        a("compare", "Toggle &before / after", self._toggle_compare, "X")
+        a("show_mask", "Show &mask", self._toggle_mask, "M", checkable=True).setChecked(True)
+        for tool, key in ((Tool.BRUSH, "B"), (Tool.ERASER, "E"), (Tool.SEGMENT, "S"), (Tool.PAN, "H")):
+            a(f"tool_{tool.name.lower()}", tool.value, lambda t=tool: self.set_tool(t), key, checkable=True)
+        a("brush_bigger", "Bigger brush", lambda: self.canvas.set_brush_size(self.canvas.brush_size * BRUSH_STEP), "]")
+        a("brush_smaller", "Smaller brush",
+          lambda: self.canvas.set_brush_size(self.canvas.brush_size / BRUSH_STEP), "[")
+        a("mask_fill", "Fill", lambda: self._mask_op("fill"), "Shift+F", tip="Fill the whole mask")
+        a("mask_clear", "Clear", lambda: self._mask_op("clear"), "Shift+Del", tip="Clear the mask")
+        a("mask_invert", "Invert", lambda: self._mask_op("invert"), "Ctrl+I", tip="Invert the mask")
+        a("segment_clear", "Clear clicks", self.canvas.clear_clicks, "Shift+S",
+          tip="Forget the segment clicks and box (the mask stays)")
+        a("run", "&Run edit", self.run_edit, "Ctrl+Return", tip="Invert (once) and edit (Ctrl+Enter)")
+        a("cancel", "&Cancel", self.cancel_run, "Esc", tip="Stop the run (Esc)")
+        a("shortcuts", "&Keyboard shortcuts", self.show_shortcuts, "F1")
+        a("about", "&About Retake", self._about)
+        self.actions["tool_brush"].setChecked(True)
+
+    def _make_menus(self) -> None:
+        bar = self.menuBar()
+        menus = {
+            "&File": ["new", "open", "recent", "save", "save_as", None, "export", "load_png", None, "settings", None,
+                      "quit"],
+            "&Edit": ["undo", "redo", None, "paste"],
+            "&View": ["fit", "actual", "zoom_in", "zoom_out", None, "compare", "show_mask"],
+            "&Tools": ["tool_brush", "tool_eraser", "tool_segment", "tool_pan", None, "brush_bigger",
+                       "brush_smaller", None, "mask_fill", "mask_clear", "mask_invert", "segment_clear"],
+            "&Run": ["run", "cancel"],
+            "&Help": ["shortcuts", "about"],
+        }
+        for title, names in menus.items():
+            menu = bar.addMenu(title)
+            for name in names:
+                if name is None:
+                    menu.addSeparator()
+                elif name == "recent":
+                    self.recent_menu = menu.addMenu("Open &recent")
+                    self.recent_menu.aboutToShow.connect(self._fill_recent)
+                else:
+                    menu.addAction(self.actions[name])
+            if title == "&View":
+                menu.addSeparator()
+                for dock in self.docks.values():
+                    menu.addAction(dock.toggleViewAction())
+        toolbar = self.addToolBar("Main")
+        toolbar.setObjectName("toolbar-main")
+        for name in ("new", "open", "save", None, "undo", "redo", None, "tool_brush", "tool_eraser", "tool_segment",
+                     "tool_pan", None, "fit", "compare", None, "run", "cancel"):
+            if name is None:
+                toolbar.addSeparator()
+            else:
+                toolbar.addAction(self.actions[name])
+
+    def _make_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.status_engine = QLabel("Engine: loading…")
+        self.status_device = QLabel("Device: …")
+        self.status_model = QLabel()
+        self.status_memory = QLabel("GPU memory: …")
+        self.status_inversion = QLabel("Inversion: none")
+        self.status_stage = QLabel()
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setTextVisible(True)
+        for widget in (self.status_stage, self.progress):
+            bar.addWidget(widget)
+        for widget in (self.status_inversion, self.status_model, self.status_device, self.status_memory,
+                       self.status_engine):
+            bar.addPermanentWidget(widget)
+        self._update_model_status()
+
+    # -- settings and layout --------------------------------------------------------------------
+    def _apply_settings(self) -> None:
+        minutes = self.settings.get("autosave_minutes")
+        if minutes > 0:
+            self.autosave.start(minutes * 60_000)
+        else:
+            self.autosave.stop()
+        self.segmenter.set_factory(self._segmenter_factory or sam_factory(self.settings))
+        self._update_model_status()
+
+    def open_settings(self) -> None:
+        if SettingsDialog(self.settings, self).exec():
+            self._apply_settings()
+
+    def _restore_layout(self) -> None:
+        geometry = self.settings.store.value("window/geometry")
+        state = self.settings.store.value("window/state")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+
+    def _save_layout(self) -> None:
+        self.settings.store.setValue("window/geometry", self.saveGeometry())
+        self.settings.store.setValue("window/state", self.saveState())
+
+    # -- engine state ---------------------------------------------------------------------------
+    def _on_ready(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.status_engine.setText("Engine: ready")
+        self.method.set_ready()
+        self.prompts.set_tokenizer(tokenizer)
+        for panel in (self.timeline, self.reference, self.tools):
+            panel.set_ready()
+        pending, self._pending = self._pending, []
+        for path in pending:
+            self.open_path(path)
+
+    def _on_load_failed(self, details: str) -> None:
+        self.status_engine.setText("Engine: failed")
+        self.message.show_message(details.split("\n")[0], details)
+
+    def _on_status(self, status: dict) -> None:
+        self.status_device.setText(f"Device: {status.get('device', '?')}")
+        self.status_memory.setText(status.get("memory", ""))
+
+    def _update_model_status(self) -> None:
+        self.status_model.setText(f"Model: {self.settings.get('model')} ({self._model_state})")
+
+    def _update_inversion(self) -> None:
+        n = self.doc.inversions
+        self.status_inversion.setText("Inversion: none yet" if not n else f"Inversion: {n} stored")
+
+    def _update_title(self) -> None:
+        name = self.doc.project_path.name if self.doc.project_path else "no project"
+        self.setWindowTitle(f"{name}[*] — Retake")
+        self.setWindowModified(self.doc.dirty)
+
+    # -- projects -------------------------------------------------------------------------------
+    def open_path(self, path: Path) -> bool:
+        """Open whatever the artist gave: a project folder, a result PNG (its settings), or a photo."""
+        path = Path(path)
+        if not self.engine.is_ready:
+            self._pending.append(path)
+            self.status_stage.setText(f"{path.name} opens once the engine is loaded…")
+            return True
+        from pipeline.errors import RetakeError
+
+        try:
+            if path.name == "project.json":
+                path = path.parent
+            if path.is_dir():
+                return self.open_project(path)
+            if path.suffix.lower() == ".png" and (found := project_io.png_settings(path)) is not None:
+                if self.doc.project_path is None:
+                    self.new_from_image(path)
+                self.restore_png_settings(found, path)
+                return True
+            return self.new_from_image(path)
+        except (RetakeError, OSError) as error:
+            self.message.show_message(str(error))
+            return False
+
+    def open_project(self, path: Path) -> bool:
+        if not self._confirm_discard():
+            return False
+        project_io.load_document(self.doc, path, self.settings.get("default_steps"))
+        self.settings.add_recent(path)
+        self.message.hide()
+        self.status_stage.setText(f"Opened {path.name}")
+        return True
+
+    def new_from_image(self, image_path: Path) -> bool:
+        """Make (or reopen) the project of a photo."""
+        if not self._confirm_discard():
+            return False
+        project = project_io.project_for_image(image_path, self.settings.get("projects_dir"))
+        self.doc.undo.setClean()  # already confirmed
+        return self.open_project(project)
+
+    def paste_image(self) -> None:
+        """A picture on the clipboard becomes a new project (saved as a PNG in the projects folder)."""
+        image = QGuiApplication.clipboard().image()
+        if image.isNull() or not self.engine.is_ready:
+            self.status_stage.setText("No image on the clipboard." if image.isNull() else "The engine is loading…")
+            return
+        folder = Path(self.settings.get("projects_dir") or QStandardPaths.writableLocation(
+            QStandardPaths.StandardLocation.PicturesLocation) or Path.home()) / "Retake"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}.png"
+        from_qimage(image).save(path)
+        self.open_path(path)
+
+    def save(self) -> bool:
+        if self.doc.project_path is None:
+            return False
+        from pipeline.errors import RetakeError
+
+        try:
+            project_io.save_document(self.doc)
+        except (RetakeError, OSError) as error:
+            self.message.show_message(f"Could not save: {error}")
+            return False
+        self.status_stage.setText(f"Saved {self.doc.project_path.name}")
+        return True
+
+    def save_as(self, target: Path) -> bool:
+        """Copy the project folder to `target` and carry on there."""
+        import shutil
+
+        if self.doc.project_path is None or target.exists():
+            self.message.show_message(f"Cannot save as {target}: it exists already." if target.exists() else
+                                      "Open a photo first.")
+            return False
+        shutil.copytree(self.doc.project_path, target, ignore=shutil.ignore_patterns("*.lock", ".lock*"))
+        self.doc.project_path = target
+        self.doc.projectChanged.emit()
+        self.settings.add_recent(target)
+        return self.save()
+
+    def export(self, target: Path) -> bool:
+        entry = self.doc.result()
+        if entry is None:
+            self.message.show_message("There is no result to export yet: run an edit first.")
+            return False
+        try:
+            project_io.export_result(entry.path, target)
+        except (ValueError, OSError) as error:
+            self.message.show_message(f"Could not export: {error}")
+            return False
+        self.status_stage.setText(f"Exported {target.name}")
+        return True
+
+    def restore_png_settings(self, found: dict, path: Path) -> None:
+        self.doc.restore_settings(found["source_prompt"], found["target_prompt"], found["method"],
+                                  found["params"], f"Settings of {path.name}")
+        self.status_stage.setText(f"Restored the settings that made {path.name}")
+
+    def _autosave(self) -> None:
+        if self.doc.dirty and self.doc.project_path is not None and not self.engine.busy:
+            self.save()
+
+    def _confirm_discard(self) -> bool:
+        """Ask before unsaved changes are lost: save them, drop them, or stay."""
+        if not self.doc.dirty or self.doc.project_path is None:
+            return True
+        answer = QMessageBox.question(
+            self, "Unsaved changes", f"Save the changes to {self.doc.project_path.name}?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save()
+        return answer == QMessageBox.StandardButton.Discard
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for entry in self.settings.recent():
+            self.recent_menu.addAction(entry, lambda p=entry: self.open_path(Path(p)))
+
+    def _choose_image(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "New project from image", "",
+                                              "Images (*.png *.jpg *.jpeg *.webp *.tif *.tiff *.bmp)")
+        if path:
+            self.open_path(Path(path))
+
+    def _choose_project(self) -> None:
+        if path := QFileDialog.getExistingDirectory(self, "Open a Retake project (a .retake folder)"):
+            self.open_path(Path(path))
+
+    def _choose_save_as(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save project as", "", "Retake project (*.retake)")
+        if path:
+            self.save_as(Path(path if path.endswith(".retake") else path + ".retake"))
+
+    def _choose_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export result", "", "PNG (*.png);;JPEG (*.jpg);;WebP (*.webp)")
+        if path:
+            self.export(Path(path))
+
+    def _choose_png_settings(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Result PNG", "", "PNG (*.png)")
+        if path:
+            found = project_io.png_settings(Path(path))
+            if found is None:
+                self.message.show_message(f"{Path(path).name} holds no Retake parameters.")
+            else:
+                self.restore_png_settings(found, Path(path))
+
+    # -- tools ----------------------------------------------------------------------------------
+    def set_tool(self, tool: Tool) -> None:
+        self.canvas.set_tool(tool)
+        for t in Tool:
+            self.actions[f"tool_{t.name.lower()}"].setChecked(t == tool)
+
+    def _toggle_compare(self) -> None:
+        self.canvas.toggle_compare()
+        self.tools.compare.blockSignals(True)
+        self.tools.compare.setValue(round(self.canvas.split * 100))
+        self.tools.compare.blockSignals(False)
+
+    def _toggle_mask(self) -> None:
+        visible = not self.canvas.mask_visible
+        self.canvas.set_mask_visible(visible)
+        self.actions["show_mask"].setChecked(visible)
+        self.tools.show_mask.setChecked(visible)
+
+    def _mask_op(self, op: str) -> None:
+        if self.doc.image is None:
+            return
+        name = self.canvas.mask_name
+        mask = self.doc.mask(name)
+        new = {"fill": lambda: np.full_like(mask, 255), "clear": lambda: np.zeros_like(mask),
+               "invert": lambda: 255 - mask}[op]()
+        self.doc.replace_mask(name, new, op.capitalize() + " mask")
+
+    def _segment(self, points: list, labels: list, box: Any) -> None:
+        if self.doc.image is not None:
+            self.status_stage.setText("Segmenting…")
+            self.segmenter.predict(self.doc.image, points, labels, box)
+
+    def _on_segment_mask(self, mask: Any) -> None:
+        self.tools.show_segment_note("")
+        self.status_stage.setText("")
+        if self.doc.image is not None and mask.shape == (self.doc.image.height, self.doc.image.width):
+            self.canvas.apply_segment(mask)
+
+    # -- runs -----------------------------------------------------------------------------------
+    def run_edit(self) -> bool:
+        """Send the document to the engine: it inverts once per photo and settings, then edits."""
+        if self.doc.project_path is None:
+            self.message.show_message("Open a photo first (File › New project from image, or drop one here).")
+            return False
+        if self.engine.busy or not self.engine.is_ready:
+            return False
+        self.message.hide()
+        options = self.settings.request_options()
+        request = project_io.build_request(self.doc, options, Path(self._scratch.name))
+        self.doc.update_run(running=True, stage="", step=0, total=0, eta_s=None, previews={}, totals={})
+        self._run_started = time.monotonic()
+        self.first_preview_s = None
+        return self.engine.submit(request)
+
+    def cancel_run(self) -> None:
+        if self.engine.busy:
+            self.engine.cancel()
+            self.status_stage.setText("Cancelling…")
+        else:
+            self.canvas.clear_clicks()
+
+    def _on_busy(self, busy: bool) -> None:
+        self.actions["run"].setEnabled(not busy)
+        self.actions["cancel"].setEnabled(busy)
+        self.progress.setVisible(busy)
+
+    def _on_event(self, event: Any) -> None:
+        from pipeline.events import Notice, Preview, Progress
+
+        run = self.doc.run
+        if isinstance(event, Progress):
+            if event.total > 1:
+                run.totals[event.stage] = event.total
+            if "model" in event.stage:
+                self._model_state = "loading…" if event.step < event.total else "loaded"
+                self._update_model_status()
+            self.doc.update_run(stage=event.stage, step=event.step, total=event.total, eta_s=event.eta_s)
+            self.progress.setRange(0, max(event.total, 1))
+            self.progress.setValue(event.step)
+            eta = f", about {event.eta_s:.0f} s left" if event.eta_s else ""
+            self.status_stage.setText(f"{event.stage.capitalize()}: {event.step}/{event.total}{eta}")
+        elif isinstance(event, Preview):
+            if self.first_preview_s is None:
+                self.first_preview_s = time.monotonic() - self._run_started
+            run.previews.setdefault(event.stage, {})[event.step] = event.image
+            run.totals.setdefault(event.stage, event.total)
+            self.doc.update_run()
+            self.canvas.show_step(event.image)
+        elif isinstance(event, Notice):
+            self.message.show_message(event.message, error=False)
+
+    def _on_finished(self, final: Any) -> None:
+        from pipeline.events import CancelledEvent, Done, Failed
+
+        self.doc.update_run(running=False)
+        self.canvas.show_step(None)
+        if isinstance(final, Done):
+            self._model_state = "loaded"
+            self._update_model_status()
+            project_io.refresh_results(self.doc)
+            reused = "reused the stored inversion" if final.reused_inversion else "made and stored the inversion"
+            seconds = time.monotonic() - self._run_started
+            self.status_stage.setText(f"Edit #{final.edit_id} done in {seconds:.1f} s ({reused}).")
+        elif isinstance(final, CancelledEvent):
+            project_io.refresh_results(self.doc)
+            self.status_stage.setText(f"Cancelled while {final.stage}; the project is as it was "
+                                      "(a finished inversion is kept).")
+        elif isinstance(final, Failed):
+            project_io.refresh_results(self.doc)
+            self.status_stage.setText("The run failed.")
+            self.message.show_message(final.message)
+
+    # -- help -----------------------------------------------------------------------------------
+    def shortcut_table(self) -> list[tuple[str, str]]:
+        return [(action.text().replace("&", ""), action.shortcut().toString(QKeySequence.SequenceFormat.NativeText))
+                for action in self.actions.values() if not action.shortcut().isEmpty()]
+
+    def show_shortcuts(self) -> None:
+        rows = "".join(f"<tr><td>{name}</td><td><b>{keys}</b></td></tr>" for name, keys in self.shortcut_table())
+        rows += ("<tr><td>Pan</td><td><b>Space-drag, middle button</b></td></tr>"
+                 "<tr><td>Zoom to cursor</td><td><b>Mouse wheel</b></td></tr>"
+                 "<tr><td>Segment: include / exclude / box</td><td><b>Left click / right click / drag</b></td></tr>")
+        QMessageBox.information(self, "Keyboard shortcuts", f"<table cellpadding=3>{rows}</table>")
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About Retake", "Retake edits a photo by changing its description: diffusion "
+                          "inversion and attention control on Stable Diffusion 1.x, on your own machine.")
+
+    # -- drops and closing ----------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls() or event.mimeData().hasImage():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        urls = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            self.open_path(urls[0])
+            event.acceptProposedAction()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self._confirm_discard():
+            event.ignore()
+            return
+        self._save_layout()
+        self.engine.shutdown()
+        self.segmenter.shutdown()
+        self._scratch.cleanup()
+        event.accept()

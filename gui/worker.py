@@ -1,0 +1,199 @@
+"""The engine runs in a worker thread; the window talks to it through EngineClient's signals.
+
+As in superqt's thread workers and krita-ai-diffusion's Client, the computing code stays plain
+Python (pipeline.engine) and the worker only turns its events into Qt signals, which Qt queues
+onto the UI thread. The UI thread never runs torch: even importing the pipeline (torch, diffusers,
+several seconds) happens here, so the window is usable at once and learns when the engine is ready.
+The engine keeps its model loaded between runs, so a re-edit costs only the edit.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+log = logging.getLogger(__name__)
+EngineFactory = Callable[[], Any]
+
+
+def real_engine() -> Any:
+    from pipeline.engine import Engine
+
+    return Engine()
+
+
+def device_summary() -> dict[str, str]:
+    """Device and GPU memory as the status bar shows them (called on the worker thread)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"device": "CPU", "memory": "GPU memory: n/a"}
+    used = torch.cuda.memory_allocated() / 2**30
+    total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    return {"device": torch.cuda.get_device_name(0), "memory": f"GPU memory: {used:.1f} / {total:.0f} GiB"}
+
+
+class EngineWorker(QObject):
+    """Lives on the worker thread: imports the pipeline, then runs one request at a time."""
+
+    ready = Signal(object)
+    loadFailed = Signal(str)
+    event = Signal(object)
+    finished = Signal(object)
+    status = Signal(dict)
+
+    def __init__(self, engine_factory: EngineFactory) -> None:
+        super().__init__()
+        self._factory = engine_factory
+        self._engine: Any = None
+
+    @Slot()
+    def start_up(self) -> None:
+        try:
+            from pipeline.tokenizer import load_clip_tokenizer
+
+            self._engine = self._factory()
+            tokenizer = load_clip_tokenizer()
+            self.status.emit(device_summary())
+            self.ready.emit(tokenizer)
+        except Exception as error:  # noqa: BLE001 - shown to the user, with the traceback as details
+            log.exception("engine start-up failed")
+            self.loadFailed.emit(f"The engine could not start ({type(error).__name__}: {error}).\n\n"
+                                 + traceback.format_exc())
+
+    @Slot(object, object)
+    def run(self, request: Any, cancel: Any) -> None:
+        final = self._engine.run(request, self.event.emit, cancel)
+        self.status.emit(device_summary())
+        self.finished.emit(final)
+
+
+class EngineClient(QObject):
+    """The window's handle on the engine: submit a request, cancel it, hear its events."""
+
+    ready = Signal(object)
+    loadFailed = Signal(str)
+    event = Signal(object)
+    finished = Signal(object)
+    status = Signal(dict)
+    busyChanged = Signal(bool)
+    _startUp = Signal()
+    _run = Signal(object, object)
+
+    def __init__(self, engine_factory: EngineFactory = real_engine, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.busy = False
+        self.is_ready = False
+        self._cancel: Any = None
+        self._thread = QThread()
+        self._thread.setObjectName("retake-engine")
+        self._worker = EngineWorker(engine_factory)
+        self._worker.moveToThread(self._thread)
+        self._startUp.connect(self._worker.start_up)
+        self._run.connect(self._worker.run)
+        self._worker.ready.connect(self._on_ready)
+        self._worker.loadFailed.connect(self.loadFailed)
+        self._worker.event.connect(self.event)
+        self._worker.status.connect(self.status)
+        self._worker.finished.connect(self._on_finished)
+        self._thread.start()
+        self._startUp.emit()
+
+    def submit(self, request: Any) -> bool:
+        """Start a run; False when the engine is not ready or already busy."""
+        if self.busy or not self.is_ready:
+            return False
+        from pipeline.events import CancelToken
+
+        self._cancel = CancelToken()
+        self._set_busy(True)
+        self._run.emit(request, self._cancel)
+        return True
+
+    def cancel(self) -> None:
+        """Ask the run to stop; it does before its next UNet call (the token is thread-safe)."""
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    def shutdown(self, wait_ms: int = 10000) -> None:
+        self.cancel()
+        self._thread.quit()
+        self._thread.wait(wait_ms)
+
+    def _on_ready(self, tokenizer: Any) -> None:
+        self.is_ready = True
+        self.ready.emit(tokenizer)
+
+    def _on_finished(self, final: Any) -> None:
+        self._set_busy(False)
+        self.finished.emit(final)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.busy = busy
+        self.busyChanged.emit(busy)
+
+
+class SegmentWorker(QObject):
+    """Lives on its own thread: holds the segmenter, embeds each image once, answers clicks."""
+
+    masked = Signal(object)
+    unavailable = Signal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._segmenter: Any = None
+        self._factory: Callable[[], Any] | None = None
+
+    @Slot(object)
+    def configure(self, factory: Callable[[], Any]) -> None:
+        self._segmenter, self._factory = None, factory
+
+    @Slot(object, object, object, object)
+    def predict(self, image: Any, points: list, labels: list, box: Any) -> None:
+        from pipeline.segment import SegmentUnavailable
+
+        try:
+            if self._segmenter is None:
+                assert self._factory is not None
+                self._segmenter = self._factory()
+            self._segmenter.set_image(image)
+            self.masked.emit(self._segmenter.predict(points, labels, box))
+        except SegmentUnavailable as error:
+            self.unavailable.emit(str(error))
+
+
+class SegmentClient(QObject):
+    """Click-to-segment in the background, so a slow first embedding never freezes the canvas."""
+
+    masked = Signal(object)
+    unavailable = Signal(str)
+    _configure = Signal(object)
+    _predict = Signal(object, object, object, object)
+
+    def __init__(self, factory: Callable[[], Any], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thread = QThread()
+        self._thread.setObjectName("retake-segment")
+        self._worker = SegmentWorker()
+        self._worker.moveToThread(self._thread)
+        self._configure.connect(self._worker.configure)
+        self._predict.connect(self._worker.predict)
+        self._worker.masked.connect(self.masked)
+        self._worker.unavailable.connect(self.unavailable)
+        self._thread.start()
+        self.set_factory(factory)
+
+    def set_factory(self, factory: Callable[[], Any]) -> None:
+        """Use another segmenter (the SAM checkpoint changed in Settings)."""
+        self._configure.emit(factory)
+
+    def predict(self, image: Any, points: list, labels: list, box: Any) -> None:
+        self._predict.emit(image, list(points), list(labels), box)
+
+    def shutdown(self) -> None:
+        self._thread.quit()
+        self._thread.wait(5000)

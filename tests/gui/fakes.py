@@ -1,0 +1,112 @@
+"""Stand-ins for the engine and for Segment Anything, for driving the window like a user.
+
+FakeEngine follows krita-ai-diffusion's MockClient: it speaks the real event protocol (Progress,
+Preview, Done, Failed, CancelledEvent), honours the CancelToken between steps, and writes real
+inversions and results into the real project, so reopening and re-editing behave as with the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.errors import Cancelled
+from pipeline.events import CancelledEvent, Done, Failed, Preview, Progress
+from pipeline.project import ModelRecord, Project
+
+INVERSION, EDITING = "DDIM inversion", "editing"
+
+
+class FakeEngine:
+    """Scripted runs: `steps` inversion and edit steps `delay` seconds apart; `fail` makes a run fail."""
+
+    def __init__(self, steps: int = 6, delay: float = 0.0, fail: str | None = None) -> None:
+        self.steps, self.delay, self.fail = steps, delay, fail
+        self.requests: list = []
+        self.inversions_made = 0
+        self.started = threading.Event()
+
+    def run(self, request, emit, cancel):
+        self.requests.append(request)
+        self.started.set()
+        stage = "checking the request"
+        try:
+            project = Project.open(request.project)
+            image = project.image()
+            inv_params = {k: v for k, v in request.params.items() if k in ("steps", "inversion", "guidance")}
+            key = hashlib.sha256(json.dumps([request.source_prompt, request.method, inv_params],
+                                            sort_keys=True).encode()).hexdigest()[:32]
+            reused = project.find_inversion(key) is not None
+            emit(Progress("loading the model", 0, 1, None))
+            emit(Progress("loading the model", 1, 1, 0.0))
+            if not reused:
+                stage = INVERSION
+                self._steps(INVERSION, emit, cancel, None)
+                project.save_inversion(key, {"latents": torch.zeros(2, 4, 8, 8)}, method=request.method,
+                                       model_identity="sha256:fake", source_prompt=request.source_prompt,
+                                       params=inv_params, size=(64, 64), steps=self.steps)
+                self.inversions_made += 1
+            stage = EDITING
+            result = self._steps(EDITING, emit, cancel, image)
+            if self.fail:
+                final = Failed(self.fail)
+            else:
+                edit = project.add_edit(target_prompt=request.target_prompt, source_prompt=request.source_prompt,
+                                        model=ModelRecord("fake", "sha256:fake"), method=request.method,
+                                        params=request.params, seed=request.seed, inversion_key=key, result=result)
+                final = Done(project.result_path(edit), None, Path(request.project), edit.id, reused, result)
+        except Cancelled:
+            final = CancelledEvent(stage)
+        emit(final)
+        return final
+
+    def _steps(self, stage, emit, cancel, image):
+        emit(Progress(stage, 0, self.steps, None))
+        picture = None
+        for i in range(self.steps):
+            cancel.check()
+            time.sleep(self.delay)
+            if image is not None:
+                tint = np.asarray(image, np.float32) * (1 - (i + 1) / (2 * self.steps))
+                picture = Image.fromarray(tint.astype(np.uint8))
+                small = picture.copy()
+                small.thumbnail((64, 64))
+                emit(Preview(stage, i + 1, self.steps, small))
+            emit(Progress(stage, i + 1, self.steps, self.delay * (self.steps - i - 1)))
+        return picture
+
+
+class StubSegmenter:
+    """A segmenter whose mask is the box, or a disc around the positive clicks minus the negative ones."""
+
+    def __init__(self) -> None:
+        self.images_set = 0
+        self.calls: list = []
+        self._size = (0, 0)
+        self._key = None
+
+    def set_image(self, image):
+        key = hashlib.sha256(image.tobytes()).hexdigest()
+        if key != self._key:
+            self._key, self._size = key, image.size
+            self.images_set += 1
+
+    def predict(self, points, labels, box=None):
+        self.calls.append((list(points), list(labels), box))
+        width, height = self._size
+        ys, xs = np.mgrid[0:height, 0:width]
+        mask = np.zeros((height, width), bool)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            mask |= (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
+        for (x, y), label in zip(points, labels):
+            disc = np.hypot(xs - x, ys - y) < 30
+            mask = mask | disc if label else mask & ~disc
+        return mask
