@@ -9,6 +9,7 @@ which is what makes a click answer in well under a second after the first.
 from __future__ import annotations
 
 import hashlib
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -99,7 +100,7 @@ def load_segmenter(checkpoint: str | Path | None, device: str = "cpu") -> SamSeg
                                  "that matches your torch).") from exc
     try:
         model = sam_model_registry[model_type_of(path)](checkpoint=str(path))
-    except (OSError, RuntimeError, KeyError) as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as exc:
         raise SegmentUnavailable(f"The Segment Anything checkpoint {path.name} cannot be read ({exc}).") from exc
     model.to(device).eval()
     return SamSegmenter(SamPredictor(model))

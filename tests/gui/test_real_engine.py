@@ -1,0 +1,43 @@
+"""One full flow against the real engine and the demo model: the window, the worker thread, the
+engine's stages, the project on disk, re-editing without re-inversion, cancelling a real run."""
+
+from __future__ import annotations
+
+from gui.worker import real_engine
+from pipeline.events import CancelledEvent, Done
+from tests.gui.conftest import SOURCE, TARGET, make_window
+from tests.gui.test_window import open_photo, run_and_wait, type_prompts
+
+
+def test_demo_model_edit_re_edit_and_cancel(qtbot, settings, photo):
+    settings.set("max_side", 64)
+    window = make_window(qtbot, settings, engine_factory=real_engine)
+    try:
+        open_photo(qtbot, window, photo)
+        type_prompts(qtbot, window)
+        window.method.editors["steps"].spin.setValue(5)
+        window.method.editors["inner_steps"].spin.setValue(1)
+        final = run_and_wait(qtbot, window, timeout=300_000)
+        assert isinstance(final, Done), final
+        assert not final.reused_inversion
+        assert window.doc.run.previews.get("editing"), "the edit sent step previews"
+        assert len(window.doc.results) == 1 and window.status_inversion.text() == "Inversion: 1 stored"
+        assert "loaded" in window.status_model.text()
+
+        type_prompts(qtbot, window, SOURCE, "a house in a meadow under a red sky")
+        final = run_and_wait(qtbot, window, timeout=300_000)
+        assert isinstance(final, Done) and final.reused_inversion  # the edit only
+        assert len(window.doc.results) == 2
+
+        window.method.editors["steps"].spin.setValue(50)  # an inversion parameter: a new inversion
+        with qtbot.waitSignal(window.engine.finished, timeout=300_000) as blocker:
+            assert window.run_edit()
+            qtbot.waitUntil(lambda: window.doc.run.step >= 1 and "inversion" in window.doc.run.stage,
+                            timeout=120_000)
+            window.cancel_run()
+        assert isinstance(blocker.args[0], CancelledEvent)
+        assert len(window.doc.results) == 2 and window.doc.inversions == 1  # as before the run
+        assert window.doc.target_prompt != TARGET
+    finally:
+        window.doc.undo.setClean()
+        window.close()
