@@ -165,6 +165,7 @@ def run_edit(args: argparse.Namespace) -> int:
                               name="retake-engine", daemon=True)
 
     def stopped_at_once() -> str:
+        progress.close()
         return cancelled_line(progress.stage, _new_inversion(project, kept_before), at_once=True)
 
     with cancel_on_signals(cancel, stopped_at_once):
@@ -172,6 +173,7 @@ def run_edit(args: argparse.Namespace) -> int:
         while worker.is_alive():
             worker.join(0.5)
         final = outcome[0]
+        progress.close()
         if isinstance(final, CancelledEvent):  # leave here, where a further Ctrl-C adds no second line
             exit_cancelled(cancelled_line(final.stage, _new_inversion(project, kept_before)))
     return report(final)

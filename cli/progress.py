@@ -79,10 +79,14 @@ class TerminalProgress:
         self._next_step = (event.step // tenth + 1) * tenth
         self._next_time = now + LOG_EVERY_S
 
-    def _line(self, text: str) -> None:
-        """A whole line; a bar being drawn is ended first so the two do not share a line."""
+    def close(self) -> None:
+        """End a bar still being drawn, so that the next line (an error, "cancelled") starts clean."""
         if self._bar_open:
             self.stream.write("\n")
+            self.stream.flush()
             self._bar_open = False
+
+    def _line(self, text: str) -> None:
+        self.close()
         self.stream.write(text + "\n")
         self.stream.flush()

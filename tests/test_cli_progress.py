@@ -80,3 +80,14 @@ def test_terminal_bar_is_redrawn_in_place():
     text = stream.getvalue()
     assert text.count("\r") == 3 and text.endswith("[##########] 2/2 ETA 0:01\n")
     assert "started" not in text
+
+
+def test_close_ends_an_unfinished_bar_so_the_next_line_starts_clean():
+    stream = FakeStream(tty=True)
+    sink = TerminalProgress(stream, width=4)
+    sink(Progress("DDIM inversion", 1, 4, 3.0))
+    sink.close()
+    sink.close()  # nothing more: the bar is already ended
+    assert stream.getvalue() == "\r      DDIM inversion [#---] 1/4 ETA 0:03\n"
+    sink(Notice("The project was repaired."))
+    assert stream.getvalue().endswith("0:03\nnote: The project was repaired.\n")
