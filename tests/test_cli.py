@@ -48,7 +48,7 @@ def test_edit_writes_result_and_project_then_reedits(cli, tmp_path):
     assert "reused its inversion" in again.stdout
     # same pixels, byte for byte (the PNG's text differs only in the edit's id and time)
     first, second = Image.open(out), Image.open(tmp_path / "again.png")
-    assert first.tobytes() == second.tobytes() and first.size == second.size == (64, 48)
+    assert first.tobytes() == second.tobytes() and first.size == second.size == (640, 480)  # the photo's own size
 
 
 @pytest.mark.parametrize("args, message", [
