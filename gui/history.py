@@ -7,6 +7,7 @@ Clicking an edit shows it on the canvas (compare it with the source by the split
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from PIL import Image
 from PySide6.QtCore import QSize
@@ -23,6 +24,7 @@ class HistoryPanel(QWidget):
     def __init__(self, doc: Document, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.doc = doc
+        self._icons: dict[Path, QIcon] = {}
         self.list = QListWidget()
         self.list.setIconSize(QSize(THUMB, THUMB))
         self.restore = QPushButton("Restore settings")
@@ -43,14 +45,21 @@ class HistoryPanel(QWidget):
             item = QListWidgetItem(f"#{entry.edit_id}  {entry.target_prompt}\n{entry.method}")
             item.setToolTip(f"Source: {entry.source_prompt}\nTarget: {entry.target_prompt}\nMethod: {entry.method}\n"
                             f"{json.dumps(entry.params, indent=1)}")
-            if entry.path.is_file():
-                with Image.open(entry.path) as image:
-                    thumb = image.convert("RGB")
-                thumb.thumbnail((THUMB, THUMB))
-                item.setIcon(QIcon(to_pixmap(thumb)))
+            icon = self._icon(entry.path)
+            if icon is not None:
+                item.setIcon(icon)
             self.list.addItem(item)
         self.list.blockSignals(False)
         self._on_current()
+
+    def _icon(self, path: Path) -> QIcon | None:
+        """Thumbnails are made once per result file (results never change)."""
+        if path not in self._icons and path.is_file():
+            with Image.open(path) as image:
+                thumb = image.convert("RGB")
+            thumb.thumbnail((THUMB, THUMB))
+            self._icons[path] = QIcon(to_pixmap(thumb))
+        return self._icons.get(path)
 
     def _on_current(self) -> None:
         self.list.blockSignals(True)
@@ -66,7 +75,3 @@ class HistoryPanel(QWidget):
         if entry is not None:
             self.doc.restore_settings(entry.source_prompt, entry.target_prompt, entry.method, entry.params,
                                       f"Restore settings of #{entry.edit_id}")
-
-    def select(self, row: int) -> None:
-        self.list.setCurrentRow(row)
-        self.list.scrollToItem(self.list.currentItem(), QListWidget.ScrollHint.EnsureVisible)

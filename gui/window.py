@@ -90,7 +90,7 @@ class MainWindow(QMainWindow):
         self.tokenizer: Any = None
         self._pending: list[Path] = []
         self._scratch = tempfile.TemporaryDirectory(prefix="retake-gui-")
-        self._model_state = "not loaded"
+        self.model_state = "not loaded"
         self._run_started = 0.0
         self.first_preview_s: float | None = None
         self.setAcceptDrops(True)
@@ -134,6 +134,7 @@ class MainWindow(QMainWindow):
         self.engine.event.connect(self._on_event)
         self.engine.finished.connect(self._on_finished)
         self.engine.status.connect(self._on_status)
+        self.engine.modelState.connect(self._on_model_state)
         self.engine.busyChanged.connect(self._on_busy)
         self.canvas.segmentRequested.connect(self._segment)
         self.segmenter.masked.connect(self._on_segment_mask)
@@ -277,8 +278,11 @@ class MainWindow(QMainWindow):
         self._update_model_status()
 
     def open_settings(self) -> None:
+        before = self.settings.request_options()
         if SettingsDialog(self.settings, self).exec():
             self._apply_settings()
+            if self.settings.request_options() != before:
+                self.engine.preload(self.settings.request_options(), self._scratch.name)
 
     def _restore_layout(self) -> None:
         geometry = self.settings.store.value("window/geometry")
@@ -300,6 +304,7 @@ class MainWindow(QMainWindow):
         self.prompts.set_tokenizer(tokenizer)
         for panel in (self.timeline, self.reference, self.tools):
             panel.set_ready()
+        self.engine.preload(self.settings.request_options(), self._scratch.name)
         pending, self._pending = self._pending, []
         for path in pending:
             self.open_path(path)
@@ -312,8 +317,14 @@ class MainWindow(QMainWindow):
         self.status_device.setText(f"Device: {status.get('device', '?')}")
         self.status_memory.setText(status.get("memory", ""))
 
+    def _on_model_state(self, state: str, details: str) -> None:
+        self.model_state = state
+        self._update_model_status()
+        if details:
+            self.message.show_message(details)
+
     def _update_model_status(self) -> None:
-        self.status_model.setText(f"Model: {self.settings.get('model')} ({self._model_state})")
+        self.status_model.setText(f"Model: {self.settings.get('model')} ({self.model_state})")
 
     def _update_inversion(self) -> None:
         n = self.doc.inversions
@@ -547,7 +558,7 @@ class MainWindow(QMainWindow):
             if event.total > 1:
                 run.totals[event.stage] = event.total
             if "model" in event.stage:
-                self._model_state = "loading…" if event.step < event.total else "loaded"
+                self.model_state = "loading…" if event.step < event.total else "loaded"
                 self._update_model_status()
             self.doc.update_run(stage=event.stage, step=event.step, total=event.total, eta_s=event.eta_s)
             self.progress.setRange(0, max(event.total, 1))
@@ -570,7 +581,7 @@ class MainWindow(QMainWindow):
         self.doc.update_run(running=False)
         self.canvas.show_step(None)
         if isinstance(final, Done):
-            self._model_state = "loaded"
+            self.model_state = "loaded"
             self._update_model_status()
             project_io.refresh_results(self.doc)
             reused = "reused the stored inversion" if final.reused_inversion else "made and stored the inversion"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -37,14 +38,25 @@ def device_summary() -> dict[str, str]:
     return {"device": torch.cuda.get_device_name(0), "memory": f"GPU memory: {used:.1f} / {total:.0f} GiB"}
 
 
+def preload_request(options: dict[str, Any], scratch: str) -> Any:
+    """A request on the bundled demo photo whose only use is to load the model through the engine's
+    own stages (resolve, load_model) before the first edit; nothing is written."""
+    from pipeline.paths import RESOURCES
+    from pipeline.request import EditRequest
+
+    return EditRequest(target_prompt="a photo", source_prompt="a photo", image=str(RESOURCES / "demo" / "house.png"),
+                       project=str(Path(scratch) / "preload.retake"), **options)
+
+
 class EngineWorker(QObject):
-    """Lives on the worker thread: imports the pipeline, then runs one request at a time."""
+    """Lives on the worker thread: imports the pipeline, loads the model, runs one request at a time."""
 
     ready = Signal(object)
     loadFailed = Signal(str)
     event = Signal(object)
     finished = Signal(object)
     status = Signal(dict)
+    modelState = Signal(str, str)  # state, details
 
     def __init__(self, engine_factory: EngineFactory) -> None:
         super().__init__()
@@ -65,6 +77,25 @@ class EngineWorker(QObject):
             self.loadFailed.emit(f"The engine could not start ({type(error).__name__}: {error}).\n\n"
                                  + traceback.format_exc())
 
+    @Slot(object, str)
+    def preload(self, options: dict, scratch: str) -> None:
+        """Load the model now, so the first edit does not wait for it (and the window says so)."""
+        from pipeline.errors import RetakeError
+
+        self.modelState.emit("loading…", "")
+        try:
+            job = self._engine.resolve(preload_request(options, scratch))
+            self._engine.load_model(job, lambda _event: None)
+        except RetakeError as error:
+            self.modelState.emit("not loaded", str(error))
+            return
+        except Exception as error:  # noqa: BLE001 - a bug or a broken model file; the user sees it
+            log.exception("model preload failed")
+            self.modelState.emit("not loaded", f"The model could not be loaded ({type(error).__name__}: {error}).")
+            return
+        self.status.emit(device_summary())
+        self.modelState.emit("loaded", "")
+
     @Slot(object, object)
     def run(self, request: Any, cancel: Any) -> None:
         final = self._engine.run(request, self.event.emit, cancel)
@@ -80,9 +111,11 @@ class EngineClient(QObject):
     event = Signal(object)
     finished = Signal(object)
     status = Signal(dict)
+    modelState = Signal(str, str)
     busyChanged = Signal(bool)
     _startUp = Signal()
     _run = Signal(object, object)
+    _preload = Signal(object, str)
 
     def __init__(self, engine_factory: EngineFactory = real_engine, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -95,6 +128,8 @@ class EngineClient(QObject):
         self._worker.moveToThread(self._thread)
         self._startUp.connect(self._worker.start_up)
         self._run.connect(self._worker.run)
+        self._preload.connect(self._worker.preload)
+        self._worker.modelState.connect(self.modelState)
         self._worker.ready.connect(self._on_ready)
         self._worker.loadFailed.connect(self.loadFailed)
         self._worker.event.connect(self.event)
@@ -113,6 +148,11 @@ class EngineClient(QObject):
         self._set_busy(True)
         self._run.emit(request, self._cancel)
         return True
+
+    def preload(self, options: dict[str, Any], scratch: str) -> None:
+        """Load the model in the background (queued behind any run)."""
+        if self.is_ready:
+            self._preload.emit(options, scratch)
 
     def cancel(self) -> None:
         """Ask the run to stop; it does before its next UNet call (the token is thread-safe)."""

@@ -32,6 +32,14 @@ class FakeEngine:
         self.requests: list = []
         self.inversions_made = 0
         self.started = threading.Event()
+        self.preloaded = None
+
+    def resolve(self, request):
+        return request
+
+    def load_model(self, job, emit):
+        self.preloaded = job.model
+        return None
 
     def run(self, request, emit, cancel):
         self.requests.append(request)
