@@ -85,12 +85,20 @@ def test_ctrl_c_during_editing_keeps_the_finished_inversion(tmp_path):
 
 
 def test_second_ctrl_c_exits_at_once(tmp_path):
-    # the second signal lands while the engine is still finishing its current UNet call at 512 px
-    process = _start(tmp_path, "--max-side", "512", "--steps", "5", "--param", "inversion=null-text")
-    outcome = _interrupt(process, "DDIM inversion", [signal.SIGINT] * 2, gap_s=0.02)
-    line = _assert_cancelled_cleanly(process, *outcome, tmp_path)
-    assert line == "retake: cancelled during DDIM inversion; stopped at once; nothing was written."
-    assert not (tmp_path / "house.retake").exists()
+    # The second signal should land while the engine still finishes its current UNet call (a third of
+    # a second at 512 px). On a loaded machine the two may be handled as one, or the engine may win
+    # the race; such a run must still end cleanly with its one line, and then the test tries again.
+    lines = []
+    for attempt in range(3):
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        process = _start(folder, "--max-side", "512", "--steps", "5", "--param", "inversion=null-text")
+        outcome = _interrupt(process, "DDIM inversion", [signal.SIGINT] * 2, gap_s=0.02)
+        lines.append(_assert_cancelled_cleanly(process, *outcome, folder))
+        assert not (folder / "house.retake").exists()
+        if "stopped at once" in lines[-1]:
+            break
+    assert lines[-1] == "retake: cancelled during DDIM inversion; stopped at once; nothing was written.", lines
 
 
 def test_ctrl_c_during_start_up_imports(tmp_path):
