@@ -179,15 +179,18 @@ class Renderer:
         self.thread.start()
 
     def _run(self) -> None:
-        for im, tk, caps in self.pool.imap(render_chunk, self.jobs):
-            if self.stop:
-                break
-            k = self.ready
-            self.images[k : k + len(caps)] = torch.from_numpy(im)
-            self.ids[k : k + len(caps)] = torch.from_numpy(tk)
-            self.captions += caps
-            self.ready = k + len(caps)
-        self.seconds = time.time() - self.start
+        try:
+            for im, tk, caps in self.pool.imap(render_chunk, self.jobs):
+                if self.stop:
+                    break
+                k = self.ready
+                self.images[k : k + len(caps)] = torch.from_numpy(im)
+                self.ids[k : k + len(caps)] = torch.from_numpy(tk)
+                self.captions += caps
+                self.ready = k + len(caps)
+        except Exception as exc:  # noqa: BLE001  (training goes on with the scenes rendered so far)
+            if not self.stop:
+                self.log(f"rendering failed after {self.ready} scenes: {type(exc).__name__}: {exc}")
 
     def wait(self, min_ready: int) -> None:
         while self.ready < min_ready and self.thread.is_alive():

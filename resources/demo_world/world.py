@@ -25,14 +25,27 @@ capsules (segments with a radius). Numpy only; a scene takes a few milliseconds.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo_model"))
-from scenes import COLORS, Canvas  # noqa: E402  (the first demo model's soft-edged shape canvas)
+
+def _demo_model_scenes():
+    """resources/demo_model/scenes.py, loaded by path (not through sys.path, where its folder's
+    train.py and check.py would shadow other modules of those names)."""
+    name = "retake_demo_model_scenes"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "demo_model" / "scenes.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before running it: its dataclass looks its module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+COLORS, Canvas = _demo_model_scenes().COLORS, _demo_model_scenes().Canvas  # the first demo model's colours and soft-edged canvas
 
 SIZE = 128
 
