@@ -1,1 +1,2 @@
-"""Retake's desktop interface (PySide6). Lands with the GUI issue; only pipeline/ computes."""
+"""Retake's desktop interface (PySide6): widgets over a document model, the engine on a worker
+thread; only pipeline/ computes. Start it with gui.app.main."""

@@ -8,7 +8,8 @@ ready. A path given on the command line opens once it is.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, Qt
@@ -29,6 +30,18 @@ def make_app(argv: Sequence[str] = ()) -> QApplication:
     QCoreApplication.setApplicationName("Retake")
     apply_dark_theme(app)  # type: ignore[arg-type]
     return app  # type: ignore[return-value]
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float) -> None:
+    """Turn the event loop until `condition()` holds (for scripts that drive the window: the
+    benchmark, the screenshot); TimeoutError after `timeout_s`."""
+    app = QApplication.instance()
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the window did not get there within {timeout_s:g} s")
+        app.processEvents()
+        time.sleep(0.001)
 
 
 def main(argv: Sequence[str] = ()) -> int:

@@ -135,7 +135,8 @@ class PromptPanel(QWidget):
         current = self.role.currentData()
         self.role.blockSignals(True)
         self.role.clear()
-        for spec in param_specs(get_method(self.doc.method_id).Params):
+        specs = param_specs(get_method(self.doc.method_id).Params)
+        for spec in sorted(specs, key=lambda s: s.kind != "words"):  # plain word lists first (local blend)
             if spec.kind in ("words", "word_values"):
                 self.role.addItem(spec.name.replace("_", " "), (spec.name, spec.kind, spec.minimum, spec.maximum))
                 self.role.setItemData(self.role.count() - 1, spec.help, Qt.ItemDataRole.ToolTipRole)

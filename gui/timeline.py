@@ -124,8 +124,9 @@ class Timeline(QWidget):
             for (s, step), thumb in sorted(self._thumbs.items()):
                 if s != stage:
                     continue
-                x = self.x_of(self.step_fraction(stage, step, total))
-                painter.drawPixmap(QPointF(x - thumb.width() / 2, top + 2), thumb)
+                x = self.x_of(self.step_fraction(stage, step, total)) - thumb.width() / 2
+                x = min(max(x, left), left + width - thumb.width())  # the end steps stay inside the strip
+                painter.drawPixmap(QPointF(x, top + 2), thumb)
             if self.chosen and self.chosen[0] == stage:
                 x = self.x_of(self.step_fraction(stage, self.chosen[1], total))
                 painter.setPen(QPen(QColor(255, 255, 255), 2))

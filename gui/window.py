@@ -140,8 +140,8 @@ class MainWindow(QMainWindow):
         self.segmenter.masked.connect(self._on_segment_mask)
         self.segmenter.unavailable.connect(self.tools.show_segment_note)
         self.timeline.stepChosen.connect(self.canvas.show_step)
-        self.autosave = QTimer(self)
-        self.autosave.timeout.connect(self._autosave)
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.timeout.connect(self.autosave_now)
         self._apply_settings()
         self._restore_layout()
         self._update_title()
@@ -271,9 +271,9 @@ class MainWindow(QMainWindow):
     def _apply_settings(self) -> None:
         minutes = self.settings.get("autosave_minutes")
         if minutes > 0:
-            self.autosave.start(minutes * 60_000)
+            self.autosave_timer.start(minutes * 60_000)
         else:
-            self.autosave.stop()
+            self.autosave_timer.stop()
         self.segmenter.set_factory(self._segmenter_factory or sam_factory(self.settings))
         self._update_model_status()
 
@@ -383,7 +383,8 @@ class MainWindow(QMainWindow):
         if image.isNull() or not self.engine.is_ready:
             self.status_stage.setText("No image on the clipboard." if image.isNull() else "The engine is loading…")
             return
-        folder = Path(self.settings.get("projects_dir") or QStandardPaths.writableLocation(
+        projects = self.settings.get("projects_dir")
+        folder = Path(projects) if projects else Path(QStandardPaths.writableLocation(
             QStandardPaths.StandardLocation.PicturesLocation) or Path.home()) / "Retake"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}.png"
@@ -435,7 +436,7 @@ class MainWindow(QMainWindow):
                                   found["params"], f"Settings of {path.name}")
         self.status_stage.setText(f"Restored the settings that made {path.name}")
 
-    def _autosave(self) -> None:
+    def autosave_now(self) -> None:
         if self.doc.dirty and self.doc.project_path is not None and not self.engine.busy:
             self.save()
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from PySide6.QtCore import QElapsedTimer, QSettings, QTimer  # noqa: E402
 
-from gui.app import make_app  # noqa: E402
+from gui.app import make_app, wait_until  # noqa: E402
 from gui.settings import AppSettings  # noqa: E402
 from gui.window import MainWindow  # noqa: E402
 
@@ -60,15 +60,6 @@ class StallMeter:
         self.last = now
 
 
-def wait(app, condition, timeout_s: float) -> None:
-    deadline = time.perf_counter() + timeout_s
-    while not condition():
-        if time.perf_counter() > deadline:
-            raise TimeoutError("timed out")
-        app.processEvents()
-        time.sleep(0.001)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-side", type=int, default=128)
@@ -85,9 +76,9 @@ def main() -> int:
     window.show()
     app.processEvents()
     shown_s = time.perf_counter() - STARTED
-    wait(app, lambda: window.engine.is_ready, 300)
+    wait_until(lambda: window.engine.is_ready, 300)
     ready_s = time.perf_counter() - STARTED
-    wait(app, lambda: window.model_state == "loaded", 300)
+    wait_until(lambda: window.model_state == "loaded", 300)
     model_s = time.perf_counter() - STARTED
     startup_stall = meter.longest_ms
 
@@ -103,7 +94,7 @@ def main() -> int:
     meter.start()
     run_start = time.perf_counter()
     window.run_edit()
-    wait(app, lambda: finished, 600)
+    wait_until(lambda: finished, 600)
     run_s = time.perf_counter() - run_start
     result = {
         "window_shown_s": round(shown_s, 3),

@@ -3,7 +3,6 @@ cancel, compare, save, reopen, re-edit without re-inversion."""
 
 from __future__ import annotations
 
-import numpy as np
 from PIL import Image
 from PySide6.QtCore import QPoint, Qt
 

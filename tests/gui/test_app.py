@@ -1,0 +1,72 @@
+"""Start-up, settings, drops and pastes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent, QGuiApplication
+
+from gui.settings import SettingsDialog
+from tests.gui.test_window import open_photo
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_window_modules_do_not_import_torch():
+    """The window must show before torch loads: torch is imported on the worker thread only."""
+    code = "import sys, gui.app, gui.window; print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_settings_dialog_persists_and_decides_requests(qtbot, settings):
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    dialog.model.setText("/models/sd-v1-5")
+    dialog.device.setCurrentText("cpu")
+    dialog.max_side.setValue(256)
+    dialog.accept()
+    assert settings.get("model") == "/models/sd-v1-5" and settings.get("max_side") == 256
+    assert settings.request_options() == {"model": "/models/sd-v1-5", "device": "cpu", "dtype": None,
+                                          "max_side": 256}
+
+
+def test_dropping_a_photo_opens_its_project(qtbot, window, photo):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(photo))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    assert window.doc.project_path == photo.with_name("house.retake")
+
+
+def test_pasting_an_image_makes_a_project_in_the_projects_folder(qtbot, window, settings, tmp_path):
+    settings.set("projects_dir", str(tmp_path / "projects"))
+    from gui.qimage import to_qimage
+
+    QGuiApplication.clipboard().setImage(to_qimage(Image.new("RGB", (96, 64), "orange")))
+    window.actions["paste"].trigger()
+    assert window.doc.image is not None and window.doc.image.size == (96, 64)
+    assert window.doc.project_path.parent == tmp_path / "projects"
+
+
+def test_reopening_the_same_photo_reuses_its_project(qtbot, window, photo):
+    open_photo(qtbot, window, photo)
+    first = window.doc.project_path
+    assert window.open_path(photo)
+    assert window.doc.project_path == first
+
+
+def test_autosave_writes_unsaved_changes(qtbot, window, photo):
+    from pipeline.project import Project
+
+    open_photo(qtbot, window, photo)
+    window.doc.set_prompt("source", "a house")
+    assert window.isWindowModified()
+    window.autosave_now()
+    assert not window.isWindowModified()
+    assert Project.open(window.doc.project_path).settings.source_prompt == "a house"
