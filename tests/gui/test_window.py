@@ -349,3 +349,35 @@ def test_reference_panel_follows_the_method_declaration(qtbot, window, photo, mo
     window.reference.load_file(photo)
     assert window.doc.references["reference"].image.size == (640, 480)
     assert not window.reference.picture.pixmap().isNull()
+
+
+def test_every_registered_method_gets_its_form_masks_and_bands(qtbot, window, photo):
+    """No per-method GUI code: whatever the registry lists is shown from its declarations."""
+    from pipeline.methods.base import input_specs
+    from pipeline.methods.registry import get_method, method_ids
+    from pipeline.params import param_specs
+
+    open_photo(qtbot, window, photo)
+    assert window.method.method.count() == len(method_ids())
+    for index, method_id in enumerate(method_ids()):
+        window.method.method.setCurrentIndex(index)
+        window.method.method.activated.emit(index)
+        params_type = get_method(method_id).Params
+        specs = param_specs(params_type)
+        assert window.doc.method_id == method_id
+        assert list(window.method.editors) == [s.name for s in specs]
+        masks = [s.name for s in input_specs(params_type) if s.kind == "mask"] or ["edit_mask"]
+        purposes = [window.tools.purpose.itemData(i) for i in range(window.tools.purpose.count())]
+        assert purposes == masks
+        assert [s.name for s in window.timeline.specs] == [
+            s.name for s in specs if s.kind in ("step_range", "step_fraction")]
+        assert window.reference.isEnabled() == any(s.kind == "image" for s in input_specs(params_type))
+    window.method.method.setCurrentIndex(len(method_ids()) - 1)
+    if len(method_ids()) > 1:
+        window.tools.purpose.setCurrentIndex(window.tools.purpose.count() - 1)
+        window.actions["mask_fill"].trigger()
+        assert window.doc.masks[window.tools.purpose.currentData()].all()
+        assert not window.doc.has_mask("edit_mask")  # masks are kept per purpose
+    while window.doc.undo.canUndo():
+        window.actions["undo"].trigger()
+    assert window.doc.method_id == "p2p"
