@@ -6,6 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup-venv.sh"
 cd "$root"
+mkdir -p out
 exec .venv/bin/python main.py edit resources/demo/house.png \
   --source "a house in a meadow under a blue sky" \
   --target "a castle in a meadow under a blue sky" \
