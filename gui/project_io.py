@@ -16,6 +16,7 @@ from PIL import Image
 from gui.document import Document, ResultEntry, method_defaults
 
 PROJECT_SUFFIX = ".retake"
+PREVIEWS_PER_RUN = 20
 
 
 def is_project(path: Path) -> bool:
@@ -112,8 +113,14 @@ def save_document(doc: Document) -> None:
     doc.mark_saved()
 
 
-def build_request(doc: Document, options: dict[str, Any], scratch: Path, preview_every: int = 1,
-                  preview_side: int = 160) -> Any:
+def preview_cadence(doc: Document) -> int:
+    """Every how many steps a preview comes: about PREVIEWS_PER_RUN per run, because the engine still
+    decodes each preview with the VAE (as costly as a UNet call on SD 1.x at 512 px)."""
+    steps = doc.params.get("steps")
+    return max(1, round(steps / PREVIEWS_PER_RUN)) if isinstance(steps, int) else 1
+
+
+def build_request(doc: Document, options: dict[str, Any], scratch: Path, preview_side: int = 160) -> Any:
     """The EditRequest of the document as it stands; masks and references go as files in `scratch`."""
     from pipeline.methods.base import input_specs
     from pipeline.methods.registry import get_method
@@ -131,7 +138,7 @@ def build_request(doc: Document, options: dict[str, Any], scratch: Path, preview
             inputs[spec.name] = str(file)
     return EditRequest(target_prompt=doc.target_prompt, source_prompt=doc.source_prompt,
                        project=str(doc.project_path), method=doc.method_id, params=dict(doc.params), inputs=inputs,
-                       preview_every=preview_every, preview_side=preview_side, **options)
+                       preview_every=preview_cadence(doc), preview_side=preview_side, **options)
 
 
 def png_settings(path: Path) -> dict[str, Any] | None:

@@ -412,7 +412,9 @@ class MainWindow(QMainWindow):
             self.message.show_message(f"Cannot save as {target}: it exists already." if target.exists() else
                                       "Open a photo first.")
             return False
-        shutil.copytree(self.doc.project_path, target, ignore=shutil.ignore_patterns("*.lock", ".lock*"))
+        from pipeline.project import LOCK_FILE
+
+        shutil.copytree(self.doc.project_path, target, ignore=shutil.ignore_patterns(LOCK_FILE))
         self.doc.project_path = target
         self.doc.projectChanged.emit()
         self.settings.add_recent(target)

@@ -70,3 +70,15 @@ def test_autosave_writes_unsaved_changes(qtbot, window, photo):
     window.autosave_now()
     assert not window.isWindowModified()
     assert Project.open(window.doc.project_path).settings.source_prompt == "a house"
+
+
+def test_save_as_copies_the_project_and_carries_on_there(qtbot, window, photo, tmp_path):
+    from pipeline.project import Project
+
+    open_photo(qtbot, window, photo)
+    window.doc.set_prompt("source", "a house")
+    copy = tmp_path / "copy.retake"
+    assert window.save_as(copy)
+    assert window.doc.project_path == copy and "copy.retake" in window.windowTitle()
+    assert Project.open(copy).settings.source_prompt == "a house"
+    assert Project.open(photo.with_name("house.retake")).settings.source_prompt == ""

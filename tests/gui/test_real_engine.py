@@ -3,12 +3,15 @@ engine's stages, the project on disk, re-editing without re-inversion, cancellin
 
 from __future__ import annotations
 
+import pytest
+
 from gui.worker import real_engine
 from pipeline.events import CancelledEvent, Done
 from tests.gui.conftest import SOURCE, TARGET, make_window
 from tests.gui.test_window import open_photo, run_and_wait, type_prompts
 
 
+@pytest.mark.slow
 def test_demo_model_edit_re_edit_and_cancel(qtbot, settings, photo):
     settings.set("max_side", 64)
     window = make_window(qtbot, settings, engine_factory=real_engine)
