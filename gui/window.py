@@ -90,7 +90,7 @@ class MainWindow(QMainWindow):
         self.tokenizer: Any = None
         self._pending: list[Path] = []
         self._scratch = tempfile.TemporaryDirectory(prefix="retake-gui-")
-        self.model_state = "not loaded"
+        self.model_state = "waiting for the engine"
         self._run_started = 0.0
         self.first_preview_s: float | None = None
         self.setAcceptDrops(True)

@@ -1,5 +1,6 @@
 """One full flow against the real engine and the demo model: the window, the worker thread, the
-engine's stages, the project on disk, re-editing without re-inversion, cancelling a real run."""
+engine's stages, the project on disk, re-editing without re-inversion, cancelling a real run, and
+reopening the project in a new window to edit again without re-inverting."""
 
 from __future__ import annotations
 
@@ -41,6 +42,36 @@ def test_demo_model_edit_re_edit_and_cancel(qtbot, settings, photo):
         assert isinstance(blocker.args[0], CancelledEvent)
         assert len(window.doc.results) == 2 and window.doc.inversions == 1  # as before the run
         assert window.doc.target_prompt != TARGET
+        project = window.doc.project_path
+    finally:
+        window.doc.undo.setClean()
+        window.close()
+
+    reopened = make_window(qtbot, settings, engine_factory=real_engine)  # a new engine: nothing in memory
+    try:
+        assert reopened.open_path(project)
+        assert reopened.doc.params["steps"] == 5 and reopened.doc.source_prompt == SOURCE
+        type_prompts(qtbot, reopened, SOURCE, TARGET)
+        final = run_and_wait(qtbot, reopened, timeout=300_000)
+        assert isinstance(final, Done) and final.reused_inversion
+        assert len(reopened.doc.results) == 3 and reopened.doc.inversions == 1
+    finally:
+        reopened.doc.undo.setClean()
+        reopened.close()
+
+
+def test_a_missing_model_is_reported_and_the_window_keeps_working(qtbot, settings, photo, tmp_path):
+    settings.set("model", str(tmp_path / "no-such-model"))
+    window = make_window(qtbot, settings, engine_factory=real_engine)
+    try:
+        qtbot.waitUntil(lambda: window.model_state == "not loaded", timeout=60_000)
+        assert window.message.isVisible() and "no-such-model" in window.message.details
+        open_photo(qtbot, window, photo)
+        type_prompts(qtbot, window)
+        final = run_and_wait(qtbot, window, timeout=60_000)
+        assert type(final).__name__ == "Failed" and window.message.isVisible()
+        window.actions["mask_fill"].trigger()  # still editable
+        assert window.doc.masks["edit_mask"].all() and window.actions["run"].isEnabled()
     finally:
         window.doc.undo.setClean()
         window.close()
