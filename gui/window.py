@@ -7,7 +7,6 @@ happens on worker threads, so the window is usable at once and stays responsive 
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,7 +34,6 @@ from gui.timeline import Timeline
 from gui.tools import ToolPanel
 from gui.worker import EngineClient, EngineFactory, SegmentClient, real_engine
 
-log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 BRUSH_STEP = 1.25
 
