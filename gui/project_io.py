@@ -17,6 +17,7 @@ from gui.document import Document, ResultEntry, method_defaults
 
 PROJECT_SUFFIX = ".retake"
 PREVIEWS_PER_RUN = 20
+EXIF_IMAGE_DESCRIPTION = 0x010E
 
 
 def is_project(path: Path) -> bool:
@@ -157,19 +158,25 @@ def png_settings(path: Path) -> dict[str, Any] | None:
 
 
 def export_result(source: Path, target: Path, quality: int = 95) -> None:
-    """Export a result: PNG keeps every parameter in its metadata; JPEG and WebP carry them as a comment."""
+    """Export a result: a PNG keeps its text chunks; JPEG and WebP carry the same JSON as the EXIF
+    image description, so every format says how it was made."""
+    import io
+
     from pipeline.files import write_atomically
 
     suffix = target.suffix.lower()
-    if suffix == ".png":
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(suffix)
+    if fmt is None:
+        raise ValueError(f"Export as .png, .jpg or .webp, not {suffix or 'no extension'}.")
+    if fmt == "PNG":
         write_atomically(target, source.read_bytes())
         return
     with Image.open(source) as image:
         image.load()
-        comment = getattr(image, "text", {}).get("retake", "")
+        parameters = getattr(image, "text", {}).get("retake", "")
         rgb = image.convert("RGB")
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(suffix)
-    if fmt is None:
-        raise ValueError(f"Export as .png, .jpg or .webp, not {suffix or 'no extension'}.")
-    extra = {"comment": comment.encode()} if fmt == "JPEG" else {}
-    rgb.save(target, format=fmt, quality=quality, **extra)
+    exif = Image.Exif()
+    exif[EXIF_IMAGE_DESCRIPTION] = parameters
+    buffer = io.BytesIO()
+    rgb.save(buffer, format=fmt, quality=quality, exif=exif.tobytes())
+    write_atomically(target, buffer.getvalue())

@@ -297,6 +297,10 @@ def test_export_png_jpeg_webp_and_open_png_restores_settings(qtbot, window, phot
         assert window.export(out / name)
         with Image.open(out / name) as image:
             assert image.size == (640, 480)
+            if name.endswith(".png"):
+                assert TARGET in image.text["retake"]
+            else:
+                assert TARGET in image.getexif()[0x010E]  # the parameters travel in every format
     window.doc.set_prompt("target", "something else")
     window.method.editors["guidance"].spin.setValue(7.5)
     assert window.open_path(out / "castle.png")
