@@ -1,4 +1,5 @@
-"""Retake's entry point: no arguments opens the desktop app (once it lands); subcommands run the CLI."""
+"""Retake's entry point: no arguments opens the desktop app, `open PATH` opens it on a photo, a project
+or a result PNG; other subcommands run the CLI (which never imports Qt)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,18 @@ def main() -> int:
     # Until a run installs its own handlers (which cancel it cleanly), Ctrl-C and SIGTERM end the
     # process with one line, whether they come during the seconds of importing torch or later.
     exit_on_signals("retake: cancelled; nothing half-made was written.")
+    args = sys.argv[1:]
+    if not args or (args[0] == "open" and len(args) == 2):
+        from gui.app import main as gui_main
+
+        return gui_main(args[1:])
     from cli.commands import main as cli_main
 
-    return cli_main(sys.argv[1:])
+    try:
+        return cli_main(args)
+    except BrokenPipeError:  # `retake methods | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 RECENT_LIMIT = 10
+DEMO_MAX_SIDE = 256  # the demo model was trained on small pictures; 512 px would take minutes on a CPU
 DEFAULTS: dict[str, Any] = {
     "model": "demo", "device": "auto", "precision": "auto", "sam_checkpoint": "", "default_steps": 50,
     "max_side": 512, "projects_dir": "", "autosave_minutes": 2,
@@ -65,8 +66,12 @@ class AppSettings:
     def request_options(self) -> dict[str, Any]:
         """The EditRequest fields the settings decide ("auto" leaves the engine to choose)."""
         device, precision = self.get("device"), self.get("precision")
-        return {"model": self.get("model") or "demo", "device": None if device == "auto" else device,
-                "dtype": None if precision == "auto" else precision, "max_side": self.get("max_side")}
+        model = self.get("model") or "demo"
+        max_side = self.get("max_side")
+        if model == "demo" and self.store.value("max_side") is None:
+            max_side = DEMO_MAX_SIDE  # not chosen by the user: the demo model's own scale
+        return {"model": model, "device": None if device == "auto" else device,
+                "dtype": None if precision == "auto" else precision, "max_side": max_side}
 
 
 class SettingsDialog(QDialog):
