@@ -21,6 +21,7 @@ from cli.selftest import self_test
 from pipeline.engine import Engine
 from pipeline.errors import ParamError, RetakeError, shorten
 from pipeline.events import CancelledEvent, CancelToken, Done, Event, Failed
+from pipeline.methods.base import input_specs
 from pipeline.methods.registry import get_method, method_ids
 from pipeline.models import default_cache_dir, describe_model_sources
 from pipeline.params import param_specs, parse_assignment
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--out", help="also write the result to this PNG")
     edit.add_argument("--steps", type=int, help="DDIM steps (the method's 'steps' parameter)")
     edit.add_argument("--mask", help="PNG mask: white where the edit may change the photo")
+    edit.add_argument("--input", action="append", default=[], metavar="NAME=FILE",
+                      help="a method's named input, e.g. subject_mask=cat-mask.png (see `retake methods`)")
     edit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                       help="a method parameter; see `retake methods`")
     edit.add_argument("--seed", type=int, help="random seed, recorded in the result")
@@ -120,12 +123,13 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
     return EditRequest(
         target_prompt=args.target, image=args.image, source_prompt=args.source, project=args.project,
         model=args.model, method=args.method, params=_unique_params(assignments), mask=args.mask,
+        inputs=_unique_params([parse_assignment(text) for text in args.input], "--input"),
         output=args.out, seed=args.seed, device=args.device, dtype=args.dtype, max_side=args.max_side,
         allow_download=args.allow_download, allow_pickle=args.allow_pickle,
     )
 
 
-def _unique_params(assignments: Sequence[tuple[str, str]]) -> dict[str, str]:
+def _unique_params(assignments: Sequence[tuple[str, str]], option: str = "--param") -> dict[str, str]:
     """NAME=VALUE pairs as a dict; one name given two different values (`--steps` is `steps`) is an error.
 
     Silently keeping the last would run, for an hour, something the user did not ask for.
@@ -134,7 +138,7 @@ def _unique_params(assignments: Sequence[tuple[str, str]]) -> dict[str, str]:
     for name, value in assignments:
         other = params.setdefault(name, value)
         if not _same_value(other, value):
-            shown = "--steps/--param steps" if name == "steps" else f"--param {name}"
+            shown = "--steps/--param steps" if name == "steps" and option == "--param" else f"{option} {name}"
             raise UsageError(f"{shown} is given twice with different values ({shorten(other)} and "
                              f"{shorten(value)}); give it once.")
     return params
@@ -235,7 +239,9 @@ def list_methods(as_json: bool) -> int:
     for method_id in method_ids():
         method = get_method(method_id)
         specs = [s.to_json() for s in param_specs(method.Params)]
-        listing.append({"id": method.id, "title": method.title, "summary": method.summary, "params": specs})
+        inputs = [spec.to_json() for spec in input_specs(method.Params)]
+        listing.append({"id": method.id, "title": method.title, "summary": method.summary, "params": specs,
+                        "inputs": inputs})
     if as_json:
         print(json.dumps(listing, indent=2))
         return 0
@@ -248,6 +254,9 @@ def list_methods(as_json: bool) -> int:
             elif spec["minimum"] is not None:
                 bounds = f" [{spec['minimum']:g}..{spec['maximum']:g}]"
             print(f"  {spec['name']} = {json.dumps(spec['default'])}  ({spec['kind']}, {spec['stage']}{bounds})")
+            print(f"      {spec['help']}")
+        for spec in entry["inputs"]:
+            print(f"  --input {spec['name']}=FILE  ({spec['kind']}, {spec['stage']})  {spec['label']}")
             print(f"      {spec['help']}")
     return 0
 

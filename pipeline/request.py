@@ -19,7 +19,7 @@ from typing import Any
 from PIL import Image
 
 from pipeline.errors import ImageError, ParamError, ProjectError, PromptError, shorten
-from pipeline.images import load_image, working_size
+from pipeline.images import load_image, load_mask, working_size
 from pipeline.methods.base import Method, Prompts, input_specs
 from pipeline.methods.registry import get_method
 from pipeline.params import PROMPT_BOUND_KINDS, canonical_json, param_specs, params_from_dict
@@ -143,11 +143,15 @@ def resolve(request: EditRequest, *, recover: bool = True) -> Job:
     params = params_from_dict(method.Params, inherit_params(settings, method_id, method, request.params))
     stored_model = settings.model.spec if settings is not None and settings.model is not None else None
     inputs = _inputs(request, method_id, method)
+    size = working_size(*image.size, max_side=max_side)
+    kinds = {spec.name: spec.kind for spec in input_specs(method.Params)}
+    for name, path in inputs.items():  # a missing or broken file is refused now, not after the inversion
+        load_mask(path, size) if kinds[name] == "mask" else load_image(path)
     return Job(
         request=request, project_path=project_path, project=project, image=image, image_sha256=image_sha,
         prompts=Prompts(source or "", request.target_prompt), method_id=method_id, method=method, params=params,
         model_spec=request.model or stored_model or DEFAULT_MODEL, max_side=max_side,
-        size=working_size(*image.size, max_side=max_side), output=output, inputs=inputs,
+        size=size, output=output, inputs=inputs,
         notices=project.recovered if project is not None else (),
     )
 

@@ -113,3 +113,16 @@ def test_a_project_with_a_damaged_result_still_edits_and_says_what_was_lost(engi
     assert isinstance(again, Done) and again.reused_inversion
     notices = [e.message for e in events if isinstance(e, Notice)]
     assert len(notices) == 1 and "quarantine" in notices[0]
+
+
+def test_named_inputs_reach_the_method_and_a_missing_one_is_refused_before_work(engine, tmp_path):
+    mask = np.zeros((480, 640), np.uint8)
+    mask[120:360, 160:480] = 255
+    Image.fromarray(mask).save(tmp_path / "subject.png")
+    subject = {"subject_mask": str(tmp_path / "subject.png")}
+    req = request(tmp_path, method="masactrl", params={"steps": 5}, inputs=subject)
+    assert isinstance(engine.run(req, lambda e: None), Done)
+    missing = request(tmp_path / "other", method="masactrl", params={"steps": 5},
+                      inputs={"subject_mask": str(tmp_path / "nope.png")})
+    refused_before_work(engine, missing, "nope.png")
+    refused_before_work(engine, request(tmp_path, method="p2p", inputs=subject), "takes no input")

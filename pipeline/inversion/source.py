@@ -27,6 +27,7 @@ import torch
 
 from pipeline.inversion.ddim import ddim_invert
 from pipeline.inversion.null_text import null_text_optimise
+from pipeline.params import param
 from pipeline.run import RunContext, Step
 from pipeline.sampling import Correction, DDIMSchedule
 
@@ -37,6 +38,27 @@ INVERSION_HELP = (
     "negative-prompt (instant, source prompt as negative prompt), ddim (plain, drifts at high guidance)."
 )
 Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SourceInversionParams:
+    """The inversion parameters every method built on `invert_source` shares (fields first in its Params).
+
+    A method changes a default by declaring the field again, with the same spec otherwise.
+    """
+
+    inversion: str = param("null-text", kind="choice", stage="inversion", choices=INVERSIONS, help=INVERSION_HELP)
+    steps: int = param(50, kind="int", stage="inversion", minimum=5, maximum=200, help="DDIM steps.")
+    guidance: float = param(
+        7.5, kind="float", stage="inversion", minimum=1.0, maximum=20.0,
+        help="Classifier-free guidance scale of the edit; null-text inversion is optimised for this value.",
+    )
+    inner_steps: int = param(10, kind="int", stage="inversion", minimum=1, maximum=100,
+                             help="Null-text: most Adam steps per timestep.")
+    early_stop: bool = param(
+        True, kind="bool", stage="inversion",
+        help="Null-text: stop a timestep's optimisation once the loss is below 1e-5 + i * 2e-5.",
+    )
 
 
 def invert_source(

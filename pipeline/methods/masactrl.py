@@ -26,7 +26,7 @@ from pipeline.control.contract import Controller
 from pipeline.control.masactrl import LAYER_CHOICES, MutualSelfAttention, WordMaps
 from pipeline.errors import PromptError
 from pipeline.events import Stage
-from pipeline.inversion.source import INVERSION_HELP, INVERSIONS, invert_source, source_branch
+from pipeline.inversion.source import INVERSION_HELP, INVERSIONS, SourceInversionParams, invert_source, source_branch
 from pipeline.methods.base import EDIT_MASK, EditOutput, Inputs, InputSpec, Prompts, Tensors
 from pipeline.params import param
 from pipeline.run import RunContext
@@ -44,7 +44,7 @@ TARGET_MASK = InputSpec(
 
 
 @dataclass(frozen=True)
-class MasaCtrlParams:
+class MasaCtrlParams(SourceInversionParams):
     INPUTS: ClassVar[tuple[InputSpec, ...]] = (EDIT_MASK, SUBJECT_MASK, TARGET_MASK)
 
     inversion: str = param("direct", kind="choice", stage="inversion", choices=INVERSIONS, help=INVERSION_HELP)
@@ -53,13 +53,6 @@ class MasaCtrlParams:
         help="Prompt of the inversion and of the source branch: empty (the authors' real-image mode) or the "
         "source prompt (needed for mask words found in the source prompt).",
     )
-    steps: int = param(50, kind="int", stage="inversion", minimum=5, maximum=200, help="DDIM steps.")
-    guidance: float = param(7.5, kind="float", stage="inversion", minimum=1.0, maximum=20.0,
-                            help="Classifier-free guidance scale of the edit (and of null-text's optimisation).")
-    inner_steps: int = param(10, kind="int", stage="inversion", minimum=1, maximum=100,
-                             help="Null-text: most Adam steps per timestep.")
-    early_stop: bool = param(True, kind="bool", stage="inversion",
-                             help="Null-text: stop a timestep's optimisation once the loss is below 1e-5 + i * 2e-5.")
     control_start: float = param(
         0.08, kind="step_fraction", minimum=0.0, maximum=1.0,
         help="When mutual self-attention starts (0.08 = step 4 of 50): earlier keeps more of the photo's layout.",

@@ -20,7 +20,7 @@ from pipeline.control.blend import MaskBlend
 from pipeline.control.contract import Controller
 from pipeline.control.p2p import LocalBlend, PromptToPromptEditor, refine_edit, replace_edit, reweight_edit, step_span
 from pipeline.events import Stage
-from pipeline.inversion.source import INVERSION_HELP, INVERSIONS, invert_source, source_branch
+from pipeline.inversion.source import SourceInversionParams, invert_source, source_branch
 from pipeline.methods.base import EDIT_MASK, EditOutput, Inputs, InputSpec, Prompts, Tensors
 from pipeline.params import param
 from pipeline.run import RunContext
@@ -29,23 +29,9 @@ from pipeline.text import pair_word_masks, prompt_words, refine_mapper, replace_
 
 
 @dataclass(frozen=True)
-class P2PParams:
+class P2PParams(SourceInversionParams):
     INPUTS: ClassVar[tuple[InputSpec, ...]] = (EDIT_MASK,)
 
-    inversion: str = param("null-text", kind="choice", stage="inversion", choices=INVERSIONS, help=INVERSION_HELP)
-    steps: int = param(50, kind="int", stage="inversion", minimum=5, maximum=200, help="DDIM steps.")
-    guidance: float = param(
-        7.5, kind="float", stage="inversion", minimum=1.0, maximum=20.0,
-        help="Classifier-free guidance scale; null-text inversion is optimised for this value.",
-    )
-    inner_steps: int = param(
-        10, kind="int", stage="inversion", minimum=1, maximum=100,
-        help="Null-text: most Adam steps per timestep.",
-    )
-    early_stop: bool = param(
-        True, kind="bool", stage="inversion",
-        help="Null-text: stop a timestep's optimisation once the loss is below 1e-5 + i * 2e-5.",
-    )
     mode: str = param(
         "auto", kind="choice", choices=("auto", "replace", "refine"),
         help="replace swaps words (same word count), refine aligns added or removed words; "
