@@ -263,27 +263,6 @@ def working_size(width: int, height: int, max_side: int = 512, multiple: int = 6
     return (max_side, short) if width >= height else (short, max_side)
 
 
-def output_size(original_size: tuple[int, int], working_size: tuple[int, int]) -> tuple[int, int]:
-    """Size of the returned edit: the input's aspect ratio at the working size's longest side.
-
-    The model distorts the aspect slightly to reach multiples of 64; the result is stretched back,
-    e.g. input 1000x700 worked at 512x384 comes back as 512x358.
-    """
-    width, height = original_size
-    if min(width, height, *working_size) <= 0:
-        raise ValueError(f"sizes must be positive, not {original_size} and {working_size}")
-    long_side = max(working_size)
-    if width >= height:
-        return long_side, max(1, round(long_side * height / width))
-    return max(1, round(long_side * width / height)), long_side
-
-
-def restore_aspect(image: Image.Image, original_size: tuple[int, int]) -> Image.Image:
-    """Resize a working-size result back to the input's aspect ratio (see `output_size`)."""
-    size = output_size(original_size, image.size)
-    return image.copy() if size == image.size else image.resize(size, _RESIZE)
-
-
 def composite_onto_photo(photo: Image.Image, result: Image.Image, region: torch.Tensor | None,
                          feather: int = 6) -> Image.Image:
     """The result at the photo's own size, with the photo's own pixels wherever the edit did not reach.

@@ -15,7 +15,7 @@ from PIL import Image, ImageCms
 from pipeline import files
 from pipeline.errors import ImageError
 from pipeline.images import (
-    composite_onto_photo, from_tensor, load_image, load_mask, output_size, png_with_metadata, read_png_metadata, restore_aspect,
+    composite_onto_photo, from_tensor, load_image, load_mask, png_with_metadata, read_png_metadata,
     save_png, to_tensor, working_size,
 )
 from pipeline.files import write_atomically
@@ -237,20 +237,6 @@ def test_working_size_examples_and_invalid_arguments():
     for w, h in [(0, 10), (10, -1), (10.5, 10), (True, 10)]:
         with pytest.raises(ValueError):
             working_size(w, h)
-
-
-def test_result_is_returned_at_the_input_aspect():
-    assert output_size((1000, 700), (512, 384)) == (512, 358)
-    assert output_size((700, 1000), (384, 512)) == (358, 512)
-    assert output_size((640, 480), (512, 384)) == (512, 384)
-    for w, h in _sizes():
-        work = working_size(w, h)
-        ow, oh = output_size((w, h), work)
-        assert max(ow, oh) == max(work) and min(ow, oh) >= 1
-        if min(w, h) >= 8:
-            assert abs(ow / oh - w / h) <= (w / h) * 1.0 / min(ow, oh) + 1e-9  # within a pixel of rounding
-    restored = restore_aspect(Image.new("RGB", (512, 384)), (1000, 700))
-    assert restored.size == (512, 358)
 
 
 def _noise(size, seed):
