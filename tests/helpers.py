@@ -3,6 +3,21 @@
 import hashlib
 from pathlib import Path
 
+from pipeline.request import EditRequest
+
+DEMO_PHOTO = str(Path(__file__).resolve().parent.parent / "resources" / "demo" / "house.png")
+SOURCE = "a house in a meadow under a blue sky"
+TARGET = "a castle in a meadow under a blue sky"
+
+
+def demo_request(tmp_path: Path, quick: dict, **kw) -> EditRequest:
+    """A quick edit of the demo photo on the CPU into tmp_path/p.retake (parameters `quick` unless `params`
+    is given); keyword arguments override fields."""
+    fields = dict(target_prompt=TARGET, image=DEMO_PHOTO, source_prompt=SOURCE, project=str(tmp_path / "p.retake"),
+                  params=dict(quick), max_side=64, device="cpu")
+    fields.update(kw)
+    return EditRequest(**fields)
+
 
 def tree_digest(folder: Path) -> str:
     """A hash of every path and file byte under `folder`: equal digests mean nothing was touched."""

@@ -1,7 +1,6 @@
 """The engine as every front end uses it: reuse, re-inversion, round trips and clean failures."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,11 +11,8 @@ from pipeline.events import CancelledEvent, CancelToken, Done, Failed, Preview, 
 from pipeline.images import read_png_metadata
 from pipeline.project import Project
 from pipeline.request import EditRequest
-from tests.helpers import tree_digest
+from tests.helpers import TARGET, demo_request, tree_digest
 
-DEMO = str(Path(__file__).resolve().parent.parent / "resources" / "demo" / "house.png")
-SOURCE = "a house in a meadow under a blue sky"
-TARGET = "a castle in a meadow under a blue sky"
 QUICK = {"steps": 5, "inner_steps": 2}
 
 
@@ -26,10 +22,7 @@ def engine(tmp_path_factory):
 
 
 def request(tmp_path, **kw):
-    fields = dict(target_prompt=TARGET, image=DEMO, source_prompt=SOURCE, project=str(tmp_path / "p.retake"),
-                  params=dict(QUICK), max_side=64, device="cpu")
-    fields.update(kw)
-    return EditRequest(**fields)
+    return demo_request(tmp_path, QUICK, **kw)
 
 
 def test_edit_then_reedit_reuses_the_inversion_and_reproduces_bytes(engine, tmp_path):

@@ -1,8 +1,6 @@
 """Bad requests are refused before any model work, with one true sentence, and nothing is written;
 results come back at the photo's own size with its pixels kept outside the edit region."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,11 +8,8 @@ from PIL import Image
 from pipeline.engine import Engine
 from pipeline.events import Done, Failed, Notice, Progress, Stage
 from pipeline.request import EditRequest
-from tests.helpers import tree_digest
+from tests.helpers import DEMO_PHOTO, SOURCE, TARGET, demo_request, tree_digest
 
-DEMO = str(Path(__file__).resolve().parent.parent / "resources" / "demo" / "house.png")
-SOURCE = "a house in a meadow under a blue sky"
-TARGET = "a castle in a meadow under a blue sky"
 QUICK = {"steps": 5, "inversion": "negative-prompt"}
 
 
@@ -24,10 +19,7 @@ def engine(tmp_path_factory):
 
 
 def request(tmp_path, **kw):
-    fields = dict(target_prompt=TARGET, image=DEMO, source_prompt=SOURCE, project=str(tmp_path / "p.retake"),
-                  params=dict(QUICK), max_side=64, device="cpu")
-    fields.update(kw)
-    return EditRequest(**fields)
+    return demo_request(tmp_path, QUICK, **kw)
 
 
 def refused_before_work(engine, req, match):
@@ -75,7 +67,7 @@ def test_a_change_beyond_the_encoders_window_is_refused_and_a_long_prompt_is_not
 
 
 def test_the_result_has_the_photos_size_and_its_pixels_outside_the_painted_region(engine, tmp_path):
-    photo = Image.open(DEMO).convert("RGB")
+    photo = Image.open(DEMO_PHOTO).convert("RGB")
     mask = np.zeros((photo.height, photo.width), np.uint8)
     mask[:, : photo.width // 2] = 255  # the left half may change
     Image.fromarray(mask).save(tmp_path / "mask.png")
