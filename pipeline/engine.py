@@ -29,8 +29,9 @@ from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Fail
 from pipeline.files import write_atomically
 from pipeline.images import composite_onto_photo, from_tensor, load_mask, to_tensor
 from pipeline.methods.base import EditOutput, Inputs, Tensors, input_specs, inversion_key_params
-from pipeline.models import ModelBundle, load_model
+from pipeline.models import ModelBundle, default_cache_dir, load_model
 from pipeline.params import params_to_dict
+from pipeline.preview import LatentRGB, fit_latent_rgb
 from pipeline.project import ModelRecord, Project
 from pipeline.request import EditRequest, Job, inversion_key, resolve
 from pipeline.run import RunContext, RunOptions
@@ -64,6 +65,7 @@ class Engine:
     def __init__(self, cache_dir: Path | None = None) -> None:
         self.cache_dir = cache_dir
         self._model: tuple[tuple, ModelBundle] | None = None
+        self._preview_maps: dict[str, LatentRGB] = {}
         self._busy = threading.RLock()
 
     # -- stages ---------------------------------------------------------------------------------
@@ -203,6 +205,12 @@ class Engine:
             log.exception("unexpected error")
             return Failed(f"Unexpected internal error ({type(error).__name__}: {error}); {kept()}.")
 
+    def decode(self, bundle: ModelBundle, latent: torch.Tensor) -> Image.Image:
+        """A full VAE decode of a latent (a Preview's, when the artist scrubs to that step)."""
+        with self._busy:
+            return from_tensor(RunContext(bundle, CancelToken(), lambda event: None).decode(
+                latent.to(bundle.device, torch.float32)))
+
     # -- helpers --------------------------------------------------------------------------------
     def _check_prompts(self, job: Job, bundle: ModelBundle, emit: Emit) -> None:
         """Prompt and word errors before any model work; a Notice for words the encoder's window cuts off."""
@@ -217,7 +225,16 @@ class Engine:
 
     def _context(self, job: Job, bundle: ModelBundle, emit: Emit, cancel: CancelToken) -> RunContext:
         request = job.request
-        return RunContext(bundle, cancel, emit, RunOptions(request.preview_every, request.preview_side, request.seed))
+        preview_map = None
+        if request.preview_every > 0:
+            latent_rgb = self._preview_maps.get(bundle.identity)
+            if latent_rgb is None:  # fitted once per model, then read from the cache folder
+                latent_rgb = self._preview_maps[bundle.identity] = fit_latent_rgb(
+                    bundle, self.cache_dir or default_cache_dir())
+            scale = bundle.vae_scale_factor
+            preview_map = lambda x0: latent_rgb(x0, scale=scale)  # noqa: E731
+        options = RunOptions(request.preview_every, request.preview_side, request.seed, preview_map)
+        return RunContext(bundle, cancel, emit, options)
 
     def _inputs(self, job: Job, ctx: RunContext, stage: str) -> Inputs:
         """The job's named inputs of one stage, prepared at working size (masks at latent size)."""

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -46,12 +47,15 @@ class Progress:
 
 @dataclass(frozen=True)
 class Preview:
-    """The image the edit is heading for at `step` (the decoded predicted x0 of the target)."""
+    """The image the edit is heading for at `step`: a quick picture of the predicted clean latent of the
+    target, and that latent itself ([1, C, h, w], fp16 on the CPU) for a full decode on demand
+    (`Engine.decode`)."""
 
     stage: str
     step: int
     total: int
     image: Image.Image
+    latent: Any = None
 
 
 @dataclass(frozen=True)

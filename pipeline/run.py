@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 
 from pipeline.control.contract import ControlState
 from pipeline.events import CancelToken, Emit, Preview, Progress
@@ -25,11 +26,16 @@ from pipeline.models import ModelBundle
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How a run reports itself: previews every `preview_every` steps (0: none), at most `preview_side` px."""
+    """How a run reports itself: previews every `preview_every` steps (0: none), at most `preview_side` px.
+
+    `preview_map` turns a predicted clean latent into a picture cheaply (pipeline.preview's linear
+    map); without it each preview is a full VAE decode.
+    """
 
     preview_every: int = 0
     preview_side: int = 256
     seed: int | None = None
+    preview_map: Callable[[torch.Tensor], Image.Image] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,9 @@ class RunContext:
         self._emit(Progress(self._stage, step, self._total, eta))
 
     def _preview(self, step: Step, x0: torch.Tensor) -> None:
-        image = from_tensor(self.decode(x0.detach()))
+        x0 = x0.detach()
+        cheap = self.options.preview_map
+        image = cheap(x0) if cheap is not None else from_tensor(self.decode(x0))
         image.thumbnail((self.options.preview_side, self.options.preview_side))
-        self._emit(Preview(step.stage, step.index + 1, step.total, image))
+        latent = x0.to("cpu", torch.float16)
+        self._emit(Preview(step.stage, step.index + 1, step.total, image, latent))
