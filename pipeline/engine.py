@@ -27,7 +27,7 @@ from PIL import Image
 from pipeline.errors import Cancelled, ImageError, ModelError, OutOfMemoryError, RetakeError, shorten
 from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Failed, Notice, Progress, Stage
 from pipeline.files import write_atomically
-from pipeline.images import composite_onto_photo, from_tensor, load_mask, to_tensor
+from pipeline.images import composite_onto_photo, from_tensor, to_tensor
 from pipeline.methods.base import EditOutput, Inputs, Tensors, input_specs, inversion_key_params
 from pipeline.models import ModelBundle, default_cache_dir, load_model
 from pipeline.params import params_to_dict
@@ -138,13 +138,13 @@ class Engine:
             project.update_settings(model_spec=job.model_spec, model_identity=bundle.identity,
                                     source_prompt=job.prompts.source, method=job.method_id, params=params_json,
                                     max_side=job.max_side)
-            mask = job.inputs.get("edit_mask")
+            mask = job.masks.get("edit_mask")
             extra = {"image_sha256": job.image_sha256, "working_size": list(job.size), "max_side": job.max_side}
             edit = project.add_edit(
                 target_prompt=job.prompts.target, source_prompt=job.prompts.source,
                 model=ModelRecord(job.model_spec, bundle.identity), method=job.method_id, params=params_json,
                 seed=job.request.seed, inversion_key=inversion.key, result=result.image,
-                mask=None if mask is None else load_mask(mask, job.size), png_metadata=extra)
+                mask=mask, png_metadata=extra)
             if job.output is not None:
                 try:
                     write_atomically(job.output, project.result_path(edit).read_bytes())
@@ -242,12 +242,10 @@ class Engine:
         latent_size = tuple(n // bundle.vae_scale_factor for n in job.size)[::-1]
         masks = {}
         for spec in input_specs(job.method.Params):
-            path = job.inputs.get(spec.name)
-            if path is None or (stage == "inversion" and spec.stage != "inversion"):
+            mask = job.masks.get(spec.name)
+            if mask is None or (stage == "inversion" and spec.stage != "inversion"):
                 continue  # an edit sees every input; an inversion only those its key covers
-            if spec.kind == "mask":
-                mask = load_mask(path, job.size)
-                masks[spec.name] = (F.interpolate(mask, size=latent_size, mode="area") >= 0.5).float().to(ctx.device)
+            masks[spec.name] = (F.interpolate(mask, size=latent_size, mode="area") >= 0.5).float().to(ctx.device)
         return Inputs(masks=masks)
 
 

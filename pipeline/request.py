@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from pipeline.errors import ImageError, ParamError, ProjectError, PromptError, shorten
@@ -90,7 +91,8 @@ class Job:
     max_side: int
     size: tuple[int, int]
     output: Path | None
-    inputs: dict[str, Path]
+    masks: dict[str, torch.Tensor]
+    """The named mask inputs at working size, [1, 1, H, W] in 0..1, read once here."""
     notices: tuple[str, ...] = ()
 
 
@@ -142,16 +144,19 @@ def resolve(request: EditRequest, *, recover: bool = True) -> Job:
     method = get_method(method_id)
     params = params_from_dict(method.Params, inherit_params(settings, method_id, method, request.params))
     stored_model = settings.model.spec if settings is not None and settings.model is not None else None
-    inputs = _inputs(request, method_id, method)
     size = working_size(*image.size, max_side=max_side)
     kinds = {spec.name: spec.kind for spec in input_specs(method.Params)}
-    for name, path in inputs.items():  # a missing or broken file is refused now, not after the inversion
-        load_mask(path, size) if kinds[name] == "mask" else load_image(path)
+    masks = {}
+    for name, path in _inputs(request, method_id, method).items():  # refused now, not after the inversion
+        if kinds[name] == "mask":
+            masks[name] = load_mask(path, size)
+        else:
+            load_image(path)  # no method takes an image input yet; a broken file is still refused here
     return Job(
         request=request, project_path=project_path, project=project, image=image, image_sha256=image_sha,
         prompts=Prompts(source or "", request.target_prompt), method_id=method_id, method=method, params=params,
         model_spec=request.model or stored_model or DEFAULT_MODEL, max_side=max_side,
-        size=size, output=output, inputs=inputs,
+        size=size, output=output, masks=masks,
         notices=project.recovered if project is not None else (),
     )
 

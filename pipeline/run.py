@@ -74,9 +74,6 @@ class RunContext:
     def device(self) -> torch.device:
         return self.bundle.device
 
-    def emit(self, event: object) -> None:
-        self._emit(event)  # type: ignore[arg-type]
-
     # -- precision -----------------------------------------------------------------------------
     def _autocast(self, precise: bool) -> contextlib.AbstractContextManager:
         dtype = self.bundle.sample_dtype
