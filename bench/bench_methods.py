@@ -14,32 +14,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import platform
-import re
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline.control.processor import install  # noqa: E402
+from sd15 import measure, random_sd15, write_report  # noqa: E402
+
 from pipeline.events import CancelToken  # noqa: E402
 from pipeline.methods.base import Inputs, Prompts  # noqa: E402
 from pipeline.methods.masactrl import MasaCtrl, MasaCtrlParams  # noqa: E402
 from pipeline.methods.p2p import P2PParams, PromptToPrompt  # noqa: E402
-from pipeline.models import ModelBundle  # noqa: E402
-from pipeline.paths import RESOURCES  # noqa: E402
 from pipeline.run import RunContext  # noqa: E402
-from pipeline.tokenizer import load_clip_tokenizer  # noqa: E402
 
-CONFIGS = RESOURCES / "configs" / "sd-v1"
 PROMPTS = Prompts("a cat sitting on a wooden bench in a garden", "a tiger sitting on a wooden bench in a garden")
 ACTION = Prompts("a cat sitting on a wooden bench in a garden", "a cat jumping on a wooden bench in a garden")
 # The previous engine's figures on an H200, which no stage may fall behind (issue 6), and what the
@@ -48,45 +37,15 @@ PREVIOUS_H200 = {"null_text_inversion_s": 52.0, "p2p_edit_fp16_s": 2.8, "ddim_in
 AUTHORS_H200 = {"null_text_inversion_50x10_s": 54.0, "p2p_edit_batch4_s": 3.6}
 
 
-def random_sd15(device: torch.device, sample_dtype: torch.dtype) -> ModelBundle:
-    """SD-1.5-shaped networks with random weights, held in fp32 like every loaded model."""
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(CONFIGS / "unet"))
-    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(CONFIGS / "vae"))
-    text_encoder = CLIPTextModel(CLIPTextConfig.from_json_file(CONFIGS / "text_encoder" / "config.json"))
-    scheduler_config = json.loads((CONFIGS / "scheduler" / "scheduler_config.json").read_text())
-    scheduler = DDIMScheduler.from_config(scheduler_config, clip_sample=False, set_alpha_to_one=False)
-    for module in (unet, vae, text_encoder):
-        module.to(device).eval().requires_grad_(False)
-    install(unet)
-    return ModelBundle(unet, vae, text_encoder, load_clip_tokenizer(), scheduler, "random-sd15",
-                       "random", device, sample_dtype)
-
-
-def measure(label: str, work: Callable[[], object], results: dict) -> object:
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    out = work()
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    results[label] = {"seconds": round(seconds, 3), "peak_gib": round(peak, 2)}
-    print(f"{label:>58}: {seconds:8.2f} s  peak {peak:6.2f} GiB", flush=True)
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("bench_methods needs an NVIDIA GPU", file=sys.stderr)
         return 2
     device = torch.device("cuda")
-    gpu = torch.cuda.get_device_name(0)
     p2p, masactrl = PromptToPrompt(), MasaCtrl()
     results: dict[str, dict] = {}
     fp16 = random_sd15(device, torch.float16)
@@ -131,10 +90,7 @@ def main() -> int:
         measure(f"masactrl edit, mask-guided ({name})",
                 lambda: masactrl.edit(run, masas, ACTION, masa, Inputs(masks={"subject_mask": subject})), results)
 
-    report = {
-        "gpu": gpu,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+    write_report("methods", {
         "size": args.size,
         "steps": args.steps,
         "note": "each inversion includes its DDIM inversion; weights are held in fp32, inversions sample in fp16 "
@@ -142,12 +98,7 @@ def main() -> int:
         "results": results,
         "previous_engine_h200": PREVIOUS_H200,
         "authors_code_h200": AUTHORS_H200,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
-    path = args.out / f"methods-{name}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+    })
     return 0
 
 
