@@ -30,6 +30,7 @@ class Stage(enum.StrEnum):
     ENCODING = "encoding the photo"
     DDIM_INVERSION = "DDIM inversion"
     NULL_TEXT = "null-text inversion"
+    TEXT_OPTIMISATION = "text optimisation"
     EDITING = "editing"
     DECODING = "decoding the result"
     SAVING = "saving"

@@ -99,7 +99,7 @@ def guided_noise(
 class Sampling:
     """What one denoising run feeds the model, and the hooks it runs after each step."""
 
-    cond: torch.Tensor  # [B, 77, D]
+    cond: torch.Tensor  # [B, 77, D]; or [steps, B, 77, D], one per step (TOLI's source-then-target text)
     uncond: torch.Tensor | None  # [steps, B, 77, D]; None: conditional only (guidance 1)
     scale: float = 7.5
     controllers: Sequence[Controller] = ()
@@ -113,8 +113,9 @@ def denoise(ctx: RunContext, schedule: DDIMSchedule, z: torch.Tensor, run: Sampl
     """Sample from z_T to z_0 with DDIM, calling the controllers and hooks at every step; returns z_0."""
     with torch.set_grad_enabled(run.grad):
         for step in ctx.steps(schedule.timesteps, stage):
+            cond = run.cond[step.index] if run.cond.dim() == 4 else run.cond
             uncond = None if run.uncond is None else run.uncond[step.index]
-            eps = guided_noise(ctx, z, step, run.cond, uncond, run.scale, run.controllers)
+            eps = guided_noise(ctx, z, step, cond, uncond, run.scale, run.controllers)
             if step.wants_preview:
                 row = run.preview_row % z.shape[0]
                 step.preview(schedule.predict_x0(eps[row : row + 1], step.timestep, z[row : row + 1]))
