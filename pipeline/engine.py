@@ -73,20 +73,28 @@ class Engine:
         """Check the request (files, project, prompts, parameters) without touching a model."""
         return resolve(request)
 
-    def load_model(self, job: Job, emit: Emit) -> ModelBundle:
-        """The job's model, loaded once and kept for the following jobs."""
-        request = job.request
-        key = (job.model_spec, request.device, request.dtype, request.allow_download, request.allow_pickle)
+    def preload(self, model_spec: str, device: str | None = None, dtype: str | None = None, *,
+                allow_download: bool = False, allow_pickle: bool = False,
+                emit: Emit | None = None) -> ModelBundle:
+        """Load a model and keep it (the one kept before is freed first), or return the kept one if it
+        is the same; a front end calls it to have the model ready before the first job."""
+        key = (model_spec, device, dtype, allow_download, allow_pickle)
+        emit = emit or (lambda event: None)
         with self._busy:
             if self._model is None or self._model[0] != key:
                 emit(Progress(Stage.LOADING_MODEL, 0, 1, None))
                 self._model = None  # free the old model before loading the next
-                bundle = load_model(job.model_spec, device=request.device, dtype=request.dtype,
-                                    allow_download=request.allow_download, allow_pickle=request.allow_pickle,
-                                    cache_dir=self.cache_dir)
+                bundle = load_model(model_spec, device=device, dtype=dtype, allow_download=allow_download,
+                                    allow_pickle=allow_pickle, cache_dir=self.cache_dir)
                 self._model = (key, bundle)
                 emit(Progress(Stage.LOADING_MODEL, 1, 1, 0.0))
-            bundle = self._model[1]
+            return self._model[1]
+
+    def load_model(self, job: Job, emit: Emit) -> ModelBundle:
+        """The job's model, loaded once and kept for the following jobs."""
+        request = job.request
+        bundle = self.preload(job.model_spec, request.device, request.dtype, allow_download=request.allow_download,
+                              allow_pickle=request.allow_pickle, emit=emit)
         missing = [part for part in job.method.parts if part not in bundle.parts]
         if missing:
             raise ModelError(f"The method {job.method_id} needs the model part(s) {', '.join(missing)}, "
