@@ -122,9 +122,9 @@ def test_previews_show_the_predicted_image_at_each_editing_step(engine, tmp_path
     events = []
     params = {**QUICK, "inversion": "negative-prompt"}
     assert isinstance(engine.run(request(tmp_path, preview_every=1, params=params), events.append), Done)
-    previews = [e for e in events if isinstance(e, Preview)]
+    previews = [e for e in events if isinstance(e, Preview) and e.stage == "editing"]
     assert [p.step for p in previews] == [1, 2, 3, 4, 5]
-    assert all(p.stage == "editing" and p.image.size == (64, 64) for p in previews)
+    assert all(p.image.size == (64, 64) for p in previews)
 
 
 def test_preview_cadence_and_size_are_run_options(engine, tmp_path):
@@ -132,7 +132,7 @@ def test_preview_cadence_and_size_are_run_options(engine, tmp_path):
     params = {**QUICK, "inversion": "negative-prompt"}
     req = request(tmp_path, preview_every=2, preview_side=32, params=params)
     assert isinstance(engine.run(req, events.append), Done)
-    previews = [e for e in events if isinstance(e, Preview)]
+    previews = [e for e in events if isinstance(e, Preview) and e.stage == "editing"]
     assert [p.step for p in previews] == [2, 4, 5]  # every second step, and the last
     assert all(max(p.image.size) == 32 for p in previews)
 
@@ -146,7 +146,7 @@ def test_previews_are_cheap_pictures_with_their_latent_for_a_full_decode(engine,
     original = bundle.vae.decode
     monkeypatch.setattr(bundle.vae, "decode", lambda *a, **k: decodes.append(1) or original(*a, **k))
     assert isinstance(engine.run(req, events.append), Done)
-    previews = [e for e in events if isinstance(e, Preview)]
+    previews = [e for e in events if isinstance(e, Preview) and e.stage == "editing"]
     assert len(previews) == 5 and len(decodes) == 1  # the result's decode only, none per preview
     last = previews[-1]
     assert last.latent.shape == (1, 4, 8, 8) and last.latent.dtype == torch.float16

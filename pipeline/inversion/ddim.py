@@ -31,5 +31,7 @@ def ddim_invert(
         for step in ctx.steps(schedule.timesteps[::-1], stage):
             eps = guided_noise(ctx, z, step, cond, uncond, scale)
             z = schedule.inverse_step(eps, step.timestep, z)
+            if step.wants_preview:  # the photo as the model sees it from this noise level
+                step.preview(schedule.predict_x0(eps, step.timestep, z))
             trajectory.append(z)
     return torch.cat(trajectory)

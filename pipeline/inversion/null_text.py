@@ -76,6 +76,9 @@ def null_text_optimise(
         null = null.detach()
         nulls.append(null)
         with torch.no_grad():
-            z = schedule.step(guided_noise(ctx, z, step, cond, null, scale, precise=True), t, z)
+            eps = guided_noise(ctx, z, step, cond, null, scale, precise=True)
+            if step.wants_preview:  # the reconstruction's predicted clean image with this step's null text
+                step.preview(schedule.predict_x0(eps, t, z))
+            z = schedule.step(eps, t, z)
         reached.append(z)
     return NullTextResult(torch.cat(nulls), torch.cat(reached))

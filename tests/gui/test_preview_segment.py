@@ -89,3 +89,32 @@ def test_without_a_checkpoint_or_package_the_segmenter_says_what_to_do(tmp_path)
     assert model_type_of(checkpoint) == "vit_b"
     with pytest.raises(SegmentUnavailable, match="vit_b, vit_l or vit_h"):
         model_type_of(tmp_path / "sam.pth")
+
+
+def test_inversion_stages_send_a_preview_per_step_that_their_trajectory_implies(tmp_path):
+    """The timeline shows the inversion too: a preview per DDIM-inversion and null-text step, each
+    the clean latent predicted there. For DDIM inversion that latent follows from the stored
+    trajectory alone: z*_{k-1} and z*_k lie on one line through it along the step's noise."""
+    from pipeline.engine import Engine
+    from pipeline.events import CancelToken, Preview
+    from pipeline.sampling import DDIMSchedule
+    from tests.helpers import demo_request
+
+    steps = 5
+    engine = Engine(cache_dir=tmp_path / "cache")
+    job = engine.resolve(demo_request(tmp_path, {"steps": steps, "inner_steps": 1}, preview_every=1))
+    events: list = []
+    bundle = engine.load_model(job, events.append)
+    latents = engine.invert(job, bundle, events.append, CancelToken()).tensors["latents"].double()
+    previews = [e for e in events if isinstance(e, Preview)]
+    by_stage = {stage: [p for p in previews if p.stage == stage] for stage in ("DDIM inversion", "null-text inversion")}
+    for stage, shown in by_stage.items():
+        assert [p.step for p in shown] == list(range(1, steps + 1)), stage
+        assert all(p.latent.shape == (1, 4, 8, 8) and p.image.size == (64, 64) for p in shown)
+    schedule = DDIMSchedule(bundle.scheduler, steps)
+    for k, (t, preview) in enumerate(zip(schedule.timesteps[::-1], by_stage["DDIM inversion"]), start=1):
+        a_from, a_to = schedule.alpha(t - schedule.stride), schedule.alpha(t)
+        s_from, s_to = (1 - a_from) ** 0.5, (1 - a_to) ** 0.5
+        x0 = (s_from * latents[k] - s_to * latents[k - 1]) / (a_to**0.5 * s_from - a_from**0.5 * s_to)
+        error = (preview.latent[0].double() - x0).abs().max().item()
+        assert error < 2e-3 * x0.abs().max().item(), (k, error)  # fp16 rounding of the preview latent
