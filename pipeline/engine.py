@@ -1,7 +1,8 @@
 """The engine: a request goes in, events come out, in stages a front end can call one by one.
 
 `run` does everything in order; a GUI calls the stages itself (`resolve`, `load_model`, `invert`,
-`edit` as often as the artist likes, `commit`) so the model stays loaded and an inversion is made
+`edit` as often as the artist likes, `commit`; `edit` first tunes, or reuses the project's tuning,
+for a method with a tuning stage) so the model stays loaded and an inversion is made
 once. One engine serves one model and runs one job at a time: every stage holds the engine's lock,
 so a second thread's run waits its turn instead of sharing the UNet. No stage changes shared state:
 controllers travel with each UNet call, and each run has its own torch.Generator.
@@ -13,7 +14,6 @@ complete (and keeps it if a later stage fails), a result only once it is decoded
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -28,12 +28,12 @@ from pipeline.errors import Cancelled, ImageError, ModelError, OutOfMemoryError,
 from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Failed, Notice, Progress, Stage
 from pipeline.files import write_atomically
 from pipeline.images import composite_onto_photo, from_tensor, to_tensor
-from pipeline.methods.base import EditOutput, Inputs, Tensors, input_specs, inversion_key_params
+from pipeline.methods.base import EditOutput, Inputs, Tensors, input_specs, stage_key_params, tunes
 from pipeline.models import ModelBundle, default_cache_dir, load_model
 from pipeline.params import params_to_dict
 from pipeline.preview import LatentRGB, fit_latent_rgb
 from pipeline.project import ModelRecord, Project
-from pipeline.request import EditRequest, Job, inversion_key, resolve
+from pipeline.request import EditRequest, Job, inversion_key, resolve, tuning_key
 from pipeline.run import RunContext, RunOptions
 from pipeline.text import check_change_within_window, prompt_overflow
 
@@ -107,9 +107,8 @@ class Engine:
         with self._busy:
             ctx = self._context(job, bundle, emit, cancel)
             inputs = self._inputs(job, ctx, "inversion")
-            digests = {name: _tensor_digest(t) for name, t in {**inputs.masks, **inputs.images}.items()}
-            key_params = inversion_key_params(job.params)
-            key = inversion_key(job, bundle.identity, key_params, digests)
+            key_params = stage_key_params(job.params, "inversion")
+            key = inversion_key(job, bundle.identity, key_params, self._digests(job, "inversion"))
             project = job.project
             if project is not None and project.find_inversion(key) is not None:
                 return Inversion(key, project.load_inversion(key), True)
@@ -127,16 +126,41 @@ class Engine:
             return Inversion(key, tensors, False)
 
     def edit(self, job: Job, bundle: ModelBundle, inversion: Inversion, emit: Emit, cancel: CancelToken) -> EditResult:
-        """Sample the target from an inversion and decode it; nothing is written."""
+        """Sample the target from an inversion (tuned first, for a method that tunes) and decode it.
+
+        Nothing is written but a finished tuning, which the project keeps under its own key.
+        """
         with self._busy:
             ctx = self._context(job, bundle, emit, cancel)
-            output = job.method.edit(ctx, inversion.tensors, job.prompts, job.params, self._inputs(job, ctx, "edit"))
+            tensors = {**inversion.tensors, **self._tune(job, ctx, inversion)}
+            output = job.method.edit(ctx, tensors, job.prompts, job.params, self._inputs(job, ctx, "edit"))
             cancel.check()
             ctx.start_stage(Stage.DECODING, 1)
             working = from_tensor(ctx.decode(output.target))
             full = composite_onto_photo(job.image, working, None if output.region is None else output.region.cpu())
             ctx.advance(1)
             return EditResult(output, full, working)
+
+    def _tune(self, job: Job, ctx: RunContext, inversion: Inversion) -> Tensors:
+        """The job's tuned tensors: the project's when the tuning key matches, else learned and stored."""
+        if not tunes(job.method):
+            return {}
+        key_params = stage_key_params(job.params, "tuning")
+        target = job.prompts.target if getattr(job.method, "tune_on_target", False) else None
+        key = tuning_key(inversion.key, target, key_params, self._digests(job, "tuning"))
+        project = job.project if job.project is not None else Project.open(job.project_path)
+        if project.find_inversion(key) is not None:
+            return project.load_inversion(key)
+        tuned = job.method.tune(ctx, inversion.tensors, job.prompts, job.params, self._inputs(job, ctx, "tuning"))
+        tuned = {name: t.detach().cpu().contiguous() for name, t in tuned.items()}
+        clash = sorted(set(tuned) & set(inversion.tensors))
+        if clash:
+            raise RuntimeError(f"{job.method_id}: tuned tensors {clash} would shadow the inversion's")
+        ctx.cancel.check()
+        project.save_inversion(key, tuned, method=job.method_id, model_identity=ctx.bundle.identity,
+                               source_prompt=job.prompts.source, params=key_params, size=job.size,
+                               steps=int(stage_key_params(job.params, "inversion").get("steps", 0)) or 1)
+        return tuned
 
     def commit(self, job: Job, bundle: ModelBundle, inversion: Inversion, result: EditResult) -> Done:
         """Write the result into the project (and to the job's output file); returns the Done event."""
@@ -146,6 +170,7 @@ class Engine:
             project.update_settings(model_spec=job.model_spec, model_identity=bundle.identity,
                                     source_prompt=job.prompts.source, method=job.method_id, params=params_json,
                                     max_side=job.max_side)
+            self._keep_inputs(project, job)
             mask = job.masks.get("edit_mask")
             extra = {"image_sha256": job.image_sha256, "working_size": list(job.size), "max_side": job.max_side}
             edit = project.add_edit(
@@ -245,17 +270,34 @@ class Engine:
         return RunContext(bundle, cancel, emit, options)
 
     def _inputs(self, job: Job, ctx: RunContext, stage: str) -> Inputs:
-        """The job's named inputs of one stage, prepared at working size (masks at latent size)."""
-        bundle = ctx.bundle
-        latent_size = tuple(n // bundle.vae_scale_factor for n in job.size)[::-1]
-        masks = {}
+        """The job's named inputs a stage sees, prepared at working size: masks at latent size, images as
+        latents. An edit sees every input; the inversion and the tuning only those of their own stage."""
+        latent_size = tuple(n // ctx.bundle.vae_scale_factor for n in job.size)[::-1]
+        masks, images, prompts = {}, {}, {}
         for spec in input_specs(job.method.Params):
-            mask = job.masks.get(spec.name)
-            if mask is None or (stage == "inversion" and spec.stage != "inversion"):
-                continue  # an edit sees every input; an inversion only those its key covers
-            masks[spec.name] = (F.interpolate(mask, size=latent_size, mode="area") >= 0.5).float().to(ctx.device)
-        return Inputs(masks=masks)
+            if stage != "edit" and spec.stage != stage:
+                continue
+            if spec.name in job.masks:
+                mask = F.interpolate(job.masks[spec.name], size=latent_size, mode="area")
+                masks[spec.name] = (mask >= 0.5).float().to(ctx.device)
+            elif spec.name in job.images:
+                images[spec.name] = ctx.encode_image(job.images[spec.name])
+                prompts[spec.name] = job.input_prompts[spec.name]
+        return Inputs(masks=masks, images=images, prompts=prompts)
 
+    @staticmethod
+    def _digests(job: Job, stage: str) -> dict[str, str]:
+        """The digests of the inputs that belong to one cached stage (its key covers them)."""
+        return {spec.name: job.input_digests[spec.name] for spec in input_specs(job.method.Params)
+                if spec.stage == stage and spec.name in job.input_digests}
 
-def _tensor_digest(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+    @staticmethod
+    def _keep_inputs(project: Project, job: Job) -> None:
+        """The project keeps the inputs this edit was given, and forgets those it was told to drop."""
+        kinds = {spec.name: spec.kind for spec in input_specs(job.method.Params)}
+        for name, source in job.input_sources.items():
+            if source is not None:
+                project.set_input(name, source, kind=kinds[name],
+                                  prompt=job.input_prompts.get(name) if kinds[name] == "image" else None)
+            elif name in project.input_names():
+                project.remove_input(name)

@@ -335,22 +335,34 @@ def from_tensor(tensor: torch.Tensor) -> Image.Image:
 
 
 def load_mask(path: str | os.PathLike[str], size: tuple[int, int]) -> torch.Tensor:
-    """Read a mask image as a float32 tensor [1, 1, H, W] of 0s and 1s at `size` = (W, H).
+    """Read a mask image as a float32 tensor [1, 1, H, W] of 0s and 1s at `size` = (W, H) (see mask_tensor)."""
+    return mask_tensor(read_mask_image(path), size)
 
-    1 marks the region to edit. If the file has an alpha channel that is not fully opaque (strokes
-    painted on a transparent layer), alpha decides; otherwise brightness does (white = edit).
-    Resampling averages over area, and a cell is in the mask when at least half of it was.
+
+def read_mask_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Read a mask file as 8-bit greyscale at its own size, white where it applies.
+
+    If the file has an alpha channel that is not fully opaque (strokes painted on a transparent
+    layer), alpha decides; otherwise brightness does (white = edit).
     """
     with _open_decoded(path, MAX_PIXELS) as img:
         try:
             img = _exif_upright(img)
             alpha = _alpha_channel(img)
             if alpha is not None and alpha.getextrema() != (255, 255):
-                grey = alpha
-            else:
-                grey = to_rgb(img).convert("L")
+                return alpha.copy()
+            return to_rgb(img).convert("L")
         except _DECODE_ERRORS as exc:
             raise ImageError(f"Cannot read the mask {_name(path)}: {_reason(exc)}.") from exc
+
+
+def mask_tensor(grey: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """A greyscale mask as a float32 tensor [1, 1, H, W] of 0s and 1s at `size` = (W, H).
+
+    Resampling is bilinear, and a cell is in the mask when it is at least half white.
+    """
+    if grey.mode != "L":
+        grey = grey.convert("L")
     if grey.size != tuple(size):
         grey = grey.resize(tuple(size), Image.Resampling.BILINEAR)
     mask = np.asarray(grey, dtype=np.uint8) >= 128

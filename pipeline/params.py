@@ -19,7 +19,8 @@ from typing import Any, Literal
 from pipeline.errors import ParamError, shorten
 
 Kind = Literal["float", "int", "bool", "choice", "step_fraction", "step_range", "words", "word_values"]
-Stage = Literal["inversion", "edit"]
+Stage = Literal["inversion", "tuning", "edit"]
+"""Which cached stage a parameter (or named input) changes: the inversion, a method's tuning, or only the edit."""
 # Parameters of these kinds name words of one particular source/target pair.
 PROMPT_BOUND_KINDS = ("words", "word_values")
 

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from pipeline.errors import ImageError, ParamError, ProjectError, PromptError, shorten
-from pipeline.images import load_image, load_mask, working_size
+from pipeline.images import load_image, mask_tensor, read_mask_image, to_tensor, working_size
 from pipeline.methods.base import Method, Prompts, input_specs
 from pipeline.methods.registry import get_method
 from pipeline.params import PROMPT_BOUND_KINDS, canonical_json, param_specs, params_from_dict
@@ -37,7 +37,9 @@ class EditRequest:
     """Everything one edit needs; fields left None are taken from the project, then from defaults.
 
     `inputs` maps a method's named inputs (see its Params' INPUTS) to files; `mask` is shorthand for
-    the "edit_mask" input.
+    the "edit_mask" input. An input not given is taken from the project when it keeps one; an empty
+    path means "without this input" (and the project forgets it when the edit is saved).
+    `input_prompts` describes image inputs (a reference picture's prompt).
     """
 
     target_prompt: str
@@ -49,6 +51,7 @@ class EditRequest:
     params: dict[str, Any] = field(default_factory=dict)
     mask: str | None = None
     inputs: dict[str, str] = field(default_factory=dict)
+    input_prompts: dict[str, str] = field(default_factory=dict)
     output: str | None = None
     seed: int | None = None
     device: str | None = None
@@ -93,6 +96,14 @@ class Job:
     output: Path | None
     masks: dict[str, torch.Tensor]
     """The named mask inputs at working size, [1, 1, H, W] in 0..1, read once here."""
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The named image inputs at working size, [1, 3, H, W] in [-1, 1]."""
+    input_prompts: dict[str, str] = field(default_factory=dict)
+    """The prompt of each image input ("" when none was given)."""
+    input_digests: dict[str, str] = field(default_factory=dict)
+    """What each input the method receives is, hashed: part of the keys of the stages it belongs to."""
+    input_sources: dict[str, Image.Image | None] = field(default_factory=dict)
+    """Each input as read at its own size (what the project keeps); None: the project forgets it."""
     notices: tuple[str, ...] = ()
 
 
@@ -145,18 +156,13 @@ def resolve(request: EditRequest, *, recover: bool = True) -> Job:
     params = params_from_dict(method.Params, inherit_params(settings, method_id, method, request.params))
     stored_model = settings.model.spec if settings is not None and settings.model is not None else None
     size = working_size(*image.size, max_side=max_side)
-    kinds = {spec.name: spec.kind for spec in input_specs(method.Params)}
-    masks = {}
-    for name, path in _inputs(request, method_id, method).items():  # refused now, not after the inversion
-        if kinds[name] == "mask":
-            masks[name] = load_mask(path, size)
-        else:
-            load_image(path)  # no method takes an image input yet; a broken file is still refused here
+    inputs = _read_inputs(request, method_id, method, project, size)
     return Job(
         request=request, project_path=project_path, project=project, image=image, image_sha256=image_sha,
         prompts=Prompts(source or "", request.target_prompt), method_id=method_id, method=method, params=params,
         model_spec=request.model or stored_model or DEFAULT_MODEL, max_side=max_side,
-        size=size, output=output, masks=masks,
+        size=size, output=output, masks=inputs.masks, images=inputs.images, input_prompts=inputs.prompts,
+        input_digests=inputs.digests, input_sources=inputs.sources,
         notices=project.recovered if project is not None else (),
     )
 
@@ -175,18 +181,58 @@ def _project(request: EditRequest, recover: bool) -> tuple[Path, Project | None]
     return path, Project.open(path, recover=recover) if exists else None
 
 
-def _inputs(request: EditRequest, method_id: str, method: Method[Any]) -> dict[str, Path]:
-    """The request's named input files, each one the method declares, and every required one present."""
+@dataclass
+class _ReadInputs:
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, Image.Image | None] = field(default_factory=dict)
+
+
+def _read_inputs(request: EditRequest, method_id: str, method: Method[Any], project: Project | None,
+                 size: tuple[int, int]) -> _ReadInputs:
+    """The method's named inputs, read once and checked now (not after the inversion): each from the
+    request's file, else from the project; every required one present."""
     declared = {spec.name: spec for spec in input_specs(method.Params)}
-    files = {name: Path(path) for name, path in request.input_files().items()}
-    for name in files:
+    files = request.input_files()
+    for name in [*files, *request.input_prompts]:
         if name not in declared:
             known = ", ".join(declared) or "none"
             raise ParamError(f"The method {method_id} takes no input {shorten(name)!r} (it takes: {known}).")
-    for spec in declared.values():
-        if spec.required and spec.name not in files:
-            raise ParamError(f"The method {method_id} needs {spec.label.lower()} ({spec.name}).")
-    return files
+    read = _ReadInputs()
+    for name, spec in declared.items():
+        given = files.get(name)
+        if given == "":
+            read.sources[name] = None
+            source = None
+        elif given is not None:
+            source = load_image(Path(given)) if spec.kind == "image" else read_mask_image(Path(given))
+            read.sources[name] = source
+        else:
+            source = project.input_image(name) if project is not None and name in project.input_names() else None
+        if source is None:
+            if spec.required:
+                raise ParamError(f"The method {method_id} needs {spec.label.lower()} ({spec.name}).")
+            continue
+        if spec.kind == "mask":
+            read.masks[name] = mask_tensor(source, size)
+            read.digests[name] = _digest(read.masks[name])
+        else:
+            stored = project.input_prompt(name) if project is not None and given is None else None
+            prompt = request.input_prompts.get(name, stored or "")
+            read.images[name] = to_tensor(source, size)
+            read.prompts[name] = prompt
+            read.digests[name] = _digest(read.images[name], prompt)
+            if given is None and name in request.input_prompts:
+                read.sources[name] = source  # the stored picture with a new prompt
+    return read
+
+
+def _digest(tensor: torch.Tensor, text: str = "") -> str:
+    h = hashlib.sha256(tensor.contiguous().numpy().tobytes())
+    h.update(text.encode())
+    return h.hexdigest()[:16]
 
 
 def inversion_key(job: Job, model_identity: str, key_params: dict[str, Any], input_digests: dict[str, str]) -> str:
@@ -195,4 +241,13 @@ def inversion_key(job: Job, model_identity: str, key_params: dict[str, Any], inp
             "source_prompt": job.prompts.source, "params": key_params}
     if input_digests:
         data["inputs"] = input_digests
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:32]
+
+
+def tuning_key(inversion_key: str, target_prompt: str | None, key_params: dict[str, Any],
+               input_digests: dict[str, str]) -> str:
+    """The identity of a method's tuning: the inversion it learned from, the target prompt when the
+    method tunes on it, its own parameters and inputs, hashed."""
+    data = {"inversion": inversion_key, "target_prompt": target_prompt, "params": key_params,
+            "inputs": input_digests}
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:32]

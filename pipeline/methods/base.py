@@ -1,7 +1,10 @@
 """The contract every editing method fulfils, so the engine, CLI and GUI need no special cases.
 
-A method has two phases. `invert` is expensive: it turns the photo (and any other inputs its
-inversion needs) into tensors the project stores. `edit` is cheap and repeatable: it samples the
+A method has two phases, and may have a third between them. `invert` is expensive: it turns the
+photo (and any other inputs its inversion needs) into tensors the project stores. `tune`, when a
+method has it, learns what depends on more than the photo and its prompt (the target prompt, a
+reference picture) from the inversion; the project stores that too, under its own key, so a new
+reference or target re-tunes without re-inverting. `edit` is cheap and repeatable: it samples the
 target from those tensors with attention control, as often as the artist likes, and returns an
 `EditOutput`. Everything a front end must render comes from the method's Params class: its
 parameter specs (pipeline.params) and its named inputs (`INPUTS`: masks by purpose, a reference image
@@ -29,8 +32,10 @@ class InputSpec:
     """A named input a method takes besides the photo and its prompts.
 
     kind "mask": a greyscale image, white where it applies, given to the method at latent size as
-    [1, 1, h, w] in 0..1. kind "image": a second picture (a reference), given as its own latent
-    [1, C, h, w] with its prompt. `stage` "inversion" puts the input's content into the inversion key.
+    [1, 1, h, w] of 0s and 1s. kind "image": a second picture (a reference), resized to the photo's
+    working size and given as its latent [1, C, h, w], with its prompt. `stage` "inversion" or
+    "tuning" puts the input's content into that stage's key (and gives it to that stage); every input
+    reaches `edit`.
     """
 
     name: str
@@ -56,10 +61,11 @@ def input_specs(params_type: type) -> tuple[InputSpec, ...]:
     return tuple(getattr(params_type, "INPUTS", ()))
 
 
-def inversion_key_params(params: Any) -> dict[str, Any]:
-    """The JSON-ready values of the parameters whose stage is "inversion": what a stored inversion depends on."""
+def stage_key_params(params: Any, stage: Stage) -> dict[str, Any]:
+    """The JSON-ready values of the parameters of one cached stage ("inversion" or "tuning"): what its
+    stored tensors depend on."""
     return {s.name: to_json_value(s.kind, getattr(params, s.name))
-            for s in param_specs(type(params)) if s.stage == "inversion"}
+            for s in param_specs(type(params)) if s.stage == stage}
 
 
 @dataclass(frozen=True)
@@ -112,5 +118,24 @@ class Method(Protocol, Generic[P]):
         ...
 
     def edit(self, ctx: RunContext, inversion: Tensors, prompts: Prompts, params: P, inputs: Inputs) -> EditOutput:
-        """Sample the target from a stored inversion."""
+        """Sample the target from a stored inversion (with the tuned tensors merged in, for a method that tunes)."""
         ...
+
+
+class TuningMethod(Method[P], Protocol):
+    """A method with a tuning stage between inversion and edit (see the module docstring).
+
+    `tune_on_target` says whether the tuned tensors depend on the target prompt. The tuned tensors'
+    names must differ from the inversion's: `edit` receives both in one dict.
+    """
+
+    tune_on_target: ClassVar[bool]
+
+    def tune(self, ctx: RunContext, inversion: Tensors, prompts: Prompts, params: P, inputs: Inputs) -> Tensors:
+        """Learn from a stored inversion ("latents" holds z*_0..z*_T) and the tuning inputs."""
+        ...
+
+
+def tunes(method: Method[Any]) -> bool:
+    """Whether a method has a tuning stage."""
+    return callable(getattr(method, "tune", None))
