@@ -1,4 +1,4 @@
-"""Where the `demo` model lives: a tiny SD-1.x-architecture model trained by the project.
+"""Where the demo models live: small SD-1.x-architecture models trained by the project.
 
 Retake must run, be tested and be demonstrated without downloading any weights. A model with random
 weights is no denoiser (DDIM inversion does not retrace, text barely matters, the VAE does not
@@ -7,6 +7,9 @@ crude latent diffusion model with Stable Diffusion 1.x's architecture at a fract
 trained briefly on pictures drawn from code (resources/demo_model/README.md says how, and
 resources/demo_model/train.py reproduces it). It ships as a diffusers folder of a few MB and loads
 through the same code as any other diffusers folder.
+
+`demo-tiny` is the first one (resources/demo_model: 64x64 blobs, a few MB): the test suite checks the
+methods' invariants on it because it is the fastest real denoiser we have.
 """
 
 from __future__ import annotations
@@ -16,11 +19,16 @@ from pathlib import Path
 from pipeline.errors import ModelError
 from pipeline.paths import RESOURCES
 
-DEMO_MODEL_DIR = RESOURCES / "demo_model" / "weights"
+DEMO_MODELS: dict[str, Path] = {
+    "demo": RESOURCES / "demo_model" / "weights",
+    "demo-tiny": RESOURCES / "demo_model" / "weights",
+}
+"""The names a model spec may use for a shipped demo model, and their diffusers folders."""
 
 
-def demo_model_dir() -> Path:
-    """The shipped demo model's diffusers folder."""
-    if not (DEMO_MODEL_DIR / "model_index.json").is_file():
-        raise ModelError(f"The demo model is missing from {DEMO_MODEL_DIR}; reinstall Retake.")
-    return DEMO_MODEL_DIR
+def demo_model_dir(name: str = "demo") -> Path:
+    """The diffusers folder of the shipped demo model `name` (a key of DEMO_MODELS)."""
+    folder = DEMO_MODELS[name]
+    if not (folder / "model_index.json").is_file():
+        raise ModelError(f"The demo model {name!r} is missing from {folder}; reinstall Retake.")
+    return folder

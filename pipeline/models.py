@@ -63,7 +63,7 @@ from huggingface_hub.errors import (
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from pipeline.control.processor import install as install_controlled_attention
-from pipeline.demo_model import demo_model_dir
+from pipeline.demo_model import DEMO_MODELS, demo_model_dir
 from pipeline.errors import ModelError, OutOfMemoryError
 from pipeline.paths import RESOURCES
 from pipeline.tokenizer import BPE_FILE, load_clip_tokenizer
@@ -229,7 +229,8 @@ def load_model(
     """Load the Stable Diffusion 1.x model `spec` names, or raise a ModelError saying why not.
 
     spec: a diffusers model folder, a single-file checkpoint, a Hugging Face id found in the local
-        Hugging Face cache, or "demo" (the word wins over a folder called demo: write ./demo).
+        Hugging Face cache, or a shipped demo model's name ("demo", "demo-tiny"; the word wins
+        over a folder of that name: write ./demo).
     device: "cpu", "cuda", "cuda:1", ...; default CUDA when available, else the CPU.
     dtype: sampling precision "fp16", "bf16" or "fp32"; default fp16 on CUDA, fp32 elsewhere.
     allow_download: fetch a Hugging Face id that is not cached (the --allow-download flag).
@@ -343,8 +344,8 @@ def _read_parts(
     """Dispatch on what `spec` is and load the parts in float32 on the CPU."""
     if not spec.strip():
         raise ModelError("No model was given; name a model folder, a checkpoint file, a Hugging Face id or demo.")
-    if spec == DEMO_SPEC:
-        return _read_diffusers_folder(demo_model_dir(), allow_pickle=allow_pickle)
+    if spec in DEMO_MODELS:
+        return _read_diffusers_folder(demo_model_dir(spec), allow_pickle=allow_pickle)
     path = Path(spec).expanduser()
     if path.is_dir():
         return _read_diffusers_folder(path, allow_pickle=allow_pickle)

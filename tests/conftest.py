@@ -31,8 +31,8 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def demo_bundle(cache_dir) -> ModelBundle:
-    """The demo model on the CPU in fp32 (shared: tests must not modify it)."""
-    return load_model("demo", device="cpu", cache_dir=cache_dir)
+    """The tiny demo model on the CPU in fp32 (shared: tests must not modify it)."""
+    return load_model("demo-tiny", device="cpu", cache_dir=cache_dir)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ def demo_request(tmp_path: Path, quick: dict, **kw) -> EditRequest:
     """A quick edit of the demo photo on the CPU into tmp_path/p.retake (parameters `quick` unless `params`
     is given); keyword arguments override fields."""
     fields = dict(target_prompt=TARGET, image=DEMO_PHOTO, source_prompt=SOURCE, project=str(tmp_path / "p.retake"),
-                  params=dict(quick), max_side=64, device="cpu")
+                  params=dict(quick), max_side=64, device="cpu", model="demo-tiny")
     fields.update(kw)
     return EditRequest(**fields)
 
