@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.errors import Cancelled, ImageError, ModelError, OutOfMemoryError, RetakeError, shorten
+from pipeline.errors import Cancelled, ImageError, OutOfMemoryError, RetakeError, shorten
 from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Failed, Notice, Progress, Stage
 from pipeline.files import write_atomically
 from pipeline.images import composite_onto_photo, from_tensor, to_tensor
 from pipeline.methods.base import EditOutput, Inputs, Tensors, input_specs, stage_key_params, tunes
 from pipeline.models import ModelBundle, default_cache_dir, load_model
 from pipeline.params import params_to_dict
+from pipeline.parts import with_parts
 from pipeline.preview import LatentRGB, fit_latent_rgb
 from pipeline.project import ModelRecord, Project
 from pipeline.request import EditRequest, Job, inversion_key, resolve, tuning_key
@@ -91,14 +92,15 @@ class Engine:
             return self._model[1]
 
     def load_model(self, job: Job, emit: Emit) -> ModelBundle:
-        """The job's model, loaded once and kept for the following jobs."""
+        """The job's model with the extra parts its method needs, loaded once and kept for the following jobs."""
         request = job.request
-        bundle = self.preload(job.model_spec, request.device, request.dtype, allow_download=request.allow_download,
-                              allow_pickle=request.allow_pickle, emit=emit)
-        missing = [part for part in job.method.parts if part not in bundle.parts]
-        if missing:
-            raise ModelError(f"The method {job.method_id} needs the model part(s) {', '.join(missing)}, "
-                             f"which {job.model_spec} does not provide.")
+        with self._busy:
+            bundle = self.preload(job.model_spec, request.device, request.dtype, allow_download=request.allow_download,
+                                  allow_pickle=request.allow_pickle, emit=emit)
+            if any(part not in bundle.parts for part in job.method.parts):  # kept with the model once loaded
+                bundle = with_parts(bundle, job.method.parts, allow_download=request.allow_download,
+                                    allow_pickle=request.allow_pickle)
+                self._model = (self._model[0], bundle)
         self._check_prompts(job, bundle, emit)
         return bundle
 
