@@ -423,6 +423,8 @@ _EXPECTED_CLASSES = MappingProxyType(
 
 
 def _read_diffusers_folder(folder: Path, *, allow_pickle: bool) -> _Parts:
+    """The five parts of a diffusers folder. A folder without tokenizer/ files (the demo models ship
+    none) uses SD 1.x's CLIP tokenizer, rebuilt from the shipped BPE file as for a single file."""
     index = _read_model_index(folder)
     _check_pipeline_components(index, folder)
 
@@ -435,8 +437,6 @@ def _read_diffusers_folder(folder: Path, *, allow_pickle: bool) -> _Parts:
     vae_weights = _find_weights(folder, "vae", _DIFFUSERS_STEMS, allow_pickle)
     text_weights = _find_weights(folder, "text_encoder", _TRANSFORMERS_STEMS, allow_pickle)
     tokenizer_files = sorted(p for p in (folder / "tokenizer").glob("*") if p.is_file())
-    if not tokenizer_files:
-        raise ModelError(f"The model folder '{folder}' has no tokenizer files in tokenizer/.")
 
     with _library_errors(f"'{folder}'"):
         unet = UNet2DConditionModel.from_pretrained(
@@ -448,12 +448,14 @@ def _read_diffusers_folder(folder: Path, *, allow_pickle: bool) -> _Parts:
         text_encoder = CLIPTextModel.from_pretrained(
             folder, subfolder="text_encoder", **_weight_kwargs(text_weights), dtype=torch.float32
         )
-        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+        tokenizer = (CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+                     if tokenizer_files else load_clip_tokenizer())
 
     files = {name: folder / name for name in ("model_index.json", *_CONFIG_FILES)}
     for weights in (unet_weights, vae_weights, text_weights):
         files.update({path.relative_to(folder).as_posix(): path for path in weights.files})
-    files.update({path.relative_to(folder).as_posix(): path for path in tokenizer_files})
+    files.update({path.relative_to(folder).as_posix(): path for path in tokenizer_files}
+                 if tokenizer_files else {f"tokenizer/{BPE_FILE.name}": BPE_FILE})
     return _Parts(unet, vae, text_encoder, tokenizer, scheduler_config, files)
 
 

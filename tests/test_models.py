@@ -264,6 +264,12 @@ def _edit_json(file: Path, **changes) -> None:
     file.write_text(json.dumps(data))
 
 
+def _broken_tokenizer(folder):
+    (folder / "tokenizer").mkdir(exist_ok=True)
+    (folder / "tokenizer" / "tokenizer_config.json").write_text('{"tokenizer_class": "CLIPTokenizer"}')
+    (folder / "tokenizer" / "vocab.json").write_text("{ broken")
+
+
 def _truncate(file: Path, size: int) -> None:
     file.write_bytes(file.read_bytes()[:size])
 
@@ -280,7 +286,7 @@ BROKEN_FOLDERS = {
     "no-weights": (lambda f: (f / "vae" / "diffusion_pytorch_model.safetensors").unlink(), "no vae weights"),
     "no-index": (lambda f: (f / "model_index.json").unlink(), "no model_index.json"),
     "bad-json": (lambda f: (f / "unet" / "config.json").write_text("{ broken"), "not a readable JSON config"),
-    "no-tokenizer": (lambda f: shutil.rmtree(f / "tokenizer"), "tokenizer"),
+    "bad-tokenizer": (lambda f: _broken_tokenizer(f), "Could not load"),
     "truncated": (lambda f: _truncate(f / "unet" / "diffusion_pytorch_model.safetensors", 5000), "Could not load"),
 }
 

@@ -36,11 +36,13 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from PIL import Image
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scenes import GROUNDS, OBJECT_COLORS, SKIES, render_scene  # noqa: E402
-from train import DEMO_CAPTION, DEMO_PHOTO, psnr, to_tensor  # noqa: E402
+from train import DEMO_CAPTION, DEMO_PHOTO, psnr, to_tensor  # noqa: E402  (puts the repository on sys.path)
+
+from pipeline.tokenizer import load_clip_tokenizer  # noqa: E402
 
 HELD_OUT_SEED = 777  # never used by train.py's streams (those derive from its --seed)
 STEPS = 20
@@ -51,7 +53,7 @@ class Model:
 
     def __init__(self, folder: Path) -> None:
         f32 = torch.float32
-        self.tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+        self.tokenizer = load_clip_tokenizer()
         self.text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=f32).eval()
         self.vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=f32).eval()
         self.unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=f32).eval()

@@ -40,7 +40,6 @@ import argparse
 import hashlib
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,10 +51,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
+from pipeline.demo_model import save_demo_model  # noqa: E402
 from pipeline.tokenizer import load_clip_tokenizer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -317,17 +317,6 @@ def train_unet(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, latents:
 # --------------------------------------------------------------------------------------------------
 
 
-def save(out: Path, vae: AutoencoderKL, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
-         unet: UNet2DConditionModel, scheduler: DDIMScheduler) -> None:
-    """Write a StableDiffusionPipeline folder in float16 safetensors, replacing `out`."""
-    pipe = StableDiffusionPipeline(vae=vae.half(), text_encoder=text_encoder.half(), tokenizer=tokenizer,
-                                   unet=unet.half(), scheduler=scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    if out.exists():
-        shutil.rmtree(out)
-    pipe.save_pretrained(out, safe_serialization=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder to write (replaced if it exists)")
@@ -388,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
                        args.unet_steps, args.unet_batch, args.unet_lr, args.big_every, not args.frozen_text, device)
     log(f"UNet final loss (mean of the last 10% of 8x8 batches) {final:.4f}")
 
-    save(args.out, vae.cpu(), text_encoder.cpu(), tokenizer, unet.cpu(), scheduler)
+    save_demo_model(args.out, vae=vae.cpu(), text_encoder=text_encoder.cpu(), unet=unet.cpu(), scheduler=scheduler)
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     log(f"wrote {args.out} ({size / 2**20:.1f} MiB) in {time.time() - t0:.0f}s total")
 

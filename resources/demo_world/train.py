@@ -53,11 +53,12 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
 import world  # noqa: E402  (sibling module)
+from pipeline.demo_model import save_demo_model  # noqa: E402
 from pipeline.tokenizer import load_clip_tokenizer  # noqa: E402
 
 CAPTION_DROPOUT = 0.1
@@ -403,14 +404,6 @@ def plot_losses(history: dict, path: Path) -> None:
     img.save(path)
 
 
-def save_pipeline(out: Path, vae, text, tokenizer, unet, scheduler) -> None:
-    """A StableDiffusionPipeline folder in float16 safetensors (written into `out`)."""
-    pipe = StableDiffusionPipeline(vae=vae.half(), text_encoder=text.half(), tokenizer=tokenizer, unet=unet.half(),
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(out, safe_serialization=True)
-
-
 # --------------------------------------------------------------------------------------------------
 
 
@@ -534,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
     save_samples(grids, SAMPLE_CAPTIONS, out / "samples.png")
     log(f"samples.png: {len(SAMPLE_CAPTIONS)} captions x 2 seeds, DDIM {args.sample_steps} steps, guidance 7.5, "
         f"{time.time() - start:.1f}s")
-    save_pipeline(out, vae.cpu(), ema_text.cpu(), tokenizer, ema_unet.cpu(), make_scheduler())
+    save_demo_model(out, vae=vae.cpu(), text_encoder=ema_text.cpu(), unet=ema_unet.cpu(), scheduler=make_scheduler())
     summary = {
         "seed": args.seed, "device": str(device), "size": args.size, "scenes": len(captions),
         "distinct_captions": len(set(captions)), "vae_steps": vae_steps, "unet_steps": unet_steps,
