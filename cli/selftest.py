@@ -1,7 +1,8 @@
 """`retake self-test`: invert, edit, save, reopen and re-edit on the demo model, in a few seconds.
 
 It exits 0 only if every stage worked and the re-edit reused the stored inversion and reproduced the
-first result byte for byte. Later issues add their methods' checks here.
+first result byte for byte, and if the desktop window (offscreen) edited the demo photo too, with a
+preview at every step and a full decode of a scrubbed step. Later issues add their methods' checks here.
 """
 
 from __future__ import annotations
@@ -36,11 +37,21 @@ def self_test(engine: Engine, out: TextIO) -> int:
         same = (isinstance(first, Done) and isinstance(again, Done)
                 and first.image.tobytes() == again.image.tobytes())
         checks.append(("re-edit reproduces the result", same))
+    checks += _window_checks()
     for name, ok in checks:
         out.write(f"{'ok  ' if ok else 'FAIL'} {name}\n")
     passed = all(ok for _, ok in checks)
     out.write("self-test passed\n" if passed else "self-test FAILED\n")
     return 0 if passed else 1
+
+
+def _window_checks() -> list[tuple[str, bool]]:
+    """The same edit through the desktop window (Qt is imported only here)."""
+    try:
+        from cli.selftest_window import window_checks
+    except ImportError as error:  # PySide6 missing or broken: the window cannot be checked
+        return [(f"window: Qt could not be loaded ({error})", False)]
+    return window_checks(DEMO_IMAGE)
 
 
 def _run(engine: Engine, request: EditRequest, out: TextIO) -> Event:

@@ -3,7 +3,9 @@
 A QGraphicsView in image coordinates (one scene unit = one photo pixel, so HiDPI screens only change
 the view's scale). Zoom goes to the cursor, space-drag or the middle button pans. Brush and eraser
 paint into the document's mask live and record one undo step per stroke; the segment tool collects
-positive (left) and negative (right) clicks or a dragged box and asks for a mask.
+positive (left) and negative (right) clicks or a dragged box and asks for a mask. A mask painted on
+a reference picture (a method's reference object mask) switches the canvas to that picture while
+it is the mask being painted; the photo and its result come back with the photo's masks.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Canvas(QGraphicsView):
         self.points: list[tuple[float, float]] = []
         self.labels: list[int] = []
         self._result_pixmap: QPixmap | None = None
+        self._shown: Image.Image | None = None
         self._stroke: dict | None = None
         self._pan_from: QPointF | None = None
         self._space = False
@@ -86,22 +89,38 @@ class Canvas(QGraphicsView):
         doc.imageChanged.connect(self._on_image)
         doc.maskChanged.connect(self._on_mask)
         doc.currentResultChanged.connect(self.refresh_result)
+        doc.referenceChanged.connect(self._on_reference)
 
     # -- document -> view -----------------------------------------------------------------------
+    def picture(self) -> Image.Image | None:
+        """The picture shown and painted on: the photo, or the reference the current mask belongs to."""
+        return self.doc.picture_for(self.mask_name)
+
+    def on_reference(self) -> bool:
+        return self.mask_name in self.doc.mask_pictures
+
     def _on_image(self) -> None:
-        self.clear_clicks()
-        image = self.doc.image
-        self.source_item.setPixmap(to_pixmap(image) if image is not None else QPixmap())
-        self.mask_item.setPixmap(QPixmap())
         self.override = None
+        self._show_picture()
+
+    def _on_reference(self, name: str) -> None:
+        if self.doc.mask_pictures.get(self.mask_name) == name:
+            self._show_picture()
+
+    def _show_picture(self) -> None:
+        self.clear_clicks()
+        picture = self.picture()
+        self._shown = picture
+        self.source_item.setPixmap(to_pixmap(picture) if picture is not None else QPixmap())
+        self.mask_item.setPixmap(QPixmap())
         self.refresh_result()
-        if image is not None:
-            self.scene().setSceneRect(QRectF(0, 0, image.width, image.height))
+        if picture is not None:
+            self.scene().setSceneRect(QRectF(0, 0, picture.width, picture.height))
             self._on_mask(self.mask_name)
             self.fit()
 
     def _on_mask(self, name: str) -> None:
-        if name != self.mask_name or self.doc.image is None:
+        if name != self.mask_name or self.picture() is None:
             return
         mask = self.doc.masks.get(name)
         if mask is None:
@@ -111,10 +130,13 @@ class Canvas(QGraphicsView):
         self.mask_item.setVisible(self.mask_visible)
 
     def set_mask_name(self, name: str) -> None:
-        """Show and paint the mask of another purpose."""
+        """Show and paint the mask of another purpose (on the picture it belongs to)."""
         self.mask_name = name
-        self.clear_clicks()
-        self._on_mask(name)
+        if self.picture() is not self._shown:
+            self._show_picture()
+        else:
+            self.clear_clicks()
+            self._on_mask(name)
 
     def set_mask_visible(self, visible: bool) -> None:
         self.mask_visible = visible
@@ -127,6 +149,8 @@ class Canvas(QGraphicsView):
         if picture is None and entry is not None and entry.path.is_file():
             with Image.open(entry.path) as image:
                 picture = image.convert("RGB")
+        if self.on_reference():
+            picture = None  # results belong to the photo
         self._result_pixmap = to_pixmap(picture) if picture is not None else None
         if self._result_pixmap is not None and self.doc.image is not None:
             scale = self.doc.image.width / self._result_pixmap.width()
@@ -165,7 +189,7 @@ class Canvas(QGraphicsView):
         return self.transform().m11()
 
     def fit(self) -> None:
-        if self.doc.image is not None:
+        if self.picture() is not None:
             self.fitInView(self.source_item, Qt.AspectRatioMode.KeepAspectRatio)
             self.zoomChanged.emit(self.zoom())
 
@@ -270,7 +294,7 @@ class Canvas(QGraphicsView):
         if panning:
             self._pan_from = event.position()
             self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
-        elif self.doc.image is None:
+        elif self.picture() is None:
             pass
         elif self.tool in (Tool.BRUSH, Tool.ERASER) and event.button() == Qt.MouseButton.LeftButton:
             self._begin_stroke(at)

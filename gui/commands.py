@@ -77,3 +77,20 @@ class SetMethod(QUndoCommand):
 
     def undo(self) -> None:
         self.doc.write_method(*self.before)
+
+
+class SetReferenceImage(QUndoCommand):
+    """A new reference picture; the masks painted on the old one go with it (and come back on undo)."""
+
+    def __init__(self, doc: Document, name: str, image: Any) -> None:
+        super().__init__("Load reference")
+        self.doc, self.name = doc, name
+        reference = doc.references.get(name)
+        self.before = (reference.image if reference is not None else None, doc.masks_on(name))
+        self.after = (image, {})
+
+    def redo(self) -> None:
+        self.doc.write_reference_image(self.name, *self.after)
+
+    def undo(self) -> None:
+        self.doc.write_reference_image(self.name, *self.before)

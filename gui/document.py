@@ -18,7 +18,7 @@ from PIL import Image
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
-from gui.commands import MaskEdit, SetMethod, SetValue
+from gui.commands import MaskEdit, SetMethod, SetReferenceImage, SetValue
 from gui.masks import Box, empty_mask
 
 
@@ -43,6 +43,21 @@ class Reference:
     prompt: str = ""
 
 
+def reference_masks(method_id: str) -> dict[str, str]:
+    """The method's masks painted on one of its reference pictures: mask name -> image input name.
+
+    Input specs do not say which picture a mask belongs to, so the GUI follows a naming rule: the
+    mask input named `<image input>_mask` (SpecRef's "reference_mask" for "reference") is the object
+    mask on that picture; every other mask is painted on the photo.
+    """
+    from pipeline.methods.base import input_specs
+    from pipeline.methods.registry import get_method
+
+    specs = input_specs(get_method(method_id).Params)
+    images = [s.name for s in specs if s.kind == "image"]
+    return {s.name: image for s in specs for image in images if s.kind == "mask" and s.name == f"{image}_mask"}
+
+
 def method_defaults(method_id: str) -> dict[str, Any]:
     """The JSON-ready default of every parameter of a method."""
     from pipeline.methods.registry import get_method
@@ -53,7 +68,12 @@ def method_defaults(method_id: str) -> dict[str, Any]:
 
 @dataclass
 class RunState:
-    """What the worker is doing, as the status bar and timeline need it."""
+    """What the worker is doing, as the status bar and timeline need it.
+
+    Every step of the run that sent a preview keeps its cheap picture and its latent (`latents`, for a
+    full VAE decode when the artist scrubs to it); full decodes are kept in `decoded`. `serial` tells
+    one run's steps from the next's; `model` is the model options the run used (a decode needs them).
+    """
 
     running: bool = False
     stage: str = ""
@@ -61,7 +81,11 @@ class RunState:
     total: int = 0
     eta_s: float | None = None
     previews: dict[str, dict[int, Image.Image]] = field(default_factory=dict)
+    latents: dict[str, dict[int, Any]] = field(default_factory=dict)
+    decoded: dict[tuple[str, int], Image.Image] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
+    serial: int = 0
+    model: dict[str, Any] = field(default_factory=dict)
 
 
 class Document(QObject):
@@ -94,6 +118,8 @@ class Document(QObject):
         self.current_result = -1
         self.inversions = 0
         self.run = RunState()
+        self.mask_pictures: dict[str, str] = {}
+        """Masks painted on a reference picture: mask input name -> image input name (others: the photo)."""
 
     # -- whole-document changes (not undoable: opening a project) ---------------------------------
     def reset(self, project_path: Path | None, image: Image.Image | None) -> None:
@@ -114,11 +140,25 @@ class Document(QObject):
         self.undo.setClean()
 
     # -- masks ----------------------------------------------------------------------------------
+    def picture_for(self, mask_name: str) -> Image.Image | None:
+        """The picture mask `mask_name` is painted on: the photo, or the reference it belongs to."""
+        owner = self.mask_pictures.get(mask_name)
+        if owner is None:
+            return self.image
+        reference = self.references.get(owner)
+        return reference.image if reference is not None else None
+
+    def masks_on(self, reference: str) -> dict[str, np.ndarray]:
+        """Copies of the masks painted on one reference picture."""
+        return {name: self.masks[name].copy() for name, owner in self.mask_pictures.items()
+                if owner == reference and name in self.masks}
+
     def mask(self, name: str) -> np.ndarray:
-        """The mask `name` (made empty at image size on first use)."""
+        """The mask `name` (made empty at its picture's size on first use)."""
         if name not in self.masks:
-            assert self.image is not None, "a mask needs an image"
-            self.masks[name] = empty_mask(*self.image.size)
+            picture = self.picture_for(name)
+            assert picture is not None, "a mask needs a picture"
+            self.masks[name] = empty_mask(*picture.size)
         return self.masks[name]
 
     def has_mask(self, name: str) -> bool:
@@ -147,12 +187,33 @@ class Document(QObject):
         self.maskChanged.emit(name)
 
     # -- references -----------------------------------------------------------------------------
-    def set_reference(self, name: str, image: Image.Image | None = None, prompt: str | None = None) -> None:
-        reference = self.references.setdefault(name, Reference())
-        if image is not None:
-            reference.image = image.convert("RGB")
-        if prompt is not None:
-            reference.prompt = prompt
+    def load_reference(self, name: str, image: Image.Image | None, prompt: str = "") -> None:
+        """Set a reference as opened from the project (not an edit)."""
+        self.references[name] = Reference(image.convert("RGB") if image is not None else None, prompt)
+        self.referenceChanged.emit(name)
+
+    def set_reference_image(self, name: str, image: Image.Image) -> None:
+        """A new reference picture as one undoable step (masks painted on the old one are dropped)."""
+        self.undo.push(SetReferenceImage(self, name, image.convert("RGB")))
+
+    def write_reference_image(self, name: str, image: Image.Image | None, masks: dict[str, np.ndarray]) -> None:
+        self.references.setdefault(name, Reference()).image = image
+        for mask_name, owner in self.mask_pictures.items():
+            if owner == name:
+                self.masks.pop(mask_name, None)
+        self.masks.update({mask_name: pixels.copy() for mask_name, pixels in masks.items()})
+        self.referenceChanged.emit(name)
+        for mask_name, owner in self.mask_pictures.items():
+            if owner == name:
+                self.maskChanged.emit(mask_name)
+
+    def set_reference_prompt(self, name: str, text: str) -> None:
+        before = self.references[name].prompt if name in self.references else ""
+        if text != before:
+            self.undo.push(SetValue(self.write_reference_prompt, name, before, text, "Edit reference prompt"))
+
+    def write_reference_prompt(self, name: str, text: str) -> None:
+        self.references.setdefault(name, Reference()).prompt = text
         self.referenceChanged.emit(name)
 
     # -- prompts, method, parameters ------------------------------------------------------------
@@ -187,6 +248,7 @@ class Document(QObject):
         changed = method_id != self.method_id
         self.method_id, self.params = method_id, dict(params)
         if changed:
+            self.mask_pictures = reference_masks(method_id)
             self.methodChanged.emit()
         self.paramsChanged.emit("")
 

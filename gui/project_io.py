@@ -16,7 +16,6 @@ from PIL import Image
 from gui.document import Document, ResultEntry, method_defaults
 
 PROJECT_SUFFIX = ".retake"
-PREVIEWS_PER_RUN = 20
 EXIF_IMAGE_DESCRIPTION = 0x010E
 
 
@@ -77,7 +76,7 @@ def load_document(doc: Document, path: Path, default_steps: int | None = None) -
         if record.kind == "mask" and image is not None:
             doc.load_mask(record.name, np.asarray(image, np.uint8))
         elif image is not None:
-            doc.set_reference(record.name, image, record.prompt or "")
+            doc.load_reference(record.name, image, record.prompt or "")
     doc.set_results(read_results(project), len(project.inversions))
     doc.undo.clear()
     doc.mark_saved()
@@ -114,32 +113,34 @@ def save_document(doc: Document) -> None:
     doc.mark_saved()
 
 
-def preview_cadence(doc: Document) -> int:
-    """Every how many steps a preview comes: about PREVIEWS_PER_RUN per run, because the engine still
-    decodes each preview with the VAE (as costly as a UNet call on SD 1.x at 512 px)."""
-    steps = doc.params.get("steps")
-    return max(1, round(steps / PREVIEWS_PER_RUN)) if isinstance(steps, int) else 1
-
-
 def build_request(doc: Document, options: dict[str, Any], scratch: Path, preview_side: int = 160) -> Any:
-    """The EditRequest of the document as it stands; masks and references go as files in `scratch`."""
+    """The EditRequest of the document as it stands, with a cheap preview at every step.
+
+    Every input the method declares is given as the window shows it: masks and reference pictures as
+    PNG files in `scratch`, with the reference's prompt; an input the document lacks (an unpainted
+    mask, no reference) is given as "" ("without it"), so the run never falls back to one the project
+    stored earlier that the artist has since cleared.
+    """
     from pipeline.methods.base import input_specs
     from pipeline.methods.registry import get_method
     from pipeline.request import EditRequest
 
     assert doc.project_path is not None
     inputs: dict[str, str] = {}
+    prompts: dict[str, str] = {}
     for spec in input_specs(get_method(doc.method_id).Params):
         file = scratch / f"{spec.name}.png"
+        inputs[spec.name] = ""
         if spec.kind == "mask" and doc.has_mask(spec.name):
             Image.fromarray(doc.masks[spec.name], "L").save(file)
             inputs[spec.name] = str(file)
         elif spec.kind == "image" and (ref := doc.references.get(spec.name)) and ref.image is not None:
             ref.image.save(file)
             inputs[spec.name] = str(file)
+            prompts[spec.name] = ref.prompt
     return EditRequest(target_prompt=doc.target_prompt, source_prompt=doc.source_prompt,
                        project=str(doc.project_path), method=doc.method_id, params=dict(doc.params), inputs=inputs,
-                       preview_every=preview_cadence(doc), preview_side=preview_side, **options)
+                       input_prompts=prompts, preview_every=1, preview_side=preview_side, **options)
 
 
 def png_settings(path: Path) -> dict[str, Any] | None:

@@ -202,6 +202,10 @@ class PromptPanel(QWidget):
             words = list(self.doc.params.get(name) or [])
             self.doc.set_param(name, [w for w in words if w != word] if word in words else words + [word])
 
+    def stop_checks(self) -> None:
+        """Drop a pending check (the window is closing)."""
+        self._check_timer.stop()
+
     def check(self) -> None:
         """Warn while typing: words the 77-token window cuts off, or an edit the method refuses."""
         if self.tokenizer is None:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, QStandardPaths
 from PySide6.QtWidgets import (
     QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QSpinBox,
     QWidget,
@@ -20,7 +20,7 @@ RECENT_LIMIT = 10
 DEMO_MAX_SIDE = 256  # the demo model was trained on small pictures; 512 px would take minutes on a CPU
 DEFAULTS: dict[str, Any] = {
     "model": "demo", "device": "auto", "precision": "auto", "sam_checkpoint": "", "default_steps": 50,
-    "max_side": 512, "projects_dir": "", "autosave_minutes": 2,
+    "max_side": 512, "projects_dir": "", "autosave_minutes": 2, "models_dir": "",
 }
 
 
@@ -62,6 +62,23 @@ class AppSettings:
         presets = self.presets(method_id)
         presets.pop(name, None)
         self.store.setValue(f"presets/{method_id}", json.dumps(presets))
+
+    def models_dir(self) -> Path:
+        """The app's own model folder, where imported checkpoints are copied."""
+        chosen = self.get("models_dir")
+        if chosen:
+            return Path(chosen)
+        return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "models"
+
+    def model_folders(self) -> list[str]:
+        """Other programs' model folders the user pointed at (A1111, ComfyUI)."""
+        try:
+            return list(json.loads(str(self.store.value("model_folders", "[]"))))
+        except ValueError:
+            return []
+
+    def set_model_folders(self, folders: list[str]) -> None:
+        self.store.setValue("model_folders", json.dumps(list(dict.fromkeys(folders))))
 
     def request_options(self) -> dict[str, Any]:
         """The EditRequest fields the settings decide ("auto" leaves the engine to choose)."""

@@ -1,8 +1,9 @@
 """The timeline scrubber: the diffusion steps from T (noise, left) to 0 (clean, right).
 
 One row per stage of the run that walks the schedule (an inversion goes 0 -> T, so it is drawn
-right to left; an edit goes T -> 0). Each step that sent a preview shows it as a thumbnail; pressing
-or dragging over a row shows that step on the canvas. Under the rows, the step ranges and step
+right to left; an edit goes T -> 0). Every step sends a cheap preview; as many of them as fit are
+drawn as thumbnails, and pressing or dragging over a row chooses the nearest step (`stepChosen`),
+which the window shows at once and then decodes in full. Under the rows, the step ranges and step
 fractions the method's parameters control are drawn as bands and ticks over the edit's steps;
 dragging a band's edge or a tick changes that parameter (one undoable step per drag).
 """
@@ -33,14 +34,15 @@ def is_inversion_stage(stage: str) -> bool:
 class Timeline(QWidget):
     """Steps of the run with their previews; bands for the method's step parameters."""
 
-    stepChosen = Signal(object)  # a PIL image, or None to go back to the result
+    stepChosen = Signal(str, int)  # a stage and one of its steps that sent a preview
+    resultChosen = Signal()  # back to the result
 
     def __init__(self, doc: Document, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.doc = doc
         self.specs: list[Any] = []
         self._thumbs: dict[tuple[str, int], QPixmap] = {}
-        self._drag: tuple[str, int] | None = None  # (param, which end: 0 start, 1 end, 2 tick)
+        self._drag: tuple[str, int] | None = None  # (param, which: 0 start, 1 end, 2 tick, 3 either end)
         self._scrubbing: str | None = None
         self.chosen: tuple[str, int] | None = None
         self.setMouseTracking(True)
@@ -67,17 +69,33 @@ class Timeline(QWidget):
         return [s for s, total in self.doc.run.totals.items() if total > 1]
 
     def _on_run(self) -> None:
-        for stage, steps in self.doc.run.previews.items():
-            for step, image in steps.items():
-                if (stage, step) not in self._thumbs:
-                    thumb = image.copy()
-                    thumb.thumbnail((ROW_H * 2, ROW_H - 4))
-                    self._thumbs[(stage, step)] = to_pixmap(thumb)
         if not self.doc.run.previews:
             self._thumbs.clear()
             self.chosen = None
         self.updateGeometry()
         self.update()
+
+    def _thumb(self, stage: str, step: int) -> QPixmap:
+        """A step's preview at thumbnail size, made the first time it is drawn."""
+        if (stage, step) not in self._thumbs:
+            thumb = self.doc.run.previews[stage][step].copy()
+            thumb.thumbnail((ROW_H * 2, ROW_H - 4))
+            self._thumbs[(stage, step)] = to_pixmap(thumb)
+        return self._thumbs[(stage, step)]
+
+    def shown_steps(self, stage: str) -> list[int]:
+        """The steps of a row whose thumbnails are drawn: evenly spread, as many as fit side by side
+        (every step still has its preview and can be chosen), the chosen one always among them."""
+        steps = sorted(self.doc.run.previews.get(stage, {}))
+        if not steps:
+            return []
+        thumb_w = max(self._thumb(stage, steps[-1]).width(), 1)
+        fit = max(int(self._strip()[1] // (thumb_w + 2)), 1)
+        shown = set(steps) if len(steps) <= fit else {steps[round(i * (len(steps) - 1) / max(fit - 1, 1))]
+                                                      for i in range(fit)}
+        if self.chosen and self.chosen[0] == stage and self.chosen[1] in steps:
+            shown.add(self.chosen[1])
+        return sorted(shown)
 
     # -- geometry -------------------------------------------------------------------------------
     def _strip(self) -> tuple[float, float]:
@@ -121,16 +139,22 @@ class Timeline(QWidget):
                 colour = ACCENT if step <= done else QColor(90, 90, 95)
                 painter.setPen(QPen(colour, 1))
                 painter.drawLine(QPointF(x, top + ROW_H - 8), QPointF(x, top + ROW_H - 3))
-            for (s, step), thumb in sorted(self._thumbs.items()):
-                if s != stage:
-                    continue
+            chosen = self.chosen[1] if self.chosen and self.chosen[0] == stage else None
+            shown = self.shown_steps(stage)
+            for step in [s for s in shown if s != chosen] + ([chosen] if chosen in shown else []):
+                thumb = self._thumb(stage, step)
                 x = self.x_of(self.step_fraction(stage, step, total)) - thumb.width() / 2
                 x = min(max(x, left), left + width - thumb.width())  # the end steps stay inside the strip
                 painter.drawPixmap(QPointF(x, top + 2), thumb)
-            if self.chosen and self.chosen[0] == stage:
-                x = self.x_of(self.step_fraction(stage, self.chosen[1], total))
+                if step == chosen:  # the chosen step's thumbnail on top, framed
+                    painter.setPen(QPen(ACCENT, 2))
+                    painter.drawRect(QRectF(x, top + 2, thumb.width(), thumb.height()))
+            if chosen is not None:
+                x = self.x_of(self.step_fraction(stage, chosen, total))
                 painter.setPen(QPen(QColor(255, 255, 255), 2))
                 painter.drawLine(QPointF(x, top), QPointF(x, top + ROW_H))
+                painter.drawText(QRectF(PAD, top + ROW_H - 16, LABEL_W - 2 * PAD, 14),
+                                 Qt.AlignmentFlag.AlignLeft, f"step {chosen}/{total}")
         top = self._lanes_top()
         for i, spec in enumerate(self.specs):
             y = top + i * LANE_H
@@ -161,7 +185,10 @@ class Timeline(QWidget):
         if spec.kind == "step_fraction":
             return spec.name, 2
         x0, x1 = self.x_of(float(value[0])), self.x_of(float(value[1]))
-        if abs(pos.x() - x0) <= EDGE_GRAB_PX or abs(pos.x() - x1) <= EDGE_GRAB_PX:
+        near0, near1 = abs(pos.x() - x0) <= EDGE_GRAB_PX, abs(pos.x() - x1) <= EDGE_GRAB_PX
+        if near0 and near1 and abs(x1 - x0) < 1:
+            return spec.name, 3  # the ends coincide: the drag's direction picks one
+        if near0 or near1:
             return spec.name, 0 if abs(pos.x() - x0) < abs(pos.x() - x1) else 1
         return None
 
@@ -181,22 +208,40 @@ class Timeline(QWidget):
         self.doc.set_param(name, [start, stop])
 
     def scrub(self, stage: str, fraction: float) -> None:
-        """Show the step of `stage` nearest to `fraction` of the strip that has a preview."""
+        """Choose the step of `stage` nearest to `fraction` of the strip that has a preview."""
         steps = self.doc.run.previews.get(stage, {})
         total = self.doc.run.totals.get(stage, 0)
         if not steps or not total:
             return
-        step = min(steps, key=lambda s: abs(self.step_fraction(stage, s, total) - fraction))
-        self.chosen = (stage, step)
+        self.choose(stage, min(steps, key=lambda s: abs(self.step_fraction(stage, s, total) - fraction)))
+
+    def choose(self, stage: str, step: int) -> None:
+        if self.chosen != (stage, step):
+            self.chosen = (stage, step)
+            self.update()
+            self.stepChosen.emit(stage, step)
+
+    def step_by(self, delta: int) -> None:
+        """The next (+1) or previous (-1) step in the order the run made them, across rows; from the
+        result, the run's last step."""
+        order = [(stage, step) for stage in self.stages() for step in sorted(self.doc.run.previews.get(stage, {}))]
+        if not order:
+            return
+        at = order.index(self.chosen) if self.chosen in order else len(order)
+        self.choose(*order[min(max(at + delta, 0), len(order) - 1)])
+
+    def back_to_result(self) -> None:
+        self.chosen = None
         self.update()
-        self.stepChosen.emit(steps[step])
+        self.resultChosen.emit()
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
         pos = event.position()
         band = self._hit_band(pos)
         if band is not None:
             self._drag = band
-            self.drag_band(band[0], band[1], self.fraction_at(pos.x()))
+            if band[1] != 3:
+                self.drag_band(band[0], band[1], self.fraction_at(pos.x()))
         elif (stage := self._stage_at(pos)) is not None:
             self._scrubbing = stage
             self.scrub(stage, self.fraction_at(pos.x()))
@@ -204,7 +249,12 @@ class Timeline(QWidget):
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         pos = event.position()
         if self._drag is not None:
-            self.drag_band(self._drag[0], self._drag[1], self.fraction_at(pos.x()))
+            name, end = self._drag
+            fraction = self.fraction_at(pos.x())
+            if end == 3:
+                end = 0 if fraction < float(self.doc.params[name][0]) else 1
+                self._drag = (name, end)
+            self.drag_band(name, end, fraction)
         elif self._scrubbing is not None:
             self.scrub(self._scrubbing, self.fraction_at(pos.x()))
         else:
@@ -216,6 +266,4 @@ class Timeline(QWidget):
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
         """Back to the result."""
-        self.chosen = None
-        self.update()
-        self.stepChosen.emit(None)
+        self.back_to_result()

@@ -95,6 +95,17 @@ class ToolPanel(QWidget):
         self.purpose.blockSignals(False)
         self._on_purpose()
 
+    def choose_purpose(self, name: str) -> None:
+        """Paint mask `name` (the canvas shows the picture it belongs to)."""
+        index = self.purpose.findData(name)
+        if index >= 0:
+            self.purpose.setCurrentIndex(index)
+
+    def next_purpose(self) -> None:
+        """The method's next mask, round the list."""
+        if self.purpose.count():
+            self.purpose.setCurrentIndex((self.purpose.currentIndex() + 1) % self.purpose.count())
+
     def _on_purpose(self) -> None:
         name = self.purpose.currentData()
         if name:

@@ -26,6 +26,7 @@ from gui.canvas import Canvas, Tool
 from gui.document import Document
 from gui.history import HistoryPanel
 from gui.method_form import MethodPanel
+from gui.models_dialog import ModelsDialog
 from gui.prompts import PromptPanel
 from gui.qimage import from_qimage
 from gui.reference import ReferencePanel
@@ -36,6 +37,23 @@ from gui.worker import EngineClient, EngineFactory, SegmentClient, real_engine
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 BRUSH_STEP = 1.25
+DECODES_KEPT = 64  # full decodes of timeline steps kept per run (at 512 px, 0.75 MB each)
+
+
+STANDARD_FALLBACKS = {  # where the platform binds no key to a standard action (Qt's offscreen platform)
+    QKeySequence.StandardKey.New: "Ctrl+N", QKeySequence.StandardKey.Open: "Ctrl+O",
+    QKeySequence.StandardKey.Save: "Ctrl+S", QKeySequence.StandardKey.SaveAs: "Ctrl+Shift+S",
+    QKeySequence.StandardKey.Quit: "Ctrl+Q", QKeySequence.StandardKey.Undo: "Ctrl+Z",
+    QKeySequence.StandardKey.Redo: "Ctrl+Shift+Z", QKeySequence.StandardKey.Paste: "Ctrl+V",
+    QKeySequence.StandardKey.ZoomIn: "Ctrl++", QKeySequence.StandardKey.ZoomOut: "Ctrl+-",
+}
+
+
+def key_sequences(shortcut: str | QKeySequence.StandardKey) -> list[QKeySequence]:
+    """The keys of a shortcut: the platform's for a standard action (a fallback where it has none)."""
+    if isinstance(shortcut, QKeySequence.StandardKey):
+        return QKeySequence.keyBindings(shortcut) or [QKeySequence(STANDARD_FALLBACKS[shortcut])]
+    return [QKeySequence(shortcut)]
 
 
 def sam_factory(settings: AppSettings) -> Callable[[], Any]:
@@ -91,6 +109,9 @@ class MainWindow(QMainWindow):
         self.model_state = "waiting for the engine"
         self._run_started = 0.0
         self.first_preview_s: float | None = None
+        self._decode_asked: dict[tuple, float] = {}
+        self.models_dialog: ModelsDialog | None = None
+        self.decode_latencies_s: list[float] = []  # from choosing a step to its full decode on screen
         self.setAcceptDrops(True)
         self.resize(1400, 900)
 
@@ -134,16 +155,21 @@ class MainWindow(QMainWindow):
         self.engine.status.connect(self._on_status)
         self.engine.modelState.connect(self._on_model_state)
         self.engine.busyChanged.connect(self._on_busy)
+        self.reference.problem.connect(self.message.show_message)
         self.canvas.segmentRequested.connect(self._segment)
         self.segmenter.masked.connect(self._on_segment_mask)
         self.segmenter.unavailable.connect(self.tools.show_segment_note)
-        self.timeline.stepChosen.connect(self.canvas.show_step)
+        self.timeline.stepChosen.connect(self.show_step)
+        self.timeline.resultChosen.connect(self.show_result)
+        self.engine.decoded.connect(self._on_decoded)
+        self.reference.paintMaskRequested.connect(self._paint_reference_mask)
         self.autosave_timer = QTimer(self)
         self.autosave_timer.timeout.connect(self.autosave_now)
         self._apply_settings()
         self._restore_layout()
         self._update_title()
         self._on_busy(False)
+        self.actions["models"].setEnabled(False)  # it lists the Hugging Face cache through the pipeline
 
     # -- construction ---------------------------------------------------------------------------
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea, scroll: bool = False) -> QDockWidget:
@@ -158,11 +184,12 @@ class MainWindow(QMainWindow):
         self.addDockWidget(area, dock)
         return dock
 
-    def _action(self, name: str, text: str, slot: Callable[[], Any], shortcut: str | QKeySequence | None = None,
-                checkable: bool = False, tip: str = "") -> QAction:
+    def _action(self, name: str, text: str, slot: Callable[[], Any],
+                shortcut: str | QKeySequence.StandardKey | None = None, checkable: bool = False,
+                tip: str = "") -> QAction:
         action = QAction(text, self)
         if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
+            action.setShortcuts(key_sequences(shortcut))
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
         action.setCheckable(checkable)
         action.setToolTip(tip or text)
@@ -183,13 +210,19 @@ class MainWindow(QMainWindow):
         a("settings", "Se&ttings…", self.open_settings, "Ctrl+,")
         a("quit", "&Quit", self.close, k.Quit)
         undo = self.doc.undo.createUndoAction(self, "&Undo")
-        undo.setShortcut(QKeySequence(k.Undo))
+        undo.setShortcuts(key_sequences(k.Undo))
         redo = self.doc.undo.createRedoAction(self, "&Redo")
-        redo.setShortcuts([QKeySequence(k.Redo), QKeySequence("Ctrl+Shift+Z")])
+        redo_keys = key_sequences(k.Redo)
+        if QKeySequence("Ctrl+Shift+Z") not in redo_keys:  # the other platforms' redo, on every platform
+            redo_keys.append(QKeySequence("Ctrl+Shift+Z"))
+        redo.setShortcuts(redo_keys)
         for name, action in (("undo", undo), ("redo", redo)):
             self.addAction(action)
             self.actions[name] = action
         a("paste", "&Paste image as new project", self.paste_image, k.Paste)
+        a("reference_load", "Load &reference image…", lambda: self.reference.choose_file(), "Ctrl+Shift+R")
+        a("reference_paste", "Paste reference image", lambda: self.reference.paste(), "Ctrl+Shift+V")
+        a("models", "&Models…", self.open_models, "Ctrl+M")
         a("fit", "&Fit to window", self.canvas.fit, "F")
         a("actual", "&100%", self.canvas.actual_size, "Ctrl+1")
         a("zoom_in", "Zoom &in", lambda: self.canvas.zoom_by(1.25), k.ZoomIn)
@@ -206,6 +239,15 @@ class MainWindow(QMainWindow):
         a("mask_invert", "Invert", lambda: self._mask_op("invert"), "Ctrl+I", tip="Invert the mask")
         a("segment_clear", "Clear clicks", self.canvas.clear_clicks, "Shift+S",
           tip="Forget the segment clicks and box (the mask stays)")
+        a("softer", "Softer brush", lambda: self.canvas.set_hardness(self.canvas.hardness - 0.1), "{")
+        a("harder", "Harder brush", lambda: self.canvas.set_hardness(self.canvas.hardness + 0.1), "}")
+        a("next_mask", "&Next mask", lambda: self.tools.next_purpose(), "N",
+          tip="Paint the method's next mask (a reference's mask is painted on the reference)")
+        a("step_prev", "&Previous step", lambda: self.timeline.step_by(-1), ",",
+          tip="Show the previous step of the run on the canvas")
+        a("step_next", "N&ext step", lambda: self.timeline.step_by(1), ".",
+          tip="Show the next step of the run on the canvas")
+        a("show_result", "Back to the &result", lambda: self.timeline.back_to_result(), "R")
         a("run", "&Run edit", self.run_edit, "Ctrl+Return", tip="Invert (once) and edit (Ctrl+Enter)")
         a("cancel", "&Cancel", self.cancel_run, "Esc", tip="Stop the run (Esc)")
         a("shortcuts", "&Keyboard shortcuts", self.show_shortcuts, "F1")
@@ -215,12 +257,14 @@ class MainWindow(QMainWindow):
     def _make_menus(self) -> None:
         bar = self.menuBar()
         menus = {
-            "&File": ["new", "open", "recent", "save", "save_as", None, "export", "load_png", None, "settings", None,
-                      "quit"],
-            "&Edit": ["undo", "redo", None, "paste"],
-            "&View": ["fit", "actual", "zoom_in", "zoom_out", None, "compare", "show_mask"],
+            "&File": ["new", "open", "recent", "save", "save_as", None, "export", "load_png", None, "models",
+                      "settings", None, "quit"],
+            "&Edit": ["undo", "redo", None, "paste", None, "reference_load", "reference_paste"],
+            "&View": ["fit", "actual", "zoom_in", "zoom_out", None, "compare", "show_mask", None, "step_prev",
+                      "step_next", "show_result"],
             "&Tools": ["tool_brush", "tool_eraser", "tool_segment", "tool_pan", None, "brush_bigger",
-                       "brush_smaller", None, "mask_fill", "mask_clear", "mask_invert", "segment_clear"],
+                       "brush_smaller", "softer", "harder", None, "next_mask", "mask_fill", "mask_clear",
+                       "mask_invert", "segment_clear"],
             "&Run": ["run", "cancel"],
             "&Help": ["shortcuts", "about"],
         }
@@ -236,8 +280,12 @@ class MainWindow(QMainWindow):
                     menu.addAction(self.actions[name])
             if title == "&View":
                 menu.addSeparator()
-                for dock in self.docks.values():
-                    menu.addAction(dock.toggleViewAction())
+                for number, (name, dock) in enumerate(self.docks.items(), start=1):
+                    toggle = dock.toggleViewAction()
+                    toggle.setText(f"{dock.windowTitle()} panel")
+                    toggle.setShortcut(QKeySequence(f"Alt+{number}"))
+                    menu.addAction(toggle)
+                    self.actions[f"panel_{name}"] = toggle
         toolbar = self.addToolBar("Main")
         toolbar.setObjectName("toolbar-main")
         for name in ("new", "open", "save", None, "undo", "redo", None, "tool_brush", "tool_eraser", "tool_segment",
@@ -280,7 +328,24 @@ class MainWindow(QMainWindow):
         if SettingsDialog(self.settings, self).exec():
             self._apply_settings()
             if self.settings.request_options() != before:
-                self.engine.preload(self.settings.request_options(), self._scratch.name)
+                self.engine.preload(self.settings.request_options())
+
+    def open_models(self) -> ModelsDialog:
+        """The model manager (non-modal): choosing a model there loads it."""
+        if self.models_dialog is None:
+            self.models_dialog = ModelsDialog(self.settings, self)
+            self.models_dialog.chosen.connect(self.use_model)
+        else:
+            self.models_dialog.refresh()
+        self.models_dialog.show()
+        self.models_dialog.raise_()
+        return self.models_dialog
+
+    def use_model(self, spec: str, download: bool = False) -> None:
+        """Make `spec` the model and load it now (`download`: fetch a Hugging Face id first)."""
+        self.settings.set("model", spec)
+        self._update_model_status()
+        self.engine.preload(self.settings.request_options(), download)
 
     def _restore_layout(self) -> None:
         geometry = self.settings.store.value("window/geometry")
@@ -298,11 +363,12 @@ class MainWindow(QMainWindow):
     def _on_ready(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self.status_engine.setText("Engine: ready")
+        self.actions["models"].setEnabled(True)
         self.method.set_ready()
         self.prompts.set_tokenizer(tokenizer)
         for panel in (self.timeline, self.reference, self.tools):
             panel.set_ready()
-        self.engine.preload(self.settings.request_options(), self._scratch.name)
+        self.engine.preload(self.settings.request_options())
         pending, self._pending = self._pending, []
         for path in pending:
             self.open_path(path)
@@ -322,7 +388,8 @@ class MainWindow(QMainWindow):
             self.message.show_message(details)
 
     def _update_model_status(self) -> None:
-        self.status_model.setText(f"Model: {self.settings.get('model')} ({self.model_state})")
+        self.status_model.setText(f"Model: {Path(self.settings.get('model')).name or 'demo'} ({self.model_state})")
+        self.status_model.setToolTip(self.settings.get("model"))
 
     def _update_inversion(self) -> None:
         n = self.doc.inversions
@@ -504,7 +571,7 @@ class MainWindow(QMainWindow):
         self.tools.show_mask.setChecked(visible)
 
     def _mask_op(self, op: str) -> None:
-        if self.doc.image is None:
+        if self.canvas.picture() is None:
             return
         name = self.canvas.mask_name
         mask = self.doc.mask(name)
@@ -513,15 +580,22 @@ class MainWindow(QMainWindow):
         self.doc.replace_mask(name, new, op.capitalize() + " mask")
 
     def _segment(self, points: list, labels: list, box: Any) -> None:
-        if self.doc.image is not None:
+        if (picture := self.canvas.picture()) is not None:
             self.status_stage.setText("Segmenting…")
-            self.segmenter.predict(self.doc.image, points, labels, box)
+            self.segmenter.predict(picture, points, labels, box)
 
     def _on_segment_mask(self, mask: Any) -> None:
         self.tools.show_segment_note("")
         self.status_stage.setText("")
-        if self.doc.image is not None and mask.shape == (self.doc.image.height, self.doc.image.width):
+        picture = self.canvas.picture()
+        if picture is not None and mask.shape == (picture.height, picture.width):
             self.canvas.apply_segment(mask)
+
+    # -- the method's inputs --------------------------------------------------------------------
+    def _paint_reference_mask(self, mask_name: str) -> None:
+        """Paint the reference's object mask: the canvas switches to the reference picture."""
+        self.tools.choose_purpose(mask_name)
+        self.docks["tools"].raise_()
 
     # -- runs -----------------------------------------------------------------------------------
     def run_edit(self) -> bool:
@@ -534,7 +608,10 @@ class MainWindow(QMainWindow):
         self.message.hide()
         options = self.settings.request_options()
         request = project_io.build_request(self.doc, options, Path(self._scratch.name))
-        self.doc.update_run(running=True, stage="", step=0, total=0, eta_s=None, previews={}, totals={})
+        self.timeline.back_to_result()
+        self.doc.update_run(running=True, stage="", step=0, total=0, eta_s=None, previews={}, latents={},
+                            decoded={}, totals={}, serial=self.doc.run.serial + 1, model=options)
+        self._decode_asked.clear()
         self._run_started = time.monotonic()
         self.first_preview_s = None
         return self.engine.submit(request)
@@ -570,9 +647,11 @@ class MainWindow(QMainWindow):
             if self.first_preview_s is None:
                 self.first_preview_s = time.monotonic() - self._run_started
             run.previews.setdefault(event.stage, {})[event.step] = event.image
+            run.latents.setdefault(event.stage, {})[event.step] = event.latent
             run.totals.setdefault(event.stage, event.total)
             self.doc.update_run()
-            self.canvas.show_step(event.image)
+            if self.timeline.chosen is None:  # follow the run unless the artist chose a step
+                self.canvas.show_step(event.image)
         elif isinstance(event, Notice):
             self.message.show_message(event.message, error=False)
 
@@ -580,7 +659,7 @@ class MainWindow(QMainWindow):
         from pipeline.events import CancelledEvent, Done, Failed
 
         self.doc.update_run(running=False)
-        self.canvas.show_step(None)
+        self.timeline.back_to_result()
         if isinstance(final, Done):
             self.model_state = "loaded"
             self._update_model_status()
@@ -596,6 +675,37 @@ class MainWindow(QMainWindow):
             project_io.refresh_results(self.doc)
             self.status_stage.setText("The run failed.")
             self.message.show_message(final.message)
+
+    # -- timeline steps -------------------------------------------------------------------------
+    def show_step(self, stage: str, step: int) -> None:
+        """Show a step of the run: its cheap preview at once, then its full VAE decode, made on the
+        worker thread (during a run, once the run has ended) unless it was made before."""
+        run = self.doc.run
+        preview = run.previews.get(stage, {}).get(step)
+        if preview is None:
+            return
+        full = run.decoded.get((stage, step))
+        self.canvas.show_step(full or preview)
+        if full is None:
+            key = (run.serial, stage, step)
+            self._decode_asked[key] = time.monotonic()
+            self.engine.decode(key, run.model, run.latents.get(stage, {}).get(step))
+
+    def show_result(self) -> None:
+        self.canvas.show_step(None)
+
+    def _on_decoded(self, key: tuple, image: Any) -> None:
+        serial, stage, step = key
+        run = self.doc.run
+        if serial != run.serial:
+            return  # a step of an earlier run
+        run.decoded[(stage, step)] = image
+        while len(run.decoded) > DECODES_KEPT:
+            run.decoded.pop(next(iter(run.decoded)))
+        if self.timeline.chosen == (stage, step):
+            self.canvas.show_step(image)
+            if (asked := self._decode_asked.pop(key, None)) is not None:
+                self.decode_latencies_s.append(time.monotonic() - asked)
 
     # -- help -----------------------------------------------------------------------------------
     def shortcut_table(self) -> list[tuple[str, str]]:
@@ -629,6 +739,10 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self._save_layout()
+        self.autosave_timer.stop()
+        self.prompts.stop_checks()
+        if self.models_dialog is not None:
+            self.models_dialog.shutdown()
         self.engine.shutdown()
         self.segmenter.shutdown()
         self._scratch.cleanup()

@@ -4,15 +4,17 @@ As in superqt's thread workers and krita-ai-diffusion's Client, the computing co
 Python (pipeline.engine) and the worker only turns its events into Qt signals, which Qt queues
 onto the UI thread. The UI thread never runs torch: even importing the pipeline (torch, diffusers,
 several seconds) happens here, so the window is usable at once and learns when the engine is ready.
-The engine keeps its model loaded between runs, so a re-edit costs only the edit.
+The engine keeps its model loaded between runs, so a re-edit costs only the edit. Full decodes of
+timeline steps run here too; while the artist drags the scrubber only the newest one asked for is
+decoded (`Latest`), and during a run they wait for it to end (the engine runs one thing at a time).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -27,25 +29,41 @@ def real_engine() -> Any:
     return Engine()
 
 
-def device_summary() -> dict[str, str]:
-    """Device and GPU memory as the status bar shows them (called on the worker thread)."""
+def device_summary(device: Any = None) -> dict[str, str]:
+    """The device (the loaded model's, else the default one) and GPU memory as the status bar shows
+    them (called on the worker thread)."""
     import torch
 
-    if not torch.cuda.is_available():
-        return {"device": "CPU", "memory": "GPU memory: n/a"}
-    used = torch.cuda.memory_allocated() / 2**30
-    total = torch.cuda.get_device_properties(0).total_memory / 2**30
-    return {"device": torch.cuda.get_device_name(0), "memory": f"GPU memory: {used:.1f} / {total:.0f} GiB"}
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cuda":
+        return {"device": device.type.upper(), "memory": "GPU memory: n/a"}
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    used = torch.cuda.memory_allocated(index) / 2**30
+    total = torch.cuda.get_device_properties(index).total_memory / 2**30
+    return {"device": f"{torch.cuda.get_device_name(index)} (cuda:{index})",
+            "memory": f"GPU memory: {used:.1f} / {total:.0f} GiB"}
 
 
-def preload_request(options: dict[str, Any], scratch: str) -> Any:
-    """A request on the bundled demo photo whose only use is to load the model through the engine's
-    own stages (resolve, load_model) before the first edit; nothing is written."""
-    from pipeline.paths import RESOURCES
-    from pipeline.request import EditRequest
+def model_key(options: dict[str, Any]) -> tuple:
+    """What decides which model the engine holds: the model, device and precision options."""
+    return options.get("model"), options.get("device"), options.get("dtype")
 
-    return EditRequest(target_prompt="a photo", source_prompt="a photo", image=str(RESOURCES / "demo" / "house.png"),
-                       project=str(Path(scratch) / "preload.retake"), **options)
+
+class Latest:
+    """The newest value put in, taken once (a thread-safe slot of one): older ones are dropped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: Any = None
+
+    def put(self, value: Any) -> None:
+        with self._lock:
+            self._value = value
+
+    def take(self) -> Any:
+        with self._lock:
+            value, self._value = self._value, None
+            return value
 
 
 class EngineWorker(QObject):
@@ -57,11 +75,14 @@ class EngineWorker(QObject):
     finished = Signal(object)
     status = Signal(dict)
     modelState = Signal(str, str)  # state, details
+    decoded = Signal(object, object)  # the key it was asked under, the picture
 
-    def __init__(self, engine_factory: EngineFactory) -> None:
+    def __init__(self, engine_factory: EngineFactory, decodes: Latest) -> None:
         super().__init__()
         self._factory = engine_factory
         self._engine: Any = None
+        self._decodes = decodes
+        self._loaded: tuple | None = None  # the model_key of the model the engine holds
 
     @Slot()
     def start_up(self) -> None:
@@ -77,15 +98,19 @@ class EngineWorker(QObject):
             self.loadFailed.emit(f"The engine could not start ({type(error).__name__}: {error}).\n\n"
                                  + traceback.format_exc())
 
-    @Slot(object, str)
-    def preload(self, options: dict, scratch: str) -> None:
-        """Load the model now, so the first edit does not wait for it (and the window says so)."""
+    @Slot(object, bool)
+    def preload(self, options: dict, download: bool) -> None:
+        """Load the model now (Engine.preload), so the first edit does not wait for it; `download`
+        fetches a Hugging Face id first (only when the artist asked for it)."""
         from pipeline.errors import RetakeError
 
-        self.modelState.emit("loading…", "")
+        self.modelState.emit("downloading…" if download else "loading…", "")
+        self._loaded = None
+        model, device, dtype = model_key(options)
         try:
-            job = self._engine.resolve(preload_request(options, scratch))
-            self._engine.load_model(job, lambda _event: None)
+            if download:
+                self._engine.preload(model, device, dtype, allow_download=True)
+            bundle = self._engine.preload(model, device, dtype)
         except RetakeError as error:
             self.modelState.emit("not loaded", str(error))
             return
@@ -93,14 +118,40 @@ class EngineWorker(QObject):
             log.exception("model preload failed")
             self.modelState.emit("not loaded", f"The model could not be loaded ({type(error).__name__}: {error}).")
             return
-        self.status.emit(device_summary())
+        self._loaded = model_key(options)
+        self.status.emit(device_summary(getattr(bundle, "device", None)))
         self.modelState.emit("loaded", "")
 
     @Slot(object, object)
     def run(self, request: Any, cancel: Any) -> None:
-        final = self._engine.run(request, self.event.emit, cancel)
-        self.status.emit(device_summary())
+        from pipeline.events import Progress, Stage
+
+        options = {"model": request.model, "device": request.device, "dtype": request.dtype}
+
+        def emit(event: Any) -> None:
+            if isinstance(event, Progress) and event.stage == Stage.LOADING_MODEL:
+                self._loaded = model_key(options) if event.step == event.total else None
+            self.event.emit(event)
+
+        final = self._engine.run(request, emit, cancel)
+        self.status.emit(device_summary(request.device))
         self.finished.emit(final)
+
+    @Slot()
+    def decode(self) -> None:
+        """Decode the newest step asked for in full, with the model the engine holds; a step of a run
+        made with another model is left as its preview (the model is not reloaded for it)."""
+        wanted = self._decodes.take()
+        if wanted is None:
+            return
+        key, options, latent = wanted
+        if self._loaded != model_key(options):
+            return
+        try:
+            bundle = self._engine.preload(*model_key(options))
+            self.decoded.emit(key, self._engine.decode(bundle, latent))
+        except Exception:  # noqa: BLE001 - the preview stays on screen; the log keeps the reason
+            log.exception("full decode of a step failed")
 
 
 class EngineClient(QObject):
@@ -113,9 +164,11 @@ class EngineClient(QObject):
     status = Signal(dict)
     modelState = Signal(str, str)
     busyChanged = Signal(bool)
+    decoded = Signal(object, object)
     _startUp = Signal()
     _run = Signal(object, object)
-    _preload = Signal(object, str)
+    _preload = Signal(object, bool)
+    _decode = Signal()
 
     def __init__(self, engine_factory: EngineFactory = real_engine, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -124,11 +177,14 @@ class EngineClient(QObject):
         self._cancel: Any = None
         self._thread = QThread()
         self._thread.setObjectName("retake-engine")
-        self._worker = EngineWorker(engine_factory)
+        self._decodes = Latest()
+        self._worker = EngineWorker(engine_factory, self._decodes)
         self._worker.moveToThread(self._thread)
         self._startUp.connect(self._worker.start_up)
         self._run.connect(self._worker.run)
         self._preload.connect(self._worker.preload)
+        self._decode.connect(self._worker.decode)
+        self._worker.decoded.connect(self.decoded)
         self._worker.modelState.connect(self.modelState)
         self._worker.ready.connect(self._on_ready)
         self._worker.loadFailed.connect(self.loadFailed)
@@ -149,10 +205,17 @@ class EngineClient(QObject):
         self._run.emit(request, self._cancel)
         return True
 
-    def preload(self, options: dict[str, Any], scratch: str) -> None:
-        """Load the model in the background (queued behind any run)."""
+    def preload(self, options: dict[str, Any], download: bool = False) -> None:
+        """Load the model in the background (queued behind any run); `download` fetches it first."""
         if self.is_ready:
-            self._preload.emit(options, scratch)
+            self._preload.emit(dict(options), download)
+
+    def decode(self, key: Any, options: dict[str, Any], latent: Any) -> None:
+        """Ask for a full decode of a step's latent; `decoded` answers with `key`. Only the newest
+        request still waiting is decoded."""
+        if self.is_ready and latent is not None:
+            self._decodes.put((key, dict(options), latent))
+            self._decode.emit()
 
     def cancel(self) -> None:
         """Ask the run to stop; it does before its next UNet call (the token is thread-safe)."""

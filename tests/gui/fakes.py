@@ -1,8 +1,10 @@
 """Stand-ins for the engine and for Segment Anything, for driving the window like a user.
 
 FakeEngine follows krita-ai-diffusion's MockClient: it speaks the real event protocol (Progress,
-Preview, Done, Failed, CancelledEvent), honours the CancelToken between steps, and writes real
-inversions and results into the real project, so reopening and re-editing behave as with the engine.
+Preview with its latent, Done, Failed, CancelledEvent), honours the CancelToken between steps, and
+writes real inversions and results into the real project, so reopening and re-editing behave as with
+the engine. Its full decode of a step is a flat picture whose red level is the step's latent value
+times 5, so a test can tell which step was decoded.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import json
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.errors import Cancelled
+from pipeline.errors import Cancelled, ModelError
 from pipeline.events import CancelledEvent, Done, Failed, Preview, Progress
 from pipeline.project import ModelRecord, Project
 
@@ -32,14 +35,22 @@ class FakeEngine:
         self.requests: list = []
         self.inversions_made = 0
         self.started = threading.Event()
-        self.preloaded = None
+        self.preloads: list = []  # (model, device, dtype, allow_download) of every Engine.preload
+        self.decodes: list = []  # the latent values decoded in full
+        self.decode_delay = 0.0
+        self.missing_models: set[str] = set()
 
-    def resolve(self, request):
-        return request
+    def preload(self, model_spec, device=None, dtype=None, *, allow_download=False, allow_pickle=False, emit=None):
+        self.preloads.append((model_spec, device, dtype, allow_download))
+        if model_spec in self.missing_models:
+            raise ModelError(f"There is no model at '{model_spec}': no such file or folder.")
+        return SimpleNamespace(device="cpu")
 
-    def load_model(self, job, emit):
-        self.preloaded = job.model
-        return None
+    def decode(self, bundle, latent):
+        time.sleep(self.decode_delay)
+        value = float(latent.flatten()[0])
+        self.decodes.append(value)
+        return Image.new("RGB", (128, 96), (int(value * 5), 0, 0))
 
     def run(self, request, emit, cancel):
         self.requests.append(request)
@@ -56,13 +67,13 @@ class FakeEngine:
             emit(Progress("loading the model", 1, 1, 0.0))
             if not reused:
                 stage = INVERSION
-                self._steps(INVERSION, emit, cancel, None)
+                self._steps(INVERSION, emit, cancel, Image.new("RGB", image.size, "grey"))
                 project.save_inversion(key, {"latents": torch.zeros(2, 4, 8, 8)}, method=request.method,
                                        model_identity="sha256:fake", source_prompt=request.source_prompt,
                                        params=inv_params, size=(64, 64), steps=self.steps)
                 self.inversions_made += 1
             stage = EDITING
-            result = self._steps(EDITING, emit, cancel, image)
+            result = self._steps(EDITING, emit, cancel, image, latent_base=10)
             if self.fail:
                 final = Failed(self.fail)
             else:
@@ -75,18 +86,18 @@ class FakeEngine:
         emit(final)
         return final
 
-    def _steps(self, stage, emit, cancel, image):
+    def _steps(self, stage, emit, cancel, image, latent_base=0):
+        """A preview per step; step i's latent is filled with latent_base + i."""
         emit(Progress(stage, 0, self.steps, None))
         picture = None
         for i in range(self.steps):
             cancel.check()
             time.sleep(self.delay)
-            if image is not None:
-                tint = np.asarray(image, np.float32) * (1 - (i + 1) / (2 * self.steps))
-                picture = Image.fromarray(tint.astype(np.uint8))
-                small = picture.copy()
-                small.thumbnail((64, 64))
-                emit(Preview(stage, i + 1, self.steps, small))
+            tint = np.asarray(image, np.float32) * (1 - (i + 1) / (2 * self.steps))
+            picture = Image.fromarray(tint.astype(np.uint8))
+            small = picture.copy()
+            small.thumbnail((64, 64))
+            emit(Preview(stage, i + 1, self.steps, small, torch.full((1, 4, 8, 8), float(latent_base + i + 1))))
             emit(Progress(stage, i + 1, self.steps, self.delay * (self.steps - i - 1)))
         return picture
 

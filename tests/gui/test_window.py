@@ -3,8 +3,10 @@ cancel, compare, save, reopen, re-edit without re-inversion."""
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QKeySequence
 
 from gui.canvas import Tool
 from gui.window import MainWindow
@@ -333,11 +335,31 @@ def test_layout_is_remembered(qtbot, settings, fake_engine):
         second.close()
 
 
-def test_every_action_has_a_shortcut_listed_in_help(window):
+def test_every_menu_action_has_its_own_shortcut_listed_in_help(qtbot, window, photo):
+    menu_actions = [action for menu in window.menuBar().actions() for action in menu.menu().actions()
+                    if not action.isSeparator() and action.menu() is None]
+    assert not [a.text() for a in menu_actions if a.shortcut().isEmpty() and a is not window.actions["about"]]
+    keys = [key.toString() for a in menu_actions for key in a.shortcuts()]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)  # no key does two things
     table = dict(window.shortcut_table())
-    for name in ("Brush", "Eraser", "Segment", "Pan", "Run edit", "Cancel", "Fit to window", "Save"):
-        assert table.get(name), name
-    assert table["Bigger brush"] == "]" and table["Smaller brush"] == "["
+    for action in menu_actions:
+        if not action.shortcut().isEmpty():
+            assert table[action.text().replace("&", "")] == action.shortcut().toString(
+                QKeySequence.SequenceFormat.NativeText)
+    assert table["Bigger brush"] == "]" and table["Smaller brush"] == "[" and table["Tools panel"] == "Alt+1"
+    # and the keys work: brush hardness, panels, the next mask
+    open_photo(qtbot, window, photo)
+    window.activateWindow()
+    hardness = window.canvas.hardness
+    qtbot.keyClick(window, Qt.Key.Key_BraceLeft)
+    assert window.canvas.hardness == pytest.approx(hardness - 0.1)
+    qtbot.keyClick(window, Qt.Key.Key_1, Qt.KeyboardModifier.AltModifier)
+    assert not window.docks["tools"].isVisible()
+    qtbot.keyClick(window, Qt.Key.Key_1, Qt.KeyboardModifier.AltModifier)
+    assert window.docks["tools"].isVisible()
+    window.doc.set_method("masactrl")
+    qtbot.keyClick(window, Qt.Key.Key_N)
+    assert window.tools.purpose.currentData() == "subject_mask" and window.canvas.mask_name == "subject_mask"
 
 
 def test_reference_panel_follows_the_method_declaration(qtbot, window, photo, monkeypatch):
@@ -357,6 +379,7 @@ def test_reference_panel_follows_the_method_declaration(qtbot, window, photo, mo
 
 def test_every_registered_method_gets_its_form_masks_and_bands(qtbot, window, photo):
     """No per-method GUI code: whatever the registry lists is shown from its declarations."""
+    from gui.document import reference_masks
     from pipeline.methods.base import input_specs
     from pipeline.methods.registry import get_method, method_ids
     from pipeline.params import param_specs
@@ -375,13 +398,17 @@ def test_every_registered_method_gets_its_form_masks_and_bands(qtbot, window, ph
         assert purposes == masks
         assert [s.name for s in window.timeline.specs] == [
             s.name for s in specs if s.kind in ("step_range", "step_fraction")]
-        assert window.reference.isEnabled() == any(s.kind == "image" for s in input_specs(params_type))
-    window.method.method.setCurrentIndex(len(method_ids()) - 1)
-    if len(method_ids()) > 1:
-        window.tools.purpose.setCurrentIndex(window.tools.purpose.count() - 1)
-        window.actions["mask_fill"].trigger()
-        assert window.doc.masks[window.tools.purpose.currentData()].all()
-        assert not window.doc.has_mask("edit_mask")  # masks are kept per purpose
+        images = [s.name for s in input_specs(params_type) if s.kind == "image"]
+        assert window.reference.isEnabled() == bool(images)
+        assert window.doc.mask_pictures == reference_masks(method_id)
+        assert set(window.doc.mask_pictures.values()) <= set(images)
+        assert window.reference.paint_mask.isVisibleTo(window.reference) == bool(window.doc.mask_pictures)
+        photo_masks = [m for m in masks if m not in window.doc.mask_pictures and m != "edit_mask"]
+        if photo_masks:  # masks are kept per purpose
+            window.tools.choose_purpose(photo_masks[0])
+            window.actions["mask_fill"].trigger()
+            assert window.doc.masks[photo_masks[0]].all() and not window.doc.has_mask("edit_mask")
+            window.actions["undo"].trigger()
     while window.doc.undo.canUndo():
         window.actions["undo"].trigger()
     assert window.doc.method_id == "p2p"

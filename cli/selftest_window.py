@@ -1,0 +1,85 @@
+"""The desktop half of `retake self-test`: open the main window offscreen and edit the demo photo
+through it, as an artist would (worker thread, engine, timeline previews, a full decode of a step).
+
+Kept apart from cli/selftest.py so the rest of the CLI never imports Qt.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+SOURCE = "a house in a meadow under a blue sky"
+TARGET = "a castle in a meadow under a blue sky"
+QUICK = {"steps": 6, "inner_steps": 3}
+WAIT_S = 300
+
+
+def window_checks(demo_image: Path) -> list[tuple[str, bool]]:
+    """Named checks of one edit through a real window (offscreen unless QT_QPA_PLATFORM says otherwise)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
+
+    from gui.app import make_app
+
+    def quiet(kind: QtMsgType, _context: object, text: str) -> None:
+        """Qt's warnings (the offscreen platform's "does not support propagateSizeHints") are not the
+        user's concern; critical messages are."""
+        if kind in (QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg):
+            print(f"Qt: {text}")
+
+    make_app()
+    previous = qInstallMessageHandler(quiet)
+    try:
+        return _checks(demo_image)
+    finally:
+        qInstallMessageHandler(previous)
+
+
+def _checks(demo_image: Path) -> list[tuple[str, bool]]:
+    from PySide6.QtCore import QSettings
+
+    from gui.app import wait_until
+    from gui.settings import AppSettings
+    from gui.window import MainWindow
+    from pipeline.events import Done
+
+    with tempfile.TemporaryDirectory(prefix="retake-self-test-window-") as tmp:
+        settings = AppSettings(QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat))
+        settings.set("max_side", 64)
+        window = MainWindow(settings)
+        window.show()
+        opened = started = done = every_step = decoded = False
+        stages: dict[str, list[int]] = {}
+        try:
+            wait_until(lambda: window.model_state in ("loaded", "not loaded"), WAIT_S)
+            photo = Path(tmp) / "house.png"
+            shutil.copy(demo_image, photo)
+            opened = window.open_path(photo)
+            doc = window.doc
+            doc.set_prompt("source", SOURCE)
+            doc.set_prompt("target", TARGET)
+            for name, value in QUICK.items():
+                doc.set_param(name, value)
+            finished: list = []
+            window.engine.finished.connect(finished.append)
+            started = window.run_edit()
+            wait_until(lambda: finished, WAIT_S)
+            done = isinstance(finished[0], Done) and len(doc.results) == 1
+            stages = {stage: sorted(steps) for stage, steps in doc.run.previews.items()}
+            every_step = bool(stages) and all(steps == list(range(1, QUICK["steps"] + 1)) for steps in stages.values())
+            window.timeline.choose("editing", 3)
+            wait_until(lambda: ("editing", 3) in doc.run.decoded, WAIT_S)
+            decoded = window.canvas.override is doc.run.decoded[("editing", 3)]
+        except TimeoutError:
+            pass  # the checks that did not get there fail
+        finally:
+            window.doc.undo.setClean()
+            window.close()
+    return [("window: the model loads in the background", window.model_state == "loaded"),
+            ("window: open the demo photo and edit it", opened and started and done),
+            ("window: a preview at every step of the inversion and the edit",
+             every_step and {"null-text inversion", "editing"} <= set(stages)),
+            ("window: a scrubbed step is decoded in full on the worker thread", decoded)]
