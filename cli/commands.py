@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--mask", help="PNG mask: white where the edit may change the photo")
     edit.add_argument("--input", action="append", default=[], metavar="NAME=FILE",
                       help="a method's named input, e.g. subject_mask=cat-mask.png (see `retake methods`)")
+    edit.add_argument("--reference", metavar="IMAGE",
+                      help="a reference picture (specref): the same as --input reference=IMAGE")
+    edit.add_argument("--reference-mask", metavar="PNG",
+                      help="white on the reference's object: the same as --input reference_mask=PNG")
+    edit.add_argument("--reference-prompt", metavar="TEXT",
+                      help="what the reference picture shows (default: empty, or the project's)")
     edit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                       help="a method parameter; see `retake methods`")
     edit.add_argument("--seed", type=int, help="random seed, recorded in the result")
@@ -123,10 +129,20 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
     return EditRequest(
         target_prompt=args.target, image=args.image, source_prompt=args.source, project=args.project,
         model=args.model, method=args.method, params=_unique_params(assignments), mask=args.mask,
-        inputs=_unique_params([parse_assignment(text) for text in args.input], "--input"),
+        inputs=_named_inputs(args),
+        input_prompts={} if args.reference_prompt is None else {"reference": args.reference_prompt},
         output=args.out, seed=args.seed, device=args.device, dtype=args.dtype, max_side=args.max_side,
         allow_download=args.allow_download, allow_pickle=args.allow_pickle,
     )
+
+
+def _named_inputs(args: argparse.Namespace) -> dict[str, str]:
+    """--input NAME=FILE with the shorthands --reference and --reference-mask; one name, one file."""
+    assignments = [parse_assignment(text) for text in args.input]
+    for name, path in (("reference", args.reference), ("reference_mask", args.reference_mask)):
+        if path is not None:
+            assignments.append((name, path))
+    return _unique_params(assignments, "--input")
 
 
 def _unique_params(assignments: Sequence[tuple[str, str]], option: str = "--param") -> dict[str, str]:

@@ -31,6 +31,7 @@ class Stage(enum.StrEnum):
     DDIM_INVERSION = "DDIM inversion"
     NULL_TEXT = "null-text inversion"
     TEXT_OPTIMISATION = "text optimisation"
+    REFERENCE_INVERSION = "reference inversion"
     EDITING = "editing"
     DECODING = "decoding the result"
     SAVING = "saving"

@@ -42,7 +42,7 @@ def controls_layer(place: LayerPlace, layers: str) -> bool:
     return layers == "all" or place.block == "up"
 
 
-def _grid_mask(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+def grid_mask(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """A [1, 1, h, w] mask at a layer's grid, flattened to [h*w] booleans (nearest, as the authors)."""
     return F.interpolate(mask.float(), size=grid, mode="nearest").flatten() >= 0.5
 
@@ -136,7 +136,7 @@ def _at_grid(masks: tuple[torch.Tensor, torch.Tensor], grid: tuple[int, int]
              ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(source keys in the foreground, target queries in the foreground) at a layer's grid; the keys
     are None when the grid leaves no foreground or no background key."""
-    keys_fg = _grid_mask(masks[0], grid)
-    queries_fg = _grid_mask(masks[1], grid)
+    keys_fg = grid_mask(masks[0], grid)
+    queries_fg = grid_mask(masks[1], grid)
     covered = int(keys_fg.sum())  # one read of the GPU per call
     return (keys_fg if 0 < covered < keys_fg.numel() else None), queries_fg

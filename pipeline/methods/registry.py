@@ -8,8 +8,9 @@ from pipeline.errors import ParamError
 from pipeline.methods.base import Method
 from pipeline.methods.masactrl import MasaCtrl
 from pipeline.methods.p2p import PromptToPrompt
+from pipeline.methods.specref import SpecRef
 
-_METHODS: tuple[type, ...] = (PromptToPrompt, MasaCtrl)
+_METHODS: tuple[type, ...] = (PromptToPrompt, MasaCtrl, SpecRef)
 
 
 def method_ids() -> list[str]:
