@@ -22,8 +22,9 @@ append keys to one row of the call. Only the target's conditional row is touched
 default (their `useuncond` off).
 
 Masks are resized to each layer's grid with nearest-neighbour interpolation and thresholded at 0.5,
-as the authors do; where a grid leaves mask_s or mask_t empty, that layer runs without reference
-attention (a softmax over no key is undefined; the authors' -max fill would give a uniform average).
+as the authors do (from latent size, where the engine brings every mask; theirs start at 512 px).
+Where a grid leaves mask_s or mask_t empty, that layer runs without reference attention (a softmax
+over no key is undefined; the authors' -max fill would give a uniform average).
 
 mask_t from words, and the authors' running mean: their store of 16x16 cross-attention maps is never
 cleared, so the map at step i is the mean over every 16x16 call of steps 0..i (their figures were
