@@ -32,6 +32,7 @@ class Stage(enum.StrEnum):
     NULL_TEXT = "null-text inversion"
     TEXT_OPTIMISATION = "text optimisation"
     REFERENCE_INVERSION = "reference inversion"
+    VALUE_MAPPING = "training the mapping networks"
     EDITING = "editing"
     DECODING = "decoding the result"
     SAVING = "saving"

@@ -9,9 +9,10 @@ from pipeline.methods.base import Method
 from pipeline.methods.masactrl import MasaCtrl
 from pipeline.methods.p2p import PromptToPrompt
 from pipeline.methods.specref import SpecRef
+from pipeline.methods.stylediffusion import StyleDiffusion
 from pipeline.methods.toli import Toli
 
-_METHODS: tuple[type, ...] = (PromptToPrompt, MasaCtrl, SpecRef, Toli)
+_METHODS: tuple[type, ...] = (PromptToPrompt, MasaCtrl, SpecRef, StyleDiffusion, Toli)
 
 
 def method_ids() -> list[str]:
