@@ -82,3 +82,29 @@ def test_save_as_copies_the_project_and_carries_on_there(qtbot, window, photo, t
     assert window.doc.project_path == copy and "copy.retake" in window.windowTitle()
     assert Project.open(copy).settings.source_prompt == "a house"
     assert Project.open(photo.with_name("house.retake")).settings.source_prompt == ""
+
+
+def test_painting_does_not_drop_references_to_none_or_true(qtbot, window, photo):
+    """PySide6 6.12.0 releases a reference to None (or True) it never took on many calls: on Python
+    3.11, where they are not immortal, the app dies ("deallocating None") after some ten thousand
+    brush moves. Every stroke move here must leave their reference counts where they were."""
+    import gc
+
+    from tests.gui.test_window import view_point
+
+    open_photo(qtbot, window, photo)
+    viewport = window.canvas.viewport()
+
+    def stroke() -> None:
+        qtbot.mousePress(viewport, Qt.MouseButton.LeftButton, pos=view_point(window, 100, 100))
+        for i in range(200):
+            qtbot.mouseMove(viewport, view_point(window, 100 + i, 100 + i // 2))
+        qtbot.mouseRelease(viewport, Qt.MouseButton.LeftButton, pos=view_point(window, 300, 200))
+
+    stroke()  # first-use allocations
+    gc.collect()
+    before = sys.getrefcount(None), sys.getrefcount(True)
+    stroke()
+    gc.collect()
+    after = sys.getrefcount(None), sys.getrefcount(True)
+    assert after[0] - before[0] > -50 and after[1] - before[1] > -50, (before, after)  # 6.12.0: hundreds fewer
