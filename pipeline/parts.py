@@ -15,9 +15,9 @@ transformer (`transformers.CLIPVisionModel`; ViT-B/16 in the paper). It is looke
 
 Weights are read from `model.safetensors`; a pickled `pytorch_model.bin` only with `--allow-pickle`
 (read with weights_only). Its features are those of every token after the final layer norm,
-before the projection (`image_features`), as the authors take them from OpenAI's CLIP: the mapping
-network multiplies them into the text embedding, so the encoder's width must equal the text
-encoder's (768 for SD 1.x), which is checked here. Nothing missing is silently replaced: a part
+before the projection (`image_features`), as the authors take them (in fp32 here; their OpenAI CLIP
+runs in fp16 on a GPU). The mapping network multiplies them into the text embedding, so the
+encoder's width must equal the text encoder's (768 for SD 1.x), which is checked here. Nothing missing is silently replaced: a part
 that is not found is one ModelError sentence naming what was looked for and where.
 """
 

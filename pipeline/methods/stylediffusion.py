@@ -17,8 +17,8 @@ latents 1.9).
 Editing (P2Plus): source and target are sampled together from z*_T with the "" unconditional
 embedding (the authors optimise no null text). The source's conditional cross-attention takes its
 values from the learned input c_src * a_i + b_i at every step; the target's from c_tgt * a_i + b_i
-for the first tau_v of the steps (`value_replace`), then from its own prompt, as the authors' code
-does (the target's embedding goes through the same network). On top: Prompt-to-Prompt's controls
+for the steps i < tau_v * T (`value_replace`), then from its own prompt, as the authors' code does
+(the target's embedding goes through the same network). On top: Prompt-to-Prompt's controls
 (cross-attention maps replaced for tau_c, self-attention maps for tau_s, refine or replace, reweight,
 local blend or a painted mask; pipeline.methods.p2p) and P2Plus's unconditional self-attention
 replacement for tau_u (pipeline.control.p2plus). The defaults are the authors' suggested ones:
@@ -31,6 +31,7 @@ the 512x512 centre crop itself), and see pipeline.inversion.value_mapping.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -136,7 +137,7 @@ class StyleDiffusion:
         source = SourceBranch(ctx.encode_text([""]).expand(steps, -1, -1), None)
         extra: list[Controller] = [
             UnconditionalSelfReplace(step_span(params.uncond_self_replace, steps)),
-            learned_values(ctx, inversion, prompts, step_span((0.0, params.value_replace), steps)[1]),
+            learned_values(ctx, inversion, prompts, math.ceil(params.value_replace * steps)),  # i < tau_v * T
         ]
         return p2p_edit(ctx, inversion, prompts, params, inputs, blend_words=params.blend_words, extra=extra,
                         source=source)
