@@ -30,6 +30,7 @@ class Stage(enum.StrEnum):
     ENCODING = "encoding the photo"
     DDIM_INVERSION = "DDIM inversion"
     NULL_TEXT = "null-text inversion"
+    KV_TUNING = "KV tuning"
     TEXT_OPTIMISATION = "text optimisation"
     REFERENCE_INVERSION = "reference inversion"
     VALUE_MAPPING = "training the mapping networks"

@@ -25,6 +25,13 @@ from pipeline.sampling import DDIMSchedule, guided_noise
 REFERENCE_STEPS = 50
 
 
+def reference_schedule(index: int, steps: int, learning_rate: float) -> tuple[float, float]:
+    """(learning rate, early-stop tolerance) at step `index` of `steps`: the authors' 50-step schedule
+    1e-2 * (1 - i/100) and 1e-5 + i * 2e-5, with i scaled by 50 / steps (see the module doc)."""
+    progress = index * REFERENCE_STEPS / steps
+    return learning_rate * (1.0 - progress / 100.0), 1e-5 + progress * 2e-5
+
+
 class NullTextResult(NamedTuple):
     """The optimised per-step embeddings and the latents z_T..z_0 the optimisation reached with them."""
 
@@ -55,12 +62,12 @@ def null_text_optimise(
     reached = [z]
     for step in ctx.steps(schedule.timesteps, stage):
         i, t = step.index, step.timestep
-        progress = i * REFERENCE_STEPS / steps
+        rate, tolerance = reference_schedule(i, steps, learning_rate)
         target = trajectory[steps - i - 1 : steps - i].float()
         # A copy per step: Adam updates `null` in place, and a detached view would share storage with
         # the embedding stored for the previous step, so every stored step would end up as the last.
         null = null.detach().clone().requires_grad_(True)
-        optimiser = torch.optim.Adam([null], lr=learning_rate * (1.0 - progress / 100.0))
+        optimiser = torch.optim.Adam([null], lr=rate)
         with torch.no_grad():
             eps_cond = ctx.unet_noise(z, t, cond, precise=True)
         for _ in range(inner_steps):
@@ -71,7 +78,7 @@ def null_text_optimise(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            if early_stop and loss.item() < 1e-5 + progress * 2e-5:
+            if early_stop and loss.item() < tolerance:
                 break
         null = null.detach()
         nulls.append(null)

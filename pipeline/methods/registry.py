@@ -6,13 +6,14 @@ from typing import Any
 
 from pipeline.errors import ParamError
 from pipeline.methods.base import Method
+from pipeline.methods.kv_inversion import KVInversion
 from pipeline.methods.masactrl import MasaCtrl
 from pipeline.methods.p2p import PromptToPrompt
 from pipeline.methods.specref import SpecRef
 from pipeline.methods.stylediffusion import StyleDiffusion
 from pipeline.methods.toli import Toli
 
-_METHODS: tuple[type, ...] = (PromptToPrompt, MasaCtrl, SpecRef, StyleDiffusion, Toli)
+_METHODS: tuple[type, ...] = (PromptToPrompt, MasaCtrl, KVInversion, SpecRef, StyleDiffusion, Toli)
 
 
 def method_ids() -> list[str]:
