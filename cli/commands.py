@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser("info", help="versions, device and where models are looked for")
     commands.add_parser("self-test", help="a fast end-to-end check on the demo model")
+    commands.add_parser("bench", add_help=False,
+                        help="the semantic editing benchmark on the demo world; `bench --help` for its options")
 
     project = commands.add_parser("project", help="look after project folders")
     project_commands = project.add_subparsers(dest="project_command", required=True)
@@ -103,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its options are the benchmark's own (bench/semantic.py)
+        return run_bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "edit":
@@ -120,6 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RetakeError as error:
         print(f"retake: {error}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def run_bench(argv: list[str]) -> int:
+    """The semantic benchmark; it lives beside main.py in a source checkout, not in an installed package."""
+    try:
+        from bench.semantic import main as bench_main
+    except ModuleNotFoundError as error:
+        if error.name not in ("bench", "bench.semantic"):
+            raise
+        print(f"retake: the benchmark runs from a source checkout of Retake ({error}).", file=sys.stderr)
+        return EXIT_USAGE
+    return bench_main(argv)
 
 
 def request_from_args(args: argparse.Namespace) -> EditRequest:

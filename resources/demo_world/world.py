@@ -84,6 +84,7 @@ SKIES: dict[str, tuple[str, tuple, tuple, tuple]] = {
     "grey": ("under a grey sky", (0.45, 0.47, 0.52), (0.74, 0.75, 0.77), (0.82, 0.82, 0.82)),
 }
 EDIT_KINDS = ("pose", "color", "replace", "add", "texture")
+REFERENCE = "reference"  # the edit of reference_pair: a subject replaced by one shown in a second picture
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,11 +491,13 @@ class EditPair:
     pixels the edit may change: wherever the edited subject covers any of a pixel in either picture
     (outside it the two pictures are identical)."""
 
-    kind: str  # one of EDIT_KINDS
+    kind: str  # one of EDIT_KINDS, or REFERENCE
     source: Scene
     target: Scene
     subject: int  # index of the edited (or, for "add", the added) subject in target.description
     mask: np.ndarray  # bool [H, W]
+    reference: Scene | None = None  # REFERENCE only: the picture of the subject to put in
+    reference_subject: int | None = None  # ... and its index in reference.description
 
 
 def _pick(rng: np.random.Generator, options: list) -> object:
@@ -553,6 +556,39 @@ def edit_pair(rng: np.random.Generator, kind_of_edit: str, size: int = SIZE) -> 
         target = Description(desc.background, tuple(subs))
         src, tgt = render(desc, size), render(target, size)
         return EditPair(kind_of_edit, src, tgt, i, (src.coverage[i] > 0) | (tgt.coverage[i] > 0))
+
+
+def reference_pair(rng: np.random.Generator, size: int = SIZE) -> EditPair:
+    """A source scene, a reference picture of one specific subject, and the target: the source with a
+    land subject replaced by the reference's subject.
+
+    The reference subject is of another kind than any in the source, of another colour, striped or
+    dotted, drawn alone in the middle of another (land) scene in a pose of its own. The target takes
+    its kind, colour and texture, and keeps the replaced subject's size, position, facing and
+    placement seed, and its pose where the new kind has that pose (else the reference's pose).
+    In this world the reference subject can be named in words, so the target caption names it too.
+    """
+    while True:
+        desc = sample_description(rng)
+        subs = list(desc.subjects)
+        candidates = [i for i, s in enumerate(subs) if s.kind in LAND_KINDS]
+        if not candidates:
+            continue
+        i = int(_pick(rng, candidates))
+        s = subs[i]
+        kind = str(_pick(rng, [k for k in LAND_KINDS if k not in {o.kind for o in subs}]))
+        color = str(_pick(rng, [c for c in KIND_COLORS[kind] if c != s.color]))
+        texture = str(_pick(rng, ["striped", "dotted"]))
+        shown = replace(_subject(rng, kind, "middle"), color=color, texture=texture,
+                        size=str(_pick(rng, ["medium", "big"])))
+        ground = sample_description(rng).background
+        while ground.ground == "sea":
+            ground = sample_description(rng).background
+        pose = (s.pose if s.pose in POSES.get(kind, ()) else shown.pose) if kind in FIGURES else None
+        subs[i] = replace(s, kind=kind, color=color, texture=texture, pose=pose)
+        src, tgt = render(desc, size), render(Description(desc.background, tuple(subs)), size)
+        reference = render(Description(ground, (shown,)), size)
+        return EditPair(REFERENCE, src, tgt, i, (src.coverage[i] > 0) | (tgt.coverage[i] > 0), reference, 0)
 
 
 def contact_sheet(scenes: list[Scene], columns: int = 8) -> np.ndarray:
