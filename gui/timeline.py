@@ -45,6 +45,7 @@ class Timeline(QWidget):
         self._drag: tuple[str, int] | None = None  # (param, which: 0 start, 1 end, 2 tick, 3 either end)
         self._scrubbing: str | None = None
         self.chosen: tuple[str, int] | None = None
+        self._rows = 0
         self.setMouseTracking(True)
         self.setMinimumHeight(ROW_H + LANE_H + 2 * PAD)
         doc.runChanged.connect(self._on_run)
@@ -72,7 +73,9 @@ class Timeline(QWidget):
         if not self.doc.run.previews:
             self._thumbs.clear()
             self.chosen = None
-        self.updateGeometry()
+        if len(self.stages()) != self._rows:  # a relayout of the window only when a row comes or goes
+            self._rows = len(self.stages())
+            self.updateGeometry()
         self.update()
 
     def _thumb(self, stage: str, step: int) -> QPixmap:
