@@ -24,7 +24,19 @@ def test_demo_model_edit_re_edit_and_cancel(qtbot, settings, photo):
         final = run_and_wait(qtbot, window, timeout=300_000)
         assert isinstance(final, Done), final
         assert not final.reused_inversion
-        assert window.doc.run.previews.get("editing"), "the edit sent step previews"
+        run = window.doc.run
+        for stage in ("DDIM inversion", "null-text inversion", "editing"):  # a preview at every step
+            assert sorted(run.previews[stage]) == [1, 2, 3, 4, 5], stage
+        window.timeline.choose("editing", 2)  # scrubbing: a full decode of that step, on the worker thread
+        qtbot.waitUntil(lambda: ("editing", 2) in run.decoded, timeout=60_000)
+        full = run.decoded[("editing", 2)]
+        assert window.canvas.override is full and full.size == (64, 64)
+        from pipeline.engine import Engine
+
+        engine = Engine()
+        expected = engine.decode(engine.preload("demo"), run.latents["editing"][2])
+        assert full.tobytes() == expected.tobytes()  # that step's latent, decoded in full
+        window.timeline.back_to_result()
         assert len(window.doc.results) == 1 and window.status_inversion.text() == "Inversion: 1 stored"
         assert "loaded" in window.status_model.text()
 
