@@ -93,7 +93,7 @@ class Timeline(QWidget):
         if not steps:
             return []
         thumb_w = max(self._thumb(stage, steps[-1]).width(), 1)
-        fit = max(int(self._strip()[1] // (thumb_w + 2)), 1)
+        fit = max(int(self._strip()[1] // (thumb_w + 2)) - 1, 1)  # one fewer: the end steps are pushed inwards
         shown = set(steps) if len(steps) <= fit else {steps[round(i * (len(steps) - 1) / max(fit - 1, 1))]
                                                       for i in range(fit)}
         if self.chosen and self.chosen[0] == stage and self.chosen[1] in steps:
