@@ -63,8 +63,8 @@ class ToliParams(SourceInversionParams):
     )
     eta: float = param(
         0.5, kind="float", minimum=0.0, maximum=2.0,
-        help="Edit strength: the text after the switch is eta * target + (1 - eta) * optimised; 0 reproduces "
-        "the photo, 1 is the plain target prompt.",
+        help="Edit strength: the text after the switch is eta * target + (1 - eta) * optimised; 0 keeps what the "
+        "optimised text reproduces of the photo, 1 is the plain target prompt.",
     )
     target_start: float = param(
         0.2, kind="step_fraction", minimum=0.0, maximum=1.0,
