@@ -31,6 +31,13 @@ Departures and choices:
   could reach the target. The offset is taken from the source row during editing (the authors
   precompute it in a separate pass; see pipeline.inversion.source).
 - The text optimisation's departures (generator, fp32, VAE mean) are in its module.
+
+Measured on the demo models (bench/toli_reconstruction.py): eta = 0 with a target equal to the
+source does not give the photo back at guidance 7.5 (relative latent error 0.80-0.85 against
+null-text's 0.035-0.038): after the switch the text is the optimised embedding, which the frozen
+model reads differently from the inversion prompt the null embeddings were fitted to, and guidance
+amplifies the difference. Only full source injection (`target_start=1`) is the null-text
+reconstruction, exactly.
 """
 
 from __future__ import annotations
