@@ -30,6 +30,8 @@ Departures and choices:
   source alone as in PnP Inversion; TOLI has no attention control through which a corrected source
   could reach the target. The offset is taken from the source row during editing (the authors
   precompute it in a separate pass; see pipeline.inversion.source).
+- At guidance 1 (the authors' setting with DDIM inversion: `inversion=ddim guidance=1`) only the
+  conditional branch runs; the authors compute the unconditional one too, which changes nothing there.
 - The text optimisation's departures (generator, fp32, VAE mean) are in its module.
 
 Measured on the demo models (bench/toli_reconstruction.py): eta = 0 with a target equal to the
