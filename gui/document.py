@@ -70,8 +70,8 @@ def method_defaults(method_id: str) -> dict[str, Any]:
 class RunState:
     """What the worker is doing, as the status bar and timeline need it.
 
-    Every step of the run that sent a preview keeps its cheap picture and its latent (`latents`, for a
-    full VAE decode when the artist scrubs to it); full decodes are kept in `decoded`. `serial` tells
+    Every step of the run that sent a preview keeps its cheap picture, its latent (`latents`, for a
+    full VAE decode when the artist scrubs to it) and its timestep; full decodes are kept in `decoded`. `serial` tells
     one run's steps from the next's; `model` is the model options the run used (a decode needs them).
     """
 
@@ -82,6 +82,7 @@ class RunState:
     eta_s: float | None = None
     previews: dict[str, dict[int, Image.Image]] = field(default_factory=dict)
     latents: dict[str, dict[int, Any]] = field(default_factory=dict)
+    timesteps: dict[str, dict[int, int | None]] = field(default_factory=dict)
     decoded: dict[tuple[str, int], Image.Image] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
     serial: int = 0

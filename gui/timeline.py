@@ -1,7 +1,8 @@
 """The timeline scrubber: the diffusion steps from T (noise, left) to 0 (clean, right).
 
-One row per stage of the run that walks the schedule (an inversion goes 0 -> T, so it is drawn
-right to left; an edit goes T -> 0). Every step sends a cheap preview; as many of them as fit are
+One row per stage of the run that walks the schedule; a row whose steps climb in timestep (a DDIM
+inversion goes 0 -> T) is drawn right to left, as the previews' timesteps show, so every step sits
+at its noise level whichever way its loop runs. Every step sends a cheap preview; as many of them as fit are
 drawn as thumbnails, and pressing or dragging over a row chooses the nearest step (`stepChosen`),
 which the window shows at once and then decodes in full. Under the rows, the step ranges and step
 fractions the method's parameters control are drawn as bands and ticks over the edit's steps;
@@ -24,11 +25,6 @@ LABEL_W, ROW_H, LANE_H, PAD = 110, 44, 16, 4
 EDGE_GRAB_PX = 6
 BAND_COLOURS = [QColor(64, 132, 214, 150), QColor(214, 140, 64, 150), QColor(120, 190, 90, 150),
                 QColor(190, 90, 190, 150)]
-
-
-def is_inversion_stage(stage: str) -> bool:
-    """Inversions walk the schedule from clean to noisy (their labels say "inversion")."""
-    return "inversion" in stage.lower()
 
 
 class Timeline(QWidget):
@@ -112,9 +108,16 @@ class Timeline(QWidget):
         left, width = self._strip()
         return min(max((x - left) / width, 0.0), 1.0)
 
+    def climbs(self, stage: str) -> bool:
+        """Whether a stage walks from clean to noisy (its previews' timesteps rise step by step)."""
+        timesteps = self.doc.run.timesteps.get(stage, {})
+        known = [timesteps[step] for step in sorted(timesteps)[:2] if timesteps[step] is not None]
+        return len(known) == 2 and known[1] > known[0]
+
     def step_fraction(self, stage: str, step: int, total: int) -> float:
-        done = step / total
-        return 1.0 - done if is_inversion_stage(stage) else done
+        """Where a step sits on the strip: steps at the same timestep line up across rows (the k-th
+        step of a climbing row is at the timestep of the (total - k + 1)-th of a descending one)."""
+        return 1.0 - (step - 1) / total if self.climbs(stage) else step / total
 
     def _lanes_top(self) -> float:
         return PAD + len(self.stages()) * ROW_H

@@ -610,7 +610,7 @@ class MainWindow(QMainWindow):
         request = project_io.build_request(self.doc, options, Path(self._scratch.name))
         self.timeline.back_to_result()
         self.doc.update_run(running=True, stage="", step=0, total=0, eta_s=None, previews={}, latents={},
-                            decoded={}, totals={}, serial=self.doc.run.serial + 1, model=options)
+                            timesteps={}, decoded={}, totals={}, serial=self.doc.run.serial + 1, model=options)
         self._decode_asked.clear()
         self._run_started = time.monotonic()
         self.first_preview_s = None
@@ -648,6 +648,7 @@ class MainWindow(QMainWindow):
                 self.first_preview_s = time.monotonic() - self._run_started
             run.previews.setdefault(event.stage, {})[event.step] = event.image
             run.latents.setdefault(event.stage, {})[event.step] = event.latent
+            run.timesteps.setdefault(event.stage, {})[event.step] = event.timestep
             run.totals.setdefault(event.stage, event.total)
             self.doc.update_run()
             if self.timeline.chosen is None:  # follow the run unless the artist chose a step

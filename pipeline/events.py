@@ -53,13 +53,15 @@ class Progress:
 class Preview:
     """The image the edit is heading for at `step`: a quick picture of the predicted clean latent of the
     target, and that latent itself ([1, C, h, w], fp16 on the CPU) for a full decode on demand
-    (`Engine.decode`)."""
+    (`Engine.decode`). `timestep` is the model's timestep at that step (its noise level), so a front
+    end can place the step between noise and clean whichever way its loop walks the schedule."""
 
     stage: str
     step: int
     total: int
     image: Image.Image
     latent: Any = None
+    timestep: int | None = None
 
 
 @dataclass(frozen=True)

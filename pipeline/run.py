@@ -147,4 +147,4 @@ class RunContext:
         image = cheap(x0) if cheap is not None else from_tensor(self.decode(x0))
         image.thumbnail((self.options.preview_side, self.options.preview_side))
         latent = x0.to("cpu", torch.float16)
-        self._emit(Preview(step.stage, step.index + 1, step.total, image, latent))
+        self._emit(Preview(step.stage, step.index + 1, step.total, image, latent, step.timestep))

@@ -67,7 +67,7 @@ class FakeEngine:
             emit(Progress("loading the model", 1, 1, 0.0))
             if not reused:
                 stage = INVERSION
-                self._steps(INVERSION, emit, cancel, Image.new("RGB", image.size, "grey"))
+                self._steps(INVERSION, emit, cancel, Image.new("RGB", image.size, "grey"), climbing=True)
                 project.save_inversion(key, {"latents": torch.zeros(2, 4, 8, 8)}, method=request.method,
                                        model_identity="sha256:fake", source_prompt=request.source_prompt,
                                        params=inv_params, size=(64, 64), steps=self.steps)
@@ -86,8 +86,12 @@ class FakeEngine:
         emit(final)
         return final
 
-    def _steps(self, stage, emit, cancel, image, latent_base=0):
-        """A preview per step; step i's latent is filled with latent_base + i."""
+    def _steps(self, stage, emit, cancel, image, latent_base=0, climbing=False):
+        """A preview per step; step i's latent is filled with latent_base + i; timesteps rise from 1
+        when `climbing` (an inversion), else fall towards 1."""
+        timesteps = [1 + 1000 * i // self.steps for i in range(self.steps)]
+        if not climbing:
+            timesteps.reverse()
         emit(Progress(stage, 0, self.steps, None))
         picture = None
         for i in range(self.steps):
@@ -97,7 +101,8 @@ class FakeEngine:
             picture = Image.fromarray(tint.astype(np.uint8))
             small = picture.copy()
             small.thumbnail((64, 64))
-            emit(Preview(stage, i + 1, self.steps, small, torch.full((1, 4, 8, 8), float(latent_base + i + 1))))
+            latent = torch.full((1, 4, 8, 8), float(latent_base + i + 1))
+            emit(Preview(stage, i + 1, self.steps, small, latent, timesteps[i]))
             emit(Progress(stage, i + 1, self.steps, self.delay * (self.steps - i - 1)))
         return picture
 

@@ -112,6 +112,8 @@ def test_inversion_stages_send_a_preview_per_step_that_their_trajectory_implies(
         assert [p.step for p in shown] == list(range(1, steps + 1)), stage
         assert all(p.latent.shape == (1, 4, 8, 8) and p.image.size == (64, 64) for p in shown)
     schedule = DDIMSchedule(bundle.scheduler, steps)
+    assert [p.timestep for p in by_stage["DDIM inversion"]] == schedule.timesteps[::-1]  # clean to noisy
+    assert [p.timestep for p in by_stage["null-text inversion"]] == schedule.timesteps  # noisy to clean
     for k, (t, preview) in enumerate(zip(schedule.timesteps[::-1], by_stage["DDIM inversion"]), start=1):
         a_from, a_to = schedule.alpha(t - schedule.stride), schedule.alpha(t)
         s_from, s_to = (1 - a_from) ** 0.5, (1 - a_to) ** 0.5

@@ -27,6 +27,13 @@ def test_demo_model_edit_re_edit_and_cancel(qtbot, settings, photo):
         run = window.doc.run
         for stage in ("DDIM inversion", "null-text inversion", "editing"):  # a preview at every step
             assert sorted(run.previews[stage]) == [1, 2, 3, 4, 5], stage
+        timeline = window.timeline  # each row by noise level: DDIM inversion climbs, the others descend
+        stages = ("DDIM inversion", "null-text inversion", "editing")
+        assert [timeline.climbs(stage) for stage in stages] == [True, False, False]
+        for k in range(1, 6):  # steps at the same timestep line up
+            assert run.timesteps["DDIM inversion"][k] == run.timesteps["null-text inversion"][6 - k]
+            x = [timeline.step_fraction(stage, k if stage == stages[0] else 6 - k, 5) for stage in stages]
+            assert max(x) - min(x) < 1e-9, x
         window.timeline.choose("editing", 2)  # scrubbing: a full decode of that step, on the worker thread
         qtbot.waitUntil(lambda: ("editing", 2) in run.decoded, timeout=60_000)
         full = run.decoded[("editing", 2)]
