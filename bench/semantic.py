@@ -75,6 +75,7 @@ from bench.semantic_report import write_markdown  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
 from pipeline.errors import RetakeError  # noqa: E402
 from pipeline.events import CancelToken, Event, Progress  # noqa: E402
+from pipeline.files import write_atomically  # noqa: E402
 from pipeline.images import from_tensor, to_tensor  # noqa: E402
 from pipeline.methods.base import input_specs  # noqa: E402
 from pipeline.methods.registry import get_method, method_ids  # noqa: E402
@@ -206,8 +207,9 @@ def save_png(array: np.ndarray, path: Path) -> str:
 
 
 def run_one(engine: Engine, judge: world_judge.Judge, row: Row, case: world_cases.Case, settings: Settings,
-            folder: Path, images: Path | None) -> dict[str, Any]:
-    """Run one row on one case through the engine; its record (with `skipped` or `error` if it did not run)."""
+            folder: Path, images: Path | None, sharing: int = 1) -> dict[str, Any]:
+    """Run one row on one case through the engine; its record (with `skipped` or `error` if it did not run).
+    `sharing`: how many runs share the device meanwhile (recorded with the timings)."""
     record: dict[str, Any] = {"row": row.name, "case": case.id, "task": case.task}
     given, why = case_inputs(case, row.method, settings.inputs)
     if why:
@@ -245,7 +247,7 @@ def run_one(engine: Engine, judge: world_judge.Judge, row: Row, case: world_case
         rebuilt = np.asarray(engine.decode(bundle, reconstruction).convert("RGB"))
         record["reconstruction_psnr"] = round(psnr(rebuilt, case.source.image), 3)
     record["seconds"] = {"invert": round(inverted - start, 3), "edit": round(done - inverted, 3),
-                         "total": round(done - start, 3), "stages": clock.seconds}
+                         "total": round(done - start, 3), "stages": clock.seconds, "sharing": sharing}
     if images is not None:
         Image.fromarray(picture).save(images / case.id / f"{row.name.replace(' ', '-')}.png")
     return record
@@ -256,8 +258,10 @@ def run_one(engine: Engine, judge: world_judge.Judge, row: Row, case: world_case
 
 
 def run_shard(jobs: list[tuple[str, str]], rows: list[Row], settings: Settings, device: str, deadline: float,
-              images: str | None) -> str:
-    """Run (row name, case id) jobs on one device until `deadline`; returns the records as JSON text."""
+              images: str | None, journal: str, sharing: int = 1) -> str:
+    """Run (row name, case id) jobs on one device until `deadline`; each record is appended to the
+    `journal` file as soon as it is made (a call stopped from outside loses no finished run), and all
+    are returned as JSON text."""
     if device != "cpu":
         torch.cuda.set_device(torch.device(device))
     settings = replace(settings, device=device)
@@ -270,8 +274,10 @@ def run_shard(jobs: list[tuple[str, str]], rows: list[Row], settings: Settings, 
             if time.time() > deadline:
                 break
             record = run_one(engine, judge, by_name[row_name], cases[case_id], settings, Path(folder),
-                             None if images is None else Path(images))
+                             None if images is None else Path(images), sharing)
             records.append(record)
+            with open(journal, "a") as f:  # one short line per write: appends of several workers do not mix
+                f.write(json.dumps(record) + "\n")
             print(_line(record), flush=True)
     return json.dumps(records)
 
@@ -286,18 +292,19 @@ def _line(record: dict[str, Any]) -> str:
 
 
 def run_jobs(jobs: list[tuple[str, str]], rows: list[Row], settings: Settings, workers: int, deadline: float,
-             images: str | None) -> list[dict[str, Any]]:
+             images: str | None, journal: Path) -> list[dict[str, Any]]:
     """The jobs in this process (one worker) or spread over `workers` processes and the visible GPUs."""
     if workers <= 1:
         device = settings.device if settings.device != "cuda" else "cuda:0"
-        return json.loads(run_shard(jobs, rows, settings, device, deadline, images))
+        return json.loads(run_shard(jobs, rows, settings, device, deadline, images, str(journal)))
     gpus = torch.cuda.device_count() if settings.device == "cuda" else 0
+    sharing = math.ceil(workers / gpus) if gpus else workers
     shards = [jobs[k::workers] for k in range(workers)]
     context = get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_threads,
                              initargs=(max(1, (os.cpu_count() or 1) // workers),)) as pool:
         futures = [pool.submit(run_shard, shard, rows, settings, f"cuda:{k % gpus}" if gpus else "cpu", deadline,
-                               images) for k, shard in enumerate(shards) if shard]
+                               images, str(journal), sharing) for k, shard in enumerate(shards) if shard]
         return [record for future in futures for record in json.loads(future.result())]
 
 
@@ -397,22 +404,27 @@ def main(argv: list[str] | None = None) -> int:
     key = settings.key(bundle.identity, judge_digest)
     path = results_path(args.out, args.device)
     report = _load(path, key)
+    journal = journal_path(path, key)
+    recovered = _read_journal(journal)
+    report = _merge(report, [], recovered, [])
     done = set() if args.redo else {(r["row"], r["case"]) for r in report["runs"]}
-    jobs = [(row.name, case.id) for case in cases for row in rows if (row.name, case.id) not in done]
-    print(f"semantic bench: {len(cases)} cases, rows {', '.join(r.name for r in rows)}; {len(jobs)} runs to do "
-          f"({len(done)} records already in {path})", flush=True)
+    wanted = [(row.name, case.id) for case in cases for row in rows]
+    jobs = [job for job in wanted if job not in done]
+    print(f"semantic bench: {len(cases)} cases, rows {', '.join(r.name for r in rows)}; {len(jobs)} runs to do, "
+          f"{len(wanted) - len(jobs)} done before ({len(recovered)} records taken from {journal.name})", flush=True)
     judge = world_judge.Judge.load(Path(args.judge), "cpu")
     infos, reference_rows = case_records(cases, judge, bundle, settings, args.images)
     del bundle
+    args.out.mkdir(parents=True, exist_ok=True)
     records = run_jobs(jobs, rows, settings, args.workers, started + args.time_limit,
-                       None if args.images is None else str(args.images))
+                       None if args.images is None else str(args.images), journal)
     report = _merge(report, infos, reference_rows + records, rows)
     report.update({"gpu": device_name(args.device), "torch": torch.__version__, "python": platform.python_version(),
                    "settings": key, "model_identity": key["model_identity"], "workers": args.workers,
                    "command": "python main.py bench " + " ".join(argv if argv is not None else sys.argv[1:]),
                    "judge_accuracy": _judge_accuracy(args.judge)})
-    args.out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    write_atomically(path, (json.dumps(report, indent=1) + "\n").encode())
+    journal.unlink(missing_ok=True)
     markdown = write_markdown(report, path.with_suffix(".md"), [BASELINE, *method_ids()], world_cases.TASKS)
     left = len(jobs) - len(records)
     print(f"wrote {path} and {markdown}; {len(records)} runs in {time.time() - started:.0f} s"
@@ -440,6 +452,25 @@ def _merge(report: dict[str, Any], infos: list[dict], records: list[dict], rows:
     params = {**report.get("row_params", {}), **{r.name: {"method": r.method, "params": r.params} for r in rows}}
     return {**report, "cases": sorted(known.values(), key=lambda c: c["case"]),
             "runs": sorted(runs.values(), key=lambda r: (r["case"], r["row"])), "row_params": params}
+
+
+def journal_path(results: Path, key: dict[str, Any]) -> Path:
+    """Where the runs of a call stopped before it wrote `results` are found (named after the settings)."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return results.with_name(f"{results.stem}.{digest}.jsonl")
+
+
+def _read_journal(journal: Path) -> list[dict[str, Any]]:
+    """The records of a journal; a line cut off by a stop is left out."""
+    if not journal.is_file():
+        return []
+    records = []
+    for line in journal.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def _judge_accuracy(folder: str) -> dict[str, Any] | None:

@@ -248,4 +248,20 @@ def test_a_tiny_benchmark_run_on_the_cpu(tmp_path, capsys):
     # a second call adds the missing rows only
     capsys.readouterr()
     assert semantic.main(argv) == 0
-    assert "0 runs to do" in capsys.readouterr().out
+    assert "0 runs to do, 4 done before" in capsys.readouterr().out
+
+
+def test_a_call_stopped_from_outside_loses_no_finished_run(tmp_path, capsys):
+    """Runs are journalled as they finish; the next call takes them in (a cut-off last line is left out)."""
+    argv = ["--methods", "masactrl", "--tasks", "color", "--per-task", "1", "--device", "cpu", "--out", str(tmp_path),
+            "--time-limit", "0"]
+    assert semantic.main(argv) == 0
+    assert "1 runs left for the next call" in capsys.readouterr().out
+    results = next(tmp_path.glob("*.json"))
+    journal = semantic.journal_path(results, json.loads(results.read_text())["settings"])
+    finished = {"row": "masactrl", "case": "color-000", "task": "color", "error": "stand-in for a finished run"}
+    journal.write_text(json.dumps(finished) + "\n" + '{"row": "masactrl", "ca')
+    assert semantic.main(argv) == 0
+    assert "0 runs to do, 1 done before (1 records taken from" in capsys.readouterr().out
+    runs = json.loads(results.read_text())["runs"]
+    assert finished in runs and not journal.exists()
