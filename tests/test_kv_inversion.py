@@ -14,6 +14,7 @@ from pipeline.control.cp_attention import (
 )
 from pipeline.control.places import LayerPlace, layer_places
 from pipeline.engine import Engine
+from pipeline.errors import Cancelled
 from pipeline.events import CancelledEvent, CancelToken, Done, Progress, Stage
 from pipeline.images import composite_onto_photo, from_tensor
 from pipeline.inversion.ddim import ddim_invert
@@ -86,11 +87,13 @@ def test_cp_attention_is_equations_one_and_two_in_both_halves_and_the_target_rea
             torch.testing.assert_close(out[target], _by_hand(q[target], k_bar, v_bar))
 
 
-def test_before_the_start_step_the_target_rows_are_untouched():
+def test_before_the_start_step_the_target_rows_are_untouched_and_from_it_they_read_the_source():
     psi = _learned([0.3, -0.2, 0.8, 1.1])
     q, k, v, call = _rewritten(psi, start_step=6, step=5)
     assert torch.equal(call.k[[1, 3]], k[[1, 3]]) and torch.equal(call.v[[1, 3]], v[[1, 3]])
     assert not torch.allclose(call.k[[0, 2]], k[[0, 2]])
+    q, k, v, call = _rewritten(psi, start_step=5, step=5)
+    assert torch.equal(call.k[[1, 3]], call.k[[0, 2]]) and torch.equal(call.v[[1, 3]], call.v[[0, 2]])
 
 
 def test_layer_choices_select_self_attention_by_place_on_sd1():
@@ -277,6 +280,18 @@ def test_a_saved_project_re_edits_without_tuning_identically_to_a_fresh_edit(eng
     fresh = KVInversion().edit(ctx, stored, Prompts(SOURCE, edit.target_prompt), params, Inputs())
     image = composite_onto_photo(project.image(), from_tensor(ctx.decode(fresh.target)), None)
     assert image.tobytes() == again.image.tobytes()
+
+
+def test_tuning_stops_at_a_cancel_instead_of_returning_what_it_has(demo_bundle, demo_latent):
+    token = CancelToken()
+
+    def emit(event):
+        if isinstance(event, Progress) and event.stage == Stage.KV_TUNING and event.step == 1:
+            token.cancel()
+
+    ctx = RunContext(demo_bundle, token, emit)
+    with pytest.raises(Cancelled):
+        KVInversion().invert(ctx, demo_latent, Prompts(SOURCE, TARGET), KVInversionParams(steps=6, inner_steps=1), Inputs())
 
 
 def test_a_cancelled_tuning_leaves_the_project_as_it_was(engine, tmp_path):
