@@ -73,14 +73,14 @@ import judge as world_judge  # noqa: E402  (resources/demo_world/judge.py)
 from bench.semantic_metrics import DILATE, changed_keys, outside, psnr, ssim, verdict  # noqa: E402
 from bench.semantic_report import write_markdown  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
-from pipeline.errors import RetakeError  # noqa: E402
+from pipeline.errors import ParamError, RetakeError  # noqa: E402
 from pipeline.events import CancelToken, Event, Progress  # noqa: E402
 from pipeline.files import write_atomically  # noqa: E402
 from pipeline.images import from_tensor, to_tensor  # noqa: E402
 from pipeline.methods.base import input_specs  # noqa: E402
 from pipeline.methods.registry import get_method, method_ids  # noqa: E402
 from pipeline.models import ModelBundle, load_model  # noqa: E402
-from pipeline.params import param_specs, parse_assignment  # noqa: E402
+from pipeline.params import param_specs, params_from_dict, parse_assignment  # noqa: E402
 from pipeline.request import EditRequest  # noqa: E402
 from pipeline.run import RunContext  # noqa: E402
 
@@ -135,7 +135,14 @@ def rows_for(names: list[str], overrides: dict[str, str]) -> list[Row]:
         known = {s.name for s in param_specs(get_method(method).Params)}
         params = dict(BASELINE_PARAMS) if name == BASELINE else {}
         params.update({k: v for k, v in overrides.items() if k in known})
+        try:  # a bad value is refused now, not once per run
+            params_from_dict(get_method(method).Params, params)
+        except ParamError as error:
+            raise SystemExit(f"semantic bench: {name}: {error}") from None
         rows.append(Row(name, method, params))
+    unused = sorted(set(overrides) - {k for row in rows for k in row.params})
+    if unused:
+        raise SystemExit(f"semantic bench: no row's method has the parameter(s) {', '.join(unused)}")
     return rows
 
 

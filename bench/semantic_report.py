@@ -127,12 +127,15 @@ def write_markdown(report: dict[str, Any], path: Path, registered: list[str], pr
     grid("SSIM outside the edit region (mean)", "ssim_outside", 3)
 
     lines += ["## Per row, all tasks", "",
-              "| row | runs | errors | skipped | reconstruction PSNR (dB) | invert (s) | edit (s) | total (s) |",
+              "| row | runs | errors | skipped | reconstruction PSNR (dB) | invert (s) | tune + edit (s) | total (s) |",
               "|---|---|---|---|---|---|---|---|"]
     for row in columns:
         a = agg["all"][row]
         lines.append(f"| {row} | {a['attempted']} | {a['errors']} | {a['skipped']} | {_fmt(a['reconstruction_psnr'], 1)} "
                      f"| {_fmt(a['invert_seconds'], 2)} | {_fmt(a['edit_seconds'], 2)} | {_fmt(a['seconds'], 2)} |")
+    lines += ["", "Seconds are wall time per run from the inversion to the decoded result (a method's tuning stage runs "
+                  "inside the edit stage; each record has the time of every stage); `sharing` in each record says "
+                  "how many runs shared the GPU meanwhile."]
     vae = [c["vae_psnr"] for c in report["cases"]]
     lines += ["", f"The VAE round trip of the sources (the ceiling of any reconstruction): "
                   f"{_fmt(sum(vae) / len(vae) if vae else None, 1)} dB mean.", ""]

@@ -196,6 +196,14 @@ def test_the_baseline_is_ddim_inversion_and_the_target_prompt_without_control(de
     assert (controlled - plain).abs().max() > 1e-2  # the comparison can tell a controlled edit apart
 
 
+def test_bad_overrides_are_refused_before_any_run():
+    with pytest.raises(SystemExit, match="steps must lie between"):
+        semantic.rows_for(["baseline"], {"steps": "4"})
+    with pytest.raises(SystemExit, match="no row's method has the parameter"):
+        semantic.rows_for(["masactrl"], {"blend_words": "cat"})
+    assert semantic.rows_for(["baseline"], {"steps": "7"})[0].params == {**semantic.BASELINE_PARAMS, "steps": "7"}
+
+
 def test_inputs_a_method_gets_from_a_case():
     color, reference = cases.make_cases(1, ("color",))[0], cases.make_cases(1, (world.REFERENCE,))[0]
     given, why = semantic.case_inputs(color, "specref", "required")
