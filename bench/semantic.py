@@ -118,9 +118,9 @@ class Settings:
 
     def key(self, model_identity: str, judge_digest: str) -> dict[str, Any]:
         """What must match for records to be merged into one table."""
-        return {"seed": self.seed, "model": self.model, "model_identity": model_identity, "max_side": self.max_side,
-                "inputs": self.inputs, "overrides": self.overrides, "dilate": self.dilate, "judge": self.judge,
-                "judge_sha256": judge_digest, "dtype": self.dtype}
+        return {"seed": self.seed, "model": _in_checkout(self.model), "model_identity": model_identity,
+                "max_side": self.max_side, "inputs": self.inputs, "overrides": self.overrides, "dilate": self.dilate,
+                "judge": _in_checkout(self.judge), "judge_sha256": judge_digest, "dtype": self.dtype}
 
 
 def rows_for(names: list[str], overrides: dict[str, str]) -> list[Row]:
@@ -400,8 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = dict(parse_assignment(text) for text in args.param)
     tasks = tuple(t for t in args.tasks.split(",") if t)
-    settings = Settings(args.per_task, tasks, args.seed, str(Path(args.model)), args.max_side, args.device, args.dtype,
-                        args.inputs, overrides, str(Path(args.judge)))
+    settings = Settings(args.per_task, tasks, args.seed, str(Path(args.model).resolve()), args.max_side, args.device,
+                        args.dtype, args.inputs, overrides, str(Path(args.judge).resolve()))
     rows = rows_for([m for m in args.methods.split(",") if m], overrides)
     if args.inputs == "all":
         rows = [Row(f"{r.name}+inputs", r.method, r.params) for r in rows]
@@ -437,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path} and {markdown}; {len(records)} runs in {time.time() - started:.0f} s"
           + (f"; {left} runs left for the next call (time limit)" if left else ""))
     return 0
+
+
+def _in_checkout(path: str) -> str:
+    """A path inside the checkout relative to its root (so results of two machines' checkouts merge)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved)
 
 
 def _load(path: Path, key: dict[str, Any]) -> dict[str, Any]:

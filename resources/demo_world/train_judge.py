@@ -25,6 +25,7 @@ for saving and evaluating. Seeded; as with train.py the number of steps follows 
     python3 resources/demo_world/train_judge.py --device cuda --minutes 5 --model resources/demo_world/weights \\
         --out resources/demo_world/judge                                            # GPU: the committed judge
     .venv/bin/python resources/demo_world/train_judge.py --device cpu --minutes 20 --scenes 6000 --out /tmp/judge
+    ... --evaluate --model resources/demo_world/weights --out resources/demo_world/judge   # measure a judge again
 """
 
 from __future__ import annotations
@@ -193,6 +194,26 @@ def evaluate(judge: J.Judge, sets: dict[str, tuple[np.ndarray, list[J.Facts]]]) 
     return {name: J.accuracy(judge.read(images), truths) for name, (images, truths) in sets.items()}
 
 
+def model_sets(model, device: torch.device, images: np.ndarray, captions: list[str], truth: list[J.Facts], steps: int,
+               log) -> dict[str, tuple[np.ndarray, list[J.Facts]]]:
+    """The held-out pictures as the model draws them: VAE round trips, restyled at strength 0.5, and samples
+    from their captions alone (`model`: a loaded bundle or the weights' path)."""
+    if isinstance(model, str):
+        from pipeline.models import load_model
+
+        model = load_model(model, device=str(device))
+    batch, start, out = (256 if device.type == "cuda" else 16), time.time(), {}
+    for name, strength in (("vae", 0.0), ("restyled-0.5", 0.5), ("samples", 1.0)):
+        out[name] = (redraw_all(model, images, captions, [strength] * len(images), steps, 3, batch, math.inf), truth)
+    log(f"held-out pictures drawn by the model in {time.time() - start:.0f}s")
+    return out
+
+
+def report(accuracy: dict[str, dict[str, float]], log) -> None:
+    for name, acc in accuracy.items():
+        log(f"held-out {name:>13}: " + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in acc.items()))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for judge.safetensors, judge.json, accuracy.json")
@@ -211,12 +232,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--width", type=int, default=48)
     parser.add_argument("--hidden", type=int, default=384)
+    parser.add_argument("--model-held-out", type=int, help="draw only this many held-out scenes with the model (CPU)")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="train nothing: measure the judge in --out on the held-out pictures (with --model, also on "
+                             "the model's) and rewrite the accuracy in its accuracy.json")
     args = parser.parse_args(argv)
 
     t0 = time.time()
     total = args.minutes * 60
     args.out.mkdir(parents=True, exist_ok=True)
-    log = Log(args.out / "train_log.txt")
+    log = Log(args.out / ("evaluate_log.txt" if args.evaluate else "train_log.txt"))
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
@@ -226,11 +251,24 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cudnn.benchmark = True
     else:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    log(f"judge training: device {device}, budget {total:.0f}s, torch {torch.__version__}, args {vars(args)}")
+    log(f"judge {'evaluation' if args.evaluate else 'training'}: device {device}, budget {total:.0f}s, torch {torch.__version__}, args {vars(args)}")
 
     # 1. renders (held-out from chunks of their own), in processes forked before CUDA is touched
     held_images, held_truth, held_captions = render(args.seed, HELD_OUT_CHUNK, args.held_out, args.workers, math.inf, log)
-    images, truth, captions = render(args.seed, 0, args.scenes, args.workers, t0 + 0.4 * total, log)
+    if args.evaluate:
+        sets = {"renders": (held_images, held_truth)}
+        if args.model:
+            n = args.model_held_out or len(held_images)
+            sets.update(model_sets(args.model, device, held_images[:n], held_captions[:n], held_truth[:n],
+                                   args.sample_steps, log))
+        accuracy = evaluate(J.Judge.load(args.out, device), sets)
+        report(accuracy, log)
+        path = args.out / "accuracy.json"
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        path.write_text(json.dumps({**previous, "held_out_scenes": {k: len(v[0]) for k, v in sets.items()},
+                                    "accuracy": accuracy, "evaluated_with_model": args.model}, indent=1) + "\n")
+        return
+    images, truth, captions = render(args.seed, 0, args.scenes, args.workers, t0 + 0.3 * total, log)
     labels = np.stack([J.labels(f) for f in truth])
     log(f"rendered {len(images)} training and {len(held_images)} held-out scenes "
         f"({len(set(captions))} distinct training captions)")
@@ -243,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
 
         bundle = load_model(args.model, device=str(device))
         log(f"model {args.model}: {bundle.identity}")
-        deadline = t0 + 0.6 * total
+        deadline = t0 + 0.45 * total
         batch = 256 if device.type == "cuda" else 16
         start = time.time()
         pools.append(redraw_all(bundle, images, captions, [0.0] * len(images), args.sample_steps, 1, batch, deadline))
@@ -253,10 +291,8 @@ def main(argv: list[str] | None = None) -> None:
         pools.append(redraw_all(bundle, images[:n_restyle], captions[:n_restyle], strengths, args.sample_steps, 2,
                                 batch, deadline))
         log(f"model pictures: {len(pools[1])} VAE round trips, {len(pools[2])} restyled in {time.time() - start:.0f}s")
-        for name, strength in (("vae", 0.0), ("restyled-0.5", 0.5), ("samples", 1.0)):
-            n = len(held_images)
-            sets[name] = (redraw_all(bundle, held_images, held_captions, [strength] * n, args.sample_steps, 3, batch,
-                                     math.inf), held_truth)
+        n = args.model_held_out or len(held_images)
+        sets.update(model_sets(bundle, device, held_images[:n], held_captions[:n], held_truth[:n], args.sample_steps, log))
         summary["model"] = {"spec": args.model, "identity": bundle.identity, "vae": len(pools[1]),
                             "restyled": len(pools[2])}
         del bundle
@@ -276,12 +312,11 @@ def main(argv: list[str] | None = None) -> None:
                                         "seed": args.seed, "device": str(device), **summary}})
     judge = J.Judge.load(args.out, device)
     accuracy = evaluate(judge, sets)
-    result = {"held_out_scenes": len(held_images), "parameters": parameters, "steps": steps,
+    result = {"held_out_scenes": {k: len(v[0]) for k, v in sets.items()}, "parameters": parameters, "steps": steps,
               "training_scenes": len(images), "device": str(device), "gpu": torch.cuda.get_device_name(0)
               if device.type == "cuda" else None, "minutes": args.minutes, "accuracy": accuracy, **summary}
     (args.out / "accuracy.json").write_text(json.dumps(result, indent=1) + "\n")
-    for name, acc in accuracy.items():
-        log(f"held-out {name:>13}: " + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in acc.items()))
+    report(accuracy, log)
     size = (args.out / J.WEIGHTS_FILE).stat().st_size
     log(f"wrote {args.out} ({size / 2**20:.2f} MiB of float16 safetensors) in {time.time() - t0:.0f}s "
         f"of the {total:.0f}s budget")
