@@ -73,63 +73,62 @@ def facts(description: Description) -> Facts:
 
 @dataclass(frozen=True)
 class Head:
-    key: str  # "ground", or "<attribute>" of each slot ("present" for the yes/no)
-    values: tuple[str, ...]  # empty for the yes/no (one logit)
-    offset: int  # first logit
+    key: str  # "ground", "sky", or an attribute of a slot ("present" for its yes/no)
+    values: tuple[str, ...]  # () for a yes/no head (one binary logit)
+
+    @property
+    def width(self) -> int:
+        return max(1, len(self.values))
 
 
-def _layout() -> tuple[list[Head], list[Head], int]:
-    scene, offset = [], 0
-    for key, values in SCENE_HEADS.items():
-        scene.append(Head(key, values, offset))
-        offset += len(values)
-    slot = [Head("present", (), 0)] + [Head(k, v, 0) for k, v in SUBJECT_HEADS.items()]
-    per_slot = sum(max(1, len(h.values)) for h in slot)
-    return scene, slot, offset + len(SLOTS) * per_slot
-
-
-SCENE_LAYOUT, SLOT_LAYOUT, N_LOGITS = _layout()
-PER_SLOT = sum(max(1, len(h.values)) for h in SLOT_LAYOUT)
+SCENE_LAYOUT = tuple(Head(k, v) for k, v in SCENE_HEADS.items())
+SLOT_LAYOUT = (Head("present", ()), *(Head(k, v) for k, v in SUBJECT_HEADS.items()))
+PER_SLOT = sum(h.width for h in SLOT_LAYOUT)
+N_LOGITS = sum(h.width for h in SCENE_LAYOUT) + len(SLOTS) * PER_SLOT
 N_LABELS = len(SCENE_LAYOUT) + len(SLOTS) * len(SLOT_LAYOUT)
 
 
-def labels(f: Facts) -> np.ndarray:
-    """Facts as int64 labels: each scene head's class, then per slot present (0/1) and each
-    attribute's class (IGNORE for an empty slot)."""
-    out = [head.values.index(f[head.key]) for head in SCENE_LAYOUT]
+def _columns() -> tuple[tuple[str, Head, int], ...]:
+    """Every label column in order, as (its fact key, its head, its first logit): the scene heads, then
+    per slot its presence and attributes."""
+    out, first = [], 0
+    for head in SCENE_LAYOUT:
+        out.append((head.key, head, first))
+        first += head.width
     for slot in SLOTS:
-        present = f[slot] == "yes"
-        out.append(int(present))
-        out += [SUBJECT_HEADS[h.key].index(f[f"{slot}.{h.key}"]) if present else IGNORE for h in SLOT_LAYOUT[1:]]
+        for head in SLOT_LAYOUT:
+            out.append((slot if head.key == "present" else f"{slot}.{head.key}", head, first))
+            first += head.width
+    return tuple(out)
+
+
+COLUMNS = _columns()
+
+
+def labels(f: Facts) -> np.ndarray:
+    """Facts as int64 labels, one per column: a class index, 0/1 for presence, IGNORE for an
+    attribute of an empty slot."""
+    out = []
+    for key, head, _ in COLUMNS:
+        if not head.values:
+            out.append(int(f[key] == "yes"))
+        else:
+            out.append(head.values.index(f[key]) if key in f else IGNORE)
     return np.asarray(out, np.int64)
 
 
 def flip_labels(y: torch.Tensor) -> torch.Tensor:
     """Labels [B, N_LABELS] of horizontally mirrored pictures: left and right slots swap."""
     k = len(SCENE_LAYOUT)
-    per = len(SLOT_LAYOUT)
-    slots = y[:, k:].reshape(len(y), len(SLOTS), per)[:, list(FLIPPED_SLOTS)]
+    slots = y[:, k:].reshape(len(y), len(SLOTS), len(SLOT_LAYOUT))[:, list(FLIPPED_SLOTS)]
     return torch.cat([y[:, :k], slots.reshape(len(y), -1)], dim=1)
-
-
-def _slot_logits(logits: torch.Tensor, slot: int) -> torch.Tensor:
-    start = SCENE_LAYOUT[-1].offset + len(SCENE_LAYOUT[-1].values) + slot * PER_SLOT
-    return logits[:, start : start + PER_SLOT]
 
 
 def split_logits(logits: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
     """Logits [B, N_LOGITS] as (logits of one head, its label column) pairs; a yes/no head's logits
     are [B] (a binary logit), the others [B, classes]."""
-    out = [(logits[:, h.offset : h.offset + len(h.values)], i) for i, h in enumerate(SCENE_LAYOUT)]
-    column = len(SCENE_LAYOUT)
-    for slot in range(len(SLOTS)):
-        block, offset = _slot_logits(logits, slot), 0
-        for head in SLOT_LAYOUT:
-            width = max(1, len(head.values))
-            part = block[:, offset : offset + width]
-            out.append((part[:, 0] if not head.values else part, column))
-            offset, column = offset + width, column + 1
-    return out
+    return [(logits[:, first] if not head.values else logits[:, first : first + head.width], column)
+            for column, (_, head, first) in enumerate(COLUMNS)]
 
 
 def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -145,24 +144,18 @@ def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def decode(logits: torch.Tensor) -> list[Facts]:
-    """Logits [B, N_LOGITS] -> what the judge reads in each picture."""
+    """Logits [B, N_LOGITS] -> what the judge reads in each picture (attributes of occupied slots only)."""
     logits = logits.float().cpu()
     out: list[Facts] = [{} for _ in range(len(logits))]
-    for head in SCENE_LAYOUT:
-        picks = logits[:, head.offset : head.offset + len(head.values)].argmax(1).tolist()
-        for f, p in zip(out, picks):
-            f[head.key] = head.values[p]
-    for s, slot in enumerate(SLOTS):
-        block = _slot_logits(logits, s)
-        present = (block[:, 0] > 0).tolist()
-        offset, picks = 1, {}
-        for head in SLOT_LAYOUT[1:]:
-            picks[head.key] = block[:, offset : offset + len(head.values)].argmax(1).tolist()
-            offset += len(head.values)
-        for b, f in enumerate(out):
-            f[slot] = "yes" if present[b] else "no"
-            if present[b]:
-                f.update({f"{slot}.{key}": SUBJECT_HEADS[key][idx[b]] for key, idx in picks.items()})
+    for part, column in split_logits(logits):
+        key, head, _ = COLUMNS[column]
+        values = ["yes" if x > 0 else "no" for x in part.tolist()] if not head.values else \
+            [head.values[i] for i in part.argmax(1).tolist()]
+        for f, value in zip(out, values):
+            f[key] = value
+    for f in out:
+        for key in [k for k in f if "." in k and f[k.split(".")[0]] != "yes"]:
+            del f[key]
     return out
 
 
