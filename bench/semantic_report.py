@@ -118,6 +118,8 @@ def write_markdown(report: dict[str, Any], path: Path, registered: list[str], pr
         lines.append("")
 
     grid("Edit success (%)", "success", note="The judge reads every changed attribute as the target caption has it.")
+    grid("Changed attributes read right (%, mean)", "success_share",
+         note="Partial credit: an added subject has five attributes, a replaced one up to four.")
     grid("Preservation by the judge (%)", "kept",
          note="The judge reads every other attribute (background, the subject's other attributes, the other subjects, "
               "empty places) as it is.")
