@@ -11,6 +11,7 @@ decoded (`Latest`), and during a run they wait for it to end (the engine runs on
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import traceback
@@ -42,6 +43,16 @@ def device_summary(device: Any = None) -> dict[str, str]:
     total = torch.cuda.get_device_properties(index).total_memory / 2**30
     return {"device": f"{torch.cuda.get_device_name(index)} (cuda:{index})",
             "memory": f"GPU memory: {used:.1f} / {total:.0f} GiB"}
+
+
+def keep_out_of_collections() -> None:
+    """Move every object alive now (torch, diffusers, the model: millions) out of the garbage
+    collector's reach. A full collection otherwise walks them all, holding the GIL for 0.1 to 0.45 s
+    on a CPU, and the window freezes that long whenever one falls during a run; afterwards it walks
+    only what runs create. Called once the model is loaded, after a collection (so no garbage is
+    kept for good); `gc.unfreeze()` before the next model lets the old one be collected."""
+    gc.collect()
+    gc.freeze()
 
 
 def model_key(options: dict[str, Any]) -> tuple:
@@ -83,20 +94,25 @@ class EngineWorker(QObject):
         self._engine: Any = None
         self._decodes = decodes
         self._loaded: tuple | None = None  # the model_key of the model the engine holds
+        self._models_loaded = 0
 
     @Slot()
     def start_up(self) -> None:
+        gc.disable()  # importing torch and diffusers makes millions of objects: no collections meanwhile
         try:
             from pipeline.tokenizer import load_clip_tokenizer
 
             self._engine = self._factory()
             tokenizer = load_clip_tokenizer()
+            keep_out_of_collections()
             self.status.emit(device_summary())
             self.ready.emit(tokenizer)
         except Exception as error:  # noqa: BLE001 - shown to the user, with the traceback as details
             log.exception("engine start-up failed")
             self.loadFailed.emit(f"The engine could not start ({type(error).__name__}: {error}).\n\n"
                                  + traceback.format_exc())
+        finally:
+            gc.enable()
 
     @Slot(object, bool)
     def preload(self, options: dict, download: bool) -> None:
@@ -107,6 +123,8 @@ class EngineWorker(QObject):
         self.modelState.emit("downloading…" if download else "loading…", "")
         self._loaded = None
         model, device, dtype = model_key(options)
+        if self._models_loaded:
+            gc.unfreeze()  # the model loaded before may go now, cycles and all
         try:
             if download:
                 self._engine.preload(model, device, dtype, allow_download=True)
@@ -118,6 +136,9 @@ class EngineWorker(QObject):
             log.exception("model preload failed")
             self.modelState.emit("not loaded", f"The model could not be loaded ({type(error).__name__}: {error}).")
             return
+        finally:
+            keep_out_of_collections()
+        self._models_loaded += 1
         self._loaded = model_key(options)
         self.status.emit(device_summary(getattr(bundle, "device", None)))
         self.modelState.emit("loaded", "")
