@@ -119,7 +119,7 @@ def write_markdown(report: dict[str, Any], path: Path, registered: list[str], pr
 
     grid("Edit success (%)", "success", note="The judge reads every changed attribute as the target caption has it.")
     grid("Changed attributes read right (%, mean)", "success_share",
-         note="Partial credit: an added subject has five attributes, a replaced one up to four.")
+         note="Partial credit: each changed key counts (an added subject: its presence and each of its attributes).")
     grid("Preservation by the judge (%)", "kept",
          note="The judge reads every other attribute (background, the subject's other attributes, the other subjects, "
               "empty places) as it is.")
