@@ -71,7 +71,7 @@ def gpu(args: argparse.Namespace) -> int:
     cond, uncond = ctx.encode_text([ACTION.source]), ctx.encode_text([""])
     trajectory = measure("DDIM inversion at guidance 7.5 (fp16)",
                          lambda: ddim_invert(ctx, schedule, latent, cond, uncond=uncond, scale=7.5), results)
-    for form in FORMS:
+    for form in args.forms.split(","):
         params = KVInversionParams(steps=args.steps, form=form, inner_steps=args.inner_steps, early_stop=False)
         tuned = measure(f"KV tuning, {form} (fp32, {args.inner_steps} inner steps fixed)", lambda: kv_tune(
             ctx, schedule, trajectory, cond, uncond, layers=params.layers, form=form, rank=params.rank,
@@ -86,7 +86,7 @@ def gpu(args: argparse.Namespace) -> int:
             measure(f"KV edit, {form} ({name})", lambda: method.edit(run, inversion, ACTION, params, NONE), results)
         del tuned, inversion
 
-    write_report("kv-inversion", {
+    write_report("kv-inversion" if args.forms == ",".join(FORMS) else f"kv-inversion-{args.forms}", {
         "size": args.size,
         "steps": args.steps,
         "inner_steps": args.inner_steps,
@@ -164,6 +164,7 @@ def main() -> int:
     parser.add_argument("--demo", action="store_true", help="reconstruction figures on a demo model (CPU)")
     parser.add_argument("--model", default="demo-tiny", help="--demo: which demo model (demo-tiny: 64x64 blobs)")
     parser.add_argument("--inner-steps", type=int, default=10, help="GPU: Adam steps per timestep of the tuning")
+    parser.add_argument("--forms", default=",".join(FORMS), help="GPU: the storage forms to measure (full,low-rank)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON report")
     args = parser.parse_args()
     if args.demo:
