@@ -121,10 +121,10 @@ class EngineWorker(QObject):
         from pipeline.errors import RetakeError
 
         self.modelState.emit("downloading…" if download else "loading…", "")
+        if self._models_loaded and self._loaded != model_key(options):
+            gc.unfreeze()  # the model loaded before may go now, cycles and all
         self._loaded = None
         model, device, dtype = model_key(options)
-        if self._models_loaded:
-            gc.unfreeze()  # the model loaded before may go now, cycles and all
         try:
             if download:
                 self._engine.preload(model, device, dtype, allow_download=True)
