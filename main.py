@@ -1,5 +1,6 @@
 """Retake's entry point: no arguments opens the desktop app, `open PATH` opens it on a photo, a project
-or a result PNG; other subcommands run the CLI (which never imports Qt)."""
+or a result PNG; other subcommands run the CLI (which never imports Qt); `self-test` adds to the CLI's
+checks an edit through the desktop window, offscreen."""
 
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ def main() -> int:
         from gui.app import main as gui_main
 
         return gui_main(args[1:])
+    if args == ["self-test"]:  # the CLI's checks, then the same edit through the desktop window (offscreen)
+        from cli.selftest import self_test
+        from gui.selftest import window_checks
+        from pipeline.engine import Engine
+
+        return self_test(Engine(), sys.stdout, window_checks)
     from cli.commands import main as cli_main
 
     try:

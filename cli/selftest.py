@@ -1,13 +1,15 @@
 """`retake self-test`: invert, edit, save, reopen and re-edit on the demo model, in a few seconds.
 
 It exits 0 only if every stage worked and the re-edit reused the stored inversion and reproduced the
-first result byte for byte, and if the desktop window (offscreen) edited the demo photo too, with a
-preview at every step and a full decode of a scrubbed step. Later issues add their methods' checks here.
+first result byte for byte, and, run from main.py, if the desktop window (offscreen) edited the demo
+photo too, with a preview at every step and a full decode of a scrubbed step (gui/selftest.py). Later
+issues add their methods' checks here.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -19,7 +21,9 @@ DEMO_IMAGE = Path(__file__).resolve().parent.parent / "resources" / "demo" / "ho
 QUICK = {"steps": 6, "inner_steps": 3}
 
 
-def self_test(engine: Engine, out: TextIO) -> int:
+def self_test(engine: Engine, out: TextIO, more_checks: Callable[[Path], list[tuple[str, bool]]] | None = None) -> int:
+    """Run the checks, print one line each, return the exit code; `more_checks(demo_image)` adds named
+    checks of its own (main.py's: the same edit through the desktop window)."""
     checks: list[tuple[str, bool]] = []
     with tempfile.TemporaryDirectory(prefix="retake-self-test-") as tmp:
         project = Path(tmp) / "house.retake"
@@ -37,21 +41,13 @@ def self_test(engine: Engine, out: TextIO) -> int:
         same = (isinstance(first, Done) and isinstance(again, Done)
                 and first.image.tobytes() == again.image.tobytes())
         checks.append(("re-edit reproduces the result", same))
-    checks += _window_checks()
+    if more_checks is not None:
+        checks += more_checks(DEMO_IMAGE)
     for name, ok in checks:
         out.write(f"{'ok  ' if ok else 'FAIL'} {name}\n")
     passed = all(ok for _, ok in checks)
     out.write("self-test passed\n" if passed else "self-test FAILED\n")
     return 0 if passed else 1
-
-
-def _window_checks() -> list[tuple[str, bool]]:
-    """The same edit through the desktop window (Qt is imported only here)."""
-    try:
-        from cli.selftest_window import window_checks
-    except ImportError as error:  # PySide6 missing or broken: the window cannot be checked
-        return [(f"window: Qt could not be loaded ({error})", False)]
-    return window_checks(DEMO_IMAGE)
 
 
 def _run(engine: Engine, request: EditRequest, out: TextIO) -> Event:

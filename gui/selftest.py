@@ -1,7 +1,8 @@
 """The desktop half of `retake self-test`: open the main window offscreen and edit the demo photo
 through it, as an artist would (worker thread, engine, timeline previews, a full decode of a step).
 
-Kept apart from cli/selftest.py so the rest of the CLI never imports Qt.
+main.py hands these checks to cli.selftest (the CLI itself never imports Qt or gui/); Qt is imported
+only when they run, so a machine whose Qt cannot load gets a failed check, not a crash.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ WAIT_S = 300
 def window_checks(demo_image: Path) -> list[tuple[str, bool]]:
     """Named checks of one edit through a real window (offscreen unless QT_QPA_PLATFORM says otherwise)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
+    try:
+        from PySide6.QtCore import QtMsgType, qInstallMessageHandler
 
-    from gui.app import make_app
+        from gui.app import make_app
+    except ImportError as error:  # PySide6 missing or broken: the window cannot be checked
+        return [(f"window: Qt could not be loaded ({error})", False)]
 
     def quiet(kind: QtMsgType, _context: object, text: str) -> None:
         """Qt's warnings (the offscreen platform's "does not support propagateSizeHints") are not the
