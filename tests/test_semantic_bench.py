@@ -95,6 +95,21 @@ def test_labels_decode_back_to_the_facts_and_mirror_with_the_picture():
         assert torch.equal(flipped, torch.from_numpy(judge.labels(judge.facts(mirrored))))
 
 
+def test_the_loss_is_each_heads_mean_loss_summed():
+    """The batched loss equals a plain loop over every head (attributes only where the slot is occupied)."""
+    rng = np.random.default_rng(6)
+    y = torch.from_numpy(np.stack([judge.labels(judge.facts(world.sample_description(rng))) for _ in range(40)]))
+    logits = torch.randn(len(y), judge.N_LOGITS, generator=torch.Generator().manual_seed(0))
+    expected = 0.0
+    for part, column in judge.split_logits(logits):
+        target = y[:, column]
+        if part.dim() == 1:
+            expected += torch.nn.functional.binary_cross_entropy_with_logits(part, target.float())
+        elif (target != judge.IGNORE).any():
+            expected += torch.nn.functional.cross_entropy(part, target, ignore_index=judge.IGNORE)
+    assert judge.loss(logits, y) == pytest.approx(float(expected), rel=1e-5)
+
+
 def test_accuracy_counts_each_attribute_where_it_is_defined():
     rng = np.random.default_rng(3)
     truths = [judge.facts(world.sample_description(rng)) for _ in range(50)]

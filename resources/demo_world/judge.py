@@ -132,14 +132,26 @@ def split_logits(logits: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
 
 
 def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The sum over heads of each head's mean loss (cross-entropy; binary for presence)."""
-    total = logits.new_zeros(())
-    for part, column in split_logits(logits):
-        target = y[:, column]
-        if part.dim() == 1:
-            total = total + F.binary_cross_entropy_with_logits(part, target.float())
-        elif (target != IGNORE).any():
-            total = total + F.cross_entropy(part, target, ignore_index=IGNORE)
+    """The sum over heads of each head's mean loss: cross-entropy per scene head; per slot, binary
+    cross-entropy of its presence and cross-entropy of each attribute over the pictures where the slot
+    is occupied (no term where it is empty in every picture). Slots are computed together, with no
+    value read back from the device (a training step never waits for it)."""
+    k, b = len(SCENE_LAYOUT), len(y)
+    total = sum(F.cross_entropy(logits[:, first : first + head.width], y[:, column])
+                for column, (_, head, first) in enumerate(COLUMNS[:k]))
+    slots = logits[:, COLUMNS[k][2]:].reshape(b, len(SLOTS), PER_SLOT)
+    targets = y[:, k:].reshape(b, len(SLOTS), len(SLOT_LAYOUT))
+    offset = 0
+    for j, head in enumerate(SLOT_LAYOUT):
+        part, target = slots[..., offset : offset + head.width], targets[..., j]
+        offset += head.width
+        if not head.values:
+            total = total + F.binary_cross_entropy_with_logits(part[..., 0], target.float(), reduction="none").mean(0).sum()
+            continue
+        valid = target != IGNORE
+        each = F.cross_entropy(part.reshape(-1, head.width), target.clamp(min=0).reshape(-1), reduction="none")
+        per_slot = (each.reshape(b, len(SLOTS)) * valid).sum(0) / valid.sum(0).clamp(min=1)
+        total = total + per_slot.sum()
     return total
 
 

@@ -130,49 +130,54 @@ def redraw_all(bundle, images, captions, strengths, steps: int, seed: int, batch
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Blur, down-up scaling, noise and small brightness / colour-balance changes on [-1, 1] pictures."""
-    b = len(x)
-    u = lambda *shape: torch.rand(*shape, generator=gen).to(x.device)  # noqa: E731
-    pick = u(b) < 0.35
-    if pick.any():
-        sigma = 0.3 + 0.9 * float(u(1))
-        r = torch.arange(-3, 4, device=x.device, dtype=x.dtype)
-        k = torch.exp(-r**2 / (2 * sigma**2))
-        k = (k / k.sum()).view(1, 1, 1, 7).expand(3, 1, 1, 7)
-        y = F.conv2d(F.pad(x[pick], (3, 3, 0, 0), mode="replicate"), k, groups=3)
-        y = F.conv2d(F.pad(y, (0, 0, 3, 3), mode="replicate"), k.transpose(2, 3), groups=3)
-        x = x.clone()
-        x[pick] = y
-    pick = u(b) < 0.2
-    if pick.any():
-        small = F.interpolate(x[pick], scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
-        x[pick] = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    """Blur, down-up scaling, noise and small brightness / colour-balance changes on [-1, 1] pictures.
+
+    Each is computed for the whole batch and kept where a picture drew it (torch.where), so nothing
+    waits for the device: random numbers come from the CPU generator."""
+    b, device = len(x), x.device
+    u = lambda *shape: torch.rand(*shape, generator=gen).to(device)  # noqa: E731
+    sigma = 0.3 + 0.9 * float(torch.rand(1, generator=gen))
+    r = torch.arange(-3, 4, device=device, dtype=x.dtype)
+    k = torch.exp(-r**2 / (2 * sigma**2))
+    k = (k / k.sum()).view(1, 1, 1, 7).expand(3, 1, 1, 7)
+    blurred = F.conv2d(F.pad(x, (3, 3, 0, 0), mode="replicate"), k, groups=3)
+    blurred = F.conv2d(F.pad(blurred, (0, 0, 3, 3), mode="replicate"), k.transpose(2, 3), groups=3)
+    x = torch.where(u(b, 1, 1, 1) < 0.35, blurred, x)
+    small = F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
+    x = torch.where(u(b, 1, 1, 1) < 0.2, F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False), x)
     gain = (1 + 0.07 * (2 * u(b, 1, 1, 1) - 1)) * (1 + 0.03 * (2 * u(b, 3, 1, 1) - 1))
     x = (x + 1) * gain - 1 + 0.06 * (2 * u(b, 1, 1, 1) - 1)
-    x = x + torch.randn(x.shape, generator=gen).to(x.device) * 0.06 * u(b, 1, 1, 1) * (u(b, 1, 1, 1) < 0.5)
+    x = x + torch.randn(x.shape, generator=gen).to(device) * 0.06 * u(b, 1, 1, 1) * (u(b, 1, 1, 1) < 0.5)
     return x.clamp(-1, 1)
 
 
 def train(net, pools: list[np.ndarray], y: torch.Tensor, device, batch: int, lr: float, seconds: float,
           gen: torch.Generator, log) -> int:
-    """Batches draw a picture index, then one of the versions (render, VAE, restyled) that exist for it."""
+    """Batches draw a picture index, then one of the versions (render, VAE, restyled) that exist for it.
+    Indices are drawn on the CPU; on the device every step is gathers and torch.where, and the loss is
+    read back only when it is logged."""
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     counts = torch.tensor([len(p) for p in pools])
     tensors = [torch.from_numpy(p).to(device) for p in pools]
+    y = y.to(device)
     net.train()
     start, step, recent = time.time(), 0, []
+
+    def mean_loss() -> float:
+        return float(torch.stack(recent[-50:]).mean()) if recent else float("nan")
+
     while (elapsed := time.time() - start) < seconds:
         for g in opt.param_groups:
             g["lr"] = cosine(elapsed / seconds, lr, 0.03)
         idx = torch.randint(len(pools[0]), (batch,), generator=gen)
         which = torch.randint(len(pools), (batch,), generator=gen)
-        which = torch.where(idx < counts[which], which, torch.zeros_like(which))  # restyled: only some pictures
-        images = torch.empty((batch, *pools[0].shape[1:]), dtype=torch.uint8, device=device)
-        for w, pool in enumerate(tensors):
-            chosen = which == w
-            if chosen.any():
-                images[chosen.to(device)] = pool[idx[chosen].to(device)]
-        x, labels = J.to_input(images), y[idx].to(device)
+        which = torch.where(idx < counts[which], which, 0).to(device)  # restyled: only some pictures have one
+        idx = idx.to(device)
+        images = tensors[0][idx]
+        for w in range(1, len(tensors)):
+            version = tensors[w][idx.clamp(max=len(pools[w]) - 1)]
+            images = torch.where((which == w)[:, None, None, None], version, images)
+        x, labels = J.to_input(images), y[idx]
         flip = (torch.rand(batch, generator=gen) < 0.5).to(device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
         labels = torch.where(flip[:, None], J.flip_labels(labels), labels)
@@ -180,13 +185,13 @@ def train(net, pools: list[np.ndarray], y: torch.Tensor, device, batch: int, lr:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        recent.append(loss.item())
+        recent = recent[-49:] + [loss.detach()]
         if step % 200 == 0:
-            log(f"judge step {step:6d}  loss {np.mean(recent[-50:]):.4f}  lr {opt.param_groups[0]['lr']:.2e}")
+            log(f"judge step {step:6d}  loss {mean_loss():.4f}  lr {opt.param_groups[0]['lr']:.2e}")
         step += 1
     net.eval()
     log(f"judge training done: {step} steps of batch {batch} in {time.time() - start:.0f}s; "
-        f"loss over the last 50 steps {np.mean(recent[-50:]):.4f}")
+        f"loss over the last 50 steps {mean_loss():.4f}")
     return step
 
 
