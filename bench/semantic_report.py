@@ -92,7 +92,8 @@ def write_markdown(report: dict[str, Any], path: Path, registered: list[str], pr
         + "). Rows: `ground truth` is the case's target picture (the judge's ceiling), `unchanged` the source "
         "returned as it is, `baseline` DDIM inversion + the target prompt with no attention control (p2p with "
         "inversion=ddim and no replacement), then every registered method at its defaults. "
-        "**Bold**: the methods the issue names for the task.",
+        "**Bold**: the methods the issue names for the task. A value followed by (k) is over the k cases that "
+        "row ran on, not over all the task's cases (the reference rows cover every case).",
         "",
     ]
     accuracy = report.get("judge_accuracy")
@@ -106,13 +107,15 @@ def write_markdown(report: dict[str, Any], path: Path, registered: list[str], pr
 
     def grid(title: str, key: str, digits: int = 0, note: str = "") -> None:
         lines.extend([f"## {title}", ""] + ([note, ""] if note else []))
-        lines.append("| task | n | " + " | ".join(columns) + " |")
+        lines.append("| task | cases | " + " | ".join(columns) + " |")
         lines.append("|---|---|" + "---|" * len(columns))
         for task, cells in agg.items():
-            n = max((c["attempted"] for c in cells.values()), default=0)
+            n = sum(1 for c in report["cases"] if task in ("all", c["task"]))
             values = []
             for row in columns:
-                text = _fmt(cells[row][key], digits) if row in cells and cells[row]["attempted"] else "-"
+                cell = cells.get(row)
+                text = "-" if cell is None or not cell["attempted"] else _fmt(cell[key], digits) + (
+                    f" ({cell['attempted']})" if cell["attempted"] != n else "")
                 values.append(f"**{text}**" if row.removesuffix("+inputs") in primary.get(task, ()) else text)
             lines.append(f"| {task} | {n} | " + " | ".join(values) + " |")
         lines.append("")
