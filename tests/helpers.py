@@ -1,9 +1,13 @@
 """Small helpers shared by tests."""
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
+import torch
+
 from pipeline.request import EditRequest
+from pipeline.sampling import Sampling, denoise
 
 DEMO_PHOTO = str(Path(__file__).resolve().parent.parent / "resources" / "demo" / "house.png")
 SOURCE = "a house in a meadow under a blue sky"
@@ -17,6 +21,19 @@ def demo_request(tmp_path: Path, quick: dict, **kw) -> EditRequest:
                   params=dict(quick), max_side=64, device="cpu", model="demo-tiny")
     fields.update(kw)
     return EditRequest(**fields)
+
+
+def assert_retraces(ctx, schedule, latents: torch.Tensor, run: Sampling, what: str) -> None:
+    """Sampling `run` from latents[0] (z*_T) lands on latents[i + 1] after step i, to fp32 rounding: the
+    invariant of every method that stores per-step tensors learned against a trajectory."""
+    reached: list[torch.Tensor] = []
+    recording = dataclasses.replace(run, blend=lambda i, z: reached.append(z) or z)
+    with torch.no_grad():
+        denoise(ctx, schedule, latents[:1], recording, "retrace")
+    assert len(reached) == latents.shape[0] - 1
+    for i, z in enumerate(reached):
+        torch.testing.assert_close(z, latents[i + 1 : i + 2], rtol=0, atol=1e-5,
+                                   msg=lambda m, i=i: f"step {i} left the {what} trajectory: {m}")
 
 
 def tree_digest(folder: Path) -> str:

@@ -27,7 +27,7 @@ from pipeline.project import Project
 from pipeline.request import EditRequest
 from pipeline.run import RunContext, Step
 from pipeline.sampling import DDIMSchedule, Sampling, control_state, denoise
-from tests.helpers import SD15UNet, demo_request, tree_digest
+from tests.helpers import SD15UNet, assert_retraces, demo_request, tree_digest
 
 SOURCE = "a house in a meadow under a blue sky"
 TARGET = "a castle in a meadow under a blue sky"
@@ -148,14 +148,8 @@ def test_stored_keys_and_values_retrace_the_tuned_latents_step_by_step(ctx, tune
     assert result.latents.shape[0] == STEPS + 1
     stored = StoredKV(result.tensors)
     assert stored.steps == STEPS and len(stored.layers) == 6  # the demo UNet's decoder self-attention
-    reached: list[torch.Tensor] = []
-    run = Sampling(cond, uncond.expand(STEPS, -1, -1)[:, None], GUIDANCE, [CPAttention(stored)],
-                   blend=lambda i, z: reached.append(z) or z)
-    with torch.no_grad():
-        denoise(ctx, schedule, result.latents[:1], run, "retrace")
-    for i, z in enumerate(reached):
-        torch.testing.assert_close(z, result.latents[i + 1 : i + 2], rtol=0, atol=1e-5,
-                                   msg=lambda m, i=i: f"step {i} left the tuned trajectory: {m}")
+    run = Sampling(cond, uncond.expand(STEPS, -1, -1)[:, None], GUIDANCE, [CPAttention(stored)])
+    assert_retraces(ctx, schedule, result.latents, run, "tuned")
 
 
 @pytest.mark.parametrize("form", ["full", "low-rank"])

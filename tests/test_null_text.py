@@ -10,7 +10,8 @@ import torch
 
 from pipeline.inversion.ddim import ddim_invert
 from pipeline.inversion.null_text import null_text_optimise
-from pipeline.sampling import DDIMSchedule, Sampling, denoise
+from pipeline.sampling import DDIMSchedule, Sampling
+from tests.helpers import assert_retraces
 
 SOURCE = "a house in a meadow under a blue sky"
 STEPS = 8
@@ -33,13 +34,7 @@ def optimised(demo_bundle, demo_latent):
 def test_stored_embeddings_retrace_the_optimised_latents_step_by_step(ctx, optimised):
     schedule, cond, result = optimised
     assert result.embeddings.shape[0] == STEPS and result.latents.shape[0] == STEPS + 1
-    reached: list[torch.Tensor] = []
-    run = Sampling(cond, result.embeddings[:, None], GUIDANCE, blend=lambda i, z: reached.append(z) or z)
-    with torch.no_grad():
-        denoise(ctx, schedule, result.latents[:1], run, "retrace")
-    for i, z in enumerate(reached):
-        torch.testing.assert_close(z, result.latents[i + 1 : i + 2], rtol=0, atol=1e-5,
-                                   msg=lambda m, i=i: f"step {i} left the optimised trajectory: {m}")
+    assert_retraces(ctx, schedule, result.latents, Sampling(cond, result.embeddings[:, None], GUIDANCE), "optimised")
 
 
 def test_every_step_keeps_its_own_embedding(optimised):

@@ -24,8 +24,8 @@ from pipeline.methods.p2p import P2PParams, p2p_edit
 from pipeline.methods.stylediffusion import FEATURES, StyleDiffusion, StyleDiffusionParams, learned_values
 from pipeline.parts import IMAGE_ENCODER, image_features, with_parts
 from pipeline.run import RunContext
-from pipeline.sampling import DDIMSchedule, Sampling, denoise
-from tests.helpers import SOURCE, TARGET, demo_request
+from pipeline.sampling import DDIMSchedule, Sampling
+from tests.helpers import SOURCE, TARGET, assert_retraces, demo_request
 
 STEPS = 6
 INNER = 20
@@ -95,14 +95,8 @@ def test_stored_networks_retrace_the_trained_trajectory_step_by_step(bundle, sd_
     networks = from_tensors(stored, sd_ctx.device)
     features = stored[FEATURES][None]
     values = {(i, 0): network.value_input(features, cond)[0] for i, network in enumerate(networks)}
-    reached = []
-    run = Sampling(cond, uncond.expand(STEPS, 1, -1, -1), GUIDANCE, [ValueInput(value_projections(bundle.unet), values)],
-                   blend=lambda i, z: reached.append(z) or z)
-    with torch.no_grad():
-        denoise(sd_ctx, schedule, trained.latents[:1], run, "retrace")
-    for i, z in enumerate(reached):
-        torch.testing.assert_close(z, trained.latents[i + 1 : i + 2], rtol=0, atol=1e-5,
-                                   msg=lambda m, i=i: f"step {i} left the trained trajectory: {m}")
+    run = Sampling(cond, uncond.expand(STEPS, 1, -1, -1), GUIDANCE, [ValueInput(value_projections(bundle.unet), values)])
+    assert_retraces(sd_ctx, schedule, trained.latents, run, "trained")
 
 
 def test_every_step_keeps_its_own_network(stored):
