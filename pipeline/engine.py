@@ -67,6 +67,9 @@ class Engine:
         self.cache_dir = cache_dir
         self._model: tuple[tuple, ModelBundle] | None = None
         self._preview_maps: dict[str, LatentRGB] = {}
+        self._tuned: tuple[tuple[Path, str], Tensors] | None = None
+        """The last tuning used, by project and key: a re-edit does not read it from disk again (a
+        specref reference's features are a gigabyte at 512 px)."""
         self._busy = threading.RLock()
 
     # -- stages ---------------------------------------------------------------------------------
@@ -144,7 +147,8 @@ class Engine:
             return EditResult(output, full, working)
 
     def _tune(self, job: Job, ctx: RunContext, inversion: Inversion) -> Tensors:
-        """The job's tuned tensors: the project's when the tuning key matches, else learned and stored."""
+        """The job's tuned tensors: the project's when the tuning key matches (kept in memory for the next
+        edit), else learned and stored."""
         if not tunes(job.method):
             return {}
         key_params = stage_key_params(job.params, "tuning")
@@ -152,7 +156,9 @@ class Engine:
         key = tuning_key(inversion.key, target, key_params, self._digests(job, "tuning"))
         project = job.project if job.project is not None else Project.open(job.project_path)
         if project.find_inversion(key) is not None:
-            return project.load_inversion(key)
+            if self._tuned is None or self._tuned[0] != (job.project_path, key):
+                self._tuned = ((job.project_path, key), project.load_inversion(key))
+            return self._tuned[1]
         tuned = job.method.tune(ctx, inversion.tensors, job.prompts, job.params, self._inputs(job, ctx, "tuning"))
         tuned = {name: t.detach().cpu().contiguous() for name, t in tuned.items()}
         clash = sorted(set(tuned) & set(inversion.tensors))
@@ -162,6 +168,7 @@ class Engine:
         project.save_inversion(key, tuned, method=job.method_id, model_identity=ctx.bundle.identity,
                                source_prompt=job.prompts.source, params=key_params, size=job.size,
                                steps=int(stage_key_params(job.params, "inversion").get("steps", 0)) or 1)
+        self._tuned = ((job.project_path, key), tuned)
         return tuned
 
     def commit(self, job: Job, bundle: ModelBundle, inversion: Inversion, result: EditResult) -> Done:
