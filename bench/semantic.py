@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     recovered = _read_journal(journal)
     report = _merge(report, [], recovered, [])
     done = set() if args.redo else {(r["row"], r["case"]) for r in report["runs"]}
-    wanted = [(row.name, case.id) for case in cases for row in rows]
+    wanted = [(row.name, case.id) for case in breadth_first(cases) for row in rows]
     jobs = [job for job in wanted if job not in done]
     print(f"semantic bench: {len(cases)} cases, rows {', '.join(r.name for r in rows)}; {len(jobs)} runs to do, "
           f"{len(wanted) - len(jobs)} done before ({len(recovered)} records taken from {journal.name})", flush=True)
@@ -437,6 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path} and {markdown}; {len(records)} runs in {time.time() - started:.0f} s"
           + (f"; {left} runs left for the next call (time limit)" if left else ""))
     return 0
+
+
+def breadth_first(cases: list[world_cases.Case]) -> list[world_cases.Case]:
+    """The cases in the order the k-th of every task, then the (k+1)-th: a call stopped by
+    --time-limit leaves every task covered to the same depth."""
+    depth = {case.id: k for task in world_cases.TASKS
+             for k, case in enumerate(c for c in cases if c.task == task)}
+    return sorted(cases, key=lambda case: depth[case.id])
 
 
 def _in_checkout(path: str) -> str:
