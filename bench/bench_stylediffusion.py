@@ -34,7 +34,7 @@ from pipeline.inversion.value_mapping import inner_iterations  # noqa: E402
 from pipeline.methods.base import Inputs, Prompts  # noqa: E402
 from pipeline.methods.stylediffusion import StyleDiffusion, StyleDiffusionParams  # noqa: E402
 from pipeline.models import ModelBundle  # noqa: E402
-from pipeline.parts import IMAGE_ENCODER  # noqa: E402
+from pipeline.parts import IMAGE_ENCODER, ImageEncoder  # noqa: E402
 from pipeline.run import RunContext  # noqa: E402
 
 PROMPTS = Prompts("a cat sitting on a wooden bench in a garden", "a tiger sitting on a wooden bench in a garden")
@@ -81,7 +81,7 @@ def main() -> int:
     args = parser.parse_args()
     device = bench_device()
     fp16 = random_sd15(device, torch.float16 if device.type == "cuda" else torch.float32)
-    fp16 = dataclasses.replace(fp16, parts={IMAGE_ENCODER: vit_b16(device)})
+    fp16 = dataclasses.replace(fp16, parts={IMAGE_ENCODER: ImageEncoder(vit_b16(device), "", "random ViT-B/16")})
     bundles: dict[str, ModelBundle] = {"fp16": fp16, "fp32": dataclasses.replace(fp16, sample_dtype=torch.float32)}
     if device.type != "cuda":
         bundles = {"fp32": bundles["fp32"]}

@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--target", required=True, help="what the photo should become")
     edit.add_argument("--method", choices=method_ids(), help="editing method (default: the project's, or p2p)")
     edit.add_argument("--model", help="'demo', a diffusers folder, a cached hub id or a .safetensors file")
+    edit.add_argument("--image-encoder", metavar="SPEC",
+                      help="the CLIP image encoder of a method that needs one (stylediffusion): a folder "
+                           "(config.json + model.safetensors) or a cached hub id (default: the project's, else "
+                           "image_encoder/ in the model folder, else openai/clip-vit-base-patch16 from the cache); "
+                           "'' looks for it beside the model again")
     edit.add_argument("--project", help="project folder (default: IMAGE's name + .retake beside it)")
     edit.add_argument("--out", help="also write the result to this PNG")
     edit.add_argument("--steps", type=int, help="DDIM steps (the method's 'steps' parameter)")
@@ -145,7 +150,8 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
         assignments.append(("steps", str(args.steps)))
     return EditRequest(
         target_prompt=args.target, image=args.image, source_prompt=args.source, project=args.project,
-        model=args.model, method=args.method, params=_unique_params(assignments), mask=args.mask,
+        model=args.model, image_encoder=args.image_encoder, method=args.method,
+        params=_unique_params(assignments), mask=args.mask,
         inputs=_named_inputs(args),
         input_prompts={} if args.reference_prompt is None else {"reference": args.reference_prompt},
         output=args.out, seed=args.seed, device=args.device, dtype=args.dtype, max_side=args.max_side,

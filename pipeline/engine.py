@@ -31,7 +31,7 @@ from pipeline.images import composite_onto_photo, from_tensor, to_tensor
 from pipeline.methods.base import EditOutput, Inputs, Tensors, input_specs, stage_key_params, tunes
 from pipeline.models import ModelBundle, default_cache_dir, load_model
 from pipeline.params import params_to_dict
-from pipeline.parts import with_parts
+from pipeline.parts import part_identities, with_parts
 from pipeline.preview import LatentRGB, fit_latent_rgb
 from pipeline.project import ModelRecord, Project
 from pipeline.request import EditRequest, Job, inversion_key, resolve, tuning_key
@@ -100,9 +100,11 @@ class Engine:
         with self._busy:
             bundle = self.preload(job.model_spec, request.device, request.dtype, allow_download=request.allow_download,
                                   allow_pickle=request.allow_pickle, emit=emit)
-            if any(part not in bundle.parts for part in job.method.parts):  # kept with the model once loaded
-                bundle = with_parts(bundle, job.method.parts, allow_download=request.allow_download,
-                                    allow_pickle=request.allow_pickle)
+            with_them = with_parts(bundle, job.method.parts, image_encoder=job.image_encoder,
+                                   allow_download=request.allow_download, allow_pickle=request.allow_pickle,
+                                   cache_dir=self.cache_dir)
+            if with_them is not bundle:  # kept with the model once loaded
+                bundle = with_them
                 self._model = (self._model[0], bundle)
         self._check_prompts(job, bundle, emit)
         return bundle
@@ -113,7 +115,8 @@ class Engine:
             ctx = self._context(job, bundle, emit, cancel)
             inputs = self._inputs(job, ctx, "inversion")
             key_params = stage_key_params(job.params, "inversion")
-            key = inversion_key(job, bundle.identity, key_params, self._digests(job, "inversion"))
+            parts = part_identities(bundle, job.method.parts)
+            key = inversion_key(job, bundle.identity, key_params, self._digests(job, "inversion"), parts)
             project = job.project
             if project is not None and project.find_inversion(key) is not None:
                 return Inversion(key, project.load_inversion(key), True)
@@ -127,7 +130,7 @@ class Engine:
                 project = Project.create(job.project_path, job.image)
             project.save_inversion(key, tensors, method=job.method_id, model_identity=bundle.identity,
                                    source_prompt=job.prompts.source, params=key_params, size=job.size,
-                                   steps=int(key_params.get("steps", 0)) or 1)
+                                   steps=int(key_params.get("steps", 0)) or 1, parts=parts)
             return Inversion(key, tensors, False)
 
     def edit(self, job: Job, bundle: ModelBundle, inversion: Inversion, emit: Emit, cancel: CancelToken) -> EditResult:
@@ -167,7 +170,8 @@ class Engine:
         ctx.cancel.check()
         project.save_inversion(key, tuned, method=job.method_id, model_identity=ctx.bundle.identity,
                                source_prompt=job.prompts.source, params=key_params, size=job.size,
-                               steps=int(stage_key_params(job.params, "inversion").get("steps", 0)) or 1)
+                               steps=int(stage_key_params(job.params, "inversion").get("steps", 0)) or 1,
+                               parts=part_identities(ctx.bundle, job.method.parts))
         self._tuned = ((job.project_path, key), tuned)
         return tuned
 
@@ -178,7 +182,7 @@ class Engine:
             params_json = params_to_dict(job.params)
             project.update_settings(model_spec=job.model_spec, model_identity=bundle.identity,
                                     source_prompt=job.prompts.source, method=job.method_id, params=params_json,
-                                    max_side=job.max_side)
+                                    max_side=job.max_side, image_encoder=job.request.image_encoder)
             self._keep_inputs(project, job)
             mask = job.masks.get("edit_mask")
             extra = {"image_sha256": job.image_sha256, "working_size": list(job.size), "max_side": job.max_side}

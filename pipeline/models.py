@@ -261,7 +261,7 @@ def load_model(
     )
     scheduler = _ddim_scheduler(parts.scheduler_config, spec)
     with _library_errors(f"'{spec}'"):  # a file vanishing or unreadable while it is hashed
-        identity = _identity(parts.files, cache_dir)
+        identity = files_identity(parts.files, cache_dir)
     _place((parts.unet, parts.vae, parts.text_encoder), target)
     install_controlled_attention(parts.unet)
     return ModelBundle(
@@ -346,20 +346,29 @@ def _read_parts(
         raise ModelError("No model was given; name a model folder, a checkpoint file, a Hugging Face id or demo.")
     if spec in DEMO_MODELS:
         return _read_diffusers_folder(demo_model_dir(spec), allow_pickle=allow_pickle)
+    location = locate(spec, allow_download=allow_download, hub_patterns=_hub_patterns())
+    if location.is_dir():
+        return _read_diffusers_folder(location, allow_pickle=allow_pickle)
+    return _read_single_file(location, config_dir=single_file_config, allow_pickle=allow_pickle)
+
+
+def locate(spec: str, *, allow_download: bool, hub_patterns: list[str]) -> Path:
+    """The file or folder `spec` names: a path as given, else the folder of a Hugging Face id in the local
+    cache (fetching the files matching `hub_patterns` only if `allow_download`); ModelError if neither.
+
+    One resolver for every model part a user names (the model itself, an image encoder)."""
     path = Path(spec).expanduser()
-    if path.is_dir():
-        return _read_diffusers_folder(path, allow_pickle=allow_pickle)
-    if path.is_file():
-        return _read_single_file(path, config_dir=single_file_config, allow_pickle=allow_pickle)
+    if path.is_dir() or path.is_file():
+        return path
     if path.exists():
         raise ModelError(f"'{spec}' is neither a model folder nor a checkpoint file.")
     if _HUB_ID.fullmatch(spec):
-        return _read_diffusers_folder(_hub_snapshot(spec, allow_download=allow_download), allow_pickle=allow_pickle)
+        return _hub_snapshot(spec, allow_download=allow_download, patterns=hub_patterns)
     raise ModelError(f"There is no model at '{spec}': no such file or folder.")
 
 
-def _hub_snapshot(repo_id: str, *, allow_download: bool) -> Path:
-    """The folder of `repo_id` in the Hugging Face cache, downloading only its SD 1.x parts if allowed."""
+def _hub_snapshot(repo_id: str, *, allow_download: bool, patterns: list[str]) -> Path:
+    """The folder of `repo_id` in the Hugging Face cache, downloading only the files of `patterns` if allowed."""
     hub_cache = hf_hub_cache_dir()
     not_cached = (
         f"'{repo_id}' is not a file or folder, and no Hugging Face model '{repo_id}' is in the local cache "
@@ -370,7 +379,7 @@ def _hub_snapshot(repo_id: str, *, allow_download: bool) -> Path:
             repo_id,
             cache_dir=hub_cache,
             local_files_only=not allow_download,
-            allow_patterns=_hub_patterns(),
+            allow_patterns=patterns,
         )
     except IncompleteSnapshotError as exc:
         # Files Retake does not need may be what is missing (e.g. only the fp16 weights were
@@ -699,8 +708,9 @@ def _ddim_scheduler(config: Mapping[str, Any], spec: str) -> DDIMScheduler:
 # --------------------------------------------------------------------------------------------------
 
 
-def _identity(files: Mapping[str, Path], cache_dir: Path) -> str:
-    """sha256 over (name, sha256 of content) of every file, sorted by name: independent of listing order."""
+def files_identity(files: Mapping[str, Path], cache_dir: Path) -> str:
+    """sha256 over (name, sha256 of content) of every file, sorted by name: independent of listing order
+    and of where the files are (a copy of a model folder has the same identity)."""
     hashes = _FileHashes(cache_dir / _HASH_CACHE_FILE)
     digest = hashlib.sha256(_IDENTITY_FORMAT)
     for name in sorted(files):

@@ -39,7 +39,9 @@ class EditRequest:
     `inputs` maps a method's named inputs (see its Params' INPUTS) to files; `mask` is shorthand for
     the "edit_mask" input. An input not given is taken from the project when it keeps one; an empty
     path means "without this input" (and the project forgets it when the edit is saved).
-    `input_prompts` describes image inputs (a reference picture's prompt).
+    `input_prompts` describes image inputs (a reference picture's prompt). `image_encoder` names the
+    image encoder of a method that needs one (a folder or hub id, pipeline.parts): None takes the
+    project's, "" looks for one beside the model.
     """
 
     target_prompt: str
@@ -47,6 +49,7 @@ class EditRequest:
     source_prompt: str | None = None
     project: str | None = None
     model: str | None = None
+    image_encoder: str | None = None
     method: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     mask: str | None = None
@@ -91,6 +94,8 @@ class Job:
     method: Method[Any]
     params: Any
     model_spec: str
+    image_encoder: str
+    """The image encoder named by the request or the project ("": looked for beside the model)."""
     max_side: int
     size: tuple[int, int]
     output: Path | None
@@ -160,7 +165,10 @@ def resolve(request: EditRequest, *, recover: bool = True) -> Job:
     return Job(
         request=request, project_path=project_path, project=project, image=image, image_sha256=image_sha,
         prompts=Prompts(source or "", request.target_prompt), method_id=method_id, method=method, params=params,
-        model_spec=request.model or stored_model or DEFAULT_MODEL, max_side=max_side,
+        model_spec=request.model or stored_model or DEFAULT_MODEL,
+        image_encoder=request.image_encoder if request.image_encoder is not None else (
+            settings.image_encoder if settings is not None and settings.image_encoder else ""),
+        max_side=max_side,
         size=size, output=output, masks=inputs.masks, images=inputs.images, input_prompts=inputs.prompts,
         input_digests=inputs.digests, input_sources=inputs.sources,
         notices=project.recovered if project is not None else (),
@@ -235,12 +243,16 @@ def _digest(tensor: torch.Tensor, text: str = "") -> str:
     return h.hexdigest()[:16]
 
 
-def inversion_key(job: Job, model_identity: str, key_params: dict[str, Any], input_digests: dict[str, str]) -> str:
-    """The identity of an inversion: what it was computed from, hashed."""
+def inversion_key(job: Job, model_identity: str, key_params: dict[str, Any], input_digests: dict[str, str],
+                  parts: dict[str, str] | None = None) -> str:
+    """The identity of an inversion: what it was computed from, hashed (the identities of the extra
+    model parts it used among them: another image encoder is another inversion)."""
     data = {"image": job.image_sha256, "size": list(job.size), "model": model_identity, "method": job.method_id,
             "source_prompt": job.prompts.source, "params": key_params}
     if input_digests:
         data["inputs"] = input_digests
+    if parts:
+        data["parts"] = parts
     return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:32]
 
 

@@ -253,6 +253,12 @@ DAMAGE = {
     "absolute path": (lambda r: _rewrite(r, lambda d: d["inversions"][0].update(file="/etc/passwd")),
                       ["inversions[0].file"]),
     "duplicate edit": (lambda r: _rewrite(r, lambda d: d["edits"].append(d["edits"][0])), ["edits", "e0001"]),
+    "empty part identity": (lambda r: _rewrite(r, lambda d: d["inversions"][0].update(parts={"image_encoder": ""})),
+                            ["inversions[0].parts.image_encoder", "empty"]),
+    "bad part name": (lambda r: _rewrite(r, lambda d: d["inversions"][0].update(parts={"a/b": "x"})),
+                      ["inversions[0].parts", "a/b"]),
+    "encoder as number": (lambda r: _rewrite(r, lambda d: d["settings"].update(image_encoder=5)),
+                          ["settings.image_encoder"]),
     "newer schema": (lambda r: _rewrite(r, lambda d: d.update(schema_version=SCHEMA_VERSION + 1)),
                      ["newer Retake", "update Retake"]),
     "unknown old schema": (lambda r: _rewrite(r, lambda d: d.update(schema_version=0)), ["schema_version 0"]),
@@ -381,27 +387,57 @@ def test_migrations_run_in_order_without_touching_the_input():
         migrate_manifest({"schema_version": 4}, {}, target=3)
     with pytest.raises(ProjectError):
         migrate_manifest({"schema_version": 2}, {1: one_to_two}, target=3)
-    assert SCHEMA_VERSION == 2 and set(project_module.MIGRATIONS) == {1}
+    assert SCHEMA_VERSION == 3 and set(project_module.MIGRATIONS) == {1, 2}
 
 
-def test_a_version_1_project_opens_and_the_next_save_writes_version_2(tmp_path):
+def _as_version_2(data):
+    data.update(schema_version=2)
+    del data["settings"]["image_encoder"]
+    for inversion in data["inversions"]:
+        del inversion["parts"]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_project_opens_and_the_next_save_writes_the_current_version(tmp_path, version):
     root = tmp_path / "p"
     make_project(root)
 
-    def as_version_1(data):
-        data.update(schema_version=1)
-        del data["settings"]["max_side"], data["inputs"]
+    def as_older(data):
+        _as_version_2(data)
+        if version == 1:
+            data.update(schema_version=1)
+            del data["settings"]["max_side"], data["inputs"]
 
-    _rewrite(root, as_version_1)
+    _rewrite(root, as_older)
     before = tree_digest(root)
     project = Project.open(root)
     assert tree_digest(root) == before  # upgraded in memory only
     assert project.settings.max_side is None and project.input_names() == ()
+    assert project.settings.image_encoder is None and project.inversions[0].parts == {}
     project.update_settings(model_spec="demo", model_identity=MODEL.identity, source_prompt="a house",
                             method="p2p", params={}, max_side=384)
     data = manifest(root)
-    assert data["schema_version"] == 2 and data["settings"]["max_side"] == 384 and data["inputs"] == []
+    assert data["schema_version"] == SCHEMA_VERSION and data["settings"]["max_side"] == 384 and data["inputs"] == []
+    assert data["settings"]["image_encoder"] is None and data["inversions"][0]["parts"] == {}
     assert Project.open(root).settings.max_side == 384
+
+
+def test_the_image_encoder_and_the_parts_of_an_inversion_round_trip(tmp_path):
+    root = tmp_path / "p"
+    project = make_project(root)
+    identity = "sha256:" + "e" * 64
+    save_inversion(project, "k2", parts={"image_encoder": identity})
+    settings = dict(model_spec="demo", model_identity=MODEL.identity, source_prompt="a house", method="p2p",
+                    params={})
+    project.update_settings(**settings, image_encoder="/models/clip")
+    project.update_settings(**settings)  # None keeps the one named before
+    again = Project.open(root)
+    assert again.settings.image_encoder == "/models/clip" and again.find_inversion("k2").parts == {
+        "image_encoder": identity}
+    again.update_settings(**settings, image_encoder="")  # "" forgets it
+    assert Project.open(root).settings.image_encoder is None and manifest(root)["settings"]["image_encoder"] is None
+    with pytest.raises(ValueError, match="part"):
+        save_inversion(project, "k3", parts={"../x": identity})
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -296,7 +296,8 @@ def test_the_image_encoder_is_found_in_the_hugging_face_cache(demo_bundle, tmp_p
     folder = tmp_path / "model"
     folder.mkdir()
     encoder = with_parts(dataclasses.replace(demo_bundle, spec=str(folder)), (IMAGE_ENCODER,)).parts[IMAGE_ENCODER]
-    assert torch.equal(encoder.embeddings.patch_embedding.weight, clip.vision_model.embeddings.patch_embedding.weight)
+    assert torch.equal(encoder.model.embeddings.patch_embedding.weight,
+                       clip.vision_model.embeddings.patch_embedding.weight)
     assert image_features(encoder, torch.zeros(1, 3, 48, 64)).shape == (1, 17, 32)
 
 

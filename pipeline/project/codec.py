@@ -22,7 +22,7 @@ from pipeline.project.records import (
 )
 
 FORMAT = "retake-project"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 EDIT_ID = re.compile(r"e([0-9]{4,9})")
@@ -55,7 +55,17 @@ def _v1_to_v2(data: dict[str, Json]) -> dict[str, Json]:
     return data
 
 
-MIGRATIONS: Mapping[int, Migration] = {1: _v1_to_v2}
+def _v2_to_v3(data: dict[str, Json]) -> dict[str, Json]:
+    """Version 3 adds settings.image_encoder (none named) and the model parts of each inversion (none)."""
+    if isinstance(data.get("settings"), dict):
+        data["settings"].setdefault("image_encoder", None)
+    for inversion in data.get("inversions") if isinstance(data.get("inversions"), list) else ():
+        if isinstance(inversion, dict):
+            inversion.setdefault("parts", {})
+    return data
+
+
+MIGRATIONS: Mapping[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def _migrate(data: dict[str, Json], migrations: Mapping[int, Migration], target: int) -> dict[str, Json]:
@@ -123,12 +133,14 @@ def manifest_to_json(manifest: Manifest) -> dict[str, Json]:
             "method": m.settings.method,
             "params": m.settings.params,
             "max_side": m.settings.max_side,
+            "image_encoder": m.settings.image_encoder,
         },
         "inversions": [
             {
                 "key": inv.key, "file": inv.file, "file_sha256": inv.file_sha256, "method": inv.method,
                 "model_identity": inv.model_identity, "source_prompt": inv.source_prompt,
                 "params": inv.params, "size": list(inv.size), "steps": inv.steps, "created": inv.created,
+                "parts": inv.parts,
             }
             for inv in m.inversions
         ],
@@ -276,7 +288,17 @@ def _inversion(obj: dict[str, Json], where: str) -> InversionRecord:
         size=(size[0], size[1]),
         steps=_int(obj, "steps", where, minimum=1),
         created=_time(obj, "created", where),
+        parts=_parts(obj, where),
     )
+
+
+def _parts(obj: dict[str, Json], where: str) -> dict[str, str]:
+    parts = _params(obj, "parts", where)
+    for name in parts:
+        if not INPUT_NAME.fullmatch(name):
+            raise Damage(f"{where}.parts names a part {show(name)}, which is not a part name")
+        _str(parts, name, f"{where}.parts", nonempty=True)
+    return parts
 
 
 def _edit(obj: dict[str, Json], where: str) -> EditRecord:
@@ -322,6 +344,7 @@ def _manifest_from_json(data: dict[str, Json]) -> Manifest:
         method=_str(settings_obj, "method", "settings", nullable=True),
         params=_params(settings_obj, "params", "settings"),
         max_side=_int(settings_obj, "max_side", "settings", minimum=1, nullable=True),
+        image_encoder=_str(settings_obj, "image_encoder", "settings", nullable=True, nonempty=True),
     )
     inversions = [_inversion(obj, where) for where, obj in _items(data, "inversions")]
     _unique([inv.key for inv in inversions], "inversions", "key")

@@ -6,7 +6,7 @@ their `params` dicts are private copies (the Project hands out deep copies).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Json = Any  # None | bool | int | float | str | list[Json] | dict[str, Json]
@@ -44,7 +44,8 @@ class Settings:
     """The last settings used on this photo, restored when the project is reopened.
 
     `max_side` is the working-size bound (longest side in pixels) the inversion was computed at;
-    None when no edit has said.
+    None when no edit has said. `image_encoder` is the image encoder the user named (a folder or
+    hub id; pipeline.parts), None when none was: then it is looked for beside the model.
     """
 
     model: ModelRecord | None
@@ -52,11 +53,16 @@ class Settings:
     method: str | None
     params: dict[str, Json]
     max_side: int | None = None
+    image_encoder: str | None = None
 
 
 @dataclass(frozen=True)
 class InversionRecord:
-    """One stored inversion and everything that determined it (which the engine hashed into `key`)."""
+    """One stored inversion and everything that determined it (which the engine hashed into `key`).
+
+    `parts` names the content identity of each extra model part it was computed with (pipeline.parts:
+    StyleDiffusion's image encoder), by part name; empty for methods that use none.
+    """
 
     key: str
     file: str
@@ -68,6 +74,7 @@ class InversionRecord:
     size: tuple[int, int]
     steps: int
     created: str
+    parts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

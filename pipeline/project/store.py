@@ -295,10 +295,12 @@ class Project:
     # ---- writing
 
     def update_settings(self, *, model_spec: str | None, model_identity: str | None, source_prompt: str,
-                        method: str | None, params: Mapping[str, Any], max_side: int | None = None) -> Settings:
+                        method: str | None, params: Mapping[str, Any], max_side: int | None = None,
+                        image_encoder: str | None = None) -> Settings:
         """Remember the current settings (restored on reopen). Writes only if something changed.
 
-        `max_side` is the working-size bound the edit used (None: not known).
+        `max_side` is the working-size bound the edit used (None: not known). `image_encoder` is the
+        image encoder the user named; None keeps the one stored, "" forgets it.
         """
         if (model_spec is None) != (model_identity is None):
             raise ValueError("model_spec and model_identity must be given together")
@@ -309,9 +311,14 @@ class Project:
             _check_str(model_identity, "model_identity", nonempty=True))
         settings = Settings(model=model, source_prompt=_check_str(source_prompt, "source_prompt"),
                             method=None if method is None else _check_str(method, "method", nonempty=True),
-                            params=_params_copy(params, "params"), max_side=max_side)
+                            params=_params_copy(params, "params"), max_side=max_side,
+                            image_encoder=None if image_encoder is None else
+                            _check_str(image_encoder, "image_encoder") or None)
 
         def change(base: Manifest) -> tuple[Manifest | None, Settings]:
+            nonlocal settings
+            if image_encoder is None:
+                settings = dataclasses.replace(settings, image_encoder=base.settings.image_encoder)
             if base.settings == settings:
                 return None, copy.deepcopy(settings)
             return dataclasses.replace(base, settings=settings), copy.deepcopy(settings)
@@ -320,15 +327,21 @@ class Project:
 
     def save_inversion(self, key: str, tensors: Mapping[str, torch.Tensor], *, method: str,
                        model_identity: str, source_prompt: str, params: Mapping[str, Any],
-                       size: tuple[int, int], steps: int,
+                       size: tuple[int, int], steps: int, parts: Mapping[str, str] | None = None,
                        metadata: Mapping[str, str] | None = None) -> InversionRecord:
         """Store `tensors` (copied to contiguous CPU memory) as the inversion `key`; returns its record.
 
-        `params` are the inversion-stage parameters; `metadata` adds strings to the file's own
-        header. A record with the same key is replaced (its old file is removed after the commit).
+        `params` are the inversion-stage parameters; `parts` the identities of the extra model parts
+        it was computed with, by name; `metadata` adds strings to the file's own header. A record
+        with the same key is replaced (its old file is removed after the commit).
         """
         _check_key(key)
         record_params = _params_copy(params, "params")
+        record_parts = {}
+        for name, identity in (parts or {}).items():
+            if not isinstance(name, str) or not INPUT_NAME.fullmatch(name):
+                raise ValueError(f"a model part's name must be an identifier, not {name!r}")
+            record_parts[name] = _check_str(identity, f"parts[{name!r}]", nonempty=True)
         width, height = size
         if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (width, height, steps)):
             raise ValueError(f"size and steps must be positive integers, not {size} and {steps}")
@@ -361,7 +374,7 @@ class Project:
             record = InversionRecord(
                 key=key, file=rel, file_sha256=digest, method=method, model_identity=model_identity,
                 source_prompt=source_prompt, params=record_params, size=(width, height), steps=steps,
-                created=_now(),
+                created=_now(), parts=dict(record_parts),
             )
             self._store(base, rel, digest, data)
             kept = tuple(inv for inv in base.inversions if inv.key != key)
