@@ -4,26 +4,35 @@ The GUI talks to a `Segmenter` (set the image once, then ask for masks), so its 
 tested with a stub and the heavy part, Segment Anything, is imported only when an artist first uses
 the tool. SAM's image embedding is computed once per image (`set_image`) and reused by every click,
 which is what makes a click answer in well under a second after the first.
+
+Checkpoints are read as tensors only: Meta's official `.pth` files with
+`torch.load(weights_only=True)` (a pickle that would build anything but tensors is refused), and
+`.safetensors` files. segment_anything 1.0's own `sam_model_registry[kind](checkpoint=...)` calls
+`torch.load` without `weights_only`, so the model is built empty and the state dict loaded here.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import RetakeError
+from pipeline.errors import RetakeError, shorten
 
 CHECKPOINT_URLS = {
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
     "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
     "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
 }
+# What tells SAM's sizes apart (segment_anything's build_sam varies only these): the keys of the JSON
+# file that may sit beside a checkpoint of another size.
+ENCODER_KEYS = ("encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes")
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]
 
@@ -56,8 +65,81 @@ def model_type_of(checkpoint: Path) -> str:
     for kind in CHECKPOINT_URLS:
         if kind in checkpoint.name:
             return kind
-    raise SegmentUnavailable(f"Cannot tell the model size of {checkpoint.name}: its name should contain "
-                             "vit_b, vit_l or vit_h, as the official checkpoints' names do.")
+    raise SegmentUnavailable(f"Cannot tell the model size of {shorten(checkpoint.name)}: its name should contain "
+                             "vit_b, vit_l or vit_h, as the official checkpoints' names do, or a "
+                             f"{shorten(checkpoint.stem)}.json beside it should give {', '.join(ENCODER_KEYS)}.")
+
+
+def architecture_of(checkpoint: Path) -> str | dict[str, Any]:
+    """The SAM size of `checkpoint`: the encoder settings in `<stem>.json` beside it, else the size
+    its file name names (vit_b, vit_l, vit_h)."""
+    config_path = checkpoint.with_suffix(".json")
+    if not config_path.is_file():
+        return model_type_of(checkpoint)
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SegmentUnavailable(f"The Segment Anything config {shorten(config_path.name)} cannot be read ({shorten(exc)}).") from exc
+    if not isinstance(config, dict) or sorted(config) != sorted(ENCODER_KEYS):
+        raise SegmentUnavailable(f"The Segment Anything config {shorten(config_path.name)} must hold exactly "
+                                 f"{', '.join(ENCODER_KEYS)}.")
+    return config
+
+
+def _read_state(path: Path) -> Mapping[str, Any]:
+    """The tensors of a .pth (tensors only) or .safetensors checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise SegmentUnavailable(f"The Segment Anything checkpoint {shorten(path.name)} is damaged or holds more than "
+                                 "tensors (only tensors are read from a .pth file: anything else could run code).") from exc
+    except Exception as exc:  # a damaged file makes a reader raise whatever its bytes provoke (struct.error, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SegmentUnavailable(f"The Segment Anything checkpoint {shorten(path.name)} cannot be read "
+                                 f"({shorten(first, 160)}).") from exc
+
+
+def _build(architecture: str | dict[str, Any]) -> Any:
+    """An untrained SAM of `architecture` (a size name, or encoder settings for segment_anything's
+    builder, which every official size goes through too)."""
+    from segment_anything import sam_model_registry
+    from segment_anything.build_sam import _build_sam
+
+    if isinstance(architecture, str):
+        return sam_model_registry[architecture]()
+    try:
+        return _build_sam(**architecture)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise SegmentUnavailable(f"The Segment Anything config {architecture} does not describe a model "
+                                 f"({shorten(exc)}).") from exc
+
+
+def _load_state(model: Any, state: Any, path: Path, architecture: str | dict[str, Any]) -> None:
+    """Load `state` into `model`, or say in one sentence how it does not fit."""
+    import torch
+
+    name, size = shorten(path.name), architecture if isinstance(architecture, str) else "configured"
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SegmentUnavailable(f"The Segment Anything checkpoint {name} does not hold a state dict of tensors.")
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unknown = [key for key in state if key not in expected]
+    reshaped = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    problems = [f"{len(missing)} weights missing, e.g. {missing[0]}"] if missing else []
+    problems += [f"{len(unknown)} unknown, e.g. {unknown[0]}"] if unknown else []
+    if reshaped:
+        key = reshaped[0]
+        problems.append(f"{len(reshaped)} of another shape, e.g. {key}: {list(state[key].shape)} in the file, "
+                        f"{list(expected[key].shape)} in the model")
+    if problems:
+        raise SegmentUnavailable(f"The Segment Anything checkpoint {name} does not fit the {size} model "
+                                 f"({'; '.join(problems)}).")
+    model.load_state_dict(state)
 
 
 class SamSegmenter:
@@ -84,23 +166,37 @@ class SamSegmenter:
         return np.asarray(masks[int(np.argmax(scores))], bool)
 
 
-def load_segmenter(checkpoint: str | Path | None, device: str = "cpu") -> SamSegmenter:
-    """A SAM segmenter from a checkpoint file; SegmentUnavailable says what is missing."""
+def load_segmenter(checkpoint: str | Path | None, device: str | None = None) -> SamSegmenter:
+    """A SAM segmenter from a checkpoint file on `device` (None: CUDA when there is a GPU, else the
+    CPU); SegmentUnavailable says what is missing or wrong.
+
+    The file is Meta's pickled `.pth` (read with `torch.load(weights_only=True)`) or a
+    `.safetensors` state dict. Its size comes from `<stem>.json` beside it when there is one (the
+    four `ENCODER_KEYS` of segment_anything's builder: how a smaller or custom SAM is loaded), else
+    from its name (vit_b, vit_l, vit_h). The state dict must fit that model exactly.
+    """
+    from pipeline.models import ModelError, _resolve_device
+
     if not checkpoint:
         raise SegmentUnavailable(f"No Segment Anything checkpoint is set. {checkpoint_help()}")
     path = Path(checkpoint)
     if not path.is_file():
         raise SegmentUnavailable(f"The Segment Anything checkpoint {path} does not exist. {checkpoint_help()}")
     try:
-        from segment_anything import SamPredictor, sam_model_registry
+        target = _resolve_device(device)
+    except ModelError as exc:
+        raise SegmentUnavailable(str(exc)) from exc
+    architecture = architecture_of(path)
+    try:
+        from segment_anything import SamPredictor
     except ImportError as exc:
         missing = exc.name or "segment-anything"
         raise SegmentUnavailable(f"Segment Anything cannot be loaded: the package {missing} is missing "
-                                 "(pip install segment-anything torchvision, with the torchvision "
-                                 "that matches your torch).") from exc
-    try:
-        model = sam_model_registry[model_type_of(path)](checkpoint=str(path))
-    except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as exc:
-        raise SegmentUnavailable(f"The Segment Anything checkpoint {path.name} cannot be read ({exc}).") from exc
-    model.to(device).eval()
+                                 "(pip install segment-anything==1.0 torchvision==0.28.0, the torchvision "
+                                 "built for your torch: for a CPU-only torch, from "
+                                 "https://download.pytorch.org/whl/cpu).") from exc
+    state = _read_state(path)
+    model = _build(architecture)
+    _load_state(model, state, path, architecture)
+    model.to(target).eval()
     return SamSegmenter(SamPredictor(model))
