@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = project_commands.add_parser("check", help="check a project's files (reads only, unless --repair)")
     check.add_argument("folder", help="the project folder")
     check.add_argument("--repair", action="store_true", help="set damaged files aside in quarantine/")
+    prune = project_commands.add_parser(
+        "prune", help="free disk space: drop the tuning records (and with --inversions the inversions) that a "
+                      "re-edit of the newest edit does not need; they are recomputed if ever needed again")
+    prune.add_argument("folder", help="the project folder")
+    prune.add_argument("--inversions", action="store_true", help="also drop the inversions the newest edit did not use")
+    prune.add_argument("--dry-run", action="store_true", help="only say what would be dropped and freed")
     return parser
 
 
@@ -121,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return list_methods(args.json)
         if args.command == "info":
             return info()
+        if args.command == "project" and args.project_command == "prune":
+            return project_prune(Path(args.folder), args.inversions, args.dry_run)
         if args.command == "project":
             return project_check(Path(args.folder), args.repair)
         return self_test(Engine(), sys.stdout)
@@ -271,6 +279,14 @@ def project_check(folder: Path, repair: bool) -> int:
     health = repair_project(folder) if repair else check_project(folder)
     print(health.summary())
     return 0 if health.ok else EXIT_FAILED
+
+
+def project_prune(folder: Path, inversions: bool, dry_run: bool) -> int:
+    """Drop what the project does not need (pipeline.project.retention) and say how much it freed."""
+    project = Project.open(folder)
+    pruned = project.prunable(inversions=inversions) if dry_run else project.prune(inversions=inversions)
+    print(pruned.summary(done=not dry_run))
+    return 0
 
 
 def list_methods(as_json: bool) -> int:

@@ -58,6 +58,8 @@ class EditResult:
     output: EditOutput
     image: Image.Image
     working_image: Image.Image
+    tuning_key: str | None = None
+    """The key of the tuning the edit used (a method that tunes), recorded with the edit."""
 
 
 class Engine:
@@ -140,20 +142,22 @@ class Engine:
         """
         with self._busy:
             ctx = self._context(job, bundle, emit, cancel)
-            tensors = {**inversion.tensors, **self._tune(job, ctx, inversion)}
+            tuning_key, tuned = self._tune(job, ctx, inversion)
+            tensors = {**inversion.tensors, **tuned}
             output = job.method.edit(ctx, tensors, job.prompts, job.params, self._inputs(job, ctx, "edit"))
             cancel.check()
             ctx.start_stage(Stage.DECODING, 1)
             working = from_tensor(ctx.decode(output.target))
             full = composite_onto_photo(job.image, working, None if output.region is None else output.region.cpu())
             ctx.advance(1)
-            return EditResult(output, full, working)
+            return EditResult(output, full, working, tuning_key)
 
-    def _tune(self, job: Job, ctx: RunContext, inversion: Inversion) -> Tensors:
-        """The job's tuned tensors: the project's when the tuning key matches (kept in memory for the next
-        edit), else learned and stored."""
+    def _tune(self, job: Job, ctx: RunContext, inversion: Inversion) -> tuple[str | None, Tensors]:
+        """The job's tuning key and tuned tensors: the project's when the key matches (kept in memory for
+        the next edit), else learned and stored (the project then drops the inversion's tunings used
+        least recently, pipeline.project.retention); (None, {}) for a method that does not tune."""
         if not tunes(job.method):
-            return {}
+            return None, {}
         key_params = stage_key_params(job.params, "tuning")
         target = job.prompts.target if getattr(job.method, "tune_on_target", False) else None
         key = tuning_key(inversion.key, target, key_params, self._digests(job, "tuning"))
@@ -161,7 +165,7 @@ class Engine:
         if project.find_inversion(key) is not None:
             if self._tuned is None or self._tuned[0] != (job.project_path, key):
                 self._tuned = ((job.project_path, key), project.load_inversion(key))
-            return self._tuned[1]
+            return key, self._tuned[1]
         tuned = job.method.tune(ctx, inversion.tensors, job.prompts, job.params, self._inputs(job, ctx, "tuning"))
         tuned = {name: t.detach().cpu().contiguous() for name, t in tuned.items()}
         clash = sorted(set(tuned) & set(inversion.tensors))
@@ -171,9 +175,9 @@ class Engine:
         project.save_inversion(key, tuned, method=job.method_id, model_identity=ctx.bundle.identity,
                                source_prompt=job.prompts.source, params=key_params, size=job.size,
                                steps=int(stage_key_params(job.params, "inversion").get("steps", 0)) or 1,
-                               parts=part_identities(ctx.bundle, job.method.parts))
+                               parts=part_identities(ctx.bundle, job.method.parts), tuning_of=inversion.key)
         self._tuned = ((job.project_path, key), tuned)
-        return tuned
+        return key, tuned
 
     def commit(self, job: Job, bundle: ModelBundle, inversion: Inversion, result: EditResult) -> Done:
         """Write the result into the project (and to the job's output file); returns the Done event."""
@@ -190,7 +194,7 @@ class Engine:
                 target_prompt=job.prompts.target, source_prompt=job.prompts.source,
                 model=ModelRecord(job.model_spec, bundle.identity), method=job.method_id, params=params_json,
                 seed=job.request.seed, inversion_key=inversion.key, result=result.image,
-                mask=mask, png_metadata=extra)
+                mask=mask, png_metadata=extra, tuning_key=result.tuning_key)
             if job.output is not None:
                 try:
                     write_atomically(job.output, project.result_path(edit).read_bytes())

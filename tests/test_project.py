@@ -259,6 +259,10 @@ DAMAGE = {
                       ["inversions[0].parts", "a/b"]),
     "encoder as number": (lambda r: _rewrite(r, lambda d: d["settings"].update(image_encoder=5)),
                           ["settings.image_encoder"]),
+    "tuning of itself": (lambda r: _rewrite(r, lambda d: d["inversions"][0].update(tuning_of="k1")),
+                         ["inversions[0].tuning_of", "itself"]),
+    "bad tuning key": (lambda r: _rewrite(r, lambda d: d["edits"][0].update(tuning_key="../x")),
+                       ["edits[0].tuning_key"]),
     "newer schema": (lambda r: _rewrite(r, lambda d: d.update(schema_version=SCHEMA_VERSION + 1)),
                      ["newer Retake", "update Retake"]),
     "unknown old schema": (lambda r: _rewrite(r, lambda d: d.update(schema_version=0)), ["schema_version 0"]),
@@ -387,23 +391,32 @@ def test_migrations_run_in_order_without_touching_the_input():
         migrate_manifest({"schema_version": 4}, {}, target=3)
     with pytest.raises(ProjectError):
         migrate_manifest({"schema_version": 2}, {1: one_to_two}, target=3)
-    assert SCHEMA_VERSION == 3 and set(project_module.MIGRATIONS) == {1, 2}
+    assert SCHEMA_VERSION == 4 and set(project_module.MIGRATIONS) == {1, 2, 3}
+
+
+def _as_version_3(data):
+    data.update(schema_version=3)
+    for inversion in data["inversions"]:
+        del inversion["tuning_of"]
+    for edit in data["edits"]:
+        del edit["tuning_key"]
 
 
 def _as_version_2(data):
+    _as_version_3(data)
     data.update(schema_version=2)
     del data["settings"]["image_encoder"]
     for inversion in data["inversions"]:
         del inversion["parts"]
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_an_older_project_opens_and_the_next_save_writes_the_current_version(tmp_path, version):
     root = tmp_path / "p"
     make_project(root)
 
     def as_older(data):
-        _as_version_2(data)
+        (_as_version_3 if version == 3 else _as_version_2)(data)
         if version == 1:
             data.update(schema_version=1)
             del data["settings"]["max_side"], data["inputs"]
@@ -413,12 +426,15 @@ def test_an_older_project_opens_and_the_next_save_writes_the_current_version(tmp
     project = Project.open(root)
     assert tree_digest(root) == before  # upgraded in memory only
     assert project.settings.max_side is None and project.input_names() == ()
-    assert project.settings.image_encoder is None and project.inversions[0].parts == {}
+    if version < 3:
+        assert project.settings.image_encoder is None and project.inversions[0].parts == {}
+    assert project.inversions[0].tuning_of is None and project.edits[0].tuning_key is None
     project.update_settings(model_spec="demo", model_identity=MODEL.identity, source_prompt="a house",
                             method="p2p", params={}, max_side=384)
     data = manifest(root)
     assert data["schema_version"] == SCHEMA_VERSION and data["settings"]["max_side"] == 384 and data["inputs"] == []
     assert data["settings"]["image_encoder"] is None and data["inversions"][0]["parts"] == {}
+    assert data["inversions"][0]["tuning_of"] is None and data["edits"][0]["tuning_key"] is None
     assert Project.open(root).settings.max_side == 384
 
 
@@ -507,17 +523,23 @@ def crashed(tmp_path_factory):
     runs = {f"{when}-{point}": [CRASHER, str(point), when] for point, when in KILL_POINTS}
     runs.update({f"random-{delay}": [SAVER, str(delay)] for delay in RANDOM_KILLS})
     runs["count"] = [CRASHER, "0", "never"]
+    return _file_bytes(template, referenced(template)), run_on_copies(template, runs)
+
+
+def run_on_copies(template: Path, runs: dict[str, list[str]]) -> dict[str, tuple[Path, int, bytes, str]]:
+    """Run each script (`[code, arguments...]`) in its own process on its own copy of the project
+    `template` (beside it, under the run's name), all at once; (folder, exit status, stdout, stderr) by name."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     processes = {}
     for name, (script, *args) in runs.items():
-        shutil.copytree(template, base / name)
-        processes[name] = subprocess.Popen([sys.executable, "-c", script, str(base / name), *args], cwd=ROOT, env=env,
-                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        shutil.copytree(template, template.parent / name)
+        processes[name] = subprocess.Popen([sys.executable, "-c", script, str(template.parent / name), *args],
+                                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     results = {}
     for name, process in processes.items():
         out, err = process.communicate(timeout=120)
-        results[name] = (base / name, process.returncode, out, err.decode())
-    return _file_bytes(template, referenced(template)), results
+        results[name] = (template.parent / name, process.returncode, out, err.decode())
+    return results
 
 
 def _check_recovery(root: Path, baseline: dict[str, bytes], expect: str) -> None:

@@ -7,7 +7,8 @@ a photo days later and carry on. docs/project-format.md describes the format for
 Modules: records (the typed values of project.json), codec (its JSON, validation and migrations),
 folder (the layout and confined file access), lock (the writer lock and its journal), content
 (checksums, PNG encodings, inversion headers), verify (checking referenced files), recovery (setting
-damaged files aside), store (the Project class) and health (check and repair).
+damaged files aside), retention (which tunings and inversions are kept), store (the Project class)
+and health (check and repair).
 """
 
 from pipeline.project.codec import FORMAT, MIGRATIONS, SCHEMA_VERSION, manifest_to_json, migrate_manifest
@@ -20,12 +21,13 @@ from pipeline.project.lock import DEFAULT_LOCK_TIMEOUT_S, LOCK_STALE_AFTER_S
 from pipeline.project.records import (
     EditRecord, FileRecord, ImageRecord, InputKind, InputRecord, InversionRecord, Manifest, ModelRecord, Settings,
 )
+from pipeline.project.retention import KEEP_TUNINGS, Pruned
 from pipeline.project.store import Project, app_version
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT_S", "FORMAT", "INPUTS_DIR", "INVERSIONS_DIR", "INVERSION_FORMAT", "INVERSION_METADATA_KEY",
-    "LOCK_FILE", "LOCK_STALE_AFTER_S", "MANIFEST_FILE", "MASKS_DIR", "MIGRATIONS", "QUARANTINE_DIR", "RESULTS_DIR",
+    "KEEP_TUNINGS", "LOCK_FILE", "LOCK_STALE_AFTER_S", "MANIFEST_FILE", "MASKS_DIR", "MIGRATIONS", "QUARANTINE_DIR", "RESULTS_DIR",
     "SCHEMA_VERSION", "SOURCE_FILE", "EditRecord", "FileRecord", "ImageRecord", "InputKind", "InputRecord",
-    "InversionRecord", "Manifest", "ModelRecord", "Project", "ProjectHealth", "Settings", "app_version",
+    "InversionRecord", "Manifest", "ModelRecord", "Project", "ProjectHealth", "Pruned", "Settings", "app_version",
     "check_project", "manifest_to_json", "migrate_manifest", "repair_project",
 ]

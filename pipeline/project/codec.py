@@ -22,7 +22,7 @@ from pipeline.project.records import (
 )
 
 FORMAT = "retake-project"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 EDIT_ID = re.compile(r"e([0-9]{4,9})")
@@ -65,7 +65,16 @@ def _v2_to_v3(data: dict[str, Json]) -> dict[str, Json]:
     return data
 
 
-MIGRATIONS: Mapping[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(data: dict[str, Json]) -> dict[str, Json]:
+    """Version 4 ties tunings to their inversion and edits to their tuning: none is known for older projects."""
+    for name, key in (("inversions", "tuning_of"), ("edits", "tuning_key")):
+        for item in data.get(name) if isinstance(data.get(name), list) else ():
+            if isinstance(item, dict):
+                item.setdefault(key, None)
+    return data
+
+
+MIGRATIONS: Mapping[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def _migrate(data: dict[str, Json], migrations: Mapping[int, Migration], target: int) -> dict[str, Json]:
@@ -140,7 +149,7 @@ def manifest_to_json(manifest: Manifest) -> dict[str, Json]:
                 "key": inv.key, "file": inv.file, "file_sha256": inv.file_sha256, "method": inv.method,
                 "model_identity": inv.model_identity, "source_prompt": inv.source_prompt,
                 "params": inv.params, "size": list(inv.size), "steps": inv.steps, "created": inv.created,
-                "parts": inv.parts,
+                "parts": inv.parts, "tuning_of": inv.tuning_of,
             }
             for inv in m.inversions
         ],
@@ -149,7 +158,7 @@ def manifest_to_json(manifest: Manifest) -> dict[str, Json]:
                 "id": e.id, "created": e.created, "source_prompt": e.source_prompt,
                 "target_prompt": e.target_prompt, "model": _model_json(e.model), "method": e.method,
                 "params": e.params, "seed": e.seed, "inversion_key": e.inversion_key,
-                "mask": _file_json(e.mask), "result": _file_json(e.result),
+                "mask": _file_json(e.mask), "result": _file_json(e.result), "tuning_key": e.tuning_key,
             }
             for e in m.edits
         ],
@@ -277,7 +286,7 @@ def _inversion(obj: dict[str, Json], where: str) -> InversionRecord:
     if (not isinstance(size, list) or len(size) != 2
             or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size)):
         raise Damage(f"{where}.size must be [width, height] in pixels, not {show(size)}")
-    return InversionRecord(
+    record = InversionRecord(
         key=_str(obj, "key", where, pattern=KEY),
         file=_file_path(_str(obj, "file", where), "inversion", f"{where}.file"),
         file_sha256=_str(obj, "file_sha256", where, pattern=_SHA256),
@@ -289,7 +298,11 @@ def _inversion(obj: dict[str, Json], where: str) -> InversionRecord:
         steps=_int(obj, "steps", where, minimum=1),
         created=_time(obj, "created", where),
         parts=_parts(obj, where),
+        tuning_of=_str(obj, "tuning_of", where, nullable=True, pattern=KEY),
     )
+    if record.tuning_of == record.key:
+        raise Damage(f"{where}.tuning_of names the record itself")
+    return record
 
 
 def _parts(obj: dict[str, Json], where: str) -> dict[str, str]:
@@ -314,6 +327,7 @@ def _edit(obj: dict[str, Json], where: str) -> EditRecord:
         inversion_key=_str(obj, "inversion_key", where, nullable=True, pattern=KEY),
         mask=_file_record(_field(obj, "mask", where), f"{where}.mask", "mask", nullable=True),
         result=_file_record(_field(obj, "result", where), f"{where}.result", "result", nullable=False),
+        tuning_key=_str(obj, "tuning_key", where, nullable=True, pattern=KEY),
     )
 
 

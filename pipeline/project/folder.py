@@ -189,12 +189,13 @@ class Folder:
             self._check_plain(rel, info)
         write_atomically(path, data)
 
-    def remove(self, rel: str) -> None:
-        """Delete `rel` if it is a plain file inside the folder; anything else is left alone."""
+    def remove(self, rel: str) -> bool:
+        """Delete `rel` if it is a plain file inside the folder (True); anything else is left alone."""
         info = self.lstat(rel)
         if info is None or not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
-            return
+            return False
         self.path(rel).unlink()
+        return True
 
     def move(self, rel: str, dest: str) -> bool:
         """Rename `rel` to `dest` (a new name) inside the folder; False if `rel` does not exist."""

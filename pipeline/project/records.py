@@ -61,7 +61,10 @@ class InversionRecord:
     """One stored inversion and everything that determined it (which the engine hashed into `key`).
 
     `parts` names the content identity of each extra model part it was computed with (pipeline.parts:
-    StyleDiffusion's image encoder), by part name; empty for methods that use none.
+    StyleDiffusion's image encoder), by part name; empty for methods that use none. A method's tuning
+    is stored as a record too: `tuning_of` is the key of the inversion it was learned from (None for
+    an inversion). The manifest lists these records in the order they were last used, oldest first
+    (pipeline.project.retention).
     """
 
     key: str
@@ -75,11 +78,13 @@ class InversionRecord:
     steps: int
     created: str
     parts: dict[str, str] = field(default_factory=dict)
+    tuning_of: str | None = None
 
 
 @dataclass(frozen=True)
 class EditRecord:
-    """One edit in the history, with everything needed to reproduce it."""
+    """One edit in the history, with everything needed to reproduce it (`tuning_key`: the tuning record
+    it used, for a method that tunes; kept as history even if that record is later dropped)."""
 
     id: str
     created: str
@@ -92,6 +97,7 @@ class EditRecord:
     inversion_key: str | None
     mask: FileRecord | None
     result: FileRecord
+    tuning_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from pipeline.project.folder import (
 )
 from pipeline.project.lock import DEFAULT_LOCK_TIMEOUT_S, ProjectLock
 from pipeline.project.recovery import set_aside
+from pipeline.project.retention import KEEP_TUNINGS, Pruned, superseded_tunings, unneeded
 from pipeline.project.records import (
     EditRecord, FileRecord, ImageRecord, InputKind, InputRecord, InversionRecord, Json, Manifest, ModelRecord,
     Settings,
@@ -328,14 +329,20 @@ class Project:
     def save_inversion(self, key: str, tensors: Mapping[str, torch.Tensor], *, method: str,
                        model_identity: str, source_prompt: str, params: Mapping[str, Any],
                        size: tuple[int, int], steps: int, parts: Mapping[str, str] | None = None,
+                       tuning_of: str | None = None, keep_tunings: int = KEEP_TUNINGS,
                        metadata: Mapping[str, str] | None = None) -> InversionRecord:
         """Store `tensors` (copied to contiguous CPU memory) as the inversion `key`; returns its record.
 
         `params` are the inversion-stage parameters; `parts` the identities of the extra model parts
         it was computed with, by name; `metadata` adds strings to the file's own header. A record
-        with the same key is replaced (its old file is removed after the commit).
+        with the same key is replaced (its old file is removed after the commit). `tuning_of` makes
+        it a tuning learned from that inversion: the same commit then drops that inversion's tunings
+        beyond the `keep_tunings` most recently used (pipeline.project.retention).
         """
         _check_key(key)
+        if tuning_of is not None and (_check_key(tuning_of) == key or keep_tunings < 1):
+            raise ValueError(f"a tuning must name another inversion and keep itself, not {tuning_of!r}, "
+                             f"keep {keep_tunings}")
         record_params = _params_copy(params, "params")
         record_parts = {}
         for name, identity in (parts or {}).items():
@@ -374,20 +381,27 @@ class Project:
             record = InversionRecord(
                 key=key, file=rel, file_sha256=digest, method=method, model_identity=model_identity,
                 source_prompt=source_prompt, params=record_params, size=(width, height), steps=steps,
-                created=_now(), parts=dict(record_parts),
+                created=_now(), parts=dict(record_parts), tuning_of=tuning_of,
             )
             self._store(base, rel, digest, data)
             kept = tuple(inv for inv in base.inversions if inv.key != key)
-            return dataclasses.replace(base, inversions=kept + (record,)), copy.deepcopy(record)
+            new = dataclasses.replace(base, inversions=kept + (record,))
+            if tuning_of is not None:
+                dropped = superseded_tunings(new, tuning_of, keep_tunings)
+                new = dataclasses.replace(new, inversions=tuple(i for i in new.inversions if i.key not in dropped))
+            return new, copy.deepcopy(record)
 
         return self._commit(change)
 
     def add_edit(self, *, target_prompt: str, source_prompt: str, model: ModelRecord, method: str,
                  params: Mapping[str, Any], seed: int | None, inversion_key: str | None,
                  result: Image.Image, mask: torch.Tensor | Image.Image | None = None,
-                 png_metadata: Mapping[str, Any] | None = None) -> EditRecord:
+                 png_metadata: Mapping[str, Any] | None = None, tuning_key: str | None = None) -> EditRecord:
         """Append an edit to the history: stores the result PNG (with every parameter in its text
-        chunks, plus any `png_metadata` entries) and the mask if any; returns the new record."""
+        chunks, plus any `png_metadata` entries) and the mask if any; returns the new record.
+
+        `tuning_key` names the tuning record the edit used; the inversion and tuning it used become
+        the most recently used (they move to the end of the manifest's list)."""
         for name, value in (("target_prompt", target_prompt), ("source_prompt", source_prompt)):
             _check_str(value, name)
         _check_str(method, "method", nonempty=True)
@@ -395,8 +409,9 @@ class Project:
             raise TypeError(f"model must be a ModelRecord, not {type(model).__name__}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
-        if inversion_key is not None:
-            _check_key(inversion_key)
+        for used in (inversion_key, tuning_key):
+            if used is not None:
+                _check_key(used)
         edit_params = _params_copy(params, "params")
         if not isinstance(result, Image.Image):
             raise TypeError(f"result must be a PIL image, not {type(result).__name__}")
@@ -412,6 +427,7 @@ class Project:
             "model": model.spec,
             "model_identity": model.identity,
             "inversion_key": inversion_key,
+            "tuning_key": tuning_key,
             "source_image_sha256": self._manifest.image.sha256,
             "created": created,
         }
@@ -434,11 +450,45 @@ class Project:
             record = EditRecord(
                 id=edit_id, created=created, source_prompt=source_prompt, target_prompt=target_prompt,
                 model=model, method=method, params=edit_params, seed=seed, inversion_key=inversion_key,
-                mask=mask_record, result=result_record,
+                mask=mask_record, result=result_record, tuning_key=tuning_key,
             )
-            return dataclasses.replace(base, edits=base.edits + (record,)), copy.deepcopy(record)
+            used = (inversion_key, tuning_key)
+            inversions = (tuple(i for i in base.inversions if i.key not in used)
+                          + tuple(i for i in base.inversions if i.key in used))
+            return (dataclasses.replace(base, edits=base.edits + (record,), inversions=inversions),
+                    copy.deepcopy(record))
 
         return self._commit(change)
+
+    def prunable(self, *, inversions: bool = False) -> Pruned:
+        """What `prune` would drop now, and the bytes of those files; reads only."""
+        tunings, dropped = unneeded(self._manifest, inversions)
+        files = {record.file for record in self._manifest.inversions if record.key in tunings | dropped}
+        return Pruned(tuple(sorted(tunings)), tuple(sorted(dropped)), sum(self._sizes(files).values()))
+
+    def prune(self, *, inversions: bool = False) -> Pruned:
+        """Drop every tuning record no re-edit of the newest edit needs, and with `inversions` every such
+        inversion too (pipeline.project.retention); returns what was dropped and the bytes removed.
+
+        One commit: project.json stops naming the records, then their files are removed through the
+        journal, so a crash at any instant leaves a whole project (the next save removes what is left).
+        """
+        def change(base: Manifest) -> tuple[Manifest | None, tuple[set[str], set[str], dict[str, int]]]:
+            tunings, dropped = unneeded(base, inversions)
+            if not tunings | dropped:
+                return None, (set(), set(), {})
+            kept = tuple(i for i in base.inversions if i.key not in tunings | dropped)
+            files = {i.file for i in base.inversions if i.key in tunings | dropped}
+            return dataclasses.replace(base, inversions=kept), (tunings, dropped, self._sizes(files))
+
+        removed: set[str] = set()
+        tunings, dropped, sizes = self._commit(change, removed)
+        return Pruned(tuple(sorted(tunings)), tuple(sorted(dropped)),
+                      sum(size for rel, size in sizes.items() if rel in removed))
+
+    def _sizes(self, files: set[str]) -> dict[str, int]:
+        """The size in bytes of each of `files` there is (a plain file in the project)."""
+        return {rel: info.st_size for rel in files if (info := self._folder.lstat(rel)) is not None}
 
     def set_input(self, name: str, image: Image.Image | torch.Tensor, *, kind: InputKind,
                   prompt: str | None = None) -> None:
@@ -482,13 +532,15 @@ class Project:
 
     # ---- the transaction
 
-    def _commit(self, change: Callable[[Manifest], tuple[Manifest | None, T]]) -> T:
+    def _commit(self, change: Callable[[Manifest], tuple[Manifest | None, T]],
+                removed: set[str] | None = None) -> T:
         """Apply `change` to the latest manifest under the lock and commit it.
 
         `change` writes any new files through `_store` (always under names the base manifest does
         not reference) and returns the new manifest, or None for no change. project.json is
         replaced last. Afterwards the files this save (or a dead save whose lock it took over)
-        journaled and the manifest does not reference are removed, with their temporary files.
+        journaled and the manifest does not reference are removed, with their temporary files;
+        their names are added to `removed` when it is given.
         """
         with self._write_lock:
             try:
@@ -513,7 +565,9 @@ class Project:
                     finally:
                         self._lock = None
                         if keep is not None:
-                            self._remove_journaled(lock, keep | {MANIFEST_FILE})
+                            gone = self._remove_journaled(lock, keep | {MANIFEST_FILE})
+                            if removed is not None:
+                                removed |= gone
             except OSError as exc:
                 raise ProjectError(f"Cannot save the project at {shown(self._root)}: "
                                    f"{exc.strerror or exc}.") from exc
@@ -528,11 +582,13 @@ class Project:
         self._lock.record(rel)
         self._folder.write(rel, data)
 
-    def _remove_journaled(self, lock: ProjectLock, keep: set[str]) -> None:
-        """Best effort: delete journaled files outside `keep`, and temporary files of journaled names.
+    def _remove_journaled(self, lock: ProjectLock, keep: set[str]) -> set[str]:
+        """Best effort: delete journaled files outside `keep`, and temporary files of journaled names;
+        returns the names deleted.
 
         Only names of the forms Retake generates are deleted, whatever a (possibly forged) journal says.
         """
+        removed = set()
         by_folder: dict[str, set[str]] = {}
         for rel in lock.journal:
             parent, _, name = rel.rpartition("/")
@@ -542,9 +598,11 @@ class Project:
             doomed += [entry for entry in self._folder.names(parent) if temp_target(entry) in names]
             for name in doomed:
                 try:
-                    self._folder.remove(_join(parent, name))
+                    if self._folder.remove(_join(parent, name)):
+                        removed.add(_join(parent, name))
                 except (OSError, ProjectError):
                     pass
+        return removed
 
     def _latest(self) -> Manifest:
         """The manifest on disk now: ours if unchanged, else the one another process committed."""
