@@ -311,7 +311,8 @@ def list_methods(as_json: bool) -> int:
             print(f"  {spec['name']} = {json.dumps(spec['default'])}  ({spec['kind']}, {spec['stage']}{bounds})")
             print(f"      {spec['help']}")
         for spec in entry["inputs"]:
-            print(f"  --input {spec['name']}=FILE  ({spec['kind']}, {spec['stage']})  {spec['label']}")
+            kind = spec["kind"] if spec["picture"] is None else f"{spec['kind']} on {spec['picture']}"
+            print(f"  --input {spec['name']}=FILE  ({kind}, {spec['stage']})  {spec['label']}")
             print(f"      {spec['help']}")
     return 0
 

@@ -44,18 +44,12 @@ class Reference:
 
 
 def reference_masks(method_id: str) -> dict[str, str]:
-    """The method's masks painted on one of its reference pictures: mask name -> image input name.
-
-    Input specs do not say which picture a mask belongs to, so the GUI follows a naming rule: the
-    mask input named `<image input>_mask` (SpecRef's "reference_mask" for "reference") is the object
-    mask on that picture; every other mask is painted on the photo.
-    """
+    """The method's masks painted on one of its reference pictures: mask name -> image input name, as
+    each mask's InputSpec.picture declares; every other mask is painted on the photo."""
     from pipeline.methods.base import input_specs
     from pipeline.methods.registry import get_method
 
-    specs = input_specs(get_method(method_id).Params)
-    images = [s.name for s in specs if s.kind == "image"]
-    return {s.name: image for s in specs for image in images if s.kind == "mask" and s.name == f"{image}_mask"}
+    return {s.name: s.picture for s in input_specs(get_method(method_id).Params) if s.picture is not None}
 
 
 def method_defaults(method_id: str) -> dict[str, Any]:

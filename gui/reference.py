@@ -3,7 +3,8 @@ object mask painted on it.
 
 It is built from the method's declared inputs of kind "image", so it is enabled exactly for methods
 whose Params declare a reference and greyed out for the others. The reference's object mask (the
-method's `<image>_mask` input, see gui.document.reference_masks) is painted on the main canvas:
+method's mask input whose `picture` is the reference, see gui.document.reference_masks) is painted on
+the main canvas:
 "Paint its mask" switches the canvas to the reference picture, and the thumbnail here shows the
 mask over the picture. Picture and prompt changes are undoable and are saved in the project.
 """

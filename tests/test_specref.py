@@ -317,3 +317,25 @@ def test_the_command_line_shorthands_name_the_reference_inputs():
     assert request("--input", "reference=ref.png", "--reference", "ref.png").inputs == {"reference": "ref.png"}
     with pytest.raises(UsageError, match="reference"):
         request("--input", "reference=a.png", "--reference", "b.png")
+
+
+def test_the_object_mask_is_declared_on_the_reference_picture():
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from pipeline.methods.base import InputSpec, input_specs
+
+    pictures = {spec.name: spec.picture for spec in input_specs(SpecRefParams)}
+    assert pictures == {"reference": None, "reference_mask": "reference", "reference_region": None,
+                        "edit_mask": None}
+    assert input_specs(SpecRefParams)[1].to_json()["picture"] == "reference"
+    with pytest.raises(ValueError, match="only a mask"):
+        InputSpec("reference", "image", "Reference", "A picture.", picture="photo")
+
+    @dataclass(frozen=True)
+    class Orphan:
+        INPUTS: ClassVar[tuple[InputSpec, ...]] = (
+            InputSpec("cutout", "mask", "Cutout", "Its part.", picture="style"),)
+
+    with pytest.raises(TypeError, match="cutout.*style.*not one of its image inputs"):
+        input_specs(Orphan)

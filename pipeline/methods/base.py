@@ -35,7 +35,9 @@ class InputSpec:
     [1, 1, h, w] of 0s and 1s. kind "image": a second picture (a reference), resized to the photo's
     working size and given as its latent [1, C, h, w], with its prompt. `stage` "inversion" or
     "tuning" puts the input's content into that stage's key (and gives it to that stage); every input
-    reaches `edit`.
+    reaches `edit`. `picture` says which picture a mask is drawn on: the name of one of the method's
+    image inputs (SpecRef's object mask is drawn on its reference), or None for the photo; a front
+    end shows and paints the mask over that picture.
     """
 
     name: str
@@ -44,10 +46,15 @@ class InputSpec:
     help: str
     stage: Stage = "edit"
     required: bool = False
+    picture: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.picture is not None and self.kind != "mask":
+            raise ValueError(f"input {self.name!r}: only a mask is drawn on a picture, not an {self.kind}")
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "label": self.label, "help": self.help,
-                "stage": self.stage, "required": self.required}
+                "stage": self.stage, "required": self.required, "picture": self.picture}
 
 
 EDIT_MASK = InputSpec(
@@ -57,8 +64,15 @@ EDIT_MASK = InputSpec(
 
 
 def input_specs(params_type: type) -> tuple[InputSpec, ...]:
-    """The named inputs a Params class declares (its INPUTS class attribute; none if absent)."""
-    return tuple(getattr(params_type, "INPUTS", ()))
+    """The named inputs a Params class declares (its INPUTS class attribute; none if absent); a mask
+    drawn on a picture the class does not declare as an image input is a mistake in the method."""
+    specs = tuple(getattr(params_type, "INPUTS", ()))
+    images = {spec.name for spec in specs if spec.kind == "image"}
+    for spec in specs:
+        if spec.picture is not None and spec.picture not in images:
+            raise TypeError(f"{params_type.__name__}: the mask {spec.name!r} is drawn on {spec.picture!r}, "
+                            f"which is not one of its image inputs ({', '.join(sorted(images)) or 'none'})")
+    return specs
 
 
 def stage_key_params(params: Any, stage: Stage) -> dict[str, Any]:

@@ -72,7 +72,7 @@ REFERENCE = InputSpec(
 REFERENCE_MASK = InputSpec(
     "reference_mask", "mask", "Object in the reference",
     "mask_s: white on the object in the reference picture (painted or from segmentation).",
-    required=True,
+    required=True, picture="reference",
 )
 REFERENCE_REGION = InputSpec(
     "reference_region", "mask", "Where the reference goes",

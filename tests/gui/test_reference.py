@@ -1,5 +1,5 @@
-"""The reference panel driven like a user: a method that declares a reference picture (with its
-`<image>_mask` object mask) gets the panel; the picture comes by drop, paste or file, its prompt is
+"""The reference panel driven like a user: a method that declares a reference picture (with an
+object mask its InputSpec says is drawn on it) gets the panel; the picture comes by drop, paste or file, its prompt is
 typed, its mask is painted on the canvas switched to the reference; runs receive all of it as
 EditRequest inputs and input prompts; the project keeps it; undo puts it back."""
 
@@ -27,7 +27,7 @@ from tests.gui.test_window import open_photo, run_and_wait, type_prompts, view_p
 class RefParams:
     INPUTS: ClassVar[tuple[InputSpec, ...]] = (
         InputSpec("reference", "image", "Reference picture", "The object to bring in."),
-        InputSpec("reference_mask", "mask", "Object in the reference", "White on the object."),
+        InputSpec("reference_mask", "mask", "Object in the reference", "White on the object.", picture="reference"),
         EDIT_MASK,
     )
     steps: int = param(10, kind="int", stage="inversion", minimum=5, maximum=200, help="DDIM steps.")
@@ -126,6 +126,48 @@ def test_reference_loaded_prompted_masked_run_saved_reopened(qtbot, window, phot
     finally:
         again.doc.undo.setClean()
         again.close()
+
+
+@dataclass(frozen=True)
+class StyleParams(RefParams):
+    """A picture input with another name, its mask named freely, and a `<image>_mask` drawn on the photo."""
+
+    INPUTS: ClassVar[tuple[InputSpec, ...]] = (
+        InputSpec("style", "image", "Style picture", "The look to bring in."),
+        InputSpec("cutout", "mask", "Part of the style picture", "White on the part to use.", picture="style"),
+        InputSpec("style_mask", "mask", "Where the style goes", "White where the photo takes it."),
+    )
+
+
+class StyleMethod(RefMethod):
+    id, title, summary = "style-test", "Style test", "A method whose mask is drawn on a picture named style."
+    Params = StyleParams
+
+
+def test_a_mask_is_drawn_on_the_picture_its_spec_names(qtbot, window, photo, tmp_path, fake_engine, monkeypatch):
+    from pipeline.methods import registry
+
+    monkeypatch.setattr(registry, "_METHODS", (*registry._METHODS, StyleMethod))
+    open_photo(qtbot, window, photo)
+    window.doc.set_method("style-test")
+    panel = window.reference
+    assert panel.isEnabled() and (panel.input_name, panel.mask_name) == ("style", "cutout")
+    assert window.doc.mask_pictures == {"cutout": "style"} and panel.paint_mask.isVisibleTo(panel)
+    panel.load_file(reference_file(tmp_path, (120, 90)))
+    qtbot.mouseClick(panel.paint_mask, Qt.MouseButton.LeftButton)
+    assert window.tools.purpose.currentData() == "cutout"
+    assert window.canvas.picture() is window.doc.references["style"].image
+    window.actions["mask_fill"].trigger()
+    assert window.doc.masks["cutout"].shape == (90, 120) and "painted." in panel.mask_note.text()
+    window.tools.choose_purpose("style_mask")  # named like a reference's mask, yet drawn on the photo
+    assert window.canvas.picture() is window.doc.image
+    window.actions["mask_fill"].trigger()
+    assert window.doc.masks["style_mask"].shape == (480, 640)
+    type_prompts(qtbot, window)
+    assert isinstance(run_and_wait(qtbot, window), Done)
+    request = fake_engine.requests[-1]
+    with Image.open(request.inputs["cutout"]) as cutout, Image.open(request.inputs["style_mask"]) as region:
+        assert cutout.size == (120, 90) and region.size == (640, 480)
 
 
 def test_a_new_reference_drops_its_mask_and_undo_brings_both_back(qtbot, window, photo, tmp_path, ref_method):
