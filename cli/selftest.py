@@ -1,8 +1,9 @@
 """`retake self-test`: invert, edit, save, reopen and re-edit on the demo model, in a few seconds.
 
-It exits 0 only if every stage worked and the re-edit reused the stored inversion and reproduced the
-first result byte for byte, and, run from main.py, if the desktop window (offscreen) edited the demo
-photo too, with a preview at every step and a full decode of a scrubbed step (gui/selftest.py). Later
+It edits the demo-world scene the README's commands edit (`DEMO_EDIT`: a red house made blue), at the
+model's own 128 px and a few steps. It exits 0 only if every stage worked and the re-edit reused the
+stored inversion and reproduced the first result byte for byte, and, run from main.py, if the desktop
+window (offscreen) edited the scene too, with a preview at every step and a full decode of a scrubbed step (gui/selftest.py). Later
 issues add their methods' checks here.
 """
 
@@ -13,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from pipeline.demo_model import DEMO_EDIT
 from pipeline.engine import EditRequest, Engine
 from pipeline.events import Done, Event
 from pipeline.project import Project
 
-DEMO_IMAGE = Path(__file__).resolve().parent.parent / "resources" / "demo" / "house.png"
 QUICK = {"steps": 6, "inner_steps": 3}
 
 
@@ -27,9 +28,8 @@ def self_test(engine: Engine, out: TextIO, more_checks: Callable[[Path], list[tu
     checks: list[tuple[str, bool]] = []
     with tempfile.TemporaryDirectory(prefix="retake-self-test-") as tmp:
         project = Path(tmp) / "house.retake"
-        request = EditRequest(target_prompt="a castle in a meadow under a blue sky",
-                              source_prompt="a house in a meadow under a blue sky",
-                              image=str(DEMO_IMAGE), project=str(project), model="demo",
+        request = EditRequest(target_prompt=DEMO_EDIT.target, source_prompt=DEMO_EDIT.source,
+                              image=str(DEMO_EDIT.image), project=str(project), model="demo",
                               params=dict(QUICK), max_side=128)
         first = _run(engine, request, out)
         checks.append(("invert and edit", isinstance(first, Done) and not first.reused_inversion))
@@ -42,7 +42,7 @@ def self_test(engine: Engine, out: TextIO, more_checks: Callable[[Path], list[tu
                 and first.image.tobytes() == again.image.tobytes())
         checks.append(("re-edit reproduces the result", same))
     if more_checks is not None:
-        checks += more_checks(DEMO_IMAGE)
+        checks += more_checks(DEMO_EDIT.image)
     for name, ok in checks:
         out.write(f"{'ok  ' if ok else 'FAIL'} {name}\n")
     passed = all(ok for _, ok in checks)

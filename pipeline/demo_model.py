@@ -2,22 +2,30 @@
 
 Retake must run, be tested and be demonstrated without downloading any weights. A model with random
 weights is no denoiser (DDIM inversion does not retrace, text barely matters, the VAE does not
-reconstruct), so no test could tell a right method from a wrong one. The demo model is a real,
-crude latent diffusion model with Stable Diffusion 1.x's architecture at a fraction of its width,
-trained briefly on pictures drawn from code (resources/demo_model/README.md says how, and
-resources/demo_model/train.py reproduces it). It ships as a diffusers folder of a few MB and loads
-through the same code as any other diffusers folder.
+reconstruct), so no test could tell a right method from a wrong one. The demo models are real, crude
+latent diffusion models with Stable Diffusion 1.x's architecture at a fraction of its width, trained
+briefly on pictures drawn from code (each folder's README.md says how; its train.py reproduces it).
+Each ships as a diffusers folder and loads through the same code as any other diffusers folder.
 
 A demo folder carries no tokenizer/: its tokenizer is SD 1.x's own CLIP tokenizer, rebuilt from the
 BPE file in resources/clip like a single-file checkpoint's (3.5 MB less per model).
 
-`demo-tiny` is the first one (resources/demo_model: 64x64 blobs, a few MB): the test suite checks the
-methods' invariants on it because it is the fastest real denoiser we have.
+Two ship, and their names say what each is for:
+
+* `demo` is the demo-world model (resources/demo_world/weights, 37.6 MiB): trained on 128x128
+  procedural scenes of people, cats, dogs, houses, trees, cars, boats and suns in known colours,
+  textures and poses (resources/demo_world/README.md). It draws what its captions say well enough
+  that an edit can be seen ("a red house" becomes "a blue house" of the same shape), so it is what
+  the app, the README's commands and the self-test use when no model is named.
+* `demo-tiny` is the first, crude one (resources/demo_model/weights, a few MB): 64x64 blobs in
+  which no edit is visible, but a real denoiser, smaller to load and somewhat cheaper to run, on
+  which the test suite's invariants and tolerances were calibrated; the tests keep running on it.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +33,24 @@ from pipeline.errors import ModelError
 from pipeline.paths import RESOURCES
 
 DEMO_MODELS: dict[str, Path] = {
-    "demo": RESOURCES / "demo_model" / "weights",
+    "demo": RESOURCES / "demo_world" / "weights",
     "demo-tiny": RESOURCES / "demo_model" / "weights",
 }
 """The names a model spec may use for a shipped demo model, and their diffusers folders."""
+
+
+@dataclass(frozen=True)
+class DemoEdit:
+    """A demo-world scene, its caption and a target whose edit the `demo` model visibly makes."""
+
+    image: Path
+    source: str
+    target: str
+
+
+DEMO_EDIT = DemoEdit(RESOURCES / "demo_world" / "house.png", "a red house in a meadow under a blue sky",
+                     "a blue house in a meadow under a blue sky")
+"""What the self-test and the screenshot edit (scripts/demo.sh and scripts/app.sh spell it out too)."""
 
 
 def demo_model_dir(name: str = "demo") -> Path:

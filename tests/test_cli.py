@@ -12,6 +12,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "resources" / "demo" / "house.png"
 QUICK = ["--steps", "5", "--param", "inner_steps=2", "--max-side", "64"]
+TINY = ["--model", "demo-tiny"]  # the fast demo model; `demo` (the default) is the demo-world one
 
 
 def _assert_one_error_line(stderr, message=""):
@@ -38,7 +39,7 @@ def cli(tmp_path_factory):
 
 def test_edit_writes_result_and_project_then_reedits(cli, tmp_path):
     project, out = tmp_path / "house.retake", tmp_path / "castle.png"
-    done = cli("edit", DEMO, "--source", "a house in a meadow under a blue sky",
+    done = cli("edit", DEMO, *TINY, "--source", "a house in a meadow under a blue sky",
                "--target", "a castle in a meadow under a blue sky", "--project", project, "--out", out,
                *QUICK, check_exit=0)
     assert f"result: {out}" in done.stdout and f"project: {project}" in done.stdout
@@ -61,7 +62,9 @@ def test_edit_writes_result_and_project_then_reedits(cli, tmp_path):
     (["edit", DEMO, "--source", "a house", "--target", "a castle", "--param", "steps"], "NAME=VALUE"),
 ])
 def test_errors_are_one_line_on_stderr_with_nonzero_exit(cli, tmp_path, args, message):
-    done = cli(*args, "--project", tmp_path / "p.retake", *QUICK) if "--project" not in args else cli(*args)
+    # TINY first: a --model in args comes later and wins
+    done = cli(args[0], *TINY, *args[1:], "--project", tmp_path / "p.retake", *QUICK) if "--project" not in args \
+        else cli(*args)
     assert done.returncode == 1
     _assert_one_error_line(done.stderr, message)
     assert not (tmp_path / "p.retake").exists()
@@ -95,7 +98,7 @@ def _in_process(argv, capsys):
     return code, captured.out, captured.err
 
 
-EDIT = ["edit", DEMO, "--source", "a house", "--target", "a castle"]
+EDIT = ["edit", DEMO, *TINY, "--source", "a house", "--target", "a castle"]
 
 
 @pytest.mark.parametrize("args, code, message", [

@@ -1,6 +1,6 @@
 """Ctrl-C and SIGTERM sent to the real CLI process at each stage: one line, exit 130, nothing half-made.
 
-Each test starts `main.py edit` on the demo model, reads its progress lines (stderr is a pipe, so
+Each test starts `main.py edit` on the tiny demo model, reads its progress lines (stderr is a pipe, so
 the CLI prints a line when each stage starts) and sends real signals once the stage has begun.
 """
 
@@ -24,8 +24,9 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals"
 
 def _start(tmp_path: Path, *options: str) -> subprocess.Popen:
     env = {**os.environ, "RETAKE_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, str(ROOT / "main.py"), "edit", str(DEMO), "--source", SOURCE, "--target", TARGET,
-               "--project", str(tmp_path / "house.retake"), "--out", str(tmp_path / "out.png"), *options]
+    command = [sys.executable, str(ROOT / "main.py"), "edit", str(DEMO), "--model", "demo-tiny", "--source", SOURCE,
+               "--target", TARGET, "--project", str(tmp_path / "house.retake"), "--out", str(tmp_path / "out.png"),
+               *options]
     # as from a terminal: a test runner started in the background may pass SIGINT on as ignored
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -1,6 +1,7 @@
-"""Model loading: the demo model, every kind of source, identities, and the errors a user sees.
+"""Model loading: the demo models, every kind of source, identities, and the errors a user sees.
 
-Everything runs offline on the demo model. Single-file checkpoints are produced by writing the demo
+Everything runs offline on the tiny demo model (`demo-tiny`, the fastest); one test loads `demo`, the
+demo-world model. Single-file checkpoints are produced by writing the tiny demo
 model back into the original CompVis key layout (`_to_original_layout`, the inverse of diffusers'
 converters), so the single-file path is checked weight for weight against the diffusers path.
 """
@@ -27,7 +28,7 @@ from diffusers.loaders.single_file_utils import (
 from diffusers.models.attention_processor import Attention
 from transformers import CLIPTextConfig
 
-from pipeline.demo_model import demo_model_dir
+from pipeline.demo_model import DEMO_EDIT, demo_model_dir
 from pipeline.errors import ModelError
 from pipeline.models import (
     SD1_CONFIG_DIR,
@@ -54,14 +55,18 @@ def models_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("retake-cache")
 
 
+TINY = "demo-tiny"
+
+
 @pytest.fixture(scope="module")
 def demo(models_cache) -> ModelBundle:
-    return load_model("demo", cache_dir=models_cache, device="cpu")
+    """The tiny demo model: what every test here needs of *a* model, fast."""
+    return load_model(TINY, cache_dir=models_cache, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def demo_dir(demo, models_cache) -> Path:
-    return demo_model_dir()
+    return demo_model_dir(TINY)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +104,7 @@ def _assert_user_message(error: ModelError, *fragments: str) -> None:
 
 
 def test_demo_loads_as_an_sd1_bundle(demo, clip_tokenizer):
-    assert demo.spec == "demo"
+    assert demo.spec == TINY
     assert demo.identity.startswith("sha256:") and len(demo.identity) == len("sha256:") + 64
     assert demo.device == torch.device("cpu") and demo.sample_dtype == torch.float32
     assert demo.vae_scale_factor == 8 and demo.latent_channels == 4
@@ -194,11 +199,35 @@ def test_demo_latents_have_sd_scale(demo):
     assert 0.5 < float(latent.std()) < 2.0
 
 
-def test_demo_model_is_shipped_small():
-    files = [p for p in demo_model_dir().rglob("*") if p.is_file()]
+@pytest.mark.parametrize("name, most_bytes", [(TINY, 16_000_000), ("demo", 45_000_000)])
+def test_demo_models_are_shipped_small(name, most_bytes):
+    folder = demo_model_dir(name)
+    files = [p for p in folder.rglob("*") if p.is_file()]
     assert {"model_index.json", "unet/diffusion_pytorch_model.safetensors"} <= {
-        p.relative_to(demo_model_dir()).as_posix() for p in files}
-    assert sum(p.stat().st_size for p in files) < 16_000_000
+        p.relative_to(folder).as_posix() for p in files}
+    assert sum(p.stat().st_size for p in files) < most_bytes
+
+
+def test_demo_is_the_demo_world_model(demo, models_cache):
+    """`demo` (the default model) is the one trained on the demo world's 128-px scenes: its folder, its
+    width, a VAE that reconstructs its scene (the tiny model's gives 26 dB there), and its own image
+    encoder found beside it."""
+    from pipeline.images import load_image, to_tensor
+    from pipeline.parts import IMAGE_ENCODER, image_features, with_parts
+    from pipeline.request import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL == "demo"
+    assert demo_model_dir("demo") == demo_model_dir() == Path(__file__).resolve().parents[1] / "resources/demo_world/weights"
+    world = load_model("demo", cache_dir=models_cache, device="cpu")
+    assert world.spec == "demo" and world.identity != demo.identity
+    assert world.unet.config.cross_attention_dim == world.text_encoder.config.hidden_size == 128
+    picture = to_tensor(load_image(DEMO_EDIT.image), (128, 128))
+    with torch.no_grad():
+        decoded = world.vae.decode(world.vae.encode(picture).latent_dist.mean).sample.clamp(-1, 1)
+    psnr = -10 * torch.log10(((decoded - picture) / 2).pow(2).mean())
+    assert psnr > 30, psnr
+    encoder = with_parts(world, (IMAGE_ENCODER,)).parts[IMAGE_ENCODER]
+    assert image_features(encoder, picture).shape[-1] == 128  # the demo world's encoder, not demo-tiny's (32)
 
 
 # ---- identity ------------------------------------------------------------------------------------
@@ -485,17 +514,17 @@ def test_hub_id_in_the_cache_loads_offline(demo, demo_dir, tmp_path, models_cach
 
 def test_precision_and_device_requests(models_cache, demo):
     with pytest.raises(ModelError) as refused:
-        load_model("demo", cache_dir=models_cache, device="cpu", dtype="fp16")
+        load_model(TINY, cache_dir=models_cache, device="cpu", dtype="fp16")
     _assert_user_message(refused.value, "fp16", "CPU")
     with pytest.raises(ModelError):
-        load_model("demo", cache_dir=models_cache, dtype="fp8")
+        load_model(TINY, cache_dir=models_cache, dtype="fp8")
     with pytest.raises(ModelError):
-        load_model("demo", cache_dir=models_cache, device="abacus")
+        load_model(TINY, cache_dir=models_cache, device="abacus")
     if not torch.cuda.is_available():
         with pytest.raises(ModelError) as refused:
-            load_model("demo", cache_dir=models_cache, device="cuda")
+            load_model(TINY, cache_dir=models_cache, device="cuda")
         _assert_user_message(refused.value, "CUDA")
-    bundle = load_model("demo", cache_dir=models_cache, device="cpu", dtype="bf16")
+    bundle = load_model(TINY, cache_dir=models_cache, device="cpu", dtype="bf16")
     assert bundle.sample_dtype == torch.bfloat16
     assert next(bundle.unet.parameters()).dtype == torch.float32
     assert bundle.identity == demo.identity

@@ -1,6 +1,6 @@
-"""One full flow against the real engine and the demo model: the window, the worker thread, the
-engine's stages, the project on disk, re-editing without re-inversion, cancelling a real run, and
-reopening the project in a new window to edit again without re-inverting."""
+"""One full flow against the real engine and the tiny demo model (`demo-tiny`, set in the settings): the
+window, the worker thread, the engine's stages, the project on disk, re-editing without re-inversion,
+cancelling a real run, and reopening the project in a new window to edit again without re-inverting."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tests.gui.test_window import open_photo, run_and_wait, type_prompts
 
 @pytest.mark.slow
 def test_demo_model_edit_re_edit_and_cancel(qtbot, settings, photo):
+    settings.set("model", "demo-tiny")
     settings.set("max_side", 64)
     window = make_window(qtbot, settings, engine_factory=real_engine)
     try:
@@ -41,7 +42,7 @@ def test_demo_model_edit_re_edit_and_cancel(qtbot, settings, photo):
         from pipeline.engine import Engine
 
         engine = Engine()
-        expected = engine.decode(engine.preload("demo"), run.latents["editing"][2])
+        expected = engine.decode(engine.preload("demo-tiny"), run.latents["editing"][2])
         assert full.tobytes() == expected.tobytes()  # that step's latent, decoded in full
         window.timeline.back_to_result()
         assert len(window.doc.results) == 1 and window.status_inversion.text() == "Inversion: 1 stored"
