@@ -12,7 +12,7 @@ from cli.commands import main as cli_main
 from pipeline.engine import Engine
 from pipeline.events import Done
 from pipeline.methods import registry
-from pipeline.project import Project
+from pipeline.project import Project, check_project
 from pipeline.project.retention import KEEP_TUNINGS
 from tests.helpers import demo_request, tree_digest
 from tests.test_engine_tuning import QUICK, Tuned
@@ -84,6 +84,7 @@ def test_prune_keeps_what_the_newest_edit_used_and_reports_the_bytes_it_removed(
     _save(project, "t1", tuning_of="I", size=5000)
     _save(project, "t2", tuning_of="I", size=7000)
     _edit(project, "I", "t1")
+    assert "inversions: 2, tuning records: 3" in check_project(root).summary()
     before, size_before = tree_digest(root), _bytes(root)
     planned = project.prunable()
     assert tree_digest(root) == before  # a dry run writes nothing

@@ -90,6 +90,7 @@ def _contents(manifest: Manifest) -> tuple[str, ...]:
     inputs = ", ".join(f"{item.name} ({item.kind})" for item in manifest.inputs) or "none"
     return (f"photo: {image.file}, {shorten(image.width)}x{shorten(image.height)}",
             f"settings: {settings}",
-            f"inversions: {len(manifest.inversions)}",
+            f"inversions: {sum(i.tuning_of is None for i in manifest.inversions)}, tuning records: "
+            f"{sum(i.tuning_of is not None for i in manifest.inversions)}",
             f"results: {len(manifest.edits)} edit{'s' if len(manifest.edits) != 1 else ''}",
             f"inputs: {shorten(inputs, 200)}")
