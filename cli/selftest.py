@@ -3,8 +3,8 @@
 It edits the demo-world scene the README's commands edit (`DEMO_EDIT`: a red house made blue), at the
 model's own 128 px and a few steps. It exits 0 only if every stage worked and the re-edit reused the
 stored inversion and reproduced the first result byte for byte, and, run from main.py, if the desktop
-window (offscreen) edited the scene too, with a preview at every step and a full decode of a scrubbed step (gui/selftest.py). Later
-issues add their methods' checks here.
+window (offscreen) edited the scene too, with a preview at every step and a full decode of a scrubbed
+step (gui/selftest.py). Later issues add their methods' checks here.
 """
 
 from __future__ import annotations

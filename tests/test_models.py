@@ -217,7 +217,8 @@ def test_demo_is_the_demo_world_model(demo, models_cache):
     from pipeline.request import DEFAULT_MODEL
 
     assert DEFAULT_MODEL == "demo"
-    assert demo_model_dir("demo") == demo_model_dir() == Path(__file__).resolve().parents[1] / "resources/demo_world/weights"
+    world_folder = Path(__file__).resolve().parents[1] / "resources" / "demo_world" / "weights"
+    assert demo_model_dir("demo") == demo_model_dir() == world_folder
     world = load_model("demo", cache_dir=models_cache, device="cpu")
     assert world.spec == "demo" and world.identity != demo.identity
     assert world.unet.config.cross_attention_dim == world.text_encoder.config.hidden_size == 128
