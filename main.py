@@ -1,6 +1,7 @@
-"""Retake's entry point: no arguments opens the desktop app, `open PATH` opens it on a photo, a project
-or a result PNG; other subcommands run the CLI (which never imports Qt); `self-test` adds to the CLI's
-checks an edit through the desktop window, offscreen."""
+"""Retake's entry point: no arguments opens the desktop app, `open PATH [--source TEXT] [--target TEXT]`
+opens it on a photo, a project or a result PNG (with the prompts its project has not got yet); other
+subcommands run the CLI (which never imports Qt); `self-test` adds to the CLI's checks an edit through
+the desktop window, offscreen."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def main() -> int:
     # process with one line, whether they come during the seconds of importing torch or later.
     exit_on_signals("retake: cancelled; nothing half-made was written.")
     args = sys.argv[1:]
-    if not args or (args[0] == "open" and len(args) == 2):
+    if not args or args[0] == "open":
         from gui.app import main as gui_main
 
         return gui_main(args[1:])
