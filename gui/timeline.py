@@ -83,18 +83,26 @@ class Timeline(QWidget):
         return self._thumbs[(stage, step)]
 
     def shown_steps(self, stage: str) -> list[int]:
-        """The steps of a row whose thumbnails are drawn: evenly spread, as many as fit side by side
-        (every step still has its preview and can be chosen), the chosen one always among them."""
+        """The steps of a row whose thumbnails are drawn: as many as fit side by side without one covering
+        another, both ends of the row among them (every step still has its preview and can be chosen),
+        and the chosen one, drawn on top."""
         steps = sorted(self.doc.run.previews.get(stage, {}))
         if not steps:
             return []
-        thumb_w = max(self._thumb(stage, steps[-1]).width(), 1)
-        fit = max(int(self._strip()[1] // (thumb_w + 2)) - 1, 1)  # one fewer: the end steps are pushed inwards
-        shown = set(steps) if len(steps) <= fit else {steps[round(i * (len(steps) - 1) / max(fit - 1, 1))]
-                                                      for i in range(fit)}
+        total = self.doc.run.totals.get(stage, steps[-1])
+        thumb_w = self._thumb(stage, steps[-1]).width()
+        x = {step: self._thumb_x(stage, step, total, thumb_w) for step in steps}
+        ends_first = -1 if self.climbs(stage) else 1  # of steps pushed to one place at an end, the end step
+        by_x = sorted(steps, key=lambda step: (x[step], ends_first * step))
+        shown = [by_x[0]]
+        for step in by_x[1:]:
+            if x[step] - x[shown[-1]] >= thumb_w + 2:
+                shown.append(step)
+        if len(shown) > 1:
+            shown[-1] = by_x[-1]  # the far end instead of the last that fitted: further from the one before
         if self.chosen and self.chosen[0] == stage and self.chosen[1] in steps:
-            shown.add(self.chosen[1])
-        return sorted(shown)
+            shown.append(self.chosen[1])
+        return sorted(set(shown))
 
     # -- geometry -------------------------------------------------------------------------------
     def _strip(self) -> tuple[float, float]:
@@ -118,6 +126,12 @@ class Timeline(QWidget):
         """Where a step sits on the strip: steps at the same timestep line up across rows (the k-th
         step of a climbing row is at the timestep of the (total - k + 1)-th of a descending one)."""
         return 1.0 - (step - 1) / total if self.climbs(stage) else step / total
+
+    def _thumb_x(self, stage: str, step: int, total: int, thumb_w: float) -> float:
+        """The left edge of a step's thumbnail: centred on its step, the end ones pushed inside the strip."""
+        left, width = self._strip()
+        x = self.x_of(self.step_fraction(stage, step, total)) - thumb_w / 2
+        return min(max(x, left), left + width - thumb_w)
 
     def _lanes_top(self) -> float:
         return PAD + len(self.stages()) * ROW_H
@@ -149,8 +163,7 @@ class Timeline(QWidget):
             shown = self.shown_steps(stage)
             for step in [s for s in shown if s != chosen] + ([chosen] if chosen in shown else []):
                 thumb = self._thumb(stage, step)
-                x = self.x_of(self.step_fraction(stage, step, total)) - thumb.width() / 2
-                x = min(max(x, left), left + width - thumb.width())  # the end steps stay inside the strip
+                x = self._thumb_x(stage, step, total, thumb.width())
                 painter.drawPixmap(QPointF(x, top + 2), thumb)
                 if step == chosen:  # the chosen step's thumbnail on top, framed
                     painter.setPen(QPen(ACCENT, 2))
