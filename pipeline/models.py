@@ -16,8 +16,9 @@ Where models come from:
 * a single-file checkpoint in the original CompVis layout (`.safetensors`; `.ckpt`/`.pt`/`.bin`
   only with `allow_pickle`): converted by diffusers' single-file loaders, using the SD 1.x configs
   shipped in `resources/configs/sd-v1` so that conversion needs nothing from the Hub;
-* `demo`: the tiny trained model with SD 1.x's architecture that ships in resources/demo_model
-  (see `pipeline.demo_model`), loaded as a diffusers folder like any other.
+* `demo` and `demo-tiny`: the small trained models with SD 1.x's architecture that ship in
+  resources/demo_world (the default) and resources/demo_model (the tests'), see `pipeline.demo_model`;
+  loaded as diffusers folders like any other.
 
 Precision: the weights are held in float32 on the device, because optimisation (null-text
 inversion) needs float32 gradients and activations; `ModelBundle.sample_dtype` is the precision the
@@ -211,7 +212,7 @@ def describe_model_sources(cache_dir: Path | None = None) -> list[str]:
         f"Hugging Face ids: the local Hugging Face cache {hub_cache} ({hub_models}); "
         "nothing is downloaded without --allow-download.",
         f"Single-file checkpoints are converted with the Stable Diffusion 1.x configs in {SD1_CONFIG_DIR}.",
-        f"The demo model: {demo_model_dir()}.",
+        f"The demo models: demo {demo_model_dir('demo')}, demo-tiny {demo_model_dir('demo-tiny')}.",
         f"Retake cache: {cache_dir} (remembered file hashes).",
     ]
 

@@ -545,6 +545,7 @@ def test_describe_model_sources_names_every_place(tmp_path):
     lines = describe_model_sources(tmp_path / "retake")
     text = "\n".join(lines)
     assert str(tmp_path / "hf-cache") in text and str(tmp_path / "retake") in text and str(SD1_CONFIG_DIR) in text
+    assert str(demo_model_dir("demo")) in text and str(demo_model_dir(TINY)) in text
 
 
 # ---- the shipped SD 1.x configs ------------------------------------------------------------------
