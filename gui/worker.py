@@ -6,7 +6,9 @@ onto the UI thread. The UI thread never runs torch: even importing the pipeline 
 several seconds) happens here, so the window is usable at once and learns when the engine is ready.
 The engine keeps its model loaded between runs, so a re-edit costs only the edit. Full decodes of
 timeline steps run here too; while the artist drags the scrubber only the newest one asked for is
-decoded (`Latest`), and during a run they wait for it to end (the engine runs one thing at a time).
+decoded (`Latest`). During a run the one asked for is decoded between two steps, on this thread from
+the run's progress callback: the UNet is not in use then, the engine's lock is re-entrant, and a decode
+(the VAE under no_grad, in fp32) touches nothing the run reads; the run waits for that one decode.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ class EngineWorker(QObject):
             if isinstance(event, Progress) and event.stage == Stage.LOADING_MODEL:
                 self._loaded = model_key(options) if event.step == event.total else None
             self.event.emit(event)
+            if isinstance(event, Progress) and event.step and event.stage != Stage.LOADING_MODEL:
+                self.decode()  # between two steps, on this thread: a scrubbed step need not wait for the run
 
         final = self._engine.run(request, emit, cancel)
         self.status.emit(device_summary(request.device))
@@ -288,6 +292,9 @@ class SegmentWorker(QObject):
             self.masked.emit(self._segmenter.predict(points, labels, box))
         except SegmentUnavailable as error:
             self.unavailable.emit(str(error))
+        except Exception as error:  # noqa: BLE001 - out of GPU memory, or a bug: said, and painting goes on
+            log.exception("segmenting failed")
+            self.unavailable.emit(f"Segmenting failed ({type(error).__name__}: {error}); painting still works.")
 
 
 class SegmentClient(QObject):

@@ -79,3 +79,27 @@ def test_clicks_and_a_box_make_sam_masks_and_the_photo_is_embedded_once(qtbot, s
     finally:
         window.doc.undo.setClean()
         window.close()
+
+
+class FailingSegmenter:
+    def set_image(self, image):
+        pass
+
+    def predict(self, points, labels, box=None):
+        raise RuntimeError("CUDA out of memory")
+
+
+def test_a_segmenter_that_fails_is_said_and_the_tool_keeps_working(qtbot, settings, fake_engine, photo):
+    window = make_window(qtbot, settings, lambda: fake_engine, FailingSegmenter)
+    try:
+        open_photo(qtbot, window, photo)
+        window.set_tool(Tool.SEGMENT)
+        qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_point(window, 200, 200))
+        qtbot.waitUntil(lambda: window.tools.segment_note.isVisibleTo(window.tools), timeout=5000)
+        assert window.tools.segment_note.text() == ("Segmenting failed (RuntimeError: CUDA out of memory); "
+                                                    "painting still works.")
+        window.actions["mask_fill"].trigger()
+        assert window.doc.masks["edit_mask"].all()
+    finally:
+        window.doc.undo.setClean()
+        window.close()

@@ -100,7 +100,7 @@ def test_dragging_fast_decodes_only_the_step_it_stops_on(qtbot, window, photo, f
     assert len(fake_engine.decodes) <= 3 and fake_engine.decodes[-1] == 30  # not one per step passed over
 
 
-def test_during_a_run_a_chosen_step_stays_and_its_full_decode_waits_for_the_run(qtbot, window, photo, fake_engine):
+def test_during_a_run_a_chosen_step_stays_and_is_decoded_in_full_between_two_steps(qtbot, window, photo, fake_engine):
     fake_engine.steps, fake_engine.delay = 12, 0.05
     open_photo(qtbot, window, photo)
     type_prompts(qtbot, window)
@@ -110,13 +110,13 @@ def test_during_a_run_a_chosen_step_stays_and_its_full_decode_waits_for_the_run(
         qtbot.waitUntil(lambda: len(window.doc.run.previews.get(INVERT, {})) >= 3, timeout=10_000)
         assert window.canvas.override is not None  # the canvas follows the run's previews
         timeline.choose(INVERT, 2)
-        chosen = window.canvas.override
-        assert chosen is window.doc.run.previews[INVERT][2]
-        qtbot.waitUntil(lambda: len(window.doc.run.previews.get(INVERT, {})) >= 6, timeout=10_000)
-        assert window.canvas.override is chosen and not fake_engine.decodes  # pinned; the engine is busy
+        assert window.canvas.override is window.doc.run.previews[INVERT][2]
+        qtbot.waitUntil(lambda: decoded_step(window) == 2, timeout=10_000)  # its full decode, the run going on
+        assert window.engine.busy and fake_engine.decodes == [2.0]
+        qtbot.waitUntil(lambda: len(window.doc.run.previews.get(EDIT, {})) >= 2, timeout=10_000)
+        assert decoded_step(window) == 2  # still pinned while the run goes on
     assert timeline.chosen is None and window.canvas.override is None  # the result is shown
-    qtbot.waitUntil(lambda: (INVERT, 2) in window.doc.run.decoded, timeout=5000)  # decoded after the run
-    assert fake_engine.decodes == [2.0] and window.canvas.override is None  # kept, not shown over the result
+    assert (INVERT, 2) in window.doc.run.decoded and fake_engine.decodes == [2.0]  # kept, made once
 
 
 def test_keys_step_through_the_run_and_back_to_the_result(qtbot, window, photo, fake_engine):
