@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Take docs/screenshot.png from a real Retake window on a virtual X display (Debian: apt-get install
-# xvfb). The window edits the demo photo with the demo model on the CPU (a minute or two).
+# xvfb). The window edits the demo-world house scene with the demo model on the CPU (about a minute).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
