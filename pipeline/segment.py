@@ -79,7 +79,8 @@ def architecture_of(checkpoint: Path) -> str | dict[str, Any]:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SegmentUnavailable(f"The Segment Anything config {shorten(config_path.name)} cannot be read ({shorten(exc)}).") from exc
+        raise SegmentUnavailable(f"The Segment Anything config {shorten(config_path.name)} cannot be read "
+                                 f"({shorten(exc)}).") from exc
     if not isinstance(config, dict) or sorted(config) != sorted(ENCODER_KEYS):
         raise SegmentUnavailable(f"The Segment Anything config {shorten(config_path.name)} must hold exactly "
                                  f"{', '.join(ENCODER_KEYS)}.")
@@ -96,8 +97,9 @@ def _read_state(path: Path) -> Mapping[str, Any]:
             return load_file(path)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise SegmentUnavailable(f"The Segment Anything checkpoint {shorten(path.name)} is damaged or holds more than "
-                                 "tensors (only tensors are read from a .pth file: anything else could run code).") from exc
+        raise SegmentUnavailable(f"The Segment Anything checkpoint {shorten(path.name)} is damaged or holds more "
+                                 "than tensors (only tensors are read from a .pth file: anything else could run "
+                                 "code).") from exc
     except Exception as exc:  # a damaged file makes a reader raise whatever its bytes provoke (struct.error, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SegmentUnavailable(f"The Segment Anything checkpoint {shorten(path.name)} cannot be read "
@@ -105,8 +107,9 @@ def _read_state(path: Path) -> Mapping[str, Any]:
 
 
 def _build(architecture: str | dict[str, Any]) -> Any:
-    """An untrained SAM of `architecture` (a size name, or encoder settings for segment_anything's
-    builder, which every official size goes through too)."""
+    """An untrained SAM of `architecture`: a size name through `sam_model_registry`, or encoder
+    settings through `build_sam._build_sam`, the builder behind those three sizes (private in
+    segment_anything, whose version is pinned)."""
     from segment_anything import sam_model_registry
     from segment_anything.build_sam import _build_sam
 
@@ -115,7 +118,7 @@ def _build(architecture: str | dict[str, Any]) -> Any:
     try:
         return _build_sam(**architecture)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise SegmentUnavailable(f"The Segment Anything config {architecture} does not describe a model "
+        raise SegmentUnavailable(f"The Segment Anything config {shorten(architecture, 120)} does not describe a model "
                                  f"({shorten(exc)}).") from exc
 
 
@@ -146,21 +149,21 @@ class SamSegmenter:
     """Segment Anything's SamPredictor behind the Segmenter protocol, with the embedding cached per image."""
 
     def __init__(self, predictor: object) -> None:
-        self._predictor = predictor
+        self.predictor = predictor
         self._image_key: str | None = None
 
     def set_image(self, image: Image.Image) -> None:
         rgb = image.convert("RGB")
         key = hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
         if key != self._image_key:
-            self._predictor.set_image(np.asarray(rgb))  # type: ignore[attr-defined]
+            self.predictor.set_image(np.asarray(rgb))  # type: ignore[attr-defined]
             self._image_key = key
 
     def predict(self, points: Sequence[Point], labels: Sequence[int], box: Box | None = None) -> np.ndarray:
         if self._image_key is None:
             raise SegmentUnavailable("Open an image before segmenting.")
         coords = np.asarray(points, np.float32).reshape(-1, 2) if points else None
-        masks, scores, _ = self._predictor.predict(  # type: ignore[attr-defined]
+        masks, scores, _ = self.predictor.predict(  # type: ignore[attr-defined]
             point_coords=coords, point_labels=np.asarray(labels, np.int64) if points else None,
             box=None if box is None else np.asarray(box, np.float32), multimask_output=not box and len(points) == 1)
         return np.asarray(masks[int(np.argmax(scores))], bool)
@@ -192,9 +195,9 @@ def load_segmenter(checkpoint: str | Path | None, device: str | None = None) -> 
     except ImportError as exc:
         missing = exc.name or "segment-anything"
         raise SegmentUnavailable(f"Segment Anything cannot be loaded: the package {missing} is missing "
-                                 "(pip install segment-anything==1.0 torchvision==0.28.0, the torchvision "
-                                 "built for your torch: for a CPU-only torch, from "
-                                 "https://download.pytorch.org/whl/cpu).") from exc
+                                 "(pip install \"retake[sam]\", or pip install segment-anything==1.0 "
+                                 "torchvision==0.28.0; the torchvision must be the build of your torch: for a "
+                                 "CPU-only torch, from https://download.pytorch.org/whl/cpu).") from exc
     state = _read_state(path)
     model = _build(architecture)
     _load_state(model, state, path, architecture)

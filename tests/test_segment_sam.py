@@ -30,7 +30,7 @@ def photo(seed: int = 0) -> Image.Image:
 def test_a_small_sam_loads_with_its_config_and_answers_as_the_saved_model(tmp_path, suffix):
     path, model = write_tiny_sam(tmp_path, suffix=suffix)
     segmenter = load_segmenter(path, "cpu")
-    loaded = segmenter._predictor.model.state_dict()
+    loaded = segmenter.predictor.model.state_dict()
     assert loaded.keys() == model.state_dict().keys()
     assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
     image = photo()
@@ -53,7 +53,8 @@ def test_another_seed_is_another_model(tmp_path):
     image = photo()
     segmenter.set_image(image)
     points, labels = [(30.0, 20.0), (60.0, 40.0)], [1, 0]
-    assert not np.array_equal(segmenter.predict(points, labels), reference_mask(reference_predictor(other, image), points, labels))
+    other_mask = reference_mask(reference_predictor(other, image), points, labels)
+    assert not np.array_equal(segmenter.predict(points, labels), other_mask)
 
 
 def test_a_corrupt_checkpoint_gives_one_clear_message(tmp_path):
@@ -96,8 +97,8 @@ def test_a_pickle_that_would_run_code_is_refused_unrun(tmp_path):
 
 def test_a_checkpoint_of_another_shape_gives_one_clear_message(tmp_path):
     wider, _ = write_tiny_sam(tmp_path / "wider", config={**TINY, "encoder_embed_dim": 48, "encoder_num_heads": 3})
-    with pytest.raises(SegmentUnavailable, match=r"sam_tiny.safetensors does not fit the configured model "
-                                                 r"\(\d+ of another shape, e.g. image_encoder\.\S+: \[.*32\] in the file, "
+    with pytest.raises(SegmentUnavailable, match=r"sam_tiny.safetensors does not fit the configured model \(\d+ of "
+                                                 r"another shape, e.g. image_encoder\.\S+: \[.*32\] in the file, "
                                                  r"\[.*48\] in the model\)"):
         load_segmenter(wider, "cpu")
     deeper, _ = write_tiny_sam(tmp_path / "deeper", config={**TINY, "encoder_depth": 3})
@@ -106,8 +107,8 @@ def test_a_checkpoint_of_another_shape_gives_one_clear_message(tmp_path):
         load_segmenter(deeper, "cpu")
     named, _ = write_tiny_sam(tmp_path / "named", name="sam_vit_b_small", suffix=".pth")
     named.with_suffix(".json").unlink()  # the name alone says vit_b, which this is not
-    with pytest.raises(SegmentUnavailable, match=r"sam_vit_b_small.pth does not fit the vit_b model \(\d+ weights missing.*; "
-                                                r"\d+ of another shape"):
+    with pytest.raises(SegmentUnavailable, match=r"sam_vit_b_small.pth does not fit the vit_b model "
+                                                r"\(\d+ weights missing.*; \d+ of another shape"):
         load_segmenter(named, "cpu")
 
 

@@ -45,7 +45,8 @@ def _torchvision_stand_in() -> dict[str, types.ModuleType]:
                                                          "torchvision.transforms.functional", "torchvision.ops.boxes")}
     functional, boxes = modules["torchvision.transforms.functional"], modules["torchvision.ops.boxes"]
     functional.to_pil_image = Image.fromarray  # type: ignore[attr-defined]
-    functional.resize = lambda image, size: image.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # type: ignore[attr-defined]
+    functional.resize = lambda image, size: image.resize(  # type: ignore[attr-defined]
+        (size[1], size[0]), Image.Resampling.BILINEAR)
     boxes.batched_nms = boxes.box_area = _not_in_the_stand_in  # type: ignore[attr-defined]
     return modules
 
