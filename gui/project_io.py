@@ -55,8 +55,9 @@ def read_results(project: Any) -> list[ResultEntry]:
                         project.result_path(e), e.created) for e in project.edits]
 
 
-def load_document(doc: Document, path: Path, default_steps: int | None = None) -> None:
-    """Open the project at `path` into the document (prompts, method, parameters, masks, results)."""
+def load_document(doc: Document, path: Path, new_params: dict[str, Any] | None = None) -> None:
+    """Open the project at `path` into the document (prompts, method, parameters, masks, results);
+    `new_params` replace the method's defaults that it has, in a project with no parameters or edits yet."""
     from pipeline.methods.registry import method_ids
     from pipeline.project import Project
 
@@ -65,8 +66,8 @@ def load_document(doc: Document, path: Path, default_steps: int | None = None) -
     settings = project.settings
     method = settings.method if settings.method in method_ids() else "p2p"
     defaults = method_defaults(method)
-    if default_steps is not None and "steps" in defaults and not project.edits and not settings.params:
-        defaults["steps"] = default_steps
+    if not project.edits and not settings.params:
+        defaults.update({k: v for k, v in (new_params or {}).items() if k in defaults})
     params = {**defaults, **{k: v for k, v in settings.params.items() if k in defaults}}
     doc.write_method(method, params)
     doc.write_prompt("source", settings.source_prompt)

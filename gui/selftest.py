@@ -1,5 +1,7 @@
-"""The desktop half of `retake self-test`: open the main window offscreen and edit the demo photo
-through it, as an artist would (worker thread, engine, timeline previews, a full decode of a step).
+"""The desktop half of `retake self-test`: open the main window offscreen and edit the demo-world scene
+through it, as an artist would (worker thread, engine, timeline previews, a full decode of a step), with
+the settings a new user has: the demo model at its own 128 px, a new project's parameters for it
+(direct inversion), and only the steps cut to a few.
 
 main.py hands these checks to cli.selftest (the CLI itself never imports Qt or gui/); Qt is imported
 only when they run, so a machine whose Qt cannot load gets a failed check, not a crash.
@@ -12,9 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-SOURCE = "a house in a meadow under a blue sky"
-TARGET = "a castle in a meadow under a blue sky"
-QUICK = {"steps": 6, "inner_steps": 3}
+QUICK = {"steps": 6}
+STAGES = {"DDIM inversion", "editing"}  # direct inversion: DDIM inversion, then the source branch follows it
 WAIT_S = 300
 
 
@@ -48,11 +49,11 @@ def _checks(demo_image: Path) -> list[tuple[str, bool]]:
     from gui.app import wait_until
     from gui.settings import AppSettings
     from gui.window import MainWindow
+    from pipeline.demo_model import DEMO_EDIT
     from pipeline.events import Done
 
     with tempfile.TemporaryDirectory(prefix="retake-self-test-window-") as tmp:
         settings = AppSettings(QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat))
-        settings.set("max_side", 64)
         window = MainWindow(settings)
         window.show()
         opened = started = done = every_step = decoded = False
@@ -63,8 +64,8 @@ def _checks(demo_image: Path) -> list[tuple[str, bool]]:
             shutil.copy(demo_image, photo)
             opened = window.open_path(photo)
             doc = window.doc
-            doc.set_prompt("source", SOURCE)
-            doc.set_prompt("target", TARGET)
+            doc.set_prompt("source", DEMO_EDIT.source)
+            doc.set_prompt("target", DEMO_EDIT.target)
             for name, value in QUICK.items():
                 doc.set_param(name, value)
             finished: list = []
@@ -83,7 +84,6 @@ def _checks(demo_image: Path) -> list[tuple[str, bool]]:
             window.doc.undo.setClean()
             window.close()
     return [("window: the model loads in the background", window.model_state == "loaded"),
-            ("window: open the demo photo and edit it", opened and started and done),
-            ("window: a preview at every step of the inversion and the edit",
-             every_step and {"null-text inversion", "editing"} <= set(stages)),
+            ("window: open the demo-world scene and edit it", opened and started and done),
+            ("window: a preview at every step of the inversion and the edit", every_step and set(stages) == STAGES),
             ("window: a scrubbed step is decoded in full on the worker thread", decoded)]

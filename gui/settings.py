@@ -17,10 +17,22 @@ from PySide6.QtWidgets import (
 )
 
 RECENT_LIMIT = 10
-DEMO_MAX_SIDE = 256  # the demo model was trained on small pictures; 512 px would take minutes on a CPU
+DEMO_MAX_SIDE = 128  # the demo model (the demo-world one) was trained on 128x128 scenes: its own scale
+DEMO_PARAMS: dict[str, Any] = {"inversion": "direct"}
+"""What a new project's method gets on the demo model, where the method has it (p2p's default is null-text).
+On this small model null-text inversion pulls an edit's other attributes away from the photo: p2p keeps
+them in 23% of 30 benchmark cases with it and in 83% with plain DDIM inversion
+(bench/results/p2p-ablation/README.md). Direct inversion, which keeps the source branch on the
+photo's own trajectory, was not in that ablation; on 9 cases (3 each of color, replace, pose; CPU) p2p
+kept the rest of the scene in 6 with it against 2 with null-text (the H100 run), edits right in 8 with
+both, though PSNR outside the edit region was lower (26.2 against 29.6 dB); p2p's "a red house" -> "a
+blue house" keeps the house and the meadow with it and turns them into a dark blot on blotchy grass
+with null-text. It is 2-3 times faster on a CPU, what scripts/demo.sh runs and masactrl's default.
+Steps and guidance keep the methods' defaults (50, 7.5), which the benchmark and demo.sh use."""
 DEFAULTS: dict[str, Any] = {
     "model": "demo", "device": "auto", "precision": "auto", "sam_checkpoint": "", "default_steps": 50,
     "max_side": 512, "projects_dir": "", "autosave_minutes": 2, "models_dir": "",
+    "image_encoder": "",
 }
 
 
@@ -80,6 +92,11 @@ class AppSettings:
     def set_model_folders(self, folders: list[str]) -> None:
         self.store.setValue("model_folders", json.dumps(list(dict.fromkeys(folders))))
 
+    def new_project_params(self) -> dict[str, Any]:
+        """Method parameters a new project starts with, over the method's defaults (where it has them)."""
+        demo = DEMO_PARAMS if (self.get("model") or "demo") == "demo" else {}
+        return {"steps": self.get("default_steps"), **demo}
+
     def request_options(self) -> dict[str, Any]:
         """The EditRequest fields the settings decide ("auto" leaves the engine to choose)."""
         device, precision = self.get("device"), self.get("precision")
@@ -87,12 +104,16 @@ class AppSettings:
         max_side = self.get("max_side")
         if model == "demo" and self.store.value("max_side") is None:
             max_side = DEMO_MAX_SIDE  # not chosen by the user: the demo model's own scale
-        return {"model": model, "device": None if device == "auto" else device,
-                "dtype": None if precision == "auto" else precision, "max_side": max_side}
+        options = {"model": model, "device": None if device == "auto" else device,
+                   "dtype": None if precision == "auto" else precision, "max_side": max_side}
+        if encoder := self.get("image_encoder"):  # unset: the project's, else the one beside the model
+            options["image_encoder"] = encoder
+        return options
 
 
 class SettingsDialog(QDialog):
-    """Model, device and precision, SAM checkpoint, default steps and working size, where projects live."""
+    """Model and image encoder, device and precision, SAM checkpoint, default steps and working size, where
+    projects live."""
 
     def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -101,10 +122,19 @@ class SettingsDialog(QDialog):
         form = QFormLayout(self)
         self.model = QLineEdit(settings.get("model"))
         self.model.setToolTip("A diffusers folder, a single-file SD 1.x .safetensors checkpoint, a Hugging Face id "
-                              "already in the local cache, or demo (the bundled tiny model).")
+                              "already in the local cache, or demo (the bundled demo-world model: 128-px toy scenes "
+                              "of people, animals, houses, cars..., not photos).")
         form.addRow("Model", self._with_buttons(self.model, [("Folder…", self._choose_model_folder),
                                                              ("File…", self._choose_model_file),
                                                              ("Demo", lambda: self.model.setText("demo"))]))
+        self.image_encoder = QLineEdit(settings.get("image_encoder"))
+        self.image_encoder.setPlaceholderText("automatic: the project's, the model's image_encoder/, or the cache")
+        self.image_encoder.setToolTip("The CLIP image encoder StyleDiffusion needs (ViT-B/16 in the paper): a folder "
+                                      "with config.json and model.safetensors, or a Hugging Face id already in the "
+                                      "local cache. Needed for a single-file checkpoint or a folder without "
+                                      "image_encoder/.")
+        form.addRow("Image encoder", self._with_buttons(self.image_encoder,
+                                                        [("Folder…", self._choose_image_encoder)]))
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda"])
         self.device.setCurrentText(settings.get("device"))
@@ -158,6 +188,10 @@ class SettingsDialog(QDialog):
         if path:
             self.model.setText(path)
 
+    def _choose_image_encoder(self) -> None:
+        if path := QFileDialog.getExistingDirectory(self, "CLIP image encoder folder"):
+            self.image_encoder.setText(path)
+
     def _choose_sam(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Segment Anything checkpoint", "", "Checkpoints (*.pth)")
         if path:
@@ -168,7 +202,8 @@ class SettingsDialog(QDialog):
             self.projects_dir.setText(path)
 
     def accept(self) -> None:
-        values = {"model": self.model.text().strip() or "demo", "device": self.device.currentText(),
+        values = {"model": self.model.text().strip() or "demo", "image_encoder": self.image_encoder.text().strip(),
+                  "device": self.device.currentText(),
                   "precision": self.precision.currentText(), "sam_checkpoint": self.sam.text().strip(),
                   "default_steps": self.steps.value(), "max_side": self.max_side.value(),
                   "projects_dir": self.projects_dir.text().strip(), "autosave_minutes": self.autosave.value()}

@@ -60,7 +60,7 @@ def sam_factory(settings: AppSettings) -> Callable[[], Any]:
     def make() -> Any:
         from pipeline.segment import load_segmenter
 
-        return load_segmenter(settings.get("sam_checkpoint"))
+        return load_segmenter(settings.get("sam_checkpoint"), settings.request_options()["device"])
 
     return make
 
@@ -223,6 +223,8 @@ class MainWindow(QMainWindow):
         a("reference_load", "Load &reference image…", lambda: self.reference.choose_file(), "Ctrl+Shift+R")
         a("reference_paste", "Paste reference image", lambda: self.reference.paste(), "Ctrl+Shift+V")
         a("models", "&Models…", self.open_models, "Ctrl+M")
+        a("free_space", "&Free disk space…", self.free_disk_space, "Ctrl+Shift+D",
+          tip="Drop the stored tunings (and, if you say so, inversions) the newest result does not need")
         a("fit", "&Fit to window", self.canvas.fit, "F")
         a("actual", "&100%", self.canvas.actual_size, "Ctrl+1")
         a("zoom_in", "Zoom &in", lambda: self.canvas.zoom_by(1.25), k.ZoomIn)
@@ -266,6 +268,7 @@ class MainWindow(QMainWindow):
                        "brush_smaller", "softer", "harder", None, "next_mask", "mask_fill", "mask_clear",
                        "mask_invert", "segment_clear"],
             "&Run": ["run", "cancel"],
+            "&Project": ["free_space"],
             "&Help": ["shortcuts", "about"],
         }
         for title, names in menus.items():
@@ -428,7 +431,7 @@ class MainWindow(QMainWindow):
     def open_project(self, path: Path) -> bool:
         if not self._confirm_discard():
             return False
-        project_io.load_document(self.doc, path, self.settings.get("default_steps"))
+        project_io.load_document(self.doc, path, self.settings.new_project_params())
         self.settings.add_recent(path)
         self.message.hide()
         self.status_stage.setText(f"Opened {path.name}")
@@ -441,6 +444,47 @@ class MainWindow(QMainWindow):
         project = project_io.project_for_image(image_path, self.settings.get("projects_dir"))
         self.doc.undo.setClean()  # already confirmed
         return self.open_project(project)
+
+    def free_disk_space(self) -> bool:
+        """Project > Free disk space: drop the stored tunings (and, if the artist says so, the inversions)
+        a re-edit of the newest result does not need, saying how much it frees (pipeline.project.retention)."""
+        if self.doc.project_path is None or self.engine.busy:
+            return False
+        from pipeline.errors import RetakeError
+        from pipeline.project import Project
+
+        try:
+            project = Project.open(self.doc.project_path)
+            tunings, everything = project.prunable(), project.prunable(inversions=True)
+            if not everything.freed_bytes:
+                self.status_stage.setText(everything.summary())
+                return False
+            also_inversions = self._ask_free_space(tunings.freed_bytes, everything.freed_bytes)
+            if also_inversions is None:
+                return False
+            pruned = project.prune(inversions=also_inversions)
+        except RetakeError as error:
+            self.message.show_message(str(error))
+            return False
+        project_io.refresh_results(self.doc)
+        self.status_stage.setText(pruned.summary())
+        return True
+
+    def _ask_free_space(self, tunings: int, everything: int) -> bool | None:
+        """What to drop, given the bytes each choice frees: True the inversions too, False the tunings
+        only, None nothing."""
+        box = QMessageBox(self)
+        box.setWindowTitle("Free disk space")
+        box.setText(f"Stored tunings the newest result does not need take {tunings / 1e6:,.1f} MB; with the "
+                    f"inversions it did not use, {everything / 1e6:,.1f} MB. Whatever is dropped is computed "
+                    "again if an edit ever needs it; results are kept.")
+        only = box.addButton(f"Free {tunings / 1e6:,.1f} MB", QMessageBox.ButtonRole.AcceptRole)
+        also = box.addButton(f"Also inversions: {everything / 1e6:,.1f} MB", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        only.setEnabled(tunings > 0)
+        box.exec()
+        clicked = box.clickedButton()
+        return True if clicked == also else False if clicked == only else None
 
     def paste_image(self) -> None:
         """A picture on the clipboard becomes a new project (saved as a PNG in the projects folder)."""
@@ -680,7 +724,7 @@ class MainWindow(QMainWindow):
     # -- timeline steps -------------------------------------------------------------------------
     def show_step(self, stage: str, step: int) -> None:
         """Show a step of the run: its cheap preview at once, then its full VAE decode, made on the
-        worker thread (during a run, once the run has ended) unless it was made before."""
+        worker thread (during a run, between two of its steps) unless it was made before."""
         run = self.doc.run
         preview = run.previews.get(stage, {}).get(step)
         if preview is None:

@@ -36,6 +36,22 @@ def test_settings_dialog_persists_and_decides_requests(qtbot, settings):
                                           "max_side": 256}
 
 
+def test_the_image_encoder_setting_reaches_requests_only_when_set(qtbot, settings, tmp_path):
+    from gui.project_io import build_request
+    from gui.document import Document
+
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    assert "image_encoder" not in settings.request_options()  # unset: the project's, else beside the model
+    dialog.image_encoder.setText("  /models/clip-vit-b16 ")
+    dialog.accept()
+    assert settings.request_options()["image_encoder"] == "/models/clip-vit-b16"
+    doc = Document()
+    doc.reset(tmp_path / "p.retake", Image.new("RGB", (8, 8)))
+    assert build_request(doc, settings.request_options(), tmp_path).image_encoder == "/models/clip-vit-b16"
+    assert SettingsDialog(settings).image_encoder.text() == "/models/clip-vit-b16"
+
+
 def test_dropping_a_photo_opens_its_project(qtbot, window, photo):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(photo))])

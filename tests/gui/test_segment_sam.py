@@ -103,3 +103,20 @@ def test_a_segmenter_that_fails_is_said_and_the_tool_keeps_working(qtbot, settin
     finally:
         window.doc.undo.setClean()
         window.close()
+
+
+def test_sam_runs_on_the_device_chosen_in_settings(qtbot, settings, fake_engine, photo, tmp_path):
+    checkpoint = tmp_path / "sam_vit_b_01ec64.pth"
+    checkpoint.write_bytes(b"never read: the device is checked first")
+    settings.set("sam_checkpoint", str(checkpoint))
+    settings.set("device", "cuda:99")
+    window = make_window(qtbot, settings, lambda: fake_engine)
+    try:
+        open_photo(qtbot, window, photo)
+        window.set_tool(Tool.SEGMENT)
+        qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_point(window, 200, 200))
+        qtbot.waitUntil(lambda: window.tools.segment_note.isVisibleTo(window.tools), timeout=5000)
+        assert window.tools.segment_note.text().startswith("Device 'cuda:99' was requested")
+    finally:
+        window.doc.undo.setClean()
+        window.close()
