@@ -195,9 +195,8 @@ def load_segmenter(checkpoint: str | Path | None, device: str | None = None) -> 
     except ImportError as exc:
         missing = exc.name or "segment-anything"
         raise SegmentUnavailable(f"Segment Anything cannot be loaded: the package {missing} is missing "
-                                 "(pip install \"retake[sam]\", or pip install segment-anything==1.0 "
-                                 "torchvision==0.28.0; the torchvision must be the build of your torch: for a "
-                                 "CPU-only torch, from https://download.pytorch.org/whl/cpu).") from exc
+                                 "(reinstall Retake: it needs segment-anything==1.0 and the torchvision built "
+                                 "for its torch, torchvision==0.29.1 beside torch==2.14.1).") from exc
     state = _read_state(path)
     model = _build(architecture)
     _load_state(model, state, path, architecture)

@@ -12,13 +12,7 @@ import torch
 from PIL import Image
 
 from pipeline.segment import SegmentUnavailable, load_segmenter
-from tests.tiny_sam import TINY, reference_mask, reference_predictor, segment_anything_importable, write_tiny_sam
-
-
-@pytest.fixture(autouse=True, scope="module")
-def sam_package():
-    with segment_anything_importable():
-        yield
+from tests.tiny_sam import TINY, reference_mask, reference_predictor, write_tiny_sam
 
 
 def photo(seed: int = 0) -> Image.Image:

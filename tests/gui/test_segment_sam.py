@@ -12,24 +12,23 @@ from PySide6.QtCore import Qt
 from gui.canvas import Tool
 from tests.gui.conftest import make_window
 from tests.gui.test_window import open_photo, view_point
-from tests.tiny_sam import reference_mask, reference_predictor, segment_anything_importable, write_tiny_sam
+from tests.tiny_sam import reference_mask, reference_predictor, write_tiny_sam
 
 
 @pytest.fixture
 def embeddings(monkeypatch):
     """Counts SamPredictor.set_image calls (each one runs the image encoder) in any thread."""
-    with segment_anything_importable():
-        from segment_anything import SamPredictor
+    from segment_anything import SamPredictor
 
-        calls: list[tuple[int, int]] = []
-        original = SamPredictor.set_image
+    calls: list[tuple[int, int]] = []
+    original = SamPredictor.set_image
 
-        def counted(self, image, *args, **kwargs):
-            calls.append(image.shape[:2])
-            return original(self, image, *args, **kwargs)
+    def counted(self, image, *args, **kwargs):
+        calls.append(image.shape[:2])
+        return original(self, image, *args, **kwargs)
 
-        monkeypatch.setattr(SamPredictor, "set_image", counted)
-        yield calls
+    monkeypatch.setattr(SamPredictor, "set_image", counted)
+    yield calls
 
 
 def test_clicks_and_a_box_make_sam_masks_and_the_photo_is_embedded_once(qtbot, settings, fake_engine, photo,
