@@ -12,8 +12,8 @@ fi
 stamp="$venv/.retake-install-$(sha256sum "$root/pyproject.toml" | cut -c1-16)${extras:+-$extras}"
 if [ ! -f "$stamp" ]; then
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  # torch is pinned in pyproject.toml: on Linux, PyPI's wheel is the CUDA build (CPU-only
-  # machines with a local wheel of the pinned version take that instead).
+  # torch and torchvision are pinned in pyproject.toml as one build pair (PyPI's Linux wheels are the
+  # CUDA builds, several GB; they also run on a CPU).
   "$venv/bin/python" -m pip install --quiet -e "$root${extras:+[$extras]}"
   touch "$stamp"
 fi
