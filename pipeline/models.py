@@ -249,7 +249,7 @@ def load_model(
     Raises ModelError for anything wrong with the model or the request, and OutOfMemoryError when
     the weights do not fit on the device.
     """
-    target = _resolve_device(device)
+    target = resolve_device(device)
     sample_dtype = _resolve_sample_dtype(dtype, target)
     cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
 
@@ -283,7 +283,9 @@ def load_model(
 # --------------------------------------------------------------------------------------------------
 
 
-def _resolve_device(device: str | None) -> torch.device:
+def resolve_device(device: str | None) -> torch.device:
+    """The torch device `device` names (None: CUDA when there is a GPU, else the CPU); ModelError says
+    why a named one cannot be used. Shared by every model Retake loads (the diffusion model, SAM)."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -178,7 +178,8 @@ def load_segmenter(checkpoint: str | Path | None, device: str | None = None) -> 
     four `ENCODER_KEYS` of segment_anything's builder: how a smaller or custom SAM is loaded), else
     from its name (vit_b, vit_l, vit_h). The state dict must fit that model exactly.
     """
-    from pipeline.models import ModelError, _resolve_device
+    from pipeline.errors import ModelError
+    from pipeline.models import resolve_device
 
     if not checkpoint:
         raise SegmentUnavailable(f"No Segment Anything checkpoint is set. {checkpoint_help()}")
@@ -186,7 +187,7 @@ def load_segmenter(checkpoint: str | Path | None, device: str | None = None) -> 
     if not path.is_file():
         raise SegmentUnavailable(f"The Segment Anything checkpoint {path} does not exist. {checkpoint_help()}")
     try:
-        target = _resolve_device(device)
+        target = resolve_device(device)
     except ModelError as exc:
         raise SegmentUnavailable(str(exc)) from exc
     architecture = architecture_of(path)
