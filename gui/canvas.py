@@ -6,6 +6,11 @@ paint into the document's mask live and record one undo step per stroke; the seg
 positive (left) and negative (right) clicks or a dragged box and asks for a mask. A mask painted on
 a reference picture (a method's reference object mask) switches the canvas to that picture while
 it is the mask being painted; the photo and its result come back with the photo's masks.
+
+The mask is shown as image editors show a selection: a translucent fill where the artist paints (a
+mask tool chosen and the photo showing, or a stroke under way), and elsewhere, over a result above
+all, only its outline (a light line one screen pixel wide on a dark halo, at every zoom, readable on
+any picture), so the colours of a result are seen as they are and not through the fill.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ import enum
 import numpy as np
 from PIL import Image
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QKeyEvent, QMouseEvent, QPainter, QPen, QPixmap, QWheelEvent
+from PySide6.QtGui import (
+    QBrush, QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap, QWheelEvent,
+)
 from PySide6.QtWidgets import (
-    QGraphicsEllipseItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView, QWidget,
+    QGraphicsEllipseItem, QGraphicsPathItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView,
+    QWidget,
 )
 
 from gui.document import Document
 from gui.masks import dab, stroke, union
-from gui.qimage import mask_overlay, to_pixmap
+from gui.qimage import mask_outline, mask_overlay, to_pixmap
 from gui.theme import ACCENT, MASK_COLOUR
 
 ZOOM_STEP = 1.25
@@ -34,6 +42,17 @@ class Tool(enum.Enum):
     ERASER = "Eraser"
     SEGMENT = "Segment"
     PAN = "Pan"
+
+
+MASK_TOOLS = frozenset({Tool.BRUSH, Tool.ERASER, Tool.SEGMENT})
+OUTLINE_PENS = ((QColor(0, 0, 0, 230), 3), (QColor(255, 255, 255), 1))  # a dark halo under a light line
+
+
+def outline_pen(colour: QColor, width: int) -> QPen:
+    """A pen of `width` screen pixels at any zoom."""
+    pen = QPen(colour, width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.SquareCap)
+    pen.setCosmetic(True)
+    return pen
 
 
 class Canvas(QGraphicsView):
@@ -57,6 +76,10 @@ class Canvas(QGraphicsView):
         self.mask_item = QGraphicsPixmapItem()
         self.result_item.setZValue(1)
         self.mask_item.setZValue(2)
+        self.outline_items = [QGraphicsPathItem() for _ in OUTLINE_PENS]
+        for item, (colour, width) in zip(self.outline_items, OUTLINE_PENS):
+            item.setPen(outline_pen(colour, width))
+            item.setZValue(2)
         self.split_line = self.scene().addLine(0, 0, 0, 0, QPen(QColor(255, 255, 255, 200), 0))
         self.split_line.setZValue(3)
         self.cursor_item = QGraphicsEllipseItem()
@@ -66,7 +89,8 @@ class Canvas(QGraphicsView):
         self.box_item.setPen(QPen(ACCENT, 0, Qt.PenStyle.DashLine))
         self.box_item.setZValue(4)
         self.box_item.hide()
-        for item in (self.source_item, self.result_item, self.mask_item, self.cursor_item, self.box_item):
+        for item in (self.source_item, self.result_item, self.mask_item, *self.outline_items, self.cursor_item,
+                     self.box_item):
             self.scene().addItem(item)
         self.click_items: list[QGraphicsEllipseItem] = []
 
@@ -80,6 +104,7 @@ class Canvas(QGraphicsView):
         self.points: list[tuple[float, float]] = []
         self.labels: list[int] = []
         self._result_pixmap: QPixmap | None = None
+        self._fill: QPixmap | None = None  # the current mask as a translucent fill, at the picture's size
         self._shown: Image.Image | None = None
         self._stroke: dict | None = None
         self._pan_from: QPointF | None = None
@@ -112,22 +137,47 @@ class Canvas(QGraphicsView):
         picture = self.picture()
         self._shown = picture
         self.source_item.setPixmap(to_pixmap(picture) if picture is not None else QPixmap())
-        self.mask_item.setPixmap(QPixmap())
+        self._fill = None
         self.refresh_result()
+        self._on_mask(self.mask_name)
         if picture is not None:
             self.scene().setSceneRect(QRectF(0, 0, picture.width, picture.height))
-            self._on_mask(self.mask_name)
             self.fit()
 
     def _on_mask(self, name: str) -> None:
-        if name != self.mask_name or self.picture() is None:
+        if name != self.mask_name:
             return
-        mask = self.doc.masks.get(name)
-        if mask is None:
-            self.mask_item.setPixmap(QPixmap())
-        else:
-            self.mask_item.setPixmap(QPixmap.fromImage(mask_overlay(mask, MASK_COLOUR)))
-        self.mask_item.setVisible(self.mask_visible)
+        mask = self.doc.masks.get(name) if self.picture() is not None else None
+        self._fill = QPixmap.fromImage(mask_overlay(mask, MASK_COLOUR)) if mask is not None else None
+        if self._stroke is None:  # during a stroke only the fill follows the brush; the outline at its end
+            path = mask_outline(mask) if mask is not None else QPainterPath()
+            for item in self.outline_items:
+                item.setPath(path)
+        self._apply_overlay()
+
+    def _apply_overlay(self) -> None:
+        """Fill the mask where the artist paints on the picture itself; outline it everywhere else.
+
+        The fill covers the whole picture during a stroke, and, with a mask tool chosen, the part of
+        it the result (or a timeline step) leaves uncovered: right of the compare split. The outline
+        is hidden during a stroke (it is traced when the stroke ends); "Show mask" off hides both.
+        """
+        painting = self._stroke is not None
+        start = 0 if painting else self._result_width() if self.tool in MASK_TOOLS else None
+        fill = self._fill
+        shown = self.mask_visible and fill is not None and start is not None and start < fill.width()
+        if shown:
+            self.mask_item.setPixmap(fill.copy(start, 0, fill.width() - start, fill.height()))
+            self.mask_item.setOffset(start, 0)
+        self.mask_item.setVisible(shown)
+        for item in self.outline_items:
+            item.setVisible(self.mask_visible and not painting)
+
+    def _result_width(self) -> int:
+        """How many of the picture's columns, from the left, show the result or a step (not the picture)."""
+        if self._result_pixmap is None or self.doc.image is None:
+            return 0
+        return int(round(self.doc.image.width * self.split))
 
     def set_mask_name(self, name: str) -> None:
         """Show and paint the mask of another purpose (on the picture it belongs to)."""
@@ -140,7 +190,7 @@ class Canvas(QGraphicsView):
 
     def set_mask_visible(self, visible: bool) -> None:
         self.mask_visible = visible
-        self.mask_item.setVisible(visible)
+        self._apply_overlay()
 
     def refresh_result(self) -> None:
         """Show the override (a timeline step) or the current result, clipped by the compare split."""
@@ -176,13 +226,14 @@ class Canvas(QGraphicsView):
         pixmap = self._result_pixmap
         if pixmap is None or self.doc.image is None:
             self.result_item.setPixmap(QPixmap())
-            self.split_line.setLine(0, 0, 0, 0)
-            return
-        width = max(int(round(pixmap.width() * self.split)), 0)
-        self.result_item.setPixmap(pixmap.copy(0, 0, width, pixmap.height()) if width else QPixmap())
-        x = self.doc.image.width * self.split
-        visible = 0.0 < self.split < 1.0
-        self.split_line.setLine(x, 0, x, self.doc.image.height if visible else 0)
+            self.split_line.hide()  # hidden, not shortened: a line of no length still draws a dot
+        else:
+            width = max(int(round(pixmap.width() * self.split)), 0)
+            self.result_item.setPixmap(pixmap.copy(0, 0, width, pixmap.height()) if width else QPixmap())
+            x = self.doc.image.width * self.split
+            self.split_line.setLine(x, 0, x, self.doc.image.height)
+            self.split_line.setVisible(0.0 < self.split < 1.0)
+        self._apply_overlay()
 
     # -- zoom and pan ---------------------------------------------------------------------------
     def zoom(self) -> float:
@@ -221,6 +272,7 @@ class Canvas(QGraphicsView):
 
     def set_tool(self, tool: Tool) -> None:
         self.tool = tool
+        self._apply_overlay()
         self.cursor_item.setVisible(tool in (Tool.BRUSH, Tool.ERASER))
         if tool != Tool.SEGMENT:
             self.clear_clicks()
@@ -250,6 +302,7 @@ class Canvas(QGraphicsView):
 
     def _end_stroke(self) -> None:
         s, self._stroke = self._stroke, None
+        self._on_mask(self.mask_name)  # the outline of what was painted, the fill where it belongs
         if s is None or s["box"] is None:
             return
         x0, y0, x1, y1 = s["box"]

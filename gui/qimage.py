@@ -1,10 +1,14 @@
-"""Pictures for Qt: PIL images and masks as QImage/QPixmap (copies, so numpy buffers can go away)."""
+"""Pictures for Qt: PIL images and masks as QImage/QPixmap (copies, so numpy buffers can go away), and a
+mask's outline as a path (the canvas draws it over results, where a colour fill would tint them)."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtGui import QColor, QImage, QPainterPath, QPixmap
+
+MASK_THRESHOLD = 128  # what the pipeline counts as inside a mask (pipeline.images.mask_tensor)
+MAX_OUTLINE_RUNS = 40_000  # beyond this many edge runs the outline is traced on a coarser grid
 
 
 def to_qimage(image: Image.Image) -> QImage:
@@ -26,6 +30,51 @@ def mask_overlay(mask: np.ndarray, colour: QColor, opacity: float = 0.5) -> QIma
         rgba[..., i] = (alpha.astype(np.uint16) * channel // 255).astype(np.uint8)
     rgba[..., 3] = alpha
     return QImage(rgba.data, width, height, 4 * width, QImage.Format.Format_RGBA8888_Premultiplied).copy()
+
+
+def mask_outline(mask: np.ndarray) -> QPainterPath:
+    """The border of the mask's inside (>= MASK_THRESHOLD) along pixel edges, in pixel coordinates.
+
+    Each straight run of edge between an inside and an outside pixel is one subpath. A mask so ragged
+    that it has more than MAX_OUTLINE_RUNS runs (noise) is traced on a grid of 2, 4, ... pixels, a
+    block counting as inside when any of its pixels is, so building the path never freezes the window.
+    """
+    inside = mask >= MASK_THRESHOLD
+    scale = 1
+    while True:
+        runs = _edge_runs(inside)
+        if sum(len(starts) for starts, _, _ in runs) <= MAX_OUTLINE_RUNS:
+            break
+        scale *= 2
+        height, width = inside.shape
+        padded = np.pad(inside, ((0, -height % 2), (0, -width % 2)))
+        inside = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2).any(axis=(1, 3))
+    path = QPainterPath()
+    (h_starts, h_ends, h_rows), (v_starts, v_ends, v_cols) = runs
+    for x0, x1, y in zip((h_starts * scale).tolist(), (h_ends * scale).tolist(), (h_rows * scale).tolist()):
+        path.moveTo(x0, y)
+        path.lineTo(x1, y)
+    for y0, y1, x in zip((v_starts * scale).tolist(), (v_ends * scale).tolist(), (v_cols * scale).tolist()):
+        path.moveTo(x, y0)
+        path.lineTo(x, y1)
+    return path
+
+
+def _edge_runs(inside: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]:
+    """The maximal straight runs of pixel edge with inside on one side only: (starts, ends, rows) of the
+    horizontal runs (from x = start to x = end on line y = row), then (starts, ends, columns) of the
+    vertical ones."""
+    runs = []
+    for grid in (inside, inside.T):
+        rows, cols = grid.shape
+        edges = np.zeros((rows + 1, cols), bool)  # edges[y, x]: the unit edge from (x, y) to (x + 1, y)
+        edges[:-1] = grid
+        edges[1:] ^= grid
+        change = np.diff(np.pad(edges, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+        line, starts = np.nonzero(change == 1)
+        _, ends = np.nonzero(change == -1)  # row-major order pairs each run's end with its start
+        runs.append((starts, ends, line))
+    return tuple(runs)
 
 
 def from_qimage(image: QImage) -> Image.Image:

@@ -159,6 +159,7 @@ class MainWindow(QMainWindow):
         self.canvas.segmentRequested.connect(self._segment)
         self.segmenter.masked.connect(self._on_segment_mask)
         self.segmenter.unavailable.connect(self.tools.show_segment_note)
+        self.tools.show_mask.toggled.connect(self.actions["show_mask"].setChecked)
         self.timeline.stepChosen.connect(self.show_step)
         self.timeline.resultChosen.connect(self.show_result)
         self.engine.decoded.connect(self._on_decoded)
@@ -609,10 +610,8 @@ class MainWindow(QMainWindow):
         self.tools.compare.blockSignals(False)
 
     def _toggle_mask(self) -> None:
-        visible = not self.canvas.mask_visible
-        self.canvas.set_mask_visible(visible)
-        self.actions["show_mask"].setChecked(visible)
-        self.tools.show_mask.setChecked(visible)
+        """M or View > Show mask: flip the Tools panel's box, which the canvas and this action follow."""
+        self.tools.show_mask.setChecked(not self.canvas.mask_visible)
 
     def _mask_op(self, op: str) -> None:
         if self.canvas.picture() is None:
