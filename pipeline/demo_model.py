@@ -8,11 +8,13 @@ briefly on pictures drawn from code (each folder's README.md says how; its train
 Each ships as a diffusers folder and loads through the same code as any other diffusers folder.
 
 A demo folder carries no tokenizer/: its tokenizer is SD 1.x's own CLIP tokenizer, rebuilt from the
-BPE file in resources/clip like a single-file checkpoint's (3.5 MB less per model).
+BPE file in resources/clip like a single-file checkpoint's (3.5 MB less per model). The demo-world
+model's text encoder keeps only the token-embedding rows its training captions used
+(`pipeline.token_table`: 12.6 MB of untrained noise less).
 
 Two ship, and their names say what each is for:
 
-* `demo` is the demo-world model (resources/demo_world/weights, 37.6 MiB): trained on 128x128
+* `demo` is the demo-world model (resources/demo_world/weights, 26 MiB): trained on 128x128
   procedural scenes of people, cats, dogs, houses, trees, cars, boats and suns in known colours,
   textures and poses (resources/demo_world/README.md). It draws what its captions say well enough
   that an edit can be seen ("a red house" becomes "a blue house" of the same shape), so it is what
@@ -25,12 +27,14 @@ Two ship, and their names say what each is for:
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ModelError
 from pipeline.paths import RESOURCES
+from pipeline.token_table import pack_token_table
 
 DEMO_MODELS: dict[str, Path] = {
     "demo": RESOURCES / "demo_world" / "weights",
@@ -61,9 +65,12 @@ def demo_model_dir(name: str = "demo") -> Path:
     return folder
 
 
-def save_demo_model(out: Path, *, vae: Any, text_encoder: Any, unet: Any, scheduler: Any) -> None:
+def save_demo_model(out: Path, *, vae: Any, text_encoder: Any, unet: Any, scheduler: Any,
+                    trained_token_ids: Iterable[int] | None = None) -> None:
     """Write a trained demo model as a diffusers folder in float16 safetensors, replacing `out`;
-    the tokenizer is left out (see the module docstring)."""
+    the tokenizer is left out (see the module docstring). With `trained_token_ids` (every token id
+    of the training captions), the text encoder's token table keeps only those rows
+    (`pipeline.token_table`)."""
     from diffusers import StableDiffusionPipeline  # the training scripts' need, not the app's
 
     from pipeline.tokenizer import load_clip_tokenizer
@@ -75,3 +82,5 @@ def save_demo_model(out: Path, *, vae: Any, text_encoder: Any, unet: Any, schedu
         shutil.rmtree(out)
     pipe.save_pretrained(out, safe_serialization=True)
     shutil.rmtree(out / "tokenizer")
+    if trained_token_ids is not None:
+        pack_token_table(out / "text_encoder", trained_token_ids)

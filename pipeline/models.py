@@ -18,7 +18,7 @@ Where models come from:
   shipped in `resources/configs/sd-v1` so that conversion needs nothing from the Hub;
 * `demo` and `demo-tiny`: the small trained models with SD 1.x's architecture that ship in
   resources/demo_world (the default) and resources/demo_model (the tests'), see `pipeline.demo_model`;
-  loaded as diffusers folders like any other.
+  loaded as diffusers folders like any other, but for a packed token table (`pipeline.token_table`).
 
 Precision: the weights are held in float32 on the device, because optimisation (null-text
 inversion) needs float32 gradients and activations; `ModelBundle.sample_dtype` is the precision the
@@ -67,6 +67,7 @@ from pipeline.control.processor import install as install_controlled_attention
 from pipeline.demo_model import DEMO_MODELS, demo_model_dir
 from pipeline.errors import ModelError, OutOfMemoryError
 from pipeline.paths import RESOURCES
+from pipeline.token_table import ROWS_FILE, is_packed, load_packed_text_encoder
 from pipeline.tokenizer import BPE_FILE, load_clip_tokenizer
 
 _RESOURCES = RESOURCES / "configs"
@@ -436,7 +437,8 @@ _EXPECTED_CLASSES = MappingProxyType(
 
 def _read_diffusers_folder(folder: Path, *, allow_pickle: bool) -> _Parts:
     """The five parts of a diffusers folder. A folder without tokenizer/ files (the demo models ship
-    none) uses SD 1.x's CLIP tokenizer, rebuilt from the shipped BPE file as for a single file."""
+    none) uses SD 1.x's CLIP tokenizer, rebuilt from the shipped BPE file as for a single file; a
+    text encoder whose token table is packed (the demo-world model's) is loaded by pipeline.token_table."""
     index = _read_model_index(folder)
     _check_pipeline_components(index, folder)
 
@@ -449,6 +451,7 @@ def _read_diffusers_folder(folder: Path, *, allow_pickle: bool) -> _Parts:
     vae_weights = _find_weights(folder, "vae", _DIFFUSERS_STEMS, allow_pickle)
     text_weights = _find_weights(folder, "text_encoder", _TRANSFORMERS_STEMS, allow_pickle)
     tokenizer_files = sorted(p for p in (folder / "tokenizer").glob("*") if p.is_file())
+    packed_table = is_packed(folder / "text_encoder")
 
     with _library_errors(f"'{folder}'"):
         unet = UNet2DConditionModel.from_pretrained(
@@ -457,15 +460,17 @@ def _read_diffusers_folder(folder: Path, *, allow_pickle: bool) -> _Parts:
         vae = AutoencoderKL.from_pretrained(
             folder, subfolder="vae", **_weight_kwargs(vae_weights), torch_dtype=torch.float32
         )
-        text_encoder = CLIPTextModel.from_pretrained(
-            folder, subfolder="text_encoder", **_weight_kwargs(text_weights), dtype=torch.float32
-        )
+        text_encoder = (load_packed_text_encoder(folder / "text_encoder") if packed_table else
+                        CLIPTextModel.from_pretrained(folder, subfolder="text_encoder",
+                                                      **_weight_kwargs(text_weights), dtype=torch.float32))
         tokenizer = (CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
                      if tokenizer_files else load_clip_tokenizer())
 
     files = {name: folder / name for name in ("model_index.json", *_CONFIG_FILES)}
     for weights in (unet_weights, vae_weights, text_weights):
         files.update({path.relative_to(folder).as_posix(): path for path in weights.files})
+    if packed_table:
+        files[f"text_encoder/{ROWS_FILE}"] = folder / "text_encoder" / ROWS_FILE
     files.update({path.relative_to(folder).as_posix(): path for path in tokenizer_files}
                  if tokenizer_files else {f"tokenizer/{BPE_FILE.name}": BPE_FILE})
     return _Parts(unet, vae, text_encoder, tokenizer, scheduler_config, files)

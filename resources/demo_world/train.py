@@ -19,7 +19,8 @@ Stages, within --minutes of wall clock (default 18), in one process:
    SD's 0.18215 was chosen, and every picture encoded once to its scaled latent mean;
 3. UNet and text encoder jointly: epsilon-prediction MSE, t uniform in [0, 999], 10% of captions
    dropped to "" for classifier-free guidance, an EMA of the weights (saved);
-4. save a StableDiffusionPipeline folder in float16 safetensors (loads with
+4. save a StableDiffusionPipeline folder in float16 safetensors, its token table packed to the
+   tokens of the training captions (pipeline.token_table; loads with
    pipeline.models.load_model(str(DIR))), loss.json, loss.png, samples.png (DDIM from noise at
    guidance 7.5) and train_log.txt.
 bf16 autocast on CUDA with fp32 master weights. Seeded; the number of optimiser steps follows the
@@ -527,7 +528,9 @@ def main(argv: list[str] | None = None) -> None:
     save_samples(grids, SAMPLE_CAPTIONS, out / "samples.png")
     log(f"samples.png: {len(SAMPLE_CAPTIONS)} captions x 2 seeds, DDIM {args.sample_steps} steps, guidance 7.5, "
         f"{time.time() - start:.1f}s")
-    save_demo_model(out, vae=vae.cpu(), text_encoder=ema_text.cpu(), unet=ema_unet.cpu(), scheduler=make_scheduler())
+    trained_tokens = torch.cat([ids.flatten().cpu(), empty.cpu()]).unique().tolist()  # the captions and ""
+    save_demo_model(out, vae=vae.cpu(), text_encoder=ema_text.cpu(), unet=ema_unet.cpu(), scheduler=make_scheduler(),
+                    trained_token_ids=trained_tokens)
     summary = {
         "seed": args.seed, "device": str(device), "size": args.size, "scenes": len(captions),
         "distinct_captions": len(set(captions)), "vae_steps": vae_steps, "unet_steps": unet_steps,
