@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="sampling precision (cuda default fp16)")
     edit.add_argument("--max-side", type=_max_side,
                       help="longest side of the working image, a multiple of 64 in 64..4096 "
-                           "(default: the project's, or 512)")
+                           "(default: the project's, else the size the model was trained at: 512 for SD 1.x, 128 for demo)")
     edit.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded")
     edit.add_argument("--allow-pickle", action="store_true",
                       help="allow pickled .ckpt/.pt/.bin checkpoints (loaded with weights_only)")

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
 )
 
 RECENT_LIMIT = 10
-DEMO_MAX_SIDE = 128  # the demo model (the demo-world one) was trained on 128x128 scenes: its own scale
 DEMO_PARAMS: dict[str, Any] = {"inversion": "direct"}
 """What a new project's method gets on the demo model, where the method has it (p2p's default is null-text).
 On this small model null-text inversion pulls an edit's other attributes away from the photo: p2p keeps
@@ -31,7 +30,7 @@ with null-text. It is 2-3 times faster on a CPU, what scripts/demo.sh runs and m
 Steps and guidance keep the methods' defaults (50, 7.5), which the benchmark and demo.sh use."""
 DEFAULTS: dict[str, Any] = {
     "model": "demo", "device": "auto", "precision": "auto", "sam_checkpoint": "", "default_steps": 50,
-    "max_side": 512, "projects_dir": "", "autosave_minutes": 2, "models_dir": "",
+    "max_side": 0, "projects_dir": "", "autosave_minutes": 2, "models_dir": "",
     "image_encoder": "",
 }
 
@@ -101,11 +100,9 @@ class AppSettings:
         """The EditRequest fields the settings decide ("auto" leaves the engine to choose)."""
         device, precision = self.get("device"), self.get("precision")
         model = self.get("model") or "demo"
-        max_side = self.get("max_side")
-        if model == "demo" and self.store.value("max_side") is None:
-            max_side = DEMO_MAX_SIDE  # not chosen by the user: the demo model's own scale
         options = {"model": model, "device": None if device == "auto" else device,
-                   "dtype": None if precision == "auto" else precision, "max_side": max_side}
+                   "dtype": None if precision == "auto" else precision,
+                   "max_side": self.get("max_side") or None}  # 0: the project's, else the model's own size
         if encoder := self.get("image_encoder"):  # unset: the project's, else the one beside the model
             options["image_encoder"] = encoder
         return options
@@ -151,8 +148,11 @@ class SettingsDialog(QDialog):
         self.steps.setValue(settings.get("default_steps"))
         form.addRow("Default steps", self.steps)
         self.max_side = QSpinBox()
-        self.max_side.setRange(64, 2048)
+        self.max_side.setRange(0, 2048)
         self.max_side.setSingleStep(64)
+        self.max_side.setSpecialValueText("the model's own (512 for SD 1.x, 128 for demo)")
+        self.max_side.setToolTip("Longest side of the picture the model works on. At the lowest setting a new "
+                                 "project works at the size its model was trained at, a reopened one at its own.")
         self.max_side.setValue(settings.get("max_side"))
         form.addRow("Working size (longest side)", self.max_side)
         self.projects_dir = QLineEdit(settings.get("projects_dir"))
@@ -193,7 +193,7 @@ class SettingsDialog(QDialog):
             self.image_encoder.setText(path)
 
     def _choose_sam(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Segment Anything checkpoint", "", "Checkpoints (*.pth)")
+        path, _ = QFileDialog.getOpenFileName(self, "Segment Anything checkpoint", "", "Checkpoints (*.pth *.safetensors)")
         if path:
             self.sam.setText(path)
 

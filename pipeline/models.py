@@ -65,8 +65,9 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from pipeline.control.processor import install as install_controlled_attention
 from pipeline.demo_model import DEMO_MODELS, demo_model_dir
-from pipeline.errors import ModelError, OutOfMemoryError
+from pipeline.errors import ModelError, OutOfMemoryError, ParamError
 from pipeline.paths import RESOURCES
+from pipeline.preflight import check_max_side
 from pipeline.token_table import ROWS_FILE, is_packed, load_packed_text_encoder
 from pipeline.tokenizer import BPE_FILE, load_clip_tokenizer
 
@@ -77,6 +78,8 @@ SD1_ORIGINAL_CONFIG = _RESOURCES / "v1-inference.yaml"
 """SD 1.x's original CompVis config; the reference the configs in SD1_CONFIG_DIR are checked against."""
 
 DEMO_SPEC = "demo"
+SD1_SIDE = 512
+"""The side Stable Diffusion 1.x was trained at (its UNet's sample_size, 64 latents, times 8)."""
 SAMPLE_DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
     {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 )
@@ -369,6 +372,27 @@ def locate(spec: str, *, allow_download: bool, hub_patterns: list[str]) -> Path:
     if _HUB_ID.fullmatch(spec):
         return _hub_snapshot(spec, allow_download=allow_download, patterns=hub_patterns)
     raise ModelError(f"There is no model at '{spec}': no such file or folder.")
+
+
+def native_side(spec: str) -> int:
+    """The picture side the model `spec` was trained at, from its configs alone (no weights read).
+
+    Retake works at this size unless the user or the project chooses another: a model run far from
+    its own scale draws badly (the demo-world model, trained at 128 px, turns a 512-px photo into
+    blotches). It is the UNet's `sample_size` in pixels: 512 for SD 1.x (and what a single-file
+    checkpoint, converted with SD 1.x's configs, gets), 768 for a fine-tune whose config says 96, 128
+    for `demo`, 64 for `demo-tiny`. Where the configs cannot be read, 512: loading the model then
+    says what is wrong with it.
+    """
+    try:
+        folder = demo_model_dir(spec) if spec in DEMO_MODELS else locate(
+            spec, allow_download=False, hub_patterns=_hub_patterns())
+        if not folder.is_dir():
+            return SD1_SIDE
+        unet, vae = (_read_json(folder / name, folder) for name in _CONFIG_FILES[:2])
+        return check_max_side(int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1))
+    except (ModelError, ParamError, KeyError, TypeError, ValueError):
+        return SD1_SIDE
 
 
 def _hub_snapshot(repo_id: str, *, allow_download: bool, patterns: list[str]) -> Path:

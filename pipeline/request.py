@@ -23,13 +23,13 @@ from pipeline.errors import ImageError, ParamError, ProjectError, PromptError, s
 from pipeline.images import load_image, mask_tensor, read_mask_image, to_tensor, working_size
 from pipeline.methods.base import Method, Prompts, input_specs
 from pipeline.methods.registry import get_method
+from pipeline.models import native_side
 from pipeline.params import PROMPT_BOUND_KINDS, canonical_json, param_specs, params_from_dict
 from pipeline.preflight import check_max_side, check_output_path, check_project_folder
 from pipeline.project import MANIFEST_FILE, Project, Settings
 
 DEFAULT_MODEL = "demo"
 DEFAULT_METHOD = "p2p"
-DEFAULT_MAX_SIDE = 512
 
 
 @dataclass
@@ -138,8 +138,11 @@ def resolve(request: EditRequest, *, recover: bool = True) -> Job:
     output = check_output_path(Path(request.output)) if request.output is not None else None
     project_path, project = _project(request, recover)
     settings = project.settings if project is not None else None
+    stored_model = settings.model.spec if settings is not None and settings.model is not None else None
+    model_spec = request.model or stored_model or DEFAULT_MODEL
     stored_side = settings.max_side if settings is not None else None
-    max_side = check_max_side(request.max_side if request.max_side is not None else stored_side or DEFAULT_MAX_SIDE)
+    max_side = check_max_side(request.max_side if request.max_side is not None else
+                              stored_side or native_side(model_spec))
     if request.image is not None:
         image = load_image(Path(request.image))
     else:
@@ -159,13 +162,12 @@ def resolve(request: EditRequest, *, recover: bool = True) -> Job:
     method_id = request.method or (settings.method if settings is not None else None) or DEFAULT_METHOD
     method = get_method(method_id)
     params = params_from_dict(method.Params, inherit_params(settings, method_id, method, request.params))
-    stored_model = settings.model.spec if settings is not None and settings.model is not None else None
     size = working_size(*image.size, max_side=max_side)
     inputs = _read_inputs(request, method_id, method, project, size)
     return Job(
         request=request, project_path=project_path, project=project, image=image, image_sha256=image_sha,
         prompts=Prompts(source or "", request.target_prompt), method_id=method_id, method=method, params=params,
-        model_spec=request.model or stored_model or DEFAULT_MODEL,
+        model_spec=model_spec,
         image_encoder=request.image_encoder if request.image_encoder is not None else (
             settings.image_encoder if settings is not None and settings.image_encoder else ""),
         max_side=max_side,

@@ -11,4 +11,4 @@ mkdir -p out
 exec .venv/bin/python main.py edit resources/demo_world/house.png --model demo \
   --source "a red house in a meadow under a blue sky" \
   --target "a blue house in a meadow under a blue sky" \
-  --param inversion=direct --project out/house.retake --out out/house-blue.png --max-side 128 "$@"
+  --param inversion=direct --project out/house.retake --out out/house-blue.png "$@"

@@ -32,13 +32,16 @@ from pipeline.demo_model import DEMO_EDIT, demo_model_dir
 from pipeline.errors import ModelError
 from pipeline.models import (
     SD1_CONFIG_DIR,
+    SD1_SIDE,
     SD1_ORIGINAL_CONFIG,
     ModelBundle,
     cached_hub_models,
     default_cache_dir,
     describe_model_sources,
     load_model,
+    native_side,
 )
+from pipeline.request import EditRequest, resolve
 
 PROMPT = "a photo of a cat riding a bicycle"
 
@@ -670,3 +673,24 @@ def _vae_to_original(state, levels: int) -> dict[str, torch.Tensor]:
         return rest, value
 
     return {f"first_stage_model.{k}": v for k, v in _rename(state, prefixes, tail).items()}
+
+
+def test_a_model_works_at_the_size_it_was_trained_at(demo_dir, single_file, tmp_path):
+    assert (native_side("demo"), native_side("demo-tiny"), native_side(str(single_file))) == (128, 64, SD1_SIDE)
+    folder = _copy_demo(demo_dir, tmp_path)
+    config_file = folder / "unet" / "config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "sample_size": 96}))  # a fine-tune trained at 768 px
+    assert native_side(str(folder)) == 768
+    config_file.write_text(json.dumps({**config, "sample_size": 5}))  # 40 px: no side Retake can work at
+    assert native_side(str(folder)) == SD1_SIDE
+    config_file.unlink()
+    assert native_side(str(folder)) == SD1_SIDE == native_side(str(tmp_path / "nothing"))
+
+    def side(**given) -> int:
+        request = EditRequest(target_prompt=DEMO_EDIT.target, image=str(DEMO_EDIT.image), source_prompt=DEMO_EDIT.source,
+                              project=str(tmp_path / "p.retake"), **given)
+        return resolve(request).max_side
+
+    assert side() == 128  # the default model is the demo-world one
+    assert side(model="demo-tiny") == 64 and side(model="demo", max_side=256) == 256

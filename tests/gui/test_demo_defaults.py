@@ -1,12 +1,13 @@
-"""What the app does by itself for the demo model (the demo-world one): its own working size, 128 px,
-and direct inversion for a new project (gui/settings.py, DEMO_PARAMS, says why); other models get the
-methods' own defaults, and a project's stored parameters always win."""
+"""What the app does by itself for the demo model (the demo-world one): its own working size, 128 px
+(every model works at the size it was trained at unless the artist chooses one), and direct
+inversion for a new project (gui/settings.py, DEMO_PARAMS, says why); other models get the methods'
+own defaults, and a project's stored parameters always win."""
 
 from __future__ import annotations
 
 
 def test_a_new_project_on_the_demo_model_starts_with_what_that_model_needs(qtbot, window, settings, photo):
-    assert settings.request_options()["model"] == "demo" and settings.request_options()["max_side"] == 128
+    assert settings.request_options()["model"] == "demo" and settings.request_options()["max_side"] is None
     window.open_path(photo)
     assert window.doc.params["inversion"] == "direct" and window.doc.params["steps"] == 50
     assert window.doc.params["guidance"] == 7.5
@@ -15,7 +16,7 @@ def test_a_new_project_on_the_demo_model_starts_with_what_that_model_needs(qtbot
 
     settings.set("model", "/models/sd-v1-5")
     settings.set("default_steps", 30)
-    assert settings.request_options()["max_side"] == 512
+    assert settings.request_options()["max_side"] is None
     window.open_path(photo)  # its project has parameters of its own now: they stay
     assert window.doc.params["inversion"] == "direct" and window.doc.params["steps"] == 20
     other = photo.with_name("other.png")
