@@ -34,7 +34,6 @@ from typing import Any
 
 from pipeline.errors import ModelError
 from pipeline.paths import RESOURCES
-from pipeline.token_table import pack_token_table
 
 DEMO_MODELS: dict[str, Path] = {
     "demo": RESOURCES / "demo_world" / "weights",
@@ -73,6 +72,7 @@ def save_demo_model(out: Path, *, vae: Any, text_encoder: Any, unet: Any, schedu
     (`pipeline.token_table`)."""
     from diffusers import StableDiffusionPipeline  # the training scripts' need, not the app's
 
+    from pipeline.token_table import pack_token_table
     from pipeline.tokenizer import load_clip_tokenizer
 
     pipe = StableDiffusionPipeline(vae=vae.half(), text_encoder=text_encoder.half(), tokenizer=load_clip_tokenizer(),
