@@ -14,7 +14,7 @@ model's text encoder keeps only the token-embedding rows its training captions u
 
 Two ship, and their names say what each is for:
 
-* `demo` is the demo-world model (resources/demo_world/weights, 26 MiB): trained on 128x128
+* `demo` is the demo-world model (resources/demo_world/weights, 28.5 MB): trained on 128x128
   procedural scenes of people, cats, dogs, houses, trees, cars, boats and suns in known colours,
   textures and poses (resources/demo_world/README.md). It draws what its captions say well enough
   that an edit can be seen ("a red house" becomes "a blue house" of the same shape), so it is what
