@@ -2,7 +2,7 @@
 
 SD 1.x's text encoder reads SD's CLIP tokenizer, so its token table has 49,408 rows whatever its
 width. A demo model trained on a small world sees a few dozen of those tokens (the demo world's
-captions say 49 words): every other row never receives a gradient and stays the random value it
+captions say 46 words): every other row never receives a gradient and stays the random value it
 was initialised with (weight decay only shrinks it). At the demo-world model's width that untrained
 noise is 12.6 MB of its weights. So a demo model's text_encoder/ may keep the table as the rows
 that were trained (ROWS_FILE: their token ids and values) next to a model.safetensors that holds
