@@ -30,13 +30,12 @@ def self_test(engine: Engine, out: TextIO, more_checks: Callable[[Path], list[tu
         project = Path(tmp) / "house.retake"
         request = EditRequest(target_prompt=DEMO_EDIT.target, source_prompt=DEMO_EDIT.source,
                               image=str(DEMO_EDIT.image), project=str(project), model="demo",
-                              params=dict(QUICK), max_side=128)
+                              params=dict(QUICK))
         first = _run(engine, request, out)
         checks.append(("invert and edit", isinstance(first, Done) and not first.reused_inversion))
         reopened = Project.open(project)
         checks.append(("save and reopen", len(reopened.edits) == 1))
-        again = _run(engine, EditRequest(target_prompt=request.target_prompt, project=str(project),
-                                         max_side=128), out)
+        again = _run(engine, EditRequest(target_prompt=request.target_prompt, project=str(project)), out)
         checks.append(("re-edit reuses the inversion", isinstance(again, Done) and again.reused_inversion))
         same = (isinstance(first, Done) and isinstance(again, Done)
                 and first.image.tobytes() == again.image.tobytes())
