@@ -389,7 +389,7 @@ def native_side(spec: str) -> int:
             spec, allow_download=False, hub_patterns=_hub_patterns())
         if not folder.is_dir():
             return SD1_SIDE
-        unet, vae = (_read_json(folder / name, folder) for name in _CONFIG_FILES[:2])
+        unet, vae = (read_json_config(folder / name, folder) for name in _CONFIG_FILES[:2])
         return check_max_side(int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1))
     except (ModelError, ParamError, KeyError, TypeError, ValueError):
         return SD1_SIDE
@@ -467,7 +467,7 @@ def _read_diffusers_folder(folder: Path, *, allow_pickle: bool) -> _Parts:
     _check_pipeline_components(index, folder)
 
     unet_config, vae_config, text_config, scheduler_config = (
-        _read_json(folder / name, folder) for name in _CONFIG_FILES
+        read_json_config(folder / name, folder) for name in _CONFIG_FILES
     )
     _check_sd1_configs(unet_config, vae_config, text_config, scheduler_config, f"'{folder}'")
 
@@ -507,7 +507,7 @@ def _read_model_index(folder: Path) -> dict[str, Any]:
         if any(folder.glob("*.safetensors")) or any(folder.glob("*.ckpt")):
             hint = "; to load a single-file checkpoint, give the file itself"
         raise ModelError(f"'{folder}' is not a diffusers model folder: it has no model_index.json{hint}.")
-    return _read_json(index_file, folder)
+    return read_json_config(index_file, folder)
 
 
 def _check_pipeline_components(index: Mapping[str, Any], folder: Path) -> None:
@@ -545,7 +545,7 @@ def _find_weights(folder: Path, component: str, stems: tuple[str, str], allow_pi
 
 
 def _sharded_files(index_file: Path, folder: Path) -> tuple[Path, ...]:
-    weight_map = _read_json(index_file, folder).get("weight_map", {})
+    weight_map = read_json_config(index_file, folder).get("weight_map", {})
     shards = tuple(index_file.parent / name for name in sorted(set(weight_map.values())))
     missing = [shard.name for shard in shards if not shard.is_file()]
     if not shards or missing:
@@ -565,7 +565,7 @@ def _read_single_file(path: Path, *, config_dir: Path, allow_pickle: bool) -> _P
     checkpoint = _read_checkpoint(path, allow_pickle=allow_pickle)
     _check_sd1_checkpoint(checkpoint, path)
     unet_config, vae_config, text_config, scheduler_config = (
-        _read_json(config_dir / name, config_dir) for name in _CONFIG_FILES
+        read_json_config(config_dir / name, config_dir) for name in _CONFIG_FILES
     )
     _check_sd1_configs(unet_config, vae_config, text_config, scheduler_config, f"The config folder '{config_dir}'")
 
@@ -807,7 +807,8 @@ class _FileHashes:
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_json(file: Path, where: Path) -> dict[str, Any]:
+def read_json_config(file: Path, where: Path) -> dict[str, Any]:
+    """The JSON object in `file` (a config of the model at `where`); ModelError if it is missing or not one."""
     try:
         loaded = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -41,7 +41,6 @@ the option that sets it.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +54,7 @@ from transformers import CLIPVisionModel
 
 from pipeline.demo_model import DEMO_MODELS, demo_model_dir
 from pipeline.errors import ModelError, shorten
-from pipeline.models import ModelBundle, default_cache_dir, files_identity, hf_hub_cache_dir, locate
+from pipeline.models import ModelBundle, default_cache_dir, files_identity, hf_hub_cache_dir, locate, read_json_config
 
 IMAGE_ENCODER = "image_encoder"
 DEFAULT_IMAGE_ENCODER = "openai/clip-vit-base-patch16"
@@ -249,10 +248,6 @@ def _normalisation(processor: Path | None) -> tuple[tuple[float, float, float], 
 
 def _json(file: Path) -> Mapping:
     try:
-        loaded = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ModelError(f"The image encoder's {shorten(file)} is not a readable JSON config ({shorten(error)}); "
-                         f"{SET_IT}.") from None
-    if not isinstance(loaded, dict):
-        raise ModelError(f"The image encoder's {shorten(file)} is not a JSON config object; {SET_IT}.")
-    return loaded
+        return read_json_config(file, file.parent)
+    except ModelError as error:
+        raise ModelError(f"The image encoder's config: {str(error).rstrip('.')}; {SET_IT}.") from None
