@@ -15,7 +15,7 @@ model never saw), at 128 px and 50 DDIM steps:
   latent cells at 128 px; p2p's local blend and MasaCtrl's masks read the 4x4 maps, the authors'
   "a quarter of the latent").
 
-    PYTHONPATH=. .venv/bin/python bench/demo_world_card.py [--scenes 64] [--steps 50]
+    PYTHONPATH=. .venv/bin/python bench/demo_world_card.py [--scenes 64] [--steps 50] [--maps-from-step 40]
 """
 
 from __future__ import annotations
@@ -53,13 +53,15 @@ SEED = 20261127  # a stream of its own: neither training (20261123) nor the judg
 @dataclass
 class WordMapRecorder(Controller):
     """Sums, per resolution level, each row's cross-attention to one token (mean over heads) over every
-    cross-attention layer and step it sees; `tokens[row]` lists (subject, token position) pairs."""
+    cross-attention layer and every step from `first_step` on; `tokens[row]` lists (subject, token
+    position) pairs."""
 
     tokens: Sequence[Sequence[tuple[int, int]]]
+    first_step: int = 0
     sums: dict[int, dict[tuple[int, int], torch.Tensor]] = field(default_factory=dict)
 
     def active(self, place: LayerPlace, step: int) -> bool:
-        return place.kind == "cross"
+        return place.kind == "cross" and step >= self.first_step
 
     def prob_rows(self, call: AttentionCall) -> list[int]:
         return call.layout.select("cond")
@@ -96,6 +98,8 @@ def main() -> int:
     parser.add_argument("--scenes", type=int, default=64)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--maps-from-step", type=int, default=0,
+                        help="average the word maps over the steps from this one on (default: all)")
     args = parser.parse_args()
     start = time.perf_counter()
     bundle = load_model(args.model, device="cpu")
@@ -113,7 +117,7 @@ def main() -> int:
         vae = ctx.decode(z0)
         cond = ctx.encode_text([s.caption for s in batch])
         z_t = ddim_invert(ctx, schedule, z0, cond)[-len(batch):]
-        recorder = WordMapRecorder([kind_positions(s.description) for s in batch])
+        recorder = WordMapRecorder([kind_positions(s.description) for s in batch], args.maps_from_step)
         w1 = ctx.decode(denoise(ctx, schedule, z_t, Sampling(cond, None, 1.0, controllers=(recorder,)), "card"))
         uncond = ctx.encode_text([""] * len(batch))[None].expand(args.steps, -1, -1, -1)
         w75 = ctx.decode(denoise(ctx, schedule, z_t, Sampling(cond, uncond, 7.5), "card"))
@@ -142,8 +146,10 @@ def main() -> int:
         "subjects": len(chance),
     }
     print(results)
-    write_report(f"demo-world-card-{args.scenes}-scenes", {
+    late = f"-maps-from-step-{args.maps_from_step}" if args.maps_from_step else ""
+    write_report(f"demo-world-card-{args.scenes}-scenes{late}", {
         "model": args.model, "scenes": args.scenes, "seed": SEED, "steps": args.steps, "size": world.SIZE,
+        "maps_from_step": args.maps_from_step,
         "seconds": round(time.perf_counter() - start), "results": results})
     return 0
 

@@ -159,6 +159,12 @@ def render_chunk(job: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray
     return np.stack([s.image for s in scenes]), ids.astype(np.int32), captions
 
 
+def chunk_jobs(seed: int, n: int, size: int) -> list[tuple[int, int, int, int]]:
+    """The (seed, chunk, scenes, size) jobs of n training scenes: chunks of 500 (fewer for a tiny n)."""
+    chunk = 500 if n >= 2000 else max(1, n // 4)
+    return [(seed, k, min(chunk, n - k * chunk), size) for k in range(math.ceil(n / chunk))]
+
+
 class Renderer:
     """Renders n scenes in chunks of 500 in worker processes, in the background, while training runs.
 
@@ -168,8 +174,7 @@ class Renderer:
     """
 
     def __init__(self, seed: int, n: int, size: int, workers: int, log: Log) -> None:
-        chunk = 500 if n >= 2000 else max(1, n // 4)
-        self.jobs = [(seed, k, min(chunk, n - k * chunk), size) for k in range(math.ceil(n / chunk))]
+        self.jobs = chunk_jobs(seed, n, size)
         self.images = torch.empty((n, size, size, 3), dtype=torch.uint8)
         self.ids = torch.empty((n, 77), dtype=torch.int32)
         self.captions: list[str] = []
