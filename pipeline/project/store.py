@@ -49,8 +49,8 @@ from pipeline.project.lock import DEFAULT_LOCK_TIMEOUT_S, ProjectLock
 from pipeline.project.recovery import set_aside
 from pipeline.project.retention import KEEP_TUNINGS, Pruned, superseded_tunings, unneeded
 from pipeline.project.records import (
-    EditRecord, FileRecord, ImageRecord, InputKind, InputRecord, InversionRecord, Json, Manifest, ModelRecord,
-    Settings,
+    AreaSettings, Crop, EditRecord, FileRecord, ImageRecord, InputKind, InputRecord, InversionRecord, Json, Manifest,
+    ModelRecord, Settings,
 )
 from pipeline.project.verify import Problem, find_problems
 
@@ -211,6 +211,18 @@ class Project:
         """The named inputs (masks, reference images), in the order they were first set."""
         return self._manifest.inputs
 
+    def _check_crop(self, crop: Crop | None) -> Crop | None:
+        """`crop` as a tuple of four pixel coordinates inside the photo, or None."""
+        if crop is None:
+            return None
+        image = self._manifest.image
+        values = tuple(crop)
+        if (len(values) != 4 or any(isinstance(v, bool) or not isinstance(v, int) for v in values)
+                or not (0 <= values[0] < values[2] <= image.width and 0 <= values[1] < values[3] <= image.height)):
+            raise ValueError(f"a crop must be (left, top, right, bottom) inside the {image.width}x{image.height} "
+                             f"photo, not {crop!r}")
+        return values
+
     def image(self) -> Image.Image:
         """The source photo (RGB, upright, full resolution), checked against its SHA-256."""
         record = self._manifest.image
@@ -297,12 +309,15 @@ class Project:
 
     def update_settings(self, *, model_spec: str | None, model_identity: str | None, source_prompt: str,
                         method: str | None, params: Mapping[str, Any], max_side: int | None = None,
-                        image_encoder: str | None = None) -> Settings:
+                        image_encoder: str | None = None, area: AreaSettings | None = None) -> Settings:
         """Remember the current settings (restored on reopen). Writes only if something changed.
 
         `max_side` is the working-size bound the edit used (None: not known). `image_encoder` is the
-        image encoder the user named; None keeps the one stored, "" forgets it.
+        image encoder the user named; None keeps the one stored, "" forgets it. `area` is the area
+        choice the edit used; None keeps the one stored.
         """
+        if area is not None:
+            _check_area(area)
         if (model_spec is None) != (model_identity is None):
             raise ValueError("model_spec and model_identity must be given together")
         if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
@@ -314,12 +329,14 @@ class Project:
                             method=None if method is None else _check_str(method, "method", nonempty=True),
                             params=_params_copy(params, "params"), max_side=max_side,
                             image_encoder=None if image_encoder is None else
-                            _check_str(image_encoder, "image_encoder") or None)
+                            _check_str(image_encoder, "image_encoder") or None, area=area)
 
         def change(base: Manifest) -> tuple[Manifest | None, Settings]:
             nonlocal settings
             if image_encoder is None:
                 settings = dataclasses.replace(settings, image_encoder=base.settings.image_encoder)
+            if area is None:
+                settings = dataclasses.replace(settings, area=base.settings.area)
             if base.settings == settings:
                 return None, copy.deepcopy(settings)
             return dataclasses.replace(base, settings=settings), copy.deepcopy(settings)
@@ -330,16 +347,18 @@ class Project:
                        model_identity: str, source_prompt: str, params: Mapping[str, Any],
                        size: tuple[int, int], steps: int, parts: Mapping[str, str] | None = None,
                        tuning_of: str | None = None, keep_tunings: int = KEEP_TUNINGS,
-                       metadata: Mapping[str, str] | None = None) -> InversionRecord:
+                       metadata: Mapping[str, str] | None = None, crop: Crop | None = None) -> InversionRecord:
         """Store `tensors` (copied to contiguous CPU memory) as the inversion `key`; returns its record.
 
         `params` are the inversion-stage parameters; `parts` the identities of the extra model parts
         it was computed with, by name; `metadata` adds strings to the file's own header. A record
         with the same key is replaced (its old file is removed after the commit). `tuning_of` makes
         it a tuning learned from that inversion: the same commit then drops that inversion's tunings
-        beyond the `keep_tunings` most recently used (pipeline.project.retention).
+        beyond the `keep_tunings` most recently used (pipeline.project.retention). `crop` is the box of
+        the photo it was computed on (None: the whole photo).
         """
         _check_key(key)
+        crop = self._check_crop(crop)
         if tuning_of is not None and (_check_key(tuning_of) == key or keep_tunings < 1):
             raise ValueError(f"a tuning must name another inversion and keep itself, not {tuning_of!r}, "
                              f"keep {keep_tunings}")
@@ -381,7 +400,7 @@ class Project:
             record = InversionRecord(
                 key=key, file=rel, file_sha256=digest, method=method, model_identity=model_identity,
                 source_prompt=source_prompt, params=record_params, size=(width, height), steps=steps,
-                created=_now(), parts=dict(record_parts), tuning_of=tuning_of,
+                created=_now(), parts=dict(record_parts), tuning_of=tuning_of, crop=crop,
             )
             self._store(base, rel, digest, data)
             kept = tuple(inv for inv in base.inversions if inv.key != key)
@@ -396,12 +415,18 @@ class Project:
     def add_edit(self, *, target_prompt: str, source_prompt: str, model: ModelRecord, method: str,
                  params: Mapping[str, Any], seed: int | None, inversion_key: str | None,
                  result: Image.Image, mask: torch.Tensor | Image.Image | None = None,
-                 png_metadata: Mapping[str, Any] | None = None, tuning_key: str | None = None) -> EditRecord:
+                 png_metadata: Mapping[str, Any] | None = None, tuning_key: str | None = None,
+                 crop: Crop | None = None, feather: int | None = None) -> EditRecord:
         """Append an edit to the history: stores the result PNG (with every parameter in its text
         chunks, plus any `png_metadata` entries) and the mask if any; returns the new record.
 
         `tuning_key` names the tuning record the edit used; the inversion and tuning it used become
-        the most recently used (they move to the end of the manifest's list)."""
+        the most recently used (they move to the end of the manifest's list). `crop` is the box of the
+        photo the edit worked on (None: the whole photo), `feather` the pixels over which its result
+        fades into the photo (both also go into the PNG's metadata)."""
+        crop = self._check_crop(crop)
+        if feather is not None and (isinstance(feather, bool) or not isinstance(feather, int) or feather < 0):
+            raise ValueError(f"feather must be a whole number of pixels, not {feather!r}")
         for name, value in (("target_prompt", target_prompt), ("source_prompt", source_prompt)):
             _check_str(value, name)
         _check_str(method, "method", nonempty=True)
@@ -430,6 +455,8 @@ class Project:
             "tuning_key": tuning_key,
             "source_image_sha256": self._manifest.image.sha256,
             "created": created,
+            "crop": None if crop is None else list(crop),
+            "feather": feather,
         }
         extra = _params_copy(png_metadata or {}, "png_metadata")
         clash = sorted(set(extra) & set(reproduce))
@@ -450,7 +477,7 @@ class Project:
             record = EditRecord(
                 id=edit_id, created=created, source_prompt=source_prompt, target_prompt=target_prompt,
                 model=model, method=method, params=edit_params, seed=seed, inversion_key=inversion_key,
-                mask=mask_record, result=result_record, tuning_key=tuning_key,
+                mask=mask_record, result=result_record, tuning_key=tuning_key, crop=crop, feather=feather,
             )
             used = (inversion_key, tuning_key)
             inversions = (tuple(i for i in base.inversions if i.key not in used)
@@ -704,6 +731,12 @@ def _params_copy(value: Any, where: str) -> dict[str, Json]:
     if not isinstance(value, Mapping):
         raise TypeError(f"{where} must be a mapping, not {type(value).__name__}")
     return _json_copy(value, where)
+
+
+def _check_area(area: AreaSettings) -> None:
+    if not isinstance(area, AreaSettings) or area.mode not in (None, "whole", "region") or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in (area.padding, area.feather)):
+        raise ValueError(f"not an area choice: {area!r}")
 
 
 def _check_key(key: str) -> str:
