@@ -155,3 +155,20 @@ def test_blend_words_give_no_region_before_the_run_so_a_region_edit_is_made_whol
     events: list = []
     final = Engine().run(request, events.append)
     assert isinstance(final, Done) and any(isinstance(e, Notice) and "whole photo" in e.message for e in events)
+
+
+@pytest.mark.parametrize("feather", [0, 4])
+def test_a_masked_edit_of_the_whole_photo_changes_nothing_beyond_the_feather(tmp_path, feather):
+    """Issue 21, item 10: the painted mask's edge is exact; past it only the feather's ramp blends."""
+    photo = load_image(DEMO_PHOTO)  # 640x480, worked on at 64x48: a latent cell is 80 photo pixels
+    painted = (300, 200, 470, 330)
+    mask = Image.new("L", photo.size, 0)
+    mask.paste(255, painted)
+    mask.save(tmp_path / "mask.png")
+    final = _edit(Engine(), tmp_path, DEMO_PHOTO, tmp_path / "mask.png", area="whole", feather=feather)
+    got, original = np.asarray(final.image), np.asarray(photo)
+    region = torch.from_numpy(_mask(photo.size, painted).astype(np.float32))[None, None]
+    reach = F.max_pool2d(region, 2 * feather + 1, 1, feather)[0, 0].numpy() > 0
+    changed = (got != original).any(-1)
+    assert not (changed & ~reach).any()
+    assert changed[painted[1]:painted[3], painted[0]:painted[2]].mean() > 0.5
