@@ -16,6 +16,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.wheel import guard_wheel
+
 RECENT_LIMIT = 10
 DEMO_PARAMS: dict[str, Any] = {"inversion": "direct"}
 """What a new project's method gets on the demo model, where the method has it (p2p's default is null-text).
@@ -31,8 +33,10 @@ Steps and guidance keep the methods' defaults (50, 7.5), which the benchmark and
 DEFAULTS: dict[str, Any] = {
     "model": "demo", "device": "auto", "precision": "auto", "sam_checkpoint": "", "default_steps": 50,
     "max_side": 0, "projects_dir": "", "autosave_minutes": 2, "models_dir": "",
-    "image_encoder": "",
+    "image_encoder": "", "area": "", "area_padding": 32, "feather": 4,
 }
+"""`area` "" is automatic (a crop around the mask when the photo is larger than the working size), else
+"whole" or "region"; `area_padding` and `feather` are photo pixels (pipeline.area, pipeline.images)."""
 
 
 class AppSettings:
@@ -91,6 +95,13 @@ class AppSettings:
     def set_model_folders(self, folders: list[str]) -> None:
         self.store.setValue("model_folders", json.dumps(list(dict.fromkeys(folders))))
 
+    def working_side(self) -> int:
+        """The working size a new edit of a project without its own gets (the setting, else the model's own);
+        the Tools panel outlines the crop with it."""
+        from pipeline.models import native_side
+
+        return self.get("max_side") or native_side(self.get("model") or "demo")
+
     def new_project_params(self) -> dict[str, Any]:
         """Method parameters a new project starts with, over the method's defaults (where it has them)."""
         demo = DEMO_PARAMS if (self.get("model") or "demo") == "demo" else {}
@@ -102,7 +113,9 @@ class AppSettings:
         model = self.get("model") or "demo"
         options = {"model": model, "device": None if device == "auto" else device,
                    "dtype": None if precision == "auto" else precision,
-                   "max_side": self.get("max_side") or None}  # 0: the project's, else the model's own size
+                   "max_side": self.get("max_side") or None,  # 0: the project's, else the model's own size
+                   "area": self.get("area") or None, "area_padding": self.get("area_padding"),
+                   "feather": self.get("feather")}
         if encoder := self.get("image_encoder"):  # unset: the project's, else the one beside the model
             options["image_encoder"] = encoder
         return options
@@ -164,6 +177,7 @@ class SettingsDialog(QDialog):
         self.autosave.setValue(settings.get("autosave_minutes"))
         form.addRow("Autosave every", self.autosave)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        guard_wheel(self)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
