@@ -14,14 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, QTimer
-from PySide6.QtGui import QBrush, QColor, QFont, QResizeEvent
+from PySide6.QtCore import QEvent, QModelIndex, QPersistentModelIndex, QRectF, QSize, Qt, QTimer
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter, QPen, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListView,
-    QListWidget, QListWidgetItem, QVBoxLayout, QWidget,
+    QListWidget, QListWidgetItem, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget,
 )
 
 from gui.document import Document
+from gui.panels import scrolling_rows
 from gui.wheel import guard_wheel
 
 CHECK_DELAY_MS = 250
@@ -31,6 +32,33 @@ ROLE_COLOURS = (QColor(46, 139, 87), QColor(190, 70, 70), QColor(204, 133, 36), 
 """The colours of a method's word parameters, in the order "Chips set" lists them (local blend first)."""
 
 Role = tuple[str, str, QColor, dict[str, object]]  # parameter name, label, colour, word -> value (True for words)
+CHIP_PADDING = (7, 3)  # horizontal, vertical: around a chip's word
+
+
+class ChipDelegate(QStyledItemDelegate):
+    """Draws a word as a chip: a rounded box filled with its parameter's colour (or outlined when in none)."""
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
+        metrics = QFontMetrics(index.data(Qt.ItemDataRole.FontRole) or option.font)
+        return QSize(metrics.horizontalAdvance(str(index.data())) + 2 * CHIP_PADDING[0] + 2,
+                     metrics.height() + 2 * CHIP_PADDING[1] + 2)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        box = QRectF(option.rect).adjusted(0.5, 0.5, -0.5, -0.5)
+        fill = index.data(Qt.ItemDataRole.BackgroundRole)
+        filled = isinstance(fill, QBrush) and fill.style() != Qt.BrushStyle.NoBrush
+        hovered = bool(option.state & QStyle.StateFlag.State_MouseOver)
+        painter.setPen(QPen(fill.color().lighter(140) if filled else QColor(110, 110, 110) if not hovered
+                            else QColor(170, 170, 170), 1))
+        painter.setBrush(fill if filled else Qt.BrushStyle.NoBrush)
+        painter.drawRoundedRect(box, 6, 6)
+        painter.setFont(index.data(Qt.ItemDataRole.FontRole) or option.font)
+        colour = index.data(Qt.ItemDataRole.ForegroundRole)
+        painter.setPen(colour.color() if isinstance(colour, QBrush) else option.palette.text().color())
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, str(index.data()))
+        painter.restore()
 
 
 class ChipList(QListWidget):
@@ -46,7 +74,8 @@ class ChipList(QListWidget):
         self.setUniformItemSizes(False)
         self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
-        self.setStyleSheet("QListWidget::item { border: 1px solid #666; border-radius: 6px; padding: 1px 6px; }")
+        self.setMouseTracking(True)
+        self.setItemDelegate(ChipDelegate(self))
         self._fit_rows()
 
     def words(self) -> list[str]:
@@ -72,7 +101,7 @@ class ChipList(QListWidget):
             inside = [role for role in ordered if word in role[3]]
             item.setData(Qt.ItemDataRole.UserRole, bool(inside) and inside[0][0] == current)
             item.setBackground(QBrush(inside[0][2]) if inside else QBrush())
-            item.setForeground(QColor(255, 255, 255) if inside else self.palette().text().color())
+            item.setForeground(QBrush(QColor(255, 255, 255)) if inside else QBrush())
             font = QFont(self.font())
             font.setBold(bool(inside) and inside[0][0] == current)
             item.setFont(font)
@@ -93,9 +122,10 @@ class ChipList(QListWidget):
         return max(len(tops), 1)
 
     def row_height(self) -> int:
+        """The distance from one row of chips to the next."""
         if self.count():
             return self.visualItemRect(self.item(0)).height() + 2 * self.spacing()
-        return self.fontMetrics().height() + 8 + 2 * self.spacing()
+        return self.fontMetrics().height() + 2 * CHIP_PADDING[1] + 2 + 2 * self.spacing()
 
     def _fit_rows(self) -> None:
         """As tall as the rows of chips, whole rows only (up to MAX_CHIP_ROWS; more scroll a row at a time)."""
@@ -109,6 +139,11 @@ class ChipList(QListWidget):
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         if event.size().width() != event.oldSize().width():
+            self._fit_rows()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange):
             self._fit_rows()
 
     def sizeHint(self) -> QSize:
@@ -155,7 +190,7 @@ class PromptPanel(QWidget):
         form.addRow("Chips set", role_row)
         form.addRow("", self.purpose)
         form.addRow("", self.legend)
-        layout = QVBoxLayout(self)
+        layout = scrolling_rows(self)
         layout.addLayout(form)
         layout.addWidget(self.warning)
         layout.addStretch(1)
@@ -209,9 +244,10 @@ class PromptPanel(QWidget):
 
     def _on_role(self) -> None:
         data = self.role.currentData()
-        self.purpose.setText("" if not data else
-                             f"A click on a chip puts the word in {self.role.currentText()}, or takes it out: "
-                             f"{self.role.itemData(self.role.currentIndex(), Qt.ItemDataRole.ToolTipRole)}")
+        self.purpose.setText("" if not data else f"A click on a chip puts its word in {self.role.currentText()} "
+                             "(or takes it out).")
+        self.purpose.setToolTip("" if not data else
+                                str(self.role.itemData(self.role.currentIndex(), Qt.ItemDataRole.ToolTipRole)))
         self.purpose.setVisible(bool(data))
         is_values = bool(data) and data[1] == "word_values"
         self.factor.setVisible(is_values)

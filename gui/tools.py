@@ -2,8 +2,8 @@
 edit works on (a crop around the mask or the whole photo) with the crop's padding and the edge's
 feather, and compare.
 
-The panel's rows sit in a scroll area: when the window is short (1280x800 with a tall timeline) they
-scroll instead of being squeezed on top of each other.
+The panel's rows sit in a scroll area (gui.panels): in a short window they scroll instead of being
+squeezed on top of each other.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
-    QButtonGroup, QCheckBox, QComboBox, QFormLayout, QFrame, QGridLayout, QLabel, QScrollArea, QSlider, QSpinBox,
-    QToolButton, QVBoxLayout, QWidget,
+    QButtonGroup, QCheckBox, QComboBox, QFormLayout, QGridLayout, QLabel, QSlider, QSpinBox, QToolButton, QWidget,
 )
 
 from gui.canvas import Canvas, Tool
 from gui.document import Document
+from gui.panels import scrolling_rows
 from gui.settings import AppSettings
 from gui.wheel import guard_wheel
 
@@ -89,8 +89,7 @@ class ToolPanel(QWidget):
         edge.addRow("Edge feather", self.feather)
         for layout in (form, edge):
             layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        rows = QWidget()
-        column = QVBoxLayout(rows)
+        column = scrolling_rows(self)
         column.addLayout(grid)
         column.addLayout(form)
         column.addLayout(mask_actions)
@@ -100,14 +99,6 @@ class ToolPanel(QWidget):
         column.addWidget(QLabel("Before ◂ compare ▸ after"))
         column.addWidget(self.compare)
         column.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setWidget(rows)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
         guard_wheel(self)
 
         self.size.valueChanged.connect(lambda v: canvas.set_brush_size(float(v)))

@@ -151,11 +151,11 @@ def test_the_chip_boxes_show_whole_rows(qtbot, window, photo, size):
     type_prompts(qtbot, window, long, long.replace("house", "castle"))
     qtbot.wait(50)
     for chips in window.prompts.chips.values():
-        row = chips.visualItemRect(chips.item(0)).height() + 2 * chips.spacing()
-        inner = chips.viewport().height()
-        assert inner % row <= chips.spacing() + 1, (inner, row)  # no half row at the bottom
-        last = chips.visualItemRect(chips.item(chips.count() - 1))
-        assert inner >= 2 * row and (last.bottom() <= inner or inner >= 3 * row)
+        view = chips.viewport().rect()
+        rects = [chips.visualItemRect(chips.item(i)) for i in range(chips.count())]
+        shown = [rect for rect in rects if rect.intersects(view)]
+        assert all(view.contains(rect) for rect in shown)  # no chip is cut: whole rows
+        assert len({rect.top() for rect in shown}) == min(len({rect.top() for rect in rects}), 3)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,6 +179,11 @@ def test_chips_are_filled_with_their_parameters_colour_named_in_a_legend(qtbot, 
     assert item["castle"].background().color().name() == colours["blend words"]
     assert item["meadow"].background().color().name() == colours["reweight"]
     assert item["sky"].background().style() == Qt.BrushStyle.NoBrush
+    picture = target.viewport().grab().toImage()  # and it is what the chip looks like on screen
+    for word, label in (("castle", "blend words"), ("meadow", "reweight")):
+        rect = target.visualItemRect(item[word])
+        seen = picture.pixelColor(rect.left() + 3, rect.center().y())  # inside the chip, left of its word
+        assert seen.name() == colours[label], (word, seen.name(), colours[label])
     legend = prompts.legend.text()
     assert all(label in legend and colour in legend for label, colour in colours.items())
     assert "blend words" in item["castle"].toolTip() and "2" in item["meadow"].toolTip()
