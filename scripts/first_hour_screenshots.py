@@ -1,5 +1,5 @@
 """Screenshots of the window at 1400x900 and 1280x800 for the user guide (docs/screenshots/): what issue 21's
-first-hour fixes look like (run through scripts/first_hour_screenshots.sh, which starts a virtual display).
+first-hour fixes look like (run through `bash scripts/screenshot.sh first-hour`, which starts a virtual display).
 
 Per size, two pictures of a real window (the real engine and the demo model; nothing is run):
 - `scene-WxH.png`: the demo scene "house-to-car" opened as File > Open demo scene will open it: the word
