@@ -209,19 +209,20 @@ def resolve(request: EditRequest, *, recover: bool = True) -> Job:
 
 def _area(request: EditRequest, settings: Settings | None) -> AreaSettings:
     """The area choice: the request's, else the project's, else the defaults; checked like an argument."""
-    stored = settings.area if settings is not None and settings.area is not None else None
-    mode = request.area if request.area is not None else (stored.mode if stored else None)
+    stored = settings.area if settings is not None and settings.area is not None else AreaSettings(
+        None, DEFAULT_PADDING, DEFAULT_FEATHER)
+    mode = request.area if request.area is not None else stored.mode
     if mode not in (None, *MODES):
         raise ParamError(f"The area must be {' or '.join(MODES)}, not {shorten(repr(mode))}.")
-    numbers = {}
-    for name, given, kept, default in (("area_padding", request.area_padding, stored and stored.padding, DEFAULT_PADDING),
-                                       ("feather", request.feather, stored and stored.feather, DEFAULT_FEATHER)):
-        value = given if given is not None else (kept if kept is not None else default)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PADDING:
-            raise ParamError(f"{name} must be a whole number of pixels from 0 to {MAX_PADDING}, not "
-                             f"{shorten(repr(value))}.")
-        numbers[name] = value
-    return AreaSettings(mode, numbers["area_padding"], numbers["feather"])
+    padding = _pixels("area_padding", request.area_padding, stored.padding)
+    return AreaSettings(mode, padding, _pixels("feather", request.feather, stored.feather))
+
+
+def _pixels(name: str, given: Any, kept: int) -> int:
+    value = kept if given is None else given
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PADDING:
+        raise ParamError(f"{name} must be a whole number of pixels from 0 to {MAX_PADDING}, not {shorten(repr(value))}.")
+    return value
 
 
 def _project(request: EditRequest, recover: bool) -> tuple[Path, Project | None]:
