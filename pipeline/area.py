@@ -37,19 +37,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from pipeline.images import Box, working_size
+from pipeline.images import Box, bounding_box, working_size
 
 MODES = ("whole", "region")
 DEFAULT_PADDING = 32
 MAX_PADDING = 4096
-
-
-def bounding_box(mask: np.ndarray) -> Box | None:
-    """The smallest box holding every True pixel of `mask` (bool [H, W]); None for an empty mask."""
-    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not len(rows):
-        return None
-    return int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1
 
 
 def region_crop(region: np.ndarray, max_side: int, padding: int = DEFAULT_PADDING, feather: int = 0) -> Box | None:

@@ -270,6 +270,14 @@ DEFAULT_FEATHER = 4
 """Pixels of the photo over which the result fades out past the edit's region (see `feather_alpha`)."""
 
 
+def bounding_box(mask: np.ndarray) -> Box | None:
+    """The smallest box holding every True pixel of `mask` (bool [H, W]); None for an empty mask."""
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1
+
+
 def feather_alpha(region: np.ndarray, feather: int, box: Box | None = None) -> np.ndarray:
     """How much of the result each photo pixel takes: 1 on `region` (bool [H, W]), and at `d` pixels
     outside it (counted along rows, columns and diagonals: a square ring per pixel) 1 - d / (feather + 1)
@@ -280,18 +288,23 @@ def feather_alpha(region: np.ndarray, feather: int, box: Box | None = None) -> n
         raise ValueError(f"feather must be at least 0, not {feather}")
     height, width = region.shape
     left, top, right, bottom = box if box is not None else (0, 0, width, height)
-    window = torch.from_numpy(np.ascontiguousarray(region[top:bottom, left:right], np.float32))[None, None]
+    out = np.zeros((height, width), np.float32)
+    reach = bounding_box(region[top:bottom, left:right])
+    if reach is None:
+        return out
+    # only around the region: its bounding box grown by the feather, inside the box
+    x0, y0 = max(left, left + reach[0] - feather), max(top, top + reach[1] - feather)
+    x1, y1 = min(right, left + reach[2] + feather), min(bottom, top + reach[3] + feather)
+    window = torch.from_numpy(np.ascontiguousarray(region[y0:y1, x0:x1], np.float32))[None, None]
     alpha, grown = window.clone(), window
     for d in range(1, feather + 1):  # one pixel of growth per step: the ramp is exactly linear in d
         grown = F.max_pool2d(grown, 3, stride=1, padding=1)
         alpha = torch.maximum(alpha, grown * (1.0 - d / (feather + 1)))
-    out = np.zeros((height, width), np.float32)
-    part = alpha[0, 0].numpy()
+    out[y0:y1, x0:x1] = alpha[0, 0].numpy()
     if box is not None and feather > 0:  # the box's own edges fade too, where the photo goes on past them
         rows = _edge_ramp(bottom - top, top > 0, bottom < height, feather)
         columns = _edge_ramp(right - left, left > 0, right < width, feather)
-        part = part * np.minimum(rows[:, None], columns[None, :])
-    out[top:bottom, left:right] = part
+        out[top:bottom, left:right] *= np.minimum(rows[:, None], columns[None, :])
     return out
 
 

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.area import bounding_box, choose_crop, region_crop
+from pipeline.area import choose_crop, region_crop
 from pipeline.engine import Engine
 from pipeline.errors import ParamError
 from pipeline.events import Done, Notice
-from pipeline.images import load_image, working_size
+from pipeline.images import bounding_box, load_image, working_size
 from pipeline.project import Project
 from pipeline.request import EditRequest, resolve
 from tests.helpers import DEMO_PHOTO, SOURCE, TARGET

@@ -81,7 +81,6 @@ def _broken(tmp_path: Path, change) -> Path:
     (lambda d, f: (f / "house-colour.edit_mask.png").unlink(), "is missing"),
     (lambda d, f: Image.new("L", (64, 64)).save(f / "house-colour.edit_mask.png"), "not the photo's 128x128"),
     (lambda d, f: d.update(colour="blue"), "unknown field"),
-    (lambda d, f: d.update(area="masked"), "area must be"),
     (lambda d, f: d.update(benchmark={"task": "color"}), "benchmark must give"),
 ])
 def test_a_wrong_scene_file_is_refused_with_a_message(tmp_path, change, message):

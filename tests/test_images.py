@@ -14,10 +14,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageCms
 
 from pipeline import files
-from pipeline.area import bounding_box
 from pipeline.errors import ImageError
 from pipeline.images import (
-    from_tensor, load_image, load_mask, paste_result, png_with_metadata, read_png_metadata, region_at_photo_size,
+    bounding_box, from_tensor, load_image, load_mask, paste_result, png_with_metadata, read_png_metadata, region_at_photo_size,
     save_png, to_tensor, working_size,
 )
 from pipeline.files import write_atomically
