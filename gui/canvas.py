@@ -175,7 +175,7 @@ class Canvas(QGraphicsView):
             self.fit()
 
     def _on_mask(self, name: str) -> None:
-        if name in self.bounding_masks:
+        if name in self.bounding_masks and self._stroke is None:  # after a stroke, not at every dab
             self._show_crop()
         if name != self.mask_name:
             return
