@@ -99,7 +99,7 @@ def test_a_scene_becomes_a_project_with_its_prompt_method_parameters_and_inputs(
     project = Project.open(make_scene_project(scene, tmp_path / "scene.retake"))
     assert project.settings.source_prompt == scene.source and project.settings.method == "specref"
     assert project.settings.params == scene.params
-    assert set(project.input_names()) == {"reference", "reference_mask"}
+    assert set(project.input_names()) == {"reference", "reference_mask", "edit_mask"}
     assert project.input_prompt("reference") == scene.input_prompts["reference"]
     assert project.input_image("reference_mask").mode == "L"
 
