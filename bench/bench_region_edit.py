@@ -6,7 +6,8 @@ working size, pasted back into the photo: pipeline/area.py) and once with `area=
 project: resolving the request (reading the photo and mask, choosing the crop), the inversion, the
 edit (sampling, decoding, pasting back at full resolution) and the commit (the 1536x1024 result PNG
 and the project), then a re-edit with another target, which reuses the inversion. Each stage's wall
-time and peak GPU memory go to bench/results/region-edit-<device>.json.
+time and peak GPU memory go to bench/results/region-edit-<device>.json, with the machine's load average
+(1, 5 and 15 minutes) before and after.
 
     python bench/bench_region_edit.py                      # GPU: SD-1.5-sized, random weights, 512 px
     python bench/bench_region_edit.py --model demo         # the demo-world model at its 128 px (CPU: ~2 min)
@@ -19,6 +20,7 @@ as the app loads it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -100,6 +102,7 @@ def main() -> int:
             return engine.load_model(job, lambda event: None)
 
     engine, results, areas = Engine(), {}, {}
+    load_before = os.getloadavg()
     for area in ("region", "whole"):
         with tempfile.TemporaryDirectory(prefix="retake-region-") as folder:
             areas[area] = run_area(engine, bundle_for, area, args, Path(folder), results)
@@ -107,7 +110,8 @@ def main() -> int:
           f"whole: {areas['whole']['working_size']}")
     write_report("region-edit", {"model": "random-sd15" if random_model else args.model, "max_side": args.max_side,
                                  "steps": args.steps, "inversion": args.inversion, "device": device.type,
-                                 "photo": list(SIZE), "mask_box": list(BOX), "areas": areas, "results": results},
+                                 "photo": list(SIZE), "mask_box": list(BOX), "areas": areas, "results": results,
+                                 "load_average": [round(v, 2) for v in (*load_before, *os.getloadavg())]},
                  args.out)
     return 0
 
