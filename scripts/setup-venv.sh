@@ -15,7 +15,7 @@ cd "$root"
 uv_version="$("$python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["tool"]["uv"]["required-version"].lstrip("="))')"
 uv="$root/.tools/uv-$uv_version/bin/uv"
 if [ ! -x "$uv" ]; then
-  "$python" -m pip install --quiet --disable-pip-version-check --target "$root/.tools/uv-$uv_version" "uv==$uv_version"
+  "$python" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$root/.tools/uv-$uv_version" "uv==$uv_version"
 fi
 backend="${RETAKE_BACKEND:-$(PYTHONPATH="$root/packaging" "$python" -m retake_install backend --lock uv.lock 2>/dev/null)}"
 extras=(--extra "$backend")

@@ -30,7 +30,7 @@ APP = "retake"
 
 @dataclass(frozen=True)
 class Layout:
-    """The paths of one install (`system`: installed by root for every user)."""
+    """The paths of one install (`system`: by root, outside root's home, for every user)."""
 
     prefix: Path
     home: Path
@@ -41,10 +41,12 @@ class Layout:
     def for_user(cls, prefix: Path | None = None, env: Mapping[str, str] | None = None) -> Layout:
         env = dict(os.environ if env is None else env)
         home = Path(env.get("HOME") or Path.home())
-        system = hasattr(os, "geteuid") and os.geteuid() == 0
+        root = hasattr(os, "geteuid") and os.geteuid() == 0
         if prefix is None:
-            prefix = Path("/opt") / APP if system else home / ".local" / "opt" / APP
-        return cls(Path(prefix).expanduser().absolute(), home, system, env)
+            prefix = Path("/opt") / APP if root else home / ".local" / "opt" / APP
+        prefix = Path(prefix).expanduser().absolute()
+        # root installing into its own home is one user's install, like anyone's
+        return cls(prefix, home, root and home not in prefix.parents, env)
 
     # -- inside the prefix -----------------------------------------------------------------------
     @property
