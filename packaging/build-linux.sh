@@ -51,7 +51,20 @@ PYTHONPATH="$work/src/packaging" "$python" -m retake_install assemble --root "$w
 out="${bundle:-dist}"
 mkdir -p "$out"
 run="$out/Retake-$version-linux-x86_64.run"
-makeself --quiet --sha256 "$work/payload" "$run" "Retake $version" ./install.sh
+# makeself's header answers --help itself and refuses flags it does not know, so `sh Retake-*.run
+# --prefix DIR` would fail: its copy here drops those two branches (and says so if they changed), and
+# every other argument goes to install.sh; makeself's own --check, --list, --target DIR still work.
+"$python" - "${MAKESELF_HEADER:-/usr/share/makeself/makeself-header.sh}" "$work/header.sh" <<'PY'
+import sys
+header = open(sys.argv[1]).read()
+for branch in ('    -h | --help)\n\tMS_Help\n\texit 0\n\t;;\n',
+               '    -*)\n\techo Unrecognized flag : "\\$1" >&2\n\tMS_Help\n\texit 1\n\t;;\n'):
+    if header.count(branch) != 1:
+        sys.exit(f"build-linux.sh: makeself's header changed; its option branch {branch.split(')')[0].strip()} not found")
+    header = header.replace(branch, "")
+open(sys.argv[2], "w").write(header)
+PY
+makeself --quiet --sha256 --header "$work/header.sh" "$work/payload" "$run" "Retake $version" ./install.sh
 echo "build-linux.sh: $run ($(du -h "$run" | cut -f1), from $(git rev-parse --short HEAD))"
 
 if [ -n "$bundle" ]; then
