@@ -64,7 +64,7 @@ for branch in ('    -h | --help)\n\tMS_Help\n\texit 0\n\t;;\n',
     header = header.replace(branch, "")
 open(sys.argv[2], "w").write(header)
 PY
-makeself --quiet --sha256 --header "$work/header.sh" "$work/payload" "$run" "Retake $version" ./install.sh
+makeself --quiet --noprogress --sha256 --header "$work/header.sh" "$work/payload" "$run" "Retake $version" ./install.sh
 echo "build-linux.sh: $run ($(du -h "$run" | cut -f1), from $(git rev-parse --short HEAD))"
 
 if [ -n "$bundle" ]; then

@@ -5,6 +5,7 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 uv="$here/bin/uv"
+export UV_CACHE_DIR="$here/.uv-cache" UV_NO_CONFIG=1  # finding a Python leaves nothing in the user's home
 # A Python already on this machine first (works offline); uv looks on PATH and in its own installs.
 python=$(UV_PYTHON_DOWNLOADS=never "$uv" python find --no-project '>=3.11' 2>/dev/null || true)
 if [ -z "$python" ]; then
