@@ -258,7 +258,10 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def refresh_desktop_caches(layout: Layout) -> None:
-    """Ask the desktop to re-read menu entries and icons, where the tools exist (best effort)."""
+    """Refresh the system's menu and icon caches after a system install (best effort). Desktops watch a
+    user's own folders themselves, and a cache written there would outlive retake-uninstall."""
+    if not layout.system:
+        return
     for argv in (["update-desktop-database", str(layout.desktop_entry.parent)],
                  ["gtk-update-icon-cache", "-q", "-t", str(layout.share / "icons" / "hicolor")]):
         if shutil.which(argv[0]):
