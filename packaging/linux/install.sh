@@ -5,7 +5,9 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 uv="$here/bin/uv"
-export UV_CACHE_DIR="$here/.uv-cache" UV_NO_CONFIG=1  # finding a Python leaves nothing in the user's home
+# uv's cache in the extraction folder (finding a Python leaves nothing in the user's home); the
+# system's certificates (a studio's TLS-inspecting proxy)
+export UV_CACHE_DIR="$here/.uv-cache" UV_NO_CONFIG=1 UV_SYSTEM_CERTS=1
 # A Python already on this machine first (works offline); uv looks on PATH and in its own installs.
 python=$(UV_PYTHON_DOWNLOADS=never "$uv" python find --no-project '>=3.11' 2>/dev/null || true)
 if [ -z "$python" ]; then

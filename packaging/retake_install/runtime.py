@@ -81,9 +81,12 @@ def locked_backends(lock_file: Path) -> list[str]:
 
 
 def uv_env(cache: Path, base: Mapping[str, str]) -> dict[str, str]:
-    """uv's environment: its cache in the install, no user or project uv configuration, no Python downloads."""
+    """uv's environment: its cache in the install, no user or project uv configuration, no Python downloads,
+    the system's certificates."""
     env = {key: value for key, value in base.items() if not key.startswith("UV_") and key != "VIRTUAL_ENV"}
-    env.update(UV_CACHE_DIR=str(cache), UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never")
+    # UV_SYSTEM_CERTS: the system's certificate store, so a studio's TLS-inspecting proxy works (uv's own
+    # store lacks its CA; seen here as "invalid peer certificate: UnknownIssuer")
+    env.update(UV_CACHE_DIR=str(cache), UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never", UV_SYSTEM_CERTS="1")
     return env
 
 
