@@ -34,7 +34,8 @@ fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/retake-build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-git archive HEAD | tar -x -C "$work" --one-top-level=src
+mkdir "$work/src"
+git archive HEAD | tar -x -C "$work/src"
 
 # uv for this build and for the payload: the manylinux x86_64 wheel of the pinned version.
 "$python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \

@@ -17,7 +17,8 @@ from pathlib import Path
 from retake_install.install import read_manifest, remove
 from retake_install.layout import Layout
 
-PREFIX_ENTRIES = ("versions", "current", "bin", "cache", "install-manifest.json", ".install-lock")
+PREFIX_ENTRIES = ("versions", "current", "bin", "cache", "python", "install-manifest.json", ".install-lock")
+"""What installs make in the prefix (python: one uv downloaded there, Windows only)."""
 
 
 def plan(layout: Layout, purge: bool) -> list[Path]:
