@@ -88,7 +88,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         + (f"  Links: {layout.links}/retake, retake-uninstall"
            + ("" if on_path(layout.links, os.environ) else f" ({layout.links} is not on your PATH)") + "\n"
            f"  Menu entry: {layout.desktop_entry}\n" if options.integrate else "")
-        + f"  Your data (kept by upgrades and by retake-uninstall without --purge): "
+        + "  Your data (kept by upgrades and by retake-uninstall without --purge): "
         + "; ".join(f"{what} in {path}" for what, path in layout.user_data().items()))
     return 0
 

@@ -150,7 +150,7 @@ class Options:
 
 
 def new_version_name(version: str) -> str:
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     return f"{version}-{stamp}-{os.getpid()}"
 
 
