@@ -29,7 +29,8 @@ def test_the_lock_holds_what_pyproject_asks_for() -> None:
         asked |= {(name, specifier, f"extra == '{extra}'" if marker is None else f"{marker} and extra == '{extra}'")
                   for name, specifier, marker in map(requirement, lines)}
     retake = next(package for package in LOCK["package"] if package["name"] == "retake")
-    locked = {(entry["name"], entry.get("specifier", ""), entry.get("marker")) for entry in retake["metadata"]["requires-dist"]}
+    locked = {(entry["name"], entry.get("specifier", ""), entry.get("marker"))
+              for entry in retake["metadata"]["requires-dist"]}
     assert locked == asked, "pyproject.toml changed since uv.lock was made: run `uv lock` (packaging/README.md)"
     assert retake["metadata"]["provides-extras"] == list(project["optional-dependencies"])
 
