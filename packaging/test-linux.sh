@@ -126,10 +126,12 @@ as_user env DISPLAY="$display" "$prefix/versions/$version/venv/bin/python" -c '
 import sys
 from PySide6.QtGui import QGuiApplication
 app = QGuiApplication([])
-sys.exit(0 if app.primaryScreen().grabWindow(0).save(sys.argv[1]) else 1)' "$work/window.png"
+sys.exit(0 if app.primaryScreen().grabWindow(0).save(sys.argv[1]) else 1)' "$home/window.png" ||
+  { kill "$app" "$xvfb"; fail "no screenshot"; }
 kill "$app" "$xvfb" 2>/dev/null || true
 wait "$app" "$xvfb" 2>/dev/null || true
-cp "$work/window.png" "$shot"
+cp "$home/window.png" "$shot"
+rm "$home/window.png"
 grep -v "propagateSizeHints" "$work/window.log" || true
 echo "screenshot: $shot"
 
