@@ -72,9 +72,13 @@ if [ -n "$bundle" ]; then
   # The wheels of the lock's $backend extra, checked against the lock's hashes as they are downloaded.
   "$uv" export --quiet --frozen --project "$work/src" --extra "$backend" --no-emit-project \
     --format requirements-txt --output-file "$work/requirements.txt"
+  # pip takes only the platform tags it is given: every manylinux level from PySide6's (glibc 2.34) down
+  platforms=()
+  for glibc in $(seq 34 -1 5); do platforms+=(--platform "manylinux_2_${glibc}_x86_64"); done
+  platforms+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
   for python_version in "${python_versions[@]}"; do
     "$python" -m pip download --quiet --disable-pip-version-check --require-hashes --no-deps --only-binary :all: \
-      --platform manylinux_2_28_x86_64 --python-version "$python_version" --implementation cp \
+      "${platforms[@]}" --python-version "$python_version" --implementation cp \
       --dest "$bundle/wheels" -r "$work/requirements.txt"
   done
   cat > "$bundle/README.txt" <<EOF
