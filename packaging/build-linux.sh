@@ -28,7 +28,7 @@ python="${PYTHON:-python3}"
 read -r version uv_version < <("$python" -c 'import tomllib; t = tomllib.load(open("pyproject.toml", "rb"))
 print(t["project"]["version"], t["tool"]["uv"]["required-version"].lstrip("="))')
 [ ${#python_versions[@]} -gt 0 ] || python_versions=("$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')")
-if ! git diff --quiet HEAD -- . ':!dist'; then
+if ! git diff --quiet HEAD -- . ':!dist' ':!packaging/test-linux.log' ':!packaging/test-linux-window.png'; then
   echo "build-linux.sh: note: uncommitted changes are not in the installer (it is built from $(git rev-parse --short HEAD))" >&2
 fi
 

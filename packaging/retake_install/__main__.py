@@ -99,7 +99,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         say(f"Retake is not installed in {layout.prefix}.")
         return EXIT_FAILED
     paths = plan(layout, args.purge)
-    print("This removes:\n" + "\n".join(f"  {path}" for path in paths))
+    print("This removes:\n" + "\n".join(f"  {path}" for path in paths), flush=True)
     if not ask("Remove Retake?", args.yes, default=True):
         return EXIT_CANCELLED
     uninstall(layout, args.purge, say)
