@@ -33,6 +33,7 @@ from gui.reference import ReferencePanel
 from gui.settings import AppSettings, SettingsDialog
 from gui.timeline import Timeline
 from gui.tools import ToolPanel
+from gui.welcome import WelcomeView
 from gui.worker import EngineClient, EngineFactory, SegmentClient, real_engine
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
@@ -171,6 +172,7 @@ class MainWindow(QMainWindow):
         self._update_title()
         self._on_busy(False)
         self.actions["models"].setEnabled(False)  # it lists the Hugging Face cache through the pipeline
+        self.welcome = WelcomeView(self)  # over the canvas while no project is open
 
     # -- construction ---------------------------------------------------------------------------
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea, scroll: bool = False) -> QDockWidget:
