@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from gui.document import Document
+from gui.session import EditSession
 from gui.masks import dab, stroke, union
 from gui.qimage import mask_outline, mask_overlay, to_pixmap
 from gui.theme import ACCENT, MASK_COLOUR
@@ -62,9 +63,9 @@ class Canvas(QGraphicsView):
     segmentRequested = Signal(list, list, object)
     zoomChanged = Signal(float)
 
-    def __init__(self, doc: Document, parent: QWidget | None = None) -> None:
+    def __init__(self, doc: Document, session: EditSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.doc = doc
+        self.doc, self.session = doc, session
         self.setScene(QGraphicsScene(self))
         self.setBackgroundBrush(QColor(28, 28, 30))
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
@@ -113,7 +114,7 @@ class Canvas(QGraphicsView):
 
         doc.imageChanged.connect(self._on_image)
         doc.maskChanged.connect(self._on_mask)
-        doc.currentResultChanged.connect(self.refresh_result)
+        session.currentResultChanged.connect(self.refresh_result)
         doc.referenceChanged.connect(self._on_reference)
 
     # -- document -> view -----------------------------------------------------------------------
@@ -193,12 +194,9 @@ class Canvas(QGraphicsView):
         self._apply_overlay()
 
     def refresh_result(self) -> None:
-        """Show the override (a timeline step) or the current result, clipped by the compare split."""
-        entry = self.doc.result()
-        picture = self.override
-        if picture is None and entry is not None and entry.path.is_file():
-            with Image.open(entry.path) as image:
-                picture = image.convert("RGB")
+        """Show the override (a timeline step) or the current result (read by the session's I/O thread),
+        clipped by the compare split."""
+        picture = self.override if self.override is not None else self.session.result_image
         if self.on_reference():
             picture = None  # results belong to the photo
         self._result_pixmap = to_pixmap(picture) if picture is not None else None

@@ -82,7 +82,7 @@ def main() -> int:
     if args.max_side is not None:
         settings.set("max_side", args.max_side)
     window = None
-    meter = StallMeter(lambda: window.doc.run.stage if window is not None else "")
+    meter = StallMeter(lambda: window.session.run.stage if window is not None else "")
     meter.start()
     window = MainWindow(settings)
     window.show()
@@ -90,7 +90,7 @@ def main() -> int:
     shown_s = time.perf_counter() - STARTED
     wait_until(lambda: window.engine.is_ready, 300)
     ready_s = time.perf_counter() - STARTED
-    wait_until(lambda: window.model_state == "loaded", 300)
+    wait_until(lambda: window.session.model_state == "loaded", 300)
     model_s = time.perf_counter() - STARTED
     startup_stall = meter.longest_ms
     # Imported only now, as the window imports pipeline modules: pipeline.demo_model may bring torch in,
@@ -108,7 +108,7 @@ def main() -> int:
         window.doc.set_param("steps", args.steps)
     app.processEvents()
     finished = []
-    window.engine.finished.connect(finished.append)
+    window.session.runFinished.connect(finished.append)
     meter.start()
     run_start = time.perf_counter()
     window.run_edit()
@@ -122,20 +122,20 @@ def main() -> int:
         return 1
 
     meter.start()
-    run = window.doc.run
+    run = window.session.run
     chosen = [(stage, step) for stage in window.timeline.stages() for step in sorted(run.previews[stage])[::3]]
     for stage, step in chosen:  # one at a time, each to its full decode
         window.timeline.choose(stage, step)
         wait_until(lambda s=stage, n=step: (s, n) in run.decoded and window.canvas.override is run.decoded[(s, n)],
                    60)
-    latencies = sorted(window.decode_latencies_s)
+    latencies = sorted(window.session.decode_latencies_s)
     result = {
         "window_shown_s": round(shown_s, 3),
         "engine_ready_s": round(ready_s, 3),
         "model_loaded_s": round(model_s, 3),
         "longest_stall_during_start_ms": round(startup_stall, 1),
         "longest_stall_during_run_ms": round(run_stall, 1),
-        "first_preview_s": None if window.first_preview_s is None else round(window.first_preview_s, 3),
+        "first_preview_s": None if window.session.first_preview_s is None else round(window.session.first_preview_s, 3),
         "run_s": round(run_s, 2),
         "stalls_over_50ms_during_run": run_stalls,
         "previews_per_stage": {stage: len(steps) for stage, steps in run.previews.items()},
