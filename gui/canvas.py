@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 from gui.document import Document
 from gui.session import EditSession
 from gui.masks import dab, stroke, union
-from gui.qimage import mask_outline, mask_overlay, to_pixmap
+from gui.qimage import mask_overlay
 from gui.theme import ACCENT, MASK_COLOUR
 
 ZOOM_STEP = 1.25
@@ -137,7 +137,7 @@ class Canvas(QGraphicsView):
         self.clear_clicks()
         picture = self.picture()
         self._shown = picture
-        self.source_item.setPixmap(to_pixmap(picture) if picture is not None else QPixmap())
+        self.source_item.setPixmap(self.session.pixmap(picture) if picture is not None else QPixmap())
         self._fill = None
         self.refresh_result()
         self._on_mask(self.mask_name)
@@ -149,9 +149,11 @@ class Canvas(QGraphicsView):
         if name != self.mask_name:
             return
         mask = self.doc.masks.get(name) if self.picture() is not None else None
-        self._fill = QPixmap.fromImage(mask_overlay(mask, MASK_COLOUR)) if mask is not None else None
-        if self._stroke is None:  # during a stroke only the fill follows the brush; the outline at its end
-            path = mask_outline(mask) if mask is not None else QPainterPath()
+        if self._stroke is not None:  # during a stroke only the fill follows the brush; the outline at its end
+            self._fill = QPixmap.fromImage(mask_overlay(mask, MASK_COLOUR)) if mask is not None else None
+        else:
+            fill, path = self.session.mask_layers(mask) if mask is not None else (None, QPainterPath())
+            self._fill = QPixmap.fromImage(fill) if fill is not None else None
             for item in self.outline_items:
                 item.setPath(path)
         self._apply_overlay()
@@ -199,7 +201,7 @@ class Canvas(QGraphicsView):
         picture = self.override if self.override is not None else self.session.result_image
         if self.on_reference():
             picture = None  # results belong to the photo
-        self._result_pixmap = to_pixmap(picture) if picture is not None else None
+        self._result_pixmap = self.session.pixmap(picture) if picture is not None else None
         if self._result_pixmap is not None and self.doc.image is not None:
             scale = self.doc.image.width / self._result_pixmap.width()
             self.result_item.setScale(scale)

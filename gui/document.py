@@ -102,7 +102,8 @@ class Document(QObject):
         """Show another project (its state already checked); the undo history starts over, saved."""
         self.undo.clear()
         self.project_path, self.image = project_path, image
-        self.masks = {name: pixels.astype(np.uint8) for name, pixels in state.masks.items()}
+        self.masks = {name: pixels if pixels.dtype == np.uint8 and pixels.flags.writeable else pixels.astype(np.uint8)
+                      for name, pixels in state.masks.items()}  # as read (the canvas has them prepared)
         self.references = {name: Reference(ref.image.convert("RGB") if ref.image is not None else None, ref.prompt)
                            for name, ref in state.references.items()}
         self.projectChanged.emit()
@@ -110,9 +111,7 @@ class Document(QObject):
         self.write_method(state.method_id, state.params)
         self.write_prompt("source", state.source_prompt)
         self.write_prompt("target", state.target_prompt)
-        for name in self.masks:
-            self.maskChanged.emit(name)
-        for name in self.references:
+        for name in self.references:  # the masks came with imageChanged (and these, with their pictures)
             self.referenceChanged.emit(name)
         self.mark_saved()
 

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from gui.document import DocumentState, Reference, method_defaults
+from gui.document import DocumentState, Reference, method_defaults, reference_masks
+from gui.qimage import Shown
 from gui.restore import checked_method
 
 PROJECT_SUFFIX = ".retake"
@@ -47,11 +48,12 @@ class ResultEntry:
 @dataclass(frozen=True)
 class ProjectHistory:
     """The project's results, oldest first, how many inversions (and tunings) it stores, and the newest
-    result's picture (for the canvas)."""
+    result's picture, ready for the canvas (`shown`)."""
 
     results: tuple[ResultEntry, ...] = ()
     inversions: int = 0
     newest: Image.Image | None = None
+    shown: Shown = field(default_factory=Shown)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class OpenedProject:
     state: DocumentState
     history: ProjectHistory
     notices: tuple[str, ...] = ()
+    shown: Shown = field(default_factory=Shown)
+    """The photo and the masks painted on it, ready for the canvas."""
 
 
 def is_project(path: Path) -> bool:
@@ -126,12 +130,14 @@ def open_project(path: Path, new_params: Mapping[str, Any] | None = None) -> Ope
     for record in project.inputs:
         image = project.input_image(record.name)
         if record.kind == "mask" and image is not None:
-            masks[record.name] = np.asarray(image, np.uint8)
+            masks[record.name] = np.array(image, np.uint8)  # a writable copy: the document paints on it
         elif image is not None:
             references[record.name] = Reference(image, record.prompt or "")
     target = project.edits[-1].target_prompt if project.edits else ""
     state = DocumentState(settings.source_prompt, target, method, {**defaults, **params}, masks, references)
-    return OpenedProject(path, project.image(), state, read_history(project), tuple(notices))
+    photo = project.image()
+    on_photo = tuple(pixels for name, pixels in masks.items() if name not in reference_masks(method))
+    return OpenedProject(path, photo, state, read_history(project), tuple(notices), Shown((photo,), on_photo))
 
 
 def read_history(project: Any, thumbnails: Mapping[Path, Image.Image] | None = None) -> ProjectHistory:
@@ -152,7 +158,7 @@ def read_history(project: Any, thumbnails: Mapping[Path, Image.Image] | None = N
         newest = picture if picture is not None else newest
         entries.append(ResultEntry(edit.id, edit.source_prompt, edit.target_prompt, edit.method, dict(edit.params),
                                    path, edit.created, thumbnail))
-    return ProjectHistory(tuple(entries), len(project.inversions), newest)
+    return ProjectHistory(tuple(entries), len(project.inversions), newest, Shown(() if newest is None else (newest,)))
 
 
 def read_result(path: Path) -> Image.Image | None:

@@ -19,13 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QImage, QPainterPath, QPixmap
 
 from gui import project_io
 from gui.document import Document, DocumentState
 from gui.io_worker import IoWorker, Task
 from gui.project_io import OpenedProject, ProjectHistory, ResultEntry
+from gui.qimage import Shown, mask_outline, mask_overlay, to_pixmap
+from gui.theme import MASK_COLOUR
 from gui.worker import EngineClient, EngineFactory
 
 DECODES_KEPT = 64  # full decodes of timeline steps kept per run (at 512 px, 0.75 MB each)
@@ -83,6 +87,8 @@ class EditSession(QObject):
         self.current_result = -1
         self.inversions = 0
         self.result_image: Image.Image | None = None
+        self.shown = Shown()  # the photo and masks of the project opened, and its result, ready for the canvas
+        self._result_shown = Shown()
         self.first_preview_s: float | None = None
         self.decode_latencies_s: list[float] = []  # from choosing a step to its full decode on screen
         self._run_started = 0.0
@@ -212,7 +218,7 @@ class EditSession(QObject):
         """Show a project's history; its newest result becomes current."""
         self.results, self.inversions = list(history.results), history.inversions
         self.current_result = len(self.results) - 1
-        self.result_image = history.newest
+        self.result_image, self._result_shown = history.newest, history.shown
         self.historyChanged.emit()
         self.currentResultChanged.emit()
 
@@ -225,13 +231,26 @@ class EditSession(QObject):
         self.currentResultChanged.emit()
         if index >= 0:
             path = self.results[index].path
-            self.io.submit(f"Reading {path.name}", lambda: project_io.read_result(path),
-                           lambda task: self._on_result_read(index, task), exclusive=False)
+
+            def read() -> tuple[Image.Image | None, Shown]:
+                picture = project_io.read_result(path)
+                return picture, Shown(() if picture is None else (picture,))
+
+            self.io.submit(f"Reading {path.name}", read, lambda task: self._on_result_read(index, task),
+                           exclusive=False)
 
     def _on_result_read(self, index: int, task: Task) -> None:
         if index == self.current_result and task.ok:
-            self.result_image = task.result
+            self.result_image, self._result_shown = task.result
             self.currentResultChanged.emit()
+
+    def pixmap(self, picture: Image.Image) -> QPixmap:
+        """A picture the canvas shows, from what the I/O thread prepared for it when it read it."""
+        return self._result_shown.pixmap(picture) or self.shown.pixmap(picture) or to_pixmap(picture)
+
+    def mask_layers(self, mask: np.ndarray) -> tuple[QImage, QPainterPath]:
+        """A mask's fill and outline for the canvas, prepared on the I/O thread when it was opened."""
+        return self.shown.mask(mask) or (mask_overlay(mask, MASK_COLOUR), mask_outline(mask))
 
     def refresh(self, then: Callable[[Task], None] | None = None) -> Task:
         """Re-read the project's history (after a run, a prune, a copy) on the I/O thread; the newest
@@ -263,6 +282,7 @@ class EditSession(QObject):
             if task.ok:
                 opened: OpenedProject = task.result
                 self.run = RunState(serial=self.run.serial + 1)
+                self.shown = opened.shown
                 self.doc.load(opened.path, opened.image, opened.state)
                 self.set_history(opened.history)
                 self.runChanged.emit()
