@@ -170,7 +170,7 @@ class Canvas(QGraphicsView):
         fill = self._fill
         shown = self.mask_visible and fill is not None and start is not None and start < fill.width()
         if shown:
-            self.mask_item.setPixmap(fill.copy(start, 0, fill.width() - start, fill.height()))
+            self.mask_item.setPixmap(fill if start == 0 else fill.copy(start, 0, fill.width() - start, fill.height()))
             self.mask_item.setOffset(start, 0)
         self.mask_item.setVisible(shown)
         for item in self.outline_items:
@@ -229,7 +229,8 @@ class Canvas(QGraphicsView):
             self.split_line.hide()  # hidden, not shortened: a line of no length still draws a dot
         else:
             width = max(int(round(pixmap.width() * self.split)), 0)
-            self.result_item.setPixmap(pixmap.copy(0, 0, width, pixmap.height()) if width else QPixmap())
+            shown = pixmap if width == pixmap.width() else pixmap.copy(0, 0, width, pixmap.height()) if width else QPixmap()
+            self.result_item.setPixmap(shown)
             x = self.doc.image.width * self.split
             self.split_line.setLine(x, 0, x, self.doc.image.height)
             self.split_line.setVisible(0.0 < self.split < 1.0)

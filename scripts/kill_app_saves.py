@@ -51,9 +51,9 @@ def main() -> int:
             if not result["ready"] or result["signal"] != 9:
                 found.append(f"the app was not killed as planned: {result}")
             problems += [f"kill {i} ({mode} {value:.3g}, reported {result['saved']}): {text}" for text in found]
-            outcomes["before the first save's commit" if state == 0 else
-                      "after a reported save" if state == result["saved"] else
-                      "after a commit, before its report" if state == result["saved"] + 1 else "other"] += 1
+            outcomes["the last state reported saved" if state == result["saved"] else
+                      "the next state: committed, not yet reported" if state == result["saved"] + 1 else
+                      "other"] += 1
             shutil.rmtree(root)
     summary = {"kills": len(kills), "at_each_rename": len(RENAMES), "at_random_instants": args.kills,
                "projects_not_whole": len(problems), "where_the_kills_left_the_project": dict(outcomes),
