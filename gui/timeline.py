@@ -136,7 +136,7 @@ class Timeline(QWidget):
         return min(max(x, left), left + width - thumb_w)
 
     def _lanes_top(self) -> float:
-        return PAD + len(self.stages()) * ROW_H
+        return PAD + max(len(self.stages()), 1) * ROW_H  # below the rows, or below the note of an empty one
 
     # -- painting -------------------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:
