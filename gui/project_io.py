@@ -142,7 +142,8 @@ def open_project(path: Path, new_params: Mapping[str, Any] | None = None) -> Ope
 
 def read_history(project: Any, thumbnails: Mapping[Path, Image.Image] | None = None) -> ProjectHistory:
     """The history of `project` (a Project, or the path of one, opened here), with a thumbnail of each
-    result (those in `thumbnails` are not read again: results never change) and the newest's picture."""
+    result (those in `thumbnails` are not read again: results never change) and the newest's picture,
+    each read through the project (its checksum checked; a result that cannot be read has none)."""
     from pipeline.project import Project
 
     if not isinstance(project, Project):
@@ -153,28 +154,32 @@ def read_history(project: Any, thumbnails: Mapping[Path, Image.Image] | None = N
     edits = project.edits
     for index, edit in enumerate(edits):
         path = project.result_path(edit)
-        picture = read_result(path) if index == len(edits) - 1 else None
-        thumbnail = known.get(path) or _thumbnail(picture if picture is not None else path)
-        newest = picture if picture is not None else newest
+        picture = read_result(project, edit.id) if index == len(edits) - 1 or path not in known else None
+        thumbnail = known.get(path) or _thumbnail(picture)
+        newest = picture if index == len(edits) - 1 else newest
         entries.append(ResultEntry(edit.id, edit.source_prompt, edit.target_prompt, edit.method, dict(edit.params),
                                    path, edit.created, thumbnail))
     return ProjectHistory(tuple(entries), len(project.inversions), newest, Shown(() if newest is None else (newest,)))
 
 
-def read_result(path: Path) -> Image.Image | None:
-    """A result's picture (RGB); None if its file cannot be read."""
+def read_result(project: Any, edit_id: str) -> Image.Image | None:
+    """An edit's result (RGB) from `project` (a Project, or the path of one), checked against its
+    checksum; None if it cannot be read (the history still lists the edit)."""
+    from pipeline.errors import RetakeError
+    from pipeline.project import Project
+
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError):
+        return (project if isinstance(project, Project) else Project.open(project)).result_image(edit_id)
+    except (RetakeError, OSError):
         return None
 
 
-def _thumbnail(source: Image.Image | Path) -> Image.Image | None:
-    picture = read_result(source) if isinstance(source, Path) else source.copy()
-    if picture is not None:
-        picture.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-    return picture
+def _thumbnail(picture: Image.Image | None) -> Image.Image | None:
+    if picture is None:
+        return None
+    thumbnail = picture.copy()
+    thumbnail.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    return thumbnail
 
 
 def save_document(path: Path, state: DocumentState) -> None:
@@ -264,21 +269,24 @@ def prune(path: Path, inversions: bool) -> Any:
     return Project.open(path).prune(inversions=inversions)
 
 
-def export_result(source: Path, target: Path, quality: int = 95) -> None:
-    """Export a result: a PNG keeps its text chunks; JPEG and WebP carry the same JSON as the EXIF
-    image description, so every format says how it was made."""
+def export_result(project: Path, edit_id: str, target: Path, quality: int = 95) -> None:
+    """Export a result of the project (its checksum checked): a PNG keeps its text chunks; JPEG and WebP
+    carry the same JSON as the EXIF image description, so every format says how it was made."""
     import io
 
+    from pipeline.errors import ImageError
     from pipeline.files import write_atomically
+    from pipeline.project import Project
 
     suffix = target.suffix.lower()
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(suffix)
     if fmt is None:
-        raise ValueError(f"Export as .png, .jpg or .webp, not {suffix or 'no extension'}.")
+        raise ImageError(f"Export as .png, .jpg or .webp, not {suffix or 'no extension'}.")
+    data = Project.open(project).result_bytes(edit_id)
     if fmt == "PNG":
-        write_atomically(target, source.read_bytes())
+        write_atomically(target, data)
         return
-    with Image.open(source) as image:
+    with Image.open(io.BytesIO(data)) as image:
         image.load()
         parameters = getattr(image, "text", {}).get("retake", "")
         rgb = image.convert("RGB")

@@ -229,14 +229,14 @@ class EditSession(QObject):
             return
         self.current_result, self.result_image = index, None
         self.currentResultChanged.emit()
-        if index >= 0:
-            path = self.results[index].path
+        if index >= 0 and (project := self.doc.project_path) is not None:
+            entry = self.results[index]
 
             def read() -> tuple[Image.Image | None, Shown]:
-                picture = project_io.read_result(path)
+                picture = project_io.read_result(project, entry.edit_id)
                 return picture, Shown(() if picture is None else (picture,))
 
-            self.io.submit(f"Reading {path.name}", read, lambda task: self._on_result_read(index, task),
+            self.io.submit(f"Reading {entry.path.name}", read, lambda task: self._on_result_read(index, task),
                            exclusive=False)
 
     def _on_result_read(self, index: int, task: Task) -> None:

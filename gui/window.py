@@ -626,11 +626,12 @@ class MainWindow(QMainWindow):
         return self.save()
 
     def export(self, target: Path) -> bool:
-        entry = self.session.result()
-        if entry is None:
+        entry, project = self.session.result(), self.doc.project_path
+        if entry is None or project is None:
             self.message.show_message("There is no result to export yet: run an edit first.")
             return False
-        task = self._run_io(f"Exporting {target.name}", lambda: project_io.export_result(entry.path, target))
+        task = self._run_io(f"Exporting {target.name}",
+                            lambda: project_io.export_result(project, entry.edit_id, target), exclusive=False)
         if not task.ok:
             self._report_task(task, f"exporting {target.name}", "The project is unchanged.")
             return False

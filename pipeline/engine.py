@@ -14,6 +14,7 @@ complete (and keeps it if a later stage fails), a result only once it is decoded
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -28,14 +29,14 @@ from PIL import Image
 from pipeline.errors import Cancelled, ImageError, OutOfMemoryError, RetakeError, shorten
 from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Failed, Notice, Progress, Stage
 from pipeline.files import write_atomically
-from pipeline.images import composite_onto_photo, from_tensor, to_tensor
+from pipeline.images import check_editable, composite_onto_photo, from_tensor, to_tensor
 from pipeline.methods.base import EditOutput, Inputs, Tensors, input_specs, stage_key_params, tunes
 from pipeline.models import ModelBundle, default_cache_dir, load_model
 from pipeline.params import params_to_dict
 from pipeline.parts import part_identities, with_parts
 from pipeline.preview import LatentRGB, fit_latent_rgb
-from pipeline.project import InputValue, ModelRecord, NewEdit, Project, SettingsUpdate
-from pipeline.request import EditRequest, Job, inversion_key, resolve, tuning_key
+from pipeline.project import InputValue, ModelRecord, NewEdit, Project, SetAside, SettingsUpdate, making_project
+from pipeline.request import EditRequest, Job, inversion_key, made_meanwhile, resolve, tuning_key
 from pipeline.run import RunContext, RunOptions
 from pipeline.text import check_change_within_window, prompt_overflow
 
@@ -129,28 +130,66 @@ class Engine:
         return bundle
 
     def invert(self, job: Job, bundle: ModelBundle, emit: Emit, cancel: CancelToken) -> Inversion:
-        """The job's inversion: the project's stored one when its key matches, else computed and stored."""
+        """The job's inversion: the project's stored one when its key matches, else computed and stored.
+
+        The photo is first checked against what the model can edit at the working size. A first edit
+        (no project yet) holds the claim on making the project from before its inversion until the
+        project holds it, so a second first edit of the photo waits (saying so), then reuses it.
+        """
         with self._busy:
+            check_editable(*job.image.size, max_side=job.max_side, cell=bundle.vae_scale_factor)
             ctx = self._context(job, bundle, emit, cancel)
             inputs = self._inputs(job, ctx, "inversion")
             key_params = stage_key_params(job.params, "inversion")
             parts = part_identities(bundle, job.method.parts)
             key = inversion_key(job, bundle.identity, key_params, self._digests(job, "inversion"), parts)
-            project = job.project
-            if project is not None and project.find_inversion(key) is not None:
-                return Inversion(key, project.load_inversion(key), True)
-            ctx.start_stage(Stage.ENCODING, 1)
-            latent = ctx.encode_image(to_tensor(job.image, job.size))
-            ctx.advance(1)
-            tensors = {k: v.detach().cpu().contiguous()
-                       for k, v in job.method.invert(ctx, latent, job.prompts, job.params, inputs).items()}
+            with contextlib.ExitStack() as first_edit:
+                project = job.project
+                if project is None:
+                    first_edit.enter_context(making_project(job.project_path, self._waiting(job, emit, cancel)))
+                    project = made_meanwhile(job)
+                stored = self._stored(project, key, emit)
+                if stored is not None:
+                    return Inversion(key, stored, True)
+                ctx.start_stage(Stage.ENCODING, 1)
+                latent = ctx.encode_image(to_tensor(job.image, job.size))
+                ctx.advance(1)
+                tensors = {k: v.detach().cpu().contiguous()
+                           for k, v in job.method.invert(ctx, latent, job.prompts, job.params, inputs).items()}
+                cancel.check()
+                if project is None:
+                    project = Project.create(job.project_path, job.image)
+                project.save_inversion(key, tensors, method=job.method_id, model_identity=bundle.identity,
+                                       source_prompt=job.prompts.source, params=key_params, size=job.size,
+                                       steps=int(key_params.get("steps", 0)) or 1, parts=parts)
+                return Inversion(key, tensors, False)
+
+    @staticmethod
+    def _stored(project: Project | None, key: str, emit: Emit) -> Tensors | None:
+        """The project's inversion `key`, or None: absent, or found damaged when read and set aside (a
+        project opened with recovery; the Notice says so), so it is computed again."""
+        if project is None or project.find_inversion(key) is None:
+            return None
+        try:
+            return project.load_inversion(key)
+        except SetAside as aside:
+            emit(Notice(str(aside)))
+            return None
+
+    @staticmethod
+    def _waiting(job: Job, emit: Emit, cancel: CancelToken) -> Callable[[str], None]:
+        """What a first edit does while another process makes the same project: says so once, and
+        stops waiting when cancelled."""
+        said: list[str] = []
+
+        def waiting(holder: str) -> None:
+            if not said:
+                said.append(holder)
+                emit(Notice(f"{holder[0].upper()}{holder[1:]} is making the first edit of this photo in "
+                            f"{shorten(job.project_path)}; waiting for it, to reuse its inversion."))
             cancel.check()
-            if project is None:
-                project = Project.create(job.project_path, job.image)
-            project.save_inversion(key, tensors, method=job.method_id, model_identity=bundle.identity,
-                                   source_prompt=job.prompts.source, params=key_params, size=job.size,
-                                   steps=int(key_params.get("steps", 0)) or 1, parts=parts)
-            return Inversion(key, tensors, False)
+
+        return waiting
 
     def edit(self, job: Job, bundle: ModelBundle, inversion: Inversion, emit: Emit, cancel: CancelToken) -> EditResult:
         """Sample the target from an inversion (tuned first, for a method that tunes) and decode it.

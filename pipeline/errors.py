@@ -54,3 +54,15 @@ def shorten(value: object, limit: int = 60) -> str:
         return text
     keep = max(limit - 1, 2)
     return text[: keep - keep // 2] + "…" + text[len(text) - keep // 2 :]
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable written as an escape (\\u001b): controls,
+    including C1 controls such as U+009B that some terminals take for an escape sequence, and invisible
+    format characters. Text from a file (a manifest, a file name) echoed to a terminal cannot drive it."""
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(character: str) -> str:
+    code = ord(character)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"

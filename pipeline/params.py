@@ -209,12 +209,14 @@ def _coerce(spec: ParamSpec, value: Any) -> Any:
             raise ParamError(f"Parameter {spec.name} starts after it ends ({start:g} > {end:g}).")
         return (start, end)
     if spec.kind == "words":
-        if not isinstance(value, (list, tuple)) or not all(isinstance(w, str) and is_text(w) for w in value):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(w, str) for w in value):
             raise ParamError(f"Parameter {spec.name} is a list of words.")
+        _check_words(spec, value)
         return tuple(value)
     if spec.kind == "word_values":
-        if not isinstance(value, Mapping) or not all(isinstance(w, str) and is_text(w) for w in value):
+        if not isinstance(value, Mapping) or not all(isinstance(w, str) for w in value):
             raise ParamError(f"Parameter {spec.name} maps words to numbers, e.g. {{\"cat\": 2.0}}.")
+        _check_words(spec, value)
         return tuple((word, _number(spec, number)) for word, number in value.items())
     raise AssertionError(f"unhandled kind {spec.kind}")
 
@@ -225,6 +227,12 @@ def _shown(value: Any) -> str:
         return shorten(repr(value))
     except ValueError:
         return shorten(value)
+
+
+def _check_words(spec: ParamSpec, words: Any) -> None:
+    if not all(is_text(word) for word in words):
+        raise ParamError(f"The {spec.name} parameter is not valid text (it holds a lone surrogate, such as bytes "
+                         "that are not UTF-8 become); type it again.")
 
 
 def is_text(value: str) -> bool:

@@ -84,8 +84,9 @@ def test_every_outside_value_is_checked_on_its_own():
     assert checked.values == {"guidance": 6.0} and checked.json_values() == {"guidance": 6.0}
     assert checked.unknown == ("3", "future_param") and not checked.ok
     assert set(checked.invalid) == set(OUTSIDE) - {"guidance"}
-    assert all(text.startswith("Parameter ") and text.endswith(".") and len(text) < 200
-               for text in checked.invalid.values()), checked.invalid
+    assert all(name in text and text.endswith(".") and "\n" not in text and len(text) < 200
+               for name, text in checked.invalid.items()), checked.invalid
+    assert checked.invalid["reweight"].startswith("The reweight parameter is not valid text")
     assert str(checked.first_error()).startswith("Unknown parameter 3, future_param for this method")
 
 
