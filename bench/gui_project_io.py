@@ -3,9 +3,11 @@ after a run and pruned (Free disk space): the UI thread does no project I/O, so 
 50 ms whatever the project's size.
 
 The project is made by a builder function, `--builder MODULE:FUNCTION` (called as FUNCTION(folder) and
-returning the project's path); the default, `build_project` below, writes a project of about 2 GiB:
-a 2048 x 1536 photo, two inversions with two tunings each (six records of 341 MiB), an edit that used
-the newest inversion and tuning, and an edit mask. The window is the real MainWindow over the tests'
+returning the project's path); the default is bench/bench_project_io.py's `build_project` (the demo
+photo, one real first edit with demo-tiny, 2 GiB of tuning records), the project the CLI's open, save
+and re-edit figures are measured on. `--builder bench.gui_project_io:build_large_photo_project` adds
+what costs the canvas: a 2048 x 1536 photo with an edit mask and a result at that size, two
+inversions with two tunings each (six records of 341 MiB), an edit that used the newest of them. The window is the real MainWindow over the tests'
 FakeEngine (its runs write real results into the project, so the refresh after a run reads the real
 project). A 2 ms timer records the gaps between its ticks; a stall is a gap beyond that, and the UI
 thread's own CPU time within the worst gap says how much of it was work on that thread rather than
@@ -15,9 +17,10 @@ refreshed, the space freed).
 
     OMP_NUM_THREADS=1 QT_QPA_PLATFORM=offscreen .venv/bin/python bench/gui_project_io.py [--builder M:F]
 
-Writes bench/results/gui-project-io-<machine>.json (or --json PATH). The figures before the session's
-project-I/O thread (gui-project-io-before-282db00-cpu-x86-64.json) are this script run in a checkout of
-commit 282db00, where the window opened, saved and pruned on the UI thread.
+Writes bench/results/gui-project-io-<machine>.json (or --json PATH). Committed: that file (the default
+builder) and gui-project-io-3mp-photo-<machine>.json (the large photo's), and the same two measured
+before the session's project-I/O thread (`...-before-282db00-...`: this script run in a checkout of
+commit 282db00, where the window opened, saved and pruned on the UI thread).
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ RECORD_BYTES = 341 << 20  # six of them: 2 GiB
 TARGET_MS = 50
 
 
-def build_project(folder: Path) -> Path:
-    """A project of about 2 GiB (see the module's docstring); returns its path."""
+def build_large_photo_project(folder: Path) -> Path:
+    """A project of about 2 GiB with a 3-megapixel photo, mask and result (see the module's docstring)."""
     import numpy as np
     import torch
     from PIL import Image
@@ -119,12 +122,12 @@ def measure(window: MainWindow, project: Path) -> dict[str, dict[str, float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--builder", default=f"{__name__}:build_project",
+    parser.add_argument("--builder", default="bench.bench_project_io:build_project",
                         help="MODULE:FUNCTION that makes the project in a folder and returns its path")
     parser.add_argument("--json", type=Path, help="where to write the figures")
     args = parser.parse_args()
     module, _, function = args.builder.partition(":")
-    builder = getattr(sys.modules[__name__] if module == __name__ else importlib.import_module(module), function)
+    builder = getattr(importlib.import_module(module), function)
     make_app()
     from tests.gui.fakes import FakeEngine
 
