@@ -4,10 +4,12 @@ The Document (gui.document) holds what the artist edits and Undo undoes. The ses
 in one place a window, the timeline and later features read: the engine client and whether it is
 ready (`engine`), the model in use and its state (`model_state`, `model`), the run in flight and the
 previews, latents and decodes of the latest run (`run`), the project's history of results
-(`results`, `current_result`, `inversions`, `result_image`), and the project-I/O worker that opens,
-saves, refreshes and prunes projects off the UI thread (`io`, `io_busy`). As krita-ai-diffusion keeps
-its client, job queue and document apart, the session turns the engine's typed events into state
-and signals and the window only renders them; it never asks the document anything but a snapshot.
+(`results`, `current_result`, `inversions`, `result_image`, and what the I/O thread made ready for
+the screen), and the project-I/O worker that opens, saves, refreshes and prunes projects off the UI
+thread (`io`, `io_busy`). As krita-ai-diffusion keeps its client, job queue and document apart, the
+session turns the engine's typed events into state and signals and the window only renders them; it
+reads the document through snapshots and changes it only by loading a project into it and marking it
+saved.
 """
 
 from __future__ import annotations
