@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ from pipeline.models import ModelBundle, default_cache_dir, load_model
 from pipeline.params import params_to_dict
 from pipeline.parts import part_identities, with_parts
 from pipeline.preview import LatentRGB, fit_latent_rgb
-from pipeline.project import ModelRecord, Project, SetAside, making_project
+from pipeline.project import InputValue, ModelRecord, NewEdit, Project, SetAside, SettingsUpdate, making_project
 from pipeline.request import EditRequest, Job, inversion_key, made_meanwhile, resolve, tuning_key
 from pipeline.run import RunContext, RunOptions
 from pipeline.text import check_change_within_window, prompt_overflow
@@ -61,6 +62,22 @@ class EditResult:
     working_image: Image.Image
     tuning_key: str | None = None
     """The key of the tuning the edit used (a method that tunes), recorded with the edit."""
+
+
+@runtime_checkable
+class EditEngine(Protocol):
+    """What a front end drives: load a model ahead of the first edit, run a request to its end while
+    its events come back, decode a step's latent in full. `Engine` is the real one; the GUI's tests
+    drive the window with a scripted stand-in (tests/gui/fakes.FakeEngine) that implements the same,
+    and tests/test_engine_protocol.py checks that both match this signature for signature."""
+
+    def preload(self, model_spec: str, device: str | None = None, dtype: str | None = None, *,
+                allow_download: bool = False, allow_pickle: bool = False,
+                emit: Emit | None = None) -> ModelBundle: ...
+
+    def run(self, request: EditRequest, emit: Emit, cancel: CancelToken | None = None) -> Event: ...
+
+    def decode(self, bundle: ModelBundle, latent: torch.Tensor) -> Image.Image: ...
 
 
 class Engine:
@@ -219,21 +236,28 @@ class Engine:
         return key, tuned
 
     def commit(self, job: Job, bundle: ModelBundle, inversion: Inversion, result: EditResult) -> Done:
-        """Write the result into the project (and to the job's output file); returns the Done event."""
+        """Write the run into the project in one commit (its settings, the named inputs it was given or
+        told to drop, the result and its mask, with the inversion and tuning keys it used), then the
+        job's output file; returns the Done event. A process killed meanwhile leaves the project as it
+        was before the run's commit or with all of it."""
         with self._busy:
             project = job.project if job.project is not None else Project.open(job.project_path)
             params_json = params_to_dict(job.params)
-            project.update_settings(model_spec=job.model_spec, model_identity=bundle.identity,
-                                    source_prompt=job.prompts.source, method=job.method_id, params=params_json,
-                                    max_side=job.max_side, image_encoder=job.request.image_encoder)
-            self._keep_inputs(project, job)
-            mask = job.masks.get("edit_mask")
+            kinds = {spec.name: spec.kind for spec in input_specs(job.method.Params)}
+            inputs = {name: None if source is None else InputValue(
+                kinds[name], source, job.input_prompts.get(name) if kinds[name] == "image" else None)
+                for name, source in job.input_sources.items()}
+            model = ModelRecord(job.model_spec, bundle.identity)
             extra = {"image_sha256": job.image_sha256, "working_size": list(job.size), "max_side": job.max_side}
-            edit = project.add_edit(
-                target_prompt=job.prompts.target, source_prompt=job.prompts.source,
-                model=ModelRecord(job.model_spec, bundle.identity), method=job.method_id, params=params_json,
-                seed=job.request.seed, inversion_key=inversion.key, result=result.image,
-                mask=mask, png_metadata=extra, tuning_key=result.tuning_key)
+            edit = project.save_state(
+                SettingsUpdate(job.prompts.source, job.method_id, params_json, model=model, max_side=job.max_side,
+                               image_encoder=SettingsUpdate.named_encoder(job.request.image_encoder)),
+                inputs,
+                NewEdit(target_prompt=job.prompts.target, source_prompt=job.prompts.source, model=model,
+                        method=job.method_id, params=params_json, seed=job.request.seed,
+                        inversion_key=inversion.key, result=result.image, mask=job.masks.get("edit_mask"),
+                        png_metadata=extra, tuning_key=result.tuning_key))
+            assert edit is not None
             if job.output is not None:
                 try:
                     write_atomically(job.output, project.result_path(edit).read_bytes())
@@ -346,14 +370,3 @@ class Engine:
         """The digests of the inputs that belong to one cached stage (its key covers them)."""
         return {spec.name: job.input_digests[spec.name] for spec in input_specs(job.method.Params)
                 if spec.stage == stage and spec.name in job.input_digests}
-
-    @staticmethod
-    def _keep_inputs(project: Project, job: Job) -> None:
-        """The project keeps the inputs this edit was given, and forgets those it was told to drop."""
-        kinds = {spec.name: spec.kind for spec in input_specs(job.method.Params)}
-        for name, source in job.input_sources.items():
-            if source is not None:
-                project.set_input(name, source, kind=kinds[name],
-                                  prompt=job.input_prompts.get(name) if kinds[name] == "image" else None)
-            elif name in project.input_names():
-                project.remove_input(name)

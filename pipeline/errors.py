@@ -46,7 +46,10 @@ def shorten(value: object, limit: int = 60) -> str:
     Messages echo what the user or a damaged file gave (a path, a number, a word); a 4,000-digit
     number must not become a 4,000-character message.
     """
-    text = str(value)
+    try:
+        text = str(value)
+    except ValueError:  # an integer beyond Python's 4,300-digit limit for conversion to text
+        text = f"an integer of {int(value.bit_length() * 0.30103) + 1} digits"  # type: ignore[attr-defined]
     if len(text) <= limit:
         return text
     keep = max(limit - 1, 2)

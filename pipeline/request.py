@@ -26,7 +26,7 @@ from pipeline.images import load_image, mask_tensor, read_mask_image, to_tensor,
 from pipeline.methods.base import Method, Prompts, input_specs
 from pipeline.methods.registry import get_method
 from pipeline.models import native_side
-from pipeline.params import PROMPT_BOUND_KINDS, canonical_json, param_specs, params_from_dict, params_to_dict
+from pipeline.params import PROMPT_BOUND_KINDS, canonical_json, param_specs, params_from_dict
 from pipeline.preflight import check_max_side, check_output_path, check_project_folder, check_seed
 from pipeline.project import MANIFEST_FILE, Project, Settings, check_photo_fits
 
@@ -172,7 +172,6 @@ def resolve(request: EditRequest, *, recover: bool = True) -> Job:
     method_id = request.method or (settings.method if settings is not None else None) or DEFAULT_METHOD
     method = get_method(method_id)
     params = params_from_dict(method.Params, inherit_params(settings, method_id, method, request.params))
-    _check_text(params_to_dict(params), "A parameter", ParamError)
     size = working_size(*image.size, max_side=max_side)
     inputs = _read_inputs(request, method_id, method, project, size)
     return Job(

@@ -111,7 +111,7 @@ def test_out_of_memory_is_one_message_and_keeps_the_project(engine, tmp_path, mo
     ({"model": "/nonexistent/model"}, "/nonexistent/model"),
     ({"target_prompt": "a \udcff castle"}, "target prompt is not valid text"),
     ({"source_prompt": "a house\ud800"}, "source prompt is not valid text"),
-    ({"params": {**QUICK, "blend_words": "castle\udcff"}}, "parameter is not valid text"),
+    ({"params": {**QUICK, "blend_words": "castle\udcff"}}, "blend_words parameter is not valid text"),
     ({"seed": 2 ** 64}, "seed (--seed) must be a whole number from 0 to 18446744073709551615"),
     ({"seed": -1}, "seed"),
     ({"seed": True}, "seed"),
@@ -316,3 +316,37 @@ def test_reedit_carries_settings_but_not_the_previous_prompts_words(engine, tmp_
     assert isinstance(again, Done) and again.reused_inversion
     params = Project.open(tmp_path / "p.retake").edits[-1].params
     assert params["blend_words"] == [] and params["self_replace"] == [0.0, 0.6]
+
+
+def test_a_runs_commit_writes_project_json_once(engine, tmp_path, monkeypatch):
+    """The settings, the inputs the run was given or told to drop, and the result are one commit: a
+    process killed at any instant of it leaves the project before the run's commit or with all of it."""
+    from pipeline.project import folder
+
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.full((48, 64), 255, np.uint8)).save(mask)
+    assert isinstance(engine.run(request(tmp_path, mask=str(mask)), lambda e: None), Done)
+    writes: list[list[str]] = []
+    real_commit, real_write = Engine.commit, folder.Folder.write
+
+    def commit(self, *args):
+        writes.append([])
+        return real_commit(self, *args)
+
+    def write(self, rel, data):
+        if writes:
+            writes[-1].append(rel)
+        return real_write(self, rel, data)
+
+    monkeypatch.setattr(Engine, "commit", commit)
+    monkeypatch.setattr(folder.Folder, "write", write)
+    Image.fromarray(np.full((48, 64), 128, np.uint8)).save(mask)
+    outcome = engine.run(request(tmp_path, mask=str(mask), params={**QUICK, "self_replace": "0,0.5"},
+                                 target_prompt="a barn in a meadow under a blue sky"), lambda e: None)
+    assert isinstance(outcome, Done)
+    (files,) = writes
+    assert files.count("project.json") == 1 and files[-1] == "project.json", files  # new files first, then it
+    assert any(rel.startswith("inputs/edit_mask.") for rel in files) and f"results/{outcome.edit_id}.png" in files
+    project = Project.open(tmp_path / "p.retake")
+    assert project.settings.params["self_replace"] == [0.0, 0.5] and project.edits[-1].id == outcome.edit_id
+    assert np.asarray(project.input_image("edit_mask")).max() == 128

@@ -54,6 +54,7 @@ from pipeline.project.records import (
     EditRecord, FileRecord, ImageRecord, InputKind, InputRecord, InversionRecord, Json, Manifest, ModelRecord,
     Settings,
 )
+from pipeline.project.state import KEEP, InputValue, NewEdit, SettingsUpdate
 from pipeline.project.verify import CHECKSUM_MISMATCH, Problem, find_problems, what
 
 T = TypeVar("T")
@@ -356,6 +357,36 @@ class Project:
 
     # ---- writing
 
+    def save_state(self, settings: SettingsUpdate | None = None,
+                   inputs: Mapping[str, InputValue | None] | None = None,
+                   edit: NewEdit | None = None) -> EditRecord | None:
+        """Write the state of an edit session in one commit: `settings`, every named input in `inputs`
+        (a value stores or replaces it, None forgets it; a name not given stays as it is) and, after a
+        run, a new `edit`; returns the new edit's record (None without one).
+
+        Everything is checked and encoded first; then, under the lock, the new files are written under
+        names nothing references yet and project.json is replaced last. A process killed at any instant
+        therefore leaves the project as it was before this save or as it is after it, never a mix (the
+        new prompt with the old mask). Writes nothing if nothing changed.
+        """
+        new_settings = None if settings is None else self._checked_settings(settings)
+        contents = {name: None if value is None else _input_content(name, value)
+                    for name, value in (inputs or {}).items()}
+        prepared = None if edit is None else self._prepared_edit(edit)
+
+        def change(base: Manifest) -> tuple[Manifest | None, EditRecord | None]:
+            new = base
+            if new_settings is not None:
+                new = dataclasses.replace(new, settings=new_settings(base.settings))
+            for name, content in contents.items():
+                new = self._with_input(base, new, name, content)
+            record = None
+            if prepared is not None:
+                new, record = self._with_edit(base, new, prepared)
+            return (None if new == base else new), record
+
+        return self._commit(change)
+
     def update_settings(self, *, model_spec: str | None, model_identity: str | None, source_prompt: str,
                         method: str | None, params: Mapping[str, Any], max_side: int | None = None,
                         image_encoder: str | None = None) -> Settings:
@@ -366,26 +397,10 @@ class Project:
         """
         if (model_spec is None) != (model_identity is None):
             raise ValueError("model_spec and model_identity must be given together")
-        if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
-            raise ValueError(f"max_side must be a positive integer or None, not {max_side!r}")
-        model = None if model_spec is None else ModelRecord(
-            _check_str(model_spec, "model_spec", nonempty=True),
-            _check_str(model_identity, "model_identity", nonempty=True))
-        settings = Settings(model=model, source_prompt=_check_str(source_prompt, "source_prompt"),
-                            method=None if method is None else _check_str(method, "method", nonempty=True),
-                            params=_params_copy(params, "params"), max_side=max_side,
-                            image_encoder=None if image_encoder is None else
-                            _check_str(image_encoder, "image_encoder") or None)
-
-        def change(base: Manifest) -> tuple[Manifest | None, Settings]:
-            nonlocal settings
-            if image_encoder is None:
-                settings = dataclasses.replace(settings, image_encoder=base.settings.image_encoder)
-            if base.settings == settings:
-                return None, copy.deepcopy(settings)
-            return dataclasses.replace(base, settings=settings), copy.deepcopy(settings)
-
-        return self._commit(change)
+        model = None if model_spec is None else ModelRecord(model_spec, model_identity)  # type: ignore[arg-type]
+        self.save_state(SettingsUpdate(source_prompt, method, params, model=model, max_side=max_side,
+                                       image_encoder=SettingsUpdate.named_encoder(image_encoder)))
+        return self.settings
 
     def save_inversion(self, key: str, tensors: Mapping[str, torch.Tensor], *, method: str,
                        model_identity: str, source_prompt: str, params: Mapping[str, Any],
@@ -463,63 +478,12 @@ class Project:
 
         `tuning_key` names the tuning record the edit used; the inversion and tuning it used become
         the most recently used (they move to the end of the manifest's list)."""
-        for name, value in (("target_prompt", target_prompt), ("source_prompt", source_prompt)):
-            _check_str(value, name)
-        _check_str(method, "method", nonempty=True)
-        if not isinstance(model, ModelRecord):
-            raise TypeError(f"model must be a ModelRecord, not {type(model).__name__}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
-        for used in (inversion_key, tuning_key):
-            if used is not None:
-                _check_key(used)
-        edit_params = _params_copy(params, "params")
-        if not isinstance(result, Image.Image):
-            raise TypeError(f"result must be a PIL image, not {type(result).__name__}")
-        rgb = result if result.mode == "RGB" else to_rgb(result)
-        created = _now()
-        reproduce = {
-            "app": f"Retake {self._app_version}",
-            "source_prompt": source_prompt,
-            "target_prompt": target_prompt,
-            "method": method,
-            "params": edit_params,
-            "seed": seed,
-            "model": model.spec,
-            "model_identity": model.identity,
-            "inversion_key": inversion_key,
-            "tuning_key": tuning_key,
-            "source_image_sha256": self._manifest.image.sha256,
-            "created": created,
-        }
-        extra = _params_copy(png_metadata or {}, "png_metadata")
-        clash = sorted(set(extra) & set(reproduce))
-        if clash:
-            raise ValueError(f"png_metadata must not redefine {', '.join(clash)}")
-        result_png = png_with_metadata(rgb, {**reproduce, **extra})
-        result_sha = sha256_bytes(result_png)
-        mask_data = None if mask is None else mask_png(mask)
-        mask_record = None if mask_data is None else FileRecord(
-            f"{MASKS_DIR}/{sha256_bytes(mask_data)[:16]}.png", sha256_bytes(mask_data), len(mask_data))
-
-        def change(base: Manifest) -> tuple[Manifest, EditRecord]:
-            edit_id = _next_edit_id(base.edits)
-            if mask_record is not None:
-                self._store(base, mask_record.file, mask_record.sha256, mask_data)
-            result_record = FileRecord(f"{RESULTS_DIR}/{edit_id}.png", result_sha, len(result_png))
-            self._store(base, result_record.file, result_sha, result_png)  # a new id: never referenced
-            record = EditRecord(
-                id=edit_id, created=created, source_prompt=source_prompt, target_prompt=target_prompt,
-                model=model, method=method, params=edit_params, seed=seed, inversion_key=inversion_key,
-                mask=mask_record, result=result_record, tuning_key=tuning_key,
-            )
-            used = (inversion_key, tuning_key)
-            inversions = (tuple(i for i in base.inversions if i.key not in used)
-                          + tuple(i for i in base.inversions if i.key in used))
-            return (dataclasses.replace(base, edits=base.edits + (record,), inversions=inversions),
-                    copy.deepcopy(record))
-
-        return self._commit(change)
+        record = self.save_state(edit=NewEdit(
+            target_prompt=target_prompt, source_prompt=source_prompt, model=model, method=method, params=params,
+            seed=seed, inversion_key=inversion_key, result=result, mask=mask, png_metadata=png_metadata,
+            tuning_key=tuning_key))
+        assert record is not None
+        return record
 
     def prunable(self, *, inversions: bool = False) -> Pruned:
         """What `prune` would drop now, and the bytes of those files; reads only."""
@@ -558,39 +522,114 @@ class Project:
         An image (PIL, or a tensor in [-1, 1]) is stored as RGB PNG with an optional `prompt`
         describing it; a mask (PIL, or a tensor of 0..1) as 8-bit greyscale PNG, without a prompt.
         """
-        _check_input_name(name)
-        if kind not in ("image", "mask"):
-            raise ValueError(f"kind must be 'image' or 'mask', not {kind!r}")
-        if prompt is not None:
-            _check_str(prompt, "prompt")
-            if kind == "mask":
-                raise ValueError("a mask input has no prompt")
-        data = image_png(image) if kind == "image" else mask_png(image)
-        sha256 = sha256_bytes(data)
-        record = InputRecord(name, kind, FileRecord(f"{INPUTS_DIR}/{name}.{sha256[:16]}.png", sha256, len(data)),
-                             prompt)
-
-        def change(base: Manifest) -> tuple[Manifest | None, None]:
-            if record in base.inputs:
-                return None, None
-            self._store(base, record.file.file, record.file.sha256, data)
-            names = [item.name for item in base.inputs]
-            inputs = (tuple(record if item.name == name else item for item in base.inputs) if name in names
-                      else base.inputs + (record,))
-            return dataclasses.replace(base, inputs=inputs), None
-
-        self._commit(change)
+        self.save_state(inputs={name: InputValue(kind, image, prompt)})
 
     def remove_input(self, name: str) -> None:
         """Forget the input `name` (its file is removed after the commit). KeyError if it is not set."""
         if self._input(name) is None:
             raise KeyError(f"no input {name!r} in {self._root}")
+        self.save_state(inputs={name: None})
 
-        def change(base: Manifest) -> tuple[Manifest | None, None]:
-            kept = tuple(item for item in base.inputs if item.name != name)
-            return (None if kept == base.inputs else dataclasses.replace(base, inputs=kept)), None
+    # ---- the parts of a save: each checked before the commit, applied to the manifest inside it
 
-        self._commit(change)
+    @staticmethod
+    def _checked_settings(update: SettingsUpdate) -> Callable[[Settings], Settings]:
+        """`update` checked now; the function that applies it to the settings stored when the save commits."""
+        if update.model is not KEEP and update.model is not None:
+            if not isinstance(update.model, ModelRecord):
+                raise TypeError(f"model must be a ModelRecord, not {type(update.model).__name__}")
+            _check_str(update.model.spec, "model_spec", nonempty=True)
+            _check_str(update.model.identity, "model_identity", nonempty=True)
+        max_side = update.max_side
+        if max_side is not KEEP and max_side is not None and (
+                isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
+            raise ValueError(f"max_side must be a positive integer or None, not {max_side!r}")
+        _check_str(update.source_prompt, "source_prompt")
+        if update.method is not None:
+            _check_str(update.method, "method", nonempty=True)
+        if update.image_encoder is not KEEP and update.image_encoder is not None:
+            _check_str(update.image_encoder, "image_encoder")
+        params = _params_copy(update.params, "params")
+        return lambda stored: update.resolve(stored, copy.deepcopy(params))
+
+    def _with_input(self, base: Manifest, new: Manifest, name: str,
+                    content: tuple[InputRecord, bytes] | None) -> Manifest:
+        """`new` with input `name` stored (its file written) or, for None, forgotten."""
+        if content is None:
+            kept = tuple(item for item in new.inputs if item.name != name)
+            return new if kept == new.inputs else dataclasses.replace(new, inputs=kept)
+        record, data = content
+        if record in new.inputs:
+            return new
+        self._store(base, record.file.file, record.file.sha256, data)
+        names = [item.name for item in new.inputs]
+        inputs = (tuple(record if item.name == name else item for item in new.inputs) if name in names
+                  else new.inputs + (record,))
+        return dataclasses.replace(new, inputs=inputs)
+
+    def _prepared_edit(self, edit: NewEdit) -> _PreparedEdit:
+        """An edit's arguments checked and its files encoded (the result PNG carries its parameters)."""
+        for name, value in (("target_prompt", edit.target_prompt), ("source_prompt", edit.source_prompt)):
+            _check_str(value, name)
+        _check_str(edit.method, "method", nonempty=True)
+        if not isinstance(edit.model, ModelRecord):
+            raise TypeError(f"model must be a ModelRecord, not {type(edit.model).__name__}")
+        seed = edit.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
+        for used in (edit.inversion_key, edit.tuning_key):
+            if used is not None:
+                _check_key(used)
+        edit_params = _params_copy(edit.params, "params")
+        if not isinstance(edit.result, Image.Image):
+            raise TypeError(f"result must be a PIL image, not {type(edit.result).__name__}")
+        rgb = edit.result if edit.result.mode == "RGB" else to_rgb(edit.result)
+        created = _now()
+        reproduce = {
+            "app": f"Retake {self._app_version}",
+            "source_prompt": edit.source_prompt,
+            "target_prompt": edit.target_prompt,
+            "method": edit.method,
+            "params": edit_params,
+            "seed": seed,
+            "model": edit.model.spec,
+            "model_identity": edit.model.identity,
+            "inversion_key": edit.inversion_key,
+            "tuning_key": edit.tuning_key,
+            "source_image_sha256": self._manifest.image.sha256,
+            "created": created,
+        }
+        extra = _params_copy(edit.png_metadata or {}, "png_metadata")
+        clash = sorted(set(extra) & set(reproduce))
+        if clash:
+            raise ValueError(f"png_metadata must not redefine {', '.join(clash)}")
+        result_png = png_with_metadata(rgb, {**reproduce, **extra})
+        mask_data = None if edit.mask is None else mask_png(edit.mask)
+        mask_record = None if mask_data is None else FileRecord(
+            f"{MASKS_DIR}/{sha256_bytes(mask_data)[:16]}.png", sha256_bytes(mask_data), len(mask_data))
+        return _PreparedEdit(edit, edit_params, created, result_png, sha256_bytes(result_png), mask_record, mask_data)
+
+    def _with_edit(self, base: Manifest, new: Manifest, prepared: _PreparedEdit) -> tuple[Manifest, EditRecord]:
+        """`new` with the edit appended (its mask and result written) and the inversion and tuning it used
+        moved to the end of the list (the most recently used)."""
+        edit = prepared.edit
+        edit_id = _next_edit_id(new.edits)
+        if prepared.mask_record is not None:
+            assert prepared.mask_data is not None
+            self._store(base, prepared.mask_record.file, prepared.mask_record.sha256, prepared.mask_data)
+        result_record = FileRecord(f"{RESULTS_DIR}/{edit_id}.png", prepared.result_sha256, len(prepared.result_png))
+        self._store(base, result_record.file, prepared.result_sha256, prepared.result_png)  # a new id
+        record = EditRecord(
+            id=edit_id, created=prepared.created, source_prompt=edit.source_prompt,
+            target_prompt=edit.target_prompt, model=edit.model, method=edit.method, params=prepared.params,
+            seed=edit.seed, inversion_key=edit.inversion_key, mask=prepared.mask_record, result=result_record,
+            tuning_key=edit.tuning_key,
+        )
+        used = (edit.inversion_key, edit.tuning_key)
+        inversions = (tuple(i for i in new.inversions if i.key not in used)
+                      + tuple(i for i in new.inversions if i.key in used))
+        return (dataclasses.replace(new, edits=new.edits + (record,), inversions=inversions),
+                copy.deepcopy(record))
 
     # ---- the transaction
 
@@ -793,6 +832,34 @@ def _check_key(key: str) -> str:
     if not isinstance(key, str) or not KEY.fullmatch(key):
         raise ValueError(f"an inversion key must be 1-128 letters, digits, '-' or '_', not {key!r}")
     return key
+
+
+def _input_content(name: str, value: InputValue) -> tuple[InputRecord, bytes]:
+    """The record and PNG bytes of an input to store, checked (programmer errors: ValueError, TypeError)."""
+    _check_input_name(name)
+    if value.kind not in ("image", "mask"):
+        raise ValueError(f"kind must be 'image' or 'mask', not {value.kind!r}")
+    if value.prompt is not None:
+        _check_str(value.prompt, "prompt")
+        if value.kind == "mask":
+            raise ValueError("a mask input has no prompt")
+    data = image_png(value.picture) if value.kind == "image" else mask_png(value.picture)
+    digest = sha256_bytes(data)
+    return InputRecord(name, value.kind, FileRecord(f"{INPUTS_DIR}/{name}.{digest[:16]}.png", digest, len(data)),
+                       value.prompt), data
+
+
+@dataclasses.dataclass(frozen=True)
+class _PreparedEdit:
+    """A new edit checked and encoded before its commit; the commit gives it its id."""
+
+    edit: NewEdit
+    params: dict[str, Json]
+    created: str
+    result_png: bytes
+    result_sha256: str
+    mask_record: FileRecord | None
+    mask_data: bytes | None
 
 
 def _check_input_name(name: str) -> str:
