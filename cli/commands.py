@@ -10,7 +10,7 @@ import json
 import platform
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
@@ -27,8 +27,8 @@ from pipeline.methods.base import input_specs
 from pipeline.methods.registry import get_method, method_ids
 from pipeline.models import default_cache_dir, describe_model_sources
 from pipeline.params import param_specs, parse_assignment
-from pipeline.preflight import check_max_side
-from pipeline.project import Project, check_project, repair_project
+from pipeline.preflight import check_max_side, check_seed
+from pipeline.project import Project, abandon_claim, check_project, repair_project
 from pipeline.request import EditRequest, default_project_path
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -47,14 +47,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"retake: {message.rstrip('.')}; see `{self.prog} --help`.\n")
 
 
-def _max_side(text: str) -> int:
-    """--max-side checked as it is parsed, before the seconds of loading a model."""
-    try:
-        return check_max_side(int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {shorten(text)}") from None
-    except ParamError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+def _checked_number(check: Callable[[int], int | None]) -> Callable[[str], int]:
+    """An argparse type: a whole number `check` accepts, checked as it is parsed, before the seconds of
+    loading a model (--max-side, --seed)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+            check(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, not {shorten(text)}") from None
+        except ParamError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+
+    return parse
 
 
 def _pixels(text: str) -> int:
@@ -97,10 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what the reference picture shows (default: empty, or the project's)")
     edit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                       help="a method parameter; see `retake methods`")
-    edit.add_argument("--seed", type=int, help="random seed, recorded in the result")
+    edit.add_argument("--seed", type=_checked_number(check_seed),
+                      help="random seed (0 to 2**64 - 1), recorded in the result")
     edit.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     edit.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="sampling precision (cuda default fp16)")
-    edit.add_argument("--max-side", type=_max_side,
+    edit.add_argument("--max-side", type=_checked_number(check_max_side),
                       help="longest side of the working image, a multiple of 64 in 64..4096 "
                            "(default: the project's, else the size the model was trained at: 512 for SD 1.x, 128 for demo)")
     edit.add_argument("--area", choices=MODES,
@@ -275,6 +283,8 @@ def execute(request: EditRequest) -> int:
 
     def stopped_at_once() -> str:
         progress.close()
+        if project is not None:  # a first edit's claim on making the project: os._exit would leave it
+            abandon_claim(project)
         return cancelled_line(progress.stage, _new_inversion(project, kept_before), at_once=True)
 
     with cancel_on_signals(cancel, stopped_at_once):

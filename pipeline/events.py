@@ -43,7 +43,7 @@ class Stage(enum.StrEnum):
 class Progress:
     """`step` of `total` units of `stage` are done; `eta_s` estimates what is left of the stage."""
 
-    stage: str
+    stage: Stage
     step: int
     total: int
     eta_s: float | None
@@ -56,7 +56,7 @@ class Preview:
     (`Engine.decode`). `timestep` is the model's timestep at that step (its noise level), so a front
     end can place the step between noise and clean whichever way its loop walks the schedule."""
 
-    stage: str
+    stage: Stage
     step: int
     total: int
     image: Image.Image

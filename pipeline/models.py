@@ -66,6 +66,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from pipeline.control.processor import install as install_controlled_attention
 from pipeline.demo_model import DEMO_MODELS, demo_model_dir
 from pipeline.errors import ModelError, OutOfMemoryError, ParamError
+from pipeline.model_limits import NOT_ONLY_TENSORS, check_configs_fit_weights
 from pipeline.paths import RESOURCES
 from pipeline.preflight import check_max_side
 from pipeline.token_table import ROWS_FILE, is_packed, load_packed_text_encoder
@@ -474,6 +475,8 @@ def _read_diffusers_folder(folder: Path, *, allow_pickle: bool) -> _Parts:
     unet_weights = _find_weights(folder, "unet", _DIFFUSERS_STEMS, allow_pickle)
     vae_weights = _find_weights(folder, "vae", _DIFFUSERS_STEMS, allow_pickle)
     text_weights = _find_weights(folder, "text_encoder", _TRANSFORMERS_STEMS, allow_pickle)
+    check_configs_fit_weights(folder, (unet_config, vae_config, text_config),
+                              (unet_weights.files, vae_weights.files, text_weights.files))
     tokenizer_files = sorted(p for p in (folder / "tokenizer").glob("*") if p.is_file())
     packed_table = is_packed(folder / "text_encoder")
 
@@ -637,10 +640,7 @@ def _read_checkpoint(path: Path, *, allow_pickle: bool) -> dict[str, torch.Tenso
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ModelError(
-            f"'{path}' holds Python objects besides tensors, which Retake will not unpickle even with "
-            "--allow-pickle; convert it to .safetensors with a tool you trust."
-        ) from exc
+        raise ModelError(f"'{path}' {NOT_ONLY_TENSORS}.") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ModelError(
             f"'{path}' is not a readable checkpoint (it may be truncated or damaged): {_first_line(exc)}"
@@ -815,6 +815,8 @@ def read_json_config(file: Path, where: Path) -> dict[str, Any]:
         raise ModelError(f"'{where}' is incomplete: {file.relative_to(where).as_posix()} is missing.") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ModelError(f"'{file}' is not a readable JSON config: {_first_line(exc)}") from exc
+    except RecursionError:
+        raise ModelError(f"'{file}' is not a readable JSON config: it is nested too deeply.") from None
     if not isinstance(loaded, dict):
         raise ModelError(f"'{file}' is not a JSON config object.")
     return loaded
@@ -834,5 +836,7 @@ def _library_errors(where: str) -> Iterator[None]:
         yield
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(f"Ran out of memory while loading {where}.") from None
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"A weights file of {where} {NOT_ONLY_TENSORS}.") from exc
     except _LIBRARY_FAILURES as exc:
         raise ModelError(f"Could not load the model from {where}: {_first_line(exc)}") from exc

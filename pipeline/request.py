@@ -20,7 +20,9 @@ import torch
 from PIL import Image
 
 from pipeline.area import DEFAULT_PADDING, MAX_PADDING, MODES, choose_crop
-from pipeline.errors import ImageError, ParamError, ProjectError, PromptError, shorten
+from pipeline.errors import (
+    ImageError, ModelError, ParamError, ProjectError, PromptError, RetakeError, printable, shorten,
+)
 from pipeline.images import (
     DEFAULT_FEATHER, Box, load_image, mask_at_photo_size, mask_tensor, read_mask_image, to_tensor, working_size,
 )
@@ -28,8 +30,8 @@ from pipeline.methods.base import InputSpec, Method, Prompts, input_specs
 from pipeline.methods.registry import get_method
 from pipeline.models import native_side
 from pipeline.params import PROMPT_BOUND_KINDS, canonical_json, param_specs, params_from_dict
-from pipeline.preflight import check_max_side, check_output_path, check_project_folder
-from pipeline.project import MANIFEST_FILE, AreaSettings, Project, Settings
+from pipeline.preflight import check_max_side, check_output_path, check_project_folder, check_seed
+from pipeline.project import MANIFEST_FILE, AreaSettings, Project, Settings, check_photo_fits
 
 DEFAULT_MODEL = "demo"
 DEFAULT_METHOD = "p2p"
@@ -155,26 +157,34 @@ def inherit_params(settings: Settings | None, method_id: str, method: Method[Any
 
 def resolve(request: EditRequest, *, recover: bool = True) -> Job:
     """Check the request against the file system and the project; no model is loaded."""
+    check_seed(request.seed)
+    _check_text(request.target_prompt, "The target prompt", PromptError)
+    for name, prompt in request.input_prompts.items():
+        _check_text(prompt, f"The prompt of {shorten(printable(name))}", PromptError)
     output = check_output_path(Path(request.output)) if request.output is not None else None
     project_path, project = _project(request, recover)
     settings = project.settings if project is not None else None
     stored_model = settings.model.spec if settings is not None and settings.model is not None else None
     model_spec = request.model or stored_model or DEFAULT_MODEL
+    for spec, what in ((model_spec, "model"), (request.image_encoder or "", "image encoder")):
+        _check_text(spec, f"The {what} {shorten(printable(spec))}", ModelError,
+                    "its name cannot be recorded in the project; rename it")
     stored_side = settings.max_side if settings is not None else None
     max_side = check_max_side(request.max_side if request.max_side is not None else
                               stored_side or native_side(model_spec))
     if request.image is not None:
         image = load_image(Path(request.image))
+        check_photo_fits(*image.size)
     else:
         assert project is not None
         image = project.image()
     image_sha = pixels_sha256(image)
-    if project is not None and request.image is not None and pixels_sha256(project.image()) != image_sha:
-        raise ProjectError(f"The project {shorten(project_path)} belongs to another photo; "
-                           "give a new --project for this one.")
+    if project is not None and request.image is not None:
+        _check_same_photo(project, image_sha, project_path)
 
     source = request.source_prompt if request.source_prompt is not None else (
         settings.source_prompt if settings is not None and settings.source_prompt else None)
+    _check_text(source or "", "The source prompt", PromptError)
     if not (source or "").strip():
         raise PromptError("Describe the photo with a source prompt (--source) before editing it.")
     if not request.target_prompt.strip():
@@ -223,6 +233,33 @@ def _pixels(name: str, given: Any, kept: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PADDING:
         raise ParamError(f"{name} must be a whole number of pixels from 0 to {MAX_PADDING}, not {shorten(repr(value))}.")
     return value
+
+
+def made_meanwhile(job: Job) -> Project | None:
+    """The project another process made in the job's folder after `resolve` found none there (a first
+    edit that waited for another one's claim), opened as `resolve` opens one and checked to hold the
+    job's photo; None when there is still none."""
+    if not (job.project_path / MANIFEST_FILE).is_file():
+        return None
+    project = Project.open(job.project_path, recover=True)
+    _check_same_photo(project, job.image_sha256, job.project_path)
+    return project
+
+
+def _check_same_photo(project: Project, image_sha: str, path: Path) -> None:
+    if pixels_sha256(project.image()) != image_sha:
+        raise ProjectError(f"The project {shorten(path)} belongs to another photo; give a new --project for this one.")
+
+
+def _check_text(value: Any, what: str, error: type[RetakeError],
+                consequence: str = "type it again") -> None:
+    """Refuse text that project.json and the tokenizer cannot hold: a lone surrogate (what Python makes of
+    command-line bytes that are not UTF-8), in a string or anywhere in a JSON value."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise error(f"{what} is not valid text (it holds a lone surrogate, such as bytes that are not UTF-8 "
+                    f"become); {consequence}.") from None
 
 
 def _project(request: EditRequest, recover: bool) -> tuple[Path, Project | None]:

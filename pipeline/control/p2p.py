@@ -99,8 +99,14 @@ class LocalBlend(Controller):
     up blocks, summed over the blend words' tokens (row 0: words of the source, row 1: of the
     target) and averaged over heads; the per-step mask is that sum, 3x3 max-pooled, resized to the
     latent, divided by its maximum and thresholded, OR-ed between source and target. Subtract
-    words (without pooling, as in the reference) remove regions from it. Given before the editor,
-    it sees the unedited maps, as in the reference.
+    words (without pooling, as in the reference) remove regions from it.
+
+    It reads the maps it is given, so its place in the controller list decides which: placed after
+    the PromptToPromptEditor (pipeline.methods.p2p.p2p_controllers does), it reads the target row
+    AFTER the edit, as the reference executes (its AttentionStore appends the probability tensor
+    that AttentionControlEdit.forward then overwrites in place, so LocalBlend averages edited maps:
+    a swapped word's target row holds the source word's map inside the cross-replace steps, the
+    target's own after them).
     """
 
     words: torch.Tensor  # [2, 77] 0/1

@@ -23,6 +23,13 @@ def wheel(widget: QWidget, at: QPoint, notches: int) -> None:
     QApplication.sendEvent(widget, event)
 
 
+def set_run(window: MainWindow, **changes) -> None:
+    """Change the session's run state as a run would, and say so."""
+    for name, value in changes.items():
+        setattr(window.session.run, name, value)
+    window.session.runChanged.emit()
+
+
 def settle(qtbot, window: MainWindow, size: tuple[int, int]) -> None:
     window.resize(*size)
     qtbot.waitUntil(lambda: window.size().toTuple() == size, timeout=3000)
@@ -115,7 +122,7 @@ def _overlaps(widgets: list[QWidget]) -> list[tuple[str, str]]:
 def test_the_tools_rows_keep_their_height_with_a_note_and_a_tall_timeline(qtbot, window, photo, size):
     open_photo(qtbot, window, photo)
     window.doc.set_method("specref")
-    window.doc.update_run(totals={"DDIM inversion": 50, "reference inversion": 50, "editing": 50})
+    set_run(window, totals={"DDIM inversion": 50, "reference inversion": 50, "editing": 50})
     window.tools.show_segment_note("Click to segment needs a Segment Anything checkpoint: choose "
                                    "sam_vit_b_01ec64.pth in Settings (https://dl.fbaipublicfiles.com/segment_anything/).")
     settle(qtbot, window, size)
@@ -135,7 +142,7 @@ def test_the_timeline_hint_labels_and_bands_do_not_overlap(qtbot, window, photo,
     assert timeline.specs and not timeline.stages()
     assert timeline._lanes_top() >= PAD + ROW_H  # the hint's row comes first, the bands under it
     window.doc.set_method("stylediffusion")  # five step parameters
-    window.doc.update_run(totals={"DDIM inversion": 30, "training the mapping networks": 30, "editing": 30})
+    set_run(window, totals={"DDIM inversion": 30, "training the mapping networks": 30, "editing": 30})
     qtbot.wait(100)
     assert timeline._lanes_top() + len(timeline.specs) * 16 <= timeline.height()  # every band shows whole
     left, _ = timeline._strip()
@@ -216,20 +223,21 @@ def test_the_feather_and_area_reach_the_request_and_the_crop_is_outlined(qtbot, 
     assert (rect.left(), rect.top(), rect.right(), rect.bottom()) == expected
     tools.feather.setValue(7)
     tools.padding.setValue(48)
-    request = build_request(window.doc, window.settings.request_options(), tmp_path)
+    request = build_request(window.doc.project_path, window.doc.snapshot(), window.settings.request_options(), tmp_path)
     assert (request.feather, request.area_padding, request.area) == (7, 48, None)
     assert canvas.planned_crop() == choose_crop(None, [mask >= 128], (1536, 1024), 128, 48, 7)
     tools.area.setCurrentIndex(tools.area.findData("whole"))
-    assert build_request(window.doc, window.settings.request_options(), tmp_path).area == "whole"
+    assert build_request(window.doc.project_path, window.doc.snapshot(), window.settings.request_options(),
+                         tmp_path).area == "whole"
     assert not canvas.crop_item.isVisible() and canvas.planned_crop() is None
     tools.area.setCurrentIndex(tools.area.findData(""))
 
-    window.doc.update_run(running=True, serial=window.doc.run.serial + 1)  # a run starts: its previews are of the crop
+    set_run(window, running=True, serial=window.session.run.serial + 1)  # a run starts: its previews are of the crop
     canvas.show_step(Image.new("RGB", (128, 128), (250, 0, 0)))
     left, top, right, bottom = canvas.run_crop
     shown = canvas.result_item.sceneBoundingRect()
     assert (shown.left(), shown.top(), shown.width(), shown.height()) == (left, top, right - left, bottom - top)
-    window.doc.update_run(running=False)
+    set_run(window, running=False)
     canvas.show_step(None)
 
 
