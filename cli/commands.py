@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
+from cli.batch import add_batch_parser, run_batch
 from cli.interrupt import cancel_on_signals, exit_cancelled
 from cli.progress import TerminalProgress
 from cli.selftest import self_test
@@ -53,6 +54,17 @@ def _max_side(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {shorten(text)}") from None
     except ParamError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _count(text: str) -> int:
+    """A whole number of workers or GPUs, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {shorten(text)}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--allow-pickle", action="store_true",
                       help="allow pickled .ckpt/.pt/.bin checkpoints (loaded with weights_only)")
 
+    add_batch_parser(commands, _count)
+
     methods = commands.add_parser("methods", help="list methods and their parameters")
     methods.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser("info", help="versions, device and where models are looked for")
@@ -123,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "edit":
             return run_edit(args)
+        if args.command == "batch":
+            return run_batch(args, UsageError)
         if args.command == "methods":
             return list_methods(args.json)
         if args.command == "info":

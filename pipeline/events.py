@@ -85,9 +85,15 @@ class Done:
 
 @dataclass(frozen=True)
 class Failed:
-    """The run stopped on an error; `message` is one sentence for the user."""
+    """The run stopped on an error; `message` is one sentence for the user.
+
+    `kind` names what failed: the RetakeError class of the cause (`ImageError`, `PromptError`,
+    `ParamError`, `ProjectError`, `ModelError`, `OutOfMemoryError`), or `internal` for a bug; a batch
+    tells a photo that will fail again the same way from one worth another try by it.
+    """
 
     message: str
+    kind: str = "internal"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,170 @@
+"""`retake batch` on a local Ray of two CPU workers with the tiny demo model: a folder with a broken photo,
+the report and contact sheet, a rerun that does no work, a worker killed mid-run, and a driver stopped
+by Ctrl-C and killed outright, each restarted until every photo is done with only in-flight photos redone.
+
+One Ray is started for the module (about ten seconds here); the runs in the test process use it. The
+driver tests run `main.py batch` as the user does, each starting its own embedded Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from cli.commands import main as cli_main
+from tests.batch_photos import make_photos, write_recipe
+
+ray = pytest.importorskip("ray", reason="the batch extra (ray) is not installed")
+
+from pipeline.batch.ledger import Ledger, read_records  # noqa: E402
+from pipeline.batch.progress import BatchStatus, PhotoFinished  # noqa: E402
+from pipeline.batch.runner import Cluster, RunOptions, run_plan  # noqa: E402
+from pipeline.events import CancelToken  # noqa: E402
+from pipeline.project.lock import pid_alive  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("retake-cache")
+    previous = os.environ.get("RETAKE_CACHE_DIR")
+    os.environ["RETAKE_CACHE_DIR"] = str(cache)  # the workers inherit it: the model's hashes go there
+    with Cluster(RunOptions(workers=2)) as started:
+        yield started
+    if previous is None:
+        del os.environ["RETAKE_CACHE_DIR"]
+    else:
+        os.environ["RETAKE_CACHE_DIR"] = previous
+
+
+def _ledger_lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / ".retake-batch" / "ledger.jsonl").read_text().splitlines()]
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_with_a_broken_photo_then_a_rerun_that_does_no_work(cluster, tmp_path, capsys, monkeypatch):
+    photos = make_photos(tmp_path / "photos", 4, broken=True)
+    recipe, out = write_recipe(tmp_path / "recipe.json"), tmp_path / "out"
+    argv = ["batch", "--recipe", str(recipe), "--inputs", str(tmp_path / "photos"), "--out", str(out), "--workers", "2"]
+    assert cli_main(argv) == 1  # one photo failed
+    captured = capsys.readouterr()
+    assert "batch: 4 done, 1 failed" in captured.out
+    assert "failed: broken: Cannot open" in captured.err and "retake: 1 of 5 edits failed" in captured.err
+
+    report = json.loads((out / "report.json").read_text())
+    rows = {row["name"]: row for row in report["photos"]}
+    assert {name: row["status"] for name, row in rows.items()} == {**{p.stem: "done" for p in photos}, "broken": "failed"}
+    assert rows["broken"]["reason"].startswith("Cannot open") and rows["broken"]["reason"].count(". ") == 0
+    for photo in photos:
+        row = rows[photo.stem]
+        assert (out / row["result"]).is_file() and (out / row["project"] / "project.json").is_file()
+        assert row["seconds"] > 0 and row["stages"]["editing"] > 0 and row["worker"] in ("cpu0", "cpu1")
+    assert {row["worker"] for row in rows.values() if row["status"] == "done"} == {"cpu0", "cpu1"}
+    assert report["run"]["photos_per_min"] > 0 and len(report["run"]["workers"]) == 2
+    csv_lines = (out / "report.csv").read_text().splitlines()
+    assert len(csv_lines) == 6 and csv_lines[0].startswith("name,photo,status,reason")
+    sheet = (out / "contact-sheet.html").read_text()
+    for photo in photos:
+        assert f'src="thumbs/{photo.stem}.after.jpg"' in sheet and (out / "thumbs" / f"{photo.stem}.after.jpg").is_file()
+    assert "it is not an image file Retake can read" in sheet
+
+    before, lines = _mtimes(out / "results") | _mtimes(out / "projects"), _ledger_lines(out)
+    monkeypatch.setitem(sys.modules, "pipeline.batch.runner", None)  # a rerun with work to do would fail here
+    assert cli_main(argv) == 1
+    assert "Nothing to do: all 5 edits of this batch were finished earlier." in capsys.readouterr().out
+    assert _mtimes(out / "results") | _mtimes(out / "projects") == before and _ledger_lines(out) == lines
+
+
+def test_a_worker_killed_mid_run_loses_only_its_photos_in_flight(cluster, tmp_path):
+    from cli.batch import plan_batch
+
+    make_photos(tmp_path / "photos", 8)
+    plan = plan_batch(write_recipe(tmp_path / "recipe.json"), tmp_path / "photos", tmp_path / "out")
+    killed: list[tuple[str, int]] = []
+    latest: dict[str, BatchStatus] = {}
+
+    def emit(event):
+        if isinstance(event, BatchStatus):
+            latest["status"] = event
+        elif isinstance(event, PhotoFinished) and not killed:
+            # the worker that just finished a photo is already on its next one (two tasks in flight each)
+            worker = next(w for w in latest["status"].workers if w.worker == event.worker)
+            os.kill(worker.pid, signal.SIGKILL)
+            killed.append((worker.worker, worker.pid))
+
+    with Ledger(plan.layout) as ledger:
+        summary = run_plan(plan, ledger, cluster, emit, CancelToken(), set())
+    assert killed and (summary.done, summary.failed, summary.pending) == (8, 0, 0)
+    lines = _ledger_lines(plan.layout.out)
+    assert Counter(line["key"] for line in lines) == Counter(item.key for item in plan.items)  # each recorded once
+    redone = [line for line in lines if line["attempts"] > 1]
+    assert 1 <= len(redone) <= 2 and all(line["attempts"] == 2 for line in redone)  # at most its two in flight
+    assert {line["worker"] for line in redone} <= {"cpu0", "cpu1"}
+
+
+def _batch_process(tmp_path: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "RETAKE_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), "batch", "--recipe", str(tmp_path / "recipe.json"),
+                             "--inputs", str(tmp_path / "photos"), "--out", str(out), "--workers", "2",
+                             "--progress", "json"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finished_events(process: subprocess.Popen, stop_after: int | None) -> list[str]:
+    """The names of the photos the run reports finished, reading until `stop_after` of them (then the
+    caller stops the process) or until it exits."""
+    names = []
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["event"] == "PhotoFinished":
+            names.append(event["name"])
+            if stop_after is not None and len(names) >= stop_after:
+                return names
+    return names
+
+
+def test_a_driver_stopped_by_ctrl_c_then_killed_goes_on_where_it_stopped(cluster, tmp_path):
+    photos = make_photos(tmp_path / "photos", 8)
+    write_recipe(tmp_path / "recipe.json")
+    out = tmp_path / "out"
+
+    first = _batch_process(tmp_path, out)
+    finished_first = _finished_events(first, stop_after=2)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130 and err.splitlines()[-1].startswith("retake: batch cancelled;"), err
+    done_first = {r.name for r in read_records(out / ".retake-batch" / "ledger.jsonl").values()}
+    assert set(finished_first) <= done_first and len(done_first) < len(photos)
+
+    second = _batch_process(tmp_path, out)
+    finished_second = _finished_events(second, stop_after=1)
+    second.kill()  # SIGKILL: no report, no cleanup, the ledger as it was at that instant
+    second.communicate(timeout=60)
+    done_second = {r.name for r in read_records(out / ".retake-batch" / "ledger.jsonl").values()}
+    assert not set(finished_second) & done_first and len(done_second) > len(done_first)
+
+    third = _batch_process(tmp_path, out)
+    finished_third = _finished_events(third, stop_after=None)
+    _, err = third.communicate(timeout=120)
+    assert third.returncode == 0, err
+    assert set(finished_third) == {p.stem for p in photos} - done_second  # only what was not recorded
+    lines = _ledger_lines(out)
+    assert Counter(line["name"] for line in lines) == Counter(p.stem for p in photos)
+    assert all((out / "results" / f"{p.stem}.png").is_file() for p in photos)
+    report = json.loads((out / "report.json").read_text())
+    assert {row["status"] for row in report["photos"]} == {"done"}
+    # the killed run's Ray folder was removed by the next run; the others' by themselves
+    assert all(pid_alive(int(p.read_text())) for p in Path(tempfile.gettempdir()).glob("retake-ray-*/pid"))
