@@ -23,7 +23,7 @@ from pipeline.batch.manifest import read_inputs
 from pipeline.batch.plan import Layout, Plan, make_plan
 from pipeline.batch.recipe import read_recipe, write_recipe
 from pipeline.batch.report import RunSummary, report_rows, write_report
-from pipeline.errors import shorten
+from pipeline.errors import RetakeError, shorten
 from pipeline.events import CancelToken
 from pipeline.models import FileHashes, model_identity
 
@@ -52,17 +52,37 @@ def add_batch_parser(commands: argparse._SubParsersAction, count: type) -> None:
 
 def plan_batch(recipe_path: Path, inputs_path: Path, out: Path, *, allow_pickle: bool = False) -> Plan:
     """Read and check everything (RetakeError at the first problem), then create the output folder."""
+    plan, hashes = check_batch(recipe_path, inputs_path, out, allow_pickle=allow_pickle)
+    start_output(plan, hashes)
+    return plan
+
+
+def check_batch(recipe_path: Path, inputs_path: Path, out: Path, *,
+                allow_pickle: bool = False) -> tuple[Plan, FileHashes]:
+    """The plan, every part of it checked; nothing is written (RetakeError at the first problem)."""
     recipe = read_recipe(recipe_path)
     inputs = read_inputs(inputs_path)
     layout = Layout(out)
     layout.check()
     identity = model_identity(recipe.model, allow_pickle=allow_pickle)
     hashes = FileHashes(layout.hashes)
-    plan = make_plan(recipe, inputs, layout, identity, hashes, allow_pickle=allow_pickle)
-    layout.make()
+    return make_plan(recipe, inputs, layout, identity, hashes, allow_pickle=allow_pickle), hashes
+
+
+def start_output(plan: Plan, hashes: FileHashes) -> None:
+    """The output folder, the photos' remembered hashes and the recipe as it was read."""
+    plan.layout.make()
     hashes.save()
-    write_recipe(recipe, out / "recipe.json")
-    return plan
+    write_recipe(plan.recipe, plan.layout.out / "recipe.json")
+
+
+def require_ray() -> None:
+    """Ray is Retake's optional `batch` extra; without it, one line that says how to get it."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise RetakeError("retake batch needs Ray, which is not installed here; install Retake's batch extra "
+                          "(pip install 'ray[default]==2.60.0').") from None
 
 
 def run_batch(args: argparse.Namespace, usage_error: type[Exception]) -> int:
@@ -70,7 +90,9 @@ def run_batch(args: argparse.Namespace, usage_error: type[Exception]) -> int:
         raise usage_error("--gpus and --workers both choose the workers; give one of them.")
     if args.workers == 0:
         raise usage_error("--workers 0 leaves no one to do the work; give 1 or more.")
-    plan = plan_batch(Path(args.recipe), Path(args.inputs), Path(args.out), allow_pickle=args.allow_pickle)
+    plan, hashes = check_batch(Path(args.recipe), Path(args.inputs), Path(args.out), allow_pickle=args.allow_pickle)
+    require_ray()
+    start_output(plan, hashes)
     progress = JsonProgress() if args.progress == "json" else BatchProgress()
     with Ledger(plan.layout) as ledger:
         skip = ledger.finished(args.retry_failed)

@@ -246,6 +246,15 @@ def test_validation_errors_are_one_line_and_come_before_ray(tmp_path, capsys, mo
     assert not (tmp_path / "out").exists()
 
 
+def test_without_ray_installed_the_batch_says_how_to_get_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    make_photos(tmp_path / "photos", 1)
+    status, _, err = _batch(["--recipe", write_recipe(tmp_path / "r.json"), "--inputs", tmp_path / "photos",
+                             "--out", tmp_path / "out"], capsys)
+    assert status == 1 and "needs Ray, which is not installed" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_gpus_and_workers_together_is_a_usage_error(tmp_path, capsys):
     status, _, err = _batch(["--recipe", tmp_path / "r.json", "--inputs", tmp_path, "--out", tmp_path / "o",
                              "--gpus", "1", "--workers", "2"], capsys)

@@ -3,7 +3,8 @@ the report and contact sheet, a rerun that does no work, a worker killed mid-run
 by Ctrl-C and killed outright, each restarted until every photo is done with only in-flight photos redone.
 
 One Ray is started for the module (about ten seconds here); the runs in the test process use it. The
-driver tests run `main.py batch` as the user does, each starting its own embedded Ray.
+driver test runs `main.py batch` as the user does: once joining that Ray as a cluster (`--address`), twice
+starting its own embedded Ray.
 """
 
 from __future__ import annotations
@@ -115,11 +116,13 @@ def test_a_worker_killed_mid_run_loses_only_its_photos_in_flight(cluster, tmp_pa
     assert {line["worker"] for line in redone} <= {"cpu0", "cpu1"}
 
 
-def _batch_process(tmp_path: Path, out: Path) -> subprocess.Popen:
+def _batch_process(tmp_path: Path, out: Path, address: str | None = None) -> subprocess.Popen:
+    """`main.py batch` as a user runs it: its own embedded Ray, or joining the cluster at `address`."""
     env = {**os.environ, "RETAKE_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    where = ["--address", address] if address else []
     return subprocess.Popen([sys.executable, str(ROOT / "main.py"), "batch", "--recipe", str(tmp_path / "recipe.json"),
                              "--inputs", str(tmp_path / "photos"), "--out", str(out), "--workers", "2",
-                             "--progress", "json"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             "--progress", "json", *where], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -137,11 +140,12 @@ def _finished_events(process: subprocess.Popen, stop_after: int | None) -> list[
 
 
 def test_a_driver_stopped_by_ctrl_c_then_killed_goes_on_where_it_stopped(cluster, tmp_path):
+    """The first run joins the module's Ray as a cluster (--address); the others start their own."""
     photos = make_photos(tmp_path / "photos", 8)
     write_recipe(tmp_path / "recipe.json")
-    out = tmp_path / "out"
+    out, address = tmp_path / "out", ray.get_runtime_context().gcs_address
 
-    first = _batch_process(tmp_path, out)
+    first = _batch_process(tmp_path, out, address)
     finished_first = _finished_events(first, stop_after=2)
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=120)

@@ -47,8 +47,9 @@ class Record:
     started: float = 0.0
     """Unix time the edit started."""
     seconds: float = 0.0
+    """How long Engine.run took for this edit."""
     stages: dict[str, float] = field(default_factory=dict)
-    """Seconds per engine stage (`DDIM inversion`, `editing`...)."""
+    """Seconds per engine stage (`DDIM inversion`, `editing`...), and the batch's own `thumbnails`."""
     reused_inversion: bool = False
     attempts: int = 1
 

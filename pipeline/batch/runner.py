@@ -66,6 +66,8 @@ class RunOptions:
     """GPU workers, one per GPU; None: every GPU the cluster has (CPU workers when it has none)."""
     workers: int | None = None
     """CPU workers (no GPU is used); None: one when there is no GPU."""
+    threads: int | None = None
+    """torch threads per CPU worker; None: the machine's (or cluster's) CPUs shared out among the workers."""
 
 
 class Cluster:
@@ -127,7 +129,8 @@ class Cluster:
             threads = max(1, cpus_there // count)
             return [(f"gpu{i}", {"num_gpus": 1, "num_cpus": 1}, "cuda", threads) for i in range(count)]
         count = workers or 1
-        threads = max(1, (os.cpu_count() or 1) // count if self.started_here else cpus_there // count)
+        threads = self.options.threads or max(1, (os.cpu_count() or 1) // count if self.started_here
+                                              else cpus_there // count)
         return [(f"cpu{i}", {"num_cpus": 1}, "cpu", threads) for i in range(count)]
 
 
@@ -234,9 +237,9 @@ class _Run:
         if not refs:
             time.sleep(timeout)
             return
-        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
-        if ready:
-            ready += ray.wait([r for r in refs if r not in ready], num_returns=len(refs) - len(ready), timeout=0)[0]
+        ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready and rest:  # whatever else is ready too, without waiting
+            ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         for ref in ready:
             if ref in self.running:
                 self._finished(ref)

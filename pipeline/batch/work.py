@@ -128,10 +128,13 @@ class BatchWorker:
         final = self.engine.run(request, emit, token)
         clock.stop()
         outcome: dict[str, Any] = {"key": entry["key"], "name": entry["name"], "worker": self.label,
-                                   "started": round(started, 3), "stages": clock.seconds}
+                                   "started": round(started, 3), "seconds": round(time.perf_counter() - wall, 3),
+                                   "stages": clock.seconds}
         if isinstance(final, Done):
             out = Path(task["out"])
+            wall = time.perf_counter()
             _thumbnails(task, entry, final)
+            clock.seconds["thumbnails"] = round(time.perf_counter() - wall, 3)
             outcome.update(status="done", result=Path(entry["result"]).relative_to(out).as_posix(),
                            reused_inversion=final.reused_inversion)
             with self._lock:
@@ -141,7 +144,6 @@ class BatchWorker:
         else:
             assert isinstance(final, CancelledEvent)
             outcome.update(status="cancelled")
-        outcome["seconds"] = round(time.perf_counter() - wall, 3)
         return outcome
 
     def status(self) -> dict[str, Any]:
