@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     counts = counts_up_to(top)
     photos_dir = work / "photos"
-    manifest = make_photos(photos_dir, max(recipes.values()) * top, side)
+    manifest = make_photos(photos_dir, max(max(recipes.values()) * top, args.engine_photos + 1, args.cli_photos), side)
     name = torch.cuda.get_device_name(0) if gpu else f"cpu-{platform.machine()}"
     slug = "-".join("".join(c if c.isalnum() else " " for c in name).lower().split())
     suffix = "" if args.model == "sd15-random" else f"-{args.model}"

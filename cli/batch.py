@@ -12,6 +12,7 @@ cancelled.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -78,11 +79,9 @@ def start_output(plan: Plan, hashes: FileHashes) -> None:
 
 def require_ray() -> None:
     """Ray is Retake's optional `batch` extra; without it, one line that says how to get it."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("ray") is None:
         raise RetakeError("retake batch needs Ray, which is not installed here; install Retake's batch extra "
-                          "(pip install 'ray[default]==2.60.0').") from None
+                          "(pip install 'ray[default]==2.60.0').")
 
 
 def run_batch(args: argparse.Namespace, usage_error: type[Exception]) -> int:

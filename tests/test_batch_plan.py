@@ -261,6 +261,14 @@ def test_gpus_and_workers_together_is_a_usage_error(tmp_path, capsys):
     assert status == 2 and "give one of them" in err
 
 
+def test_only_the_runner_names_ray_in_its_imports():
+    from tests.test_layering import _imports
+
+    importing = sorted(module for module, names in {**_imports("pipeline"), **_imports("cli"), **_imports("gui")}.items()
+                       if "ray" in names)
+    assert importing == ["pipeline/batch/runner.py"]
+
+
 def test_nothing_of_the_batch_but_its_runner_imports_ray():
     code = ("import sys, cli.commands, pipeline.batch.plan, pipeline.batch.ledger, pipeline.batch.report, "
             "pipeline.batch.work, pipeline.batch.progress, cli.batch_progress; "

@@ -170,11 +170,6 @@ def _take_lock(path: Path) -> BinaryIO:
     return handle
 
 
-def record_fields() -> list[str]:
-    """The fields of a record, in order (the report's columns start with them)."""
-    return [name for name in Record.__dataclass_fields__]
-
-
 def outcome_record(data: dict[str, Any]) -> Record:
     """A record from a worker's outcome (pipeline.batch.work), checked like a ledger line."""
     record = Record.from_json(json.dumps(data))

@@ -23,7 +23,7 @@ from pipeline.batch.plan import STATE_DIR, Item, Plan, Task
 from pipeline.batch.sheet import write_thumbnail
 from pipeline.engine import Engine
 from pipeline.errors import RetakeError, shorten
-from pipeline.events import CancelledEvent, CancelToken, Done, Event, Failed, Progress
+from pipeline.events import CancelledEvent, CancelToken, Done, Event, Failed, Progress, StageClock
 from pipeline.images import load_image
 from pipeline.request import EditRequest
 
@@ -38,26 +38,6 @@ def task_json(plan: Plan, task: Task) -> str:
 
     return json.dumps({"photo": str(task.photo), "before": str(layout.before_thumb(task.project_name)),
                        "out": str(layout.out), "items": [item(entry) for entry in task.items]})
-
-
-class StageClock:
-    """Seconds spent in each stage of a run, from the engine's progress events."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._stage: str | None = None
-        self._since = time.perf_counter()
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, Progress) and event.stage != self._stage:
-            self.stop()
-            self._stage, self._since = str(event.stage), time.perf_counter()
-
-    def stop(self) -> None:
-        if self._stage is not None:
-            spent = time.perf_counter() - self._since
-            self.seconds[self._stage] = round(self.seconds.get(self._stage, 0.0) + spent, 3)
-            self._stage = None
 
 
 class BatchWorker:
