@@ -18,10 +18,11 @@ not depend on the weights' values.
 Figures (all wall clock):
 * `photos_per_min[k]`: with k workers, photos finished per minute from the first worker ready to the
   last photo (the steady rate; `wall_s` adds Ray's actor start and model loading), for 8*k photos
-  (weak scaling: the same work per worker); `efficiency` = rate(N) / (N * rate(1)).
-* `batch_overhead_s_per_photo`: with one worker, the wall seconds per photo (1 / rate) less the mean
-  seconds its `Engine.run` calls took, both measured in the same run: what the batch adds per photo
-  (the driver's round trip, the ledger, thumbnails, waiting for the next task).
+  (weak scaling: the same work per worker), the median of `--repeat` runs;
+  `efficiency` = rate(N) / (N * rate(1)); every run is kept under `runs`.
+* `batch_overhead_s_per_photo` (one per repeat): with one worker, the wall seconds per photo (1 / rate)
+  less the mean seconds its `Engine.run` calls took, both measured in the same run: what the batch adds
+  per photo (the driver's round trip, the ledger, thumbnails, waiting for the next task).
 * `engine_loop_s_per_photo`: the same edits through one `Engine.run` after another in this (driver)
   process, model loaded once, no Ray, after the batch runs (so under whatever load there is then).
 * `cli_loop_s_per_photo`: `main.py edit` once per photo (a new process, model load each time).
@@ -37,6 +38,7 @@ import csv
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -200,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-photos", type=int, default=3, help="photos for the engine-loop baseline (0: none)")
     parser.add_argument("--cli-photos", type=int, default=2, help="photos for the CLI-loop baseline (0: none)")
     parser.add_argument("--no-cli-loop", dest="cli_photos", action="store_const", const=0)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure every worker count this many times, interleaved (medians are reported)")
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "retake-bench-batch"))
     parser.add_argument("--results", default=str(HERE / "results"))
     args = parser.parse_args(argv)
@@ -237,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     result_path = Path(args.results) / f"batch-{slug}-x{top}{suffix}.json"
     report: dict[str, Any] = {
         "gpu": name, "gpus": top, "workers": "gpu" if gpu else "cpu", "model": args.model, "size": side,
-        "steps": args.steps or 50, "counts": counts, "threads_per_cpu_worker": args.threads, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "steps": args.steps or 50, "counts": counts, "repeat": args.repeat, "threads_per_cpu_worker": args.threads,
+        "command": " ".join(["python bench/bench_batch.py", *sys.argv[1:]]),
         "python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None, "recipes": {}}
 
@@ -250,31 +255,32 @@ def main(argv: list[str] | None = None) -> int:
     with Cluster(RunOptions(gpus=top) if gpu else RunOptions(workers=top)):  # one Ray for every measurement
         for recipe, per_worker in recipes.items():
             recipe_path = recipe_file(work, model, recipe, side, args.steps)
-            runs = []
-            for k in counts:
-                sub_manifest = work / f"{recipe}-{k}.csv"
-                rows = list(csv.reader(open(manifest)))
-                with open(sub_manifest, "w", newline="") as file:
-                    csv.writer(file).writerows([rows[0], *rows[1 : 1 + per_worker * k]])
-                shutil.copy(sub_manifest, photos_dir / sub_manifest.name)
-                options = RunOptions(gpus=k) if gpu else RunOptions(workers=k, threads=args.threads)
-                run = run_batch(recipe_path, photos_dir / sub_manifest.name, work / f"out-{recipe}-{k}", options)
-                runs.append(run)
-                print(f"{recipe} with {k} {device} worker(s): {run['photos_per_min']} photos/min "
-                      f"({run['photos']} photos, {run['wall_s']} s wall)", flush=True)
-                entry = report["recipes"].setdefault(f"{recipe}+p2p", {"photos_per_worker": per_worker})
-                entry["photos_per_min"] = [r["photos_per_min"] for r in runs]
-                entry["runs"] = runs
-                if len(runs) > 1:
-                    entry["efficiency"] = round(runs[-1]["photos_per_min"] / (k * runs[0]["photos_per_min"]), 3)
-                save()
+            entry = report["recipes"][f"{recipe}+p2p"] = {"photos_per_worker": per_worker, "runs": []}
+            by_count: dict[int, list[float]] = {k: [] for k in counts}
+            for repeat in range(args.repeat):  # 1, 2, ... workers, then again: a change of load hits them all
+                for k in counts:
+                    sub_manifest = photos_dir / f"{recipe}-{k}.csv"
+                    rows = list(csv.reader(open(manifest)))
+                    with open(sub_manifest, "w", newline="") as file:
+                        csv.writer(file).writerows([rows[0], *rows[1 : 1 + per_worker * k]])
+                    options = RunOptions(gpus=k) if gpu else RunOptions(workers=k, threads=args.threads)
+                    run = {"workers": k, **run_batch(recipe_path, sub_manifest, work / f"out-{recipe}-{k}-{repeat}",
+                                                     options)}
+                    entry["runs"].append(run)
+                    by_count[k].append(run["photos_per_min"])
+                    print(f"{recipe} with {k} {device} worker(s): {run['photos_per_min']} photos/min "
+                          f"({run['photos']} photos, {run['wall_s']} s wall)", flush=True)
+                    rates = [statistics.median(by_count[c]) for c in counts if by_count[c]]
+                    entry["photos_per_min"] = [round(r, 3) for r in rates]
+                    if len(rates) > 1:
+                        entry["efficiency"] = round(rates[-1] / (counts[len(rates) - 1] * rates[0]), 3)
+                    save()
             if recipe == "direct":
-                entry = report["recipes"]["direct+p2p"]
                 # What the batch adds to each photo, measured in the same worker process under the same load:
                 # one worker's wall seconds per photo (the rate) less the seconds its Engine.run calls took.
-                entry["batch_s_per_photo_1_worker"] = round(60.0 / runs[0]["photos_per_min"], 3)
-                entry["batch_overhead_s_per_photo"] = round(
-                    entry["batch_s_per_photo_1_worker"] - runs[0]["engine_s_per_photo_mean"], 3)
+                single = [r for r in entry["runs"] if r["workers"] == 1]
+                entry["batch_overhead_s_per_photo"] = [
+                    round(60.0 / r["photos_per_min"] - r["engine_s_per_photo_mean"], 3) for r in single]
                 save()
                 if args.engine_photos:
                     entry["engine_loop_s_per_photo"] = engine_loop(
@@ -284,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                     entry["cli_loop_s_per_photo"] = cli_loop(model, manifest, work / "cli-loop", args.cli_photos,
                                                              side, args.steps, device)
                     save()
-                print(json.dumps({k: v for k, v in entry.items() if k != "runs"}), flush=True)
+            print(json.dumps({k: v for k, v in entry.items() if k != "runs"}), flush=True)
     print(f"wrote {result_path}")
     return 0
 

@@ -7,15 +7,16 @@ end, and it stops with the process) or joins an existing cluster (`address`). `r
 * makes the workers (pipeline.batch.work.BatchWorker as actors: `num_gpus=1` each, or one CPU share
   each) and waits until each has loaded the model, checking that every one loaded the model the plan
   was keyed on and runs this version of Retake;
-* streams the plan's tasks (one photo with its edits) to them, at most `IN_FLIGHT` per worker, so a
-  worker always has its next photo while the driver records the last (`ray.wait`); only task JSON
-  goes out and outcome JSON comes back, never pictures or tensors: workers read the photos and write
-  the projects and results themselves, on the output folder every node sees;
+* streams the plan's edits to them, at most `IN_FLIGHT` per worker, so a worker always has its next
+  edit while the driver records the last (`ray.wait`); all edits of one photo go to one worker, in
+  order, so they share its project and its inversion is made once. Only task JSON goes out and
+  outcome JSON comes back, never pictures or tensors: workers read the photos and write the projects
+  and results themselves, on the output folder every node sees;
 * appends each outcome to the ledger (fsynced) as it arrives, so a stopped run loses at most the
   photos in flight;
 * survives a worker's death: Ray restarts the actor (`max_restarts`, on another node if its node is
-  lost) and the photos it held go back in the queue; a photo that takes its worker down
-  `MAX_ATTEMPTS` times is recorded as failed, and the batch goes on without it;
+  lost) and the edits it held go back in the queue; a photo whose edits were in flight on a worker
+  that went down `MAX_ATTEMPTS` times is recorded as failed, and the batch goes on without it;
 * on `cancel`, tells every worker to stop within a model step and keeps what finished.
 """
 
@@ -37,7 +38,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from pipeline.batch.ledger import Ledger, Record, outcome_record
-from pipeline.batch.plan import Plan, Task
+from pipeline.batch.plan import Item, Plan, Task
 from pipeline.batch.progress import BatchEmit, BatchStatus, PhotoFinished, RateMeter, WorkerState
 from pipeline.batch.recipe import RecipeError
 from pipeline.batch.report import RunSummary
@@ -48,7 +49,7 @@ from pipeline.project import app_version
 from pipeline.project.lock import pid_alive
 
 IN_FLIGHT = 2
-"""Tasks handed to one worker at a time: the one it runs and the next."""
+"""Edits handed to one worker at a time: the one it runs and the next."""
 MAX_ATTEMPTS = 3
 MAX_RESTARTS = 4
 STATUS_EVERY_S = 1.0
@@ -135,6 +136,14 @@ class Cluster:
 
 
 @dataclass
+class _Queued:
+    """A photo's edits waiting for a worker, and how many workers have taken them so far."""
+
+    task: Task
+    attempts: int = 0
+
+
+@dataclass
 class _Slot:
     """One worker as the driver sees it."""
 
@@ -146,14 +155,10 @@ class _Slot:
     status_ref: Any = None
     status: WorkerState | None = None
     in_flight: list[Any] = field(default_factory=list)
+    backlog: collections.deque[tuple[Item, _Queued]] = field(default_factory=collections.deque)
+    """The edits of the photo this worker has taken and not yet been handed (they go one at a time)."""
     info: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
-
-
-@dataclass
-class _Queued:
-    task: Task
-    attempts: int = 0
 
 
 def run_plan(plan: Plan, ledger: Ledger, cluster: Cluster, emit: BatchEmit, cancel: CancelToken,
@@ -173,7 +178,7 @@ class _Run:
         self.meter = RateMeter()
         self.started = time.monotonic()
         self.slots: list[_Slot] = []
-        self.running: dict[Any, tuple[_Slot, _Queued]] = {}
+        self.running: dict[Any, tuple[_Slot, _Queued, Item]] = {}
         self.this_run: set[str] = set()
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -193,7 +198,7 @@ class _Run:
         self._status("starting the workers")
         self._start_workers()
         next_status = 0.0
-        while (self.queue or self.running) and not self.cancel.cancelled:
+        while (self.queue or self.running or any(s.backlog for s in self.slots)) and not self.cancel.cancelled:
             self._submit()
             self._wait(0.25)
             if time.monotonic() >= next_status:
@@ -224,13 +229,19 @@ class _Run:
                                                  str(self.plan.layout.out))
 
     def _submit(self) -> None:
+        """Hand out edits one at a time, at most IN_FLIGHT per worker; a worker takes a photo's edits in
+        order (they share its project: the first inverts, the others reuse the inversion)."""
         for slot in sorted(self.slots, key=lambda s: len(s.in_flight)):
-            while self.queue and slot.state == "ready" and len(slot.in_flight) < IN_FLIGHT:
-                queued = self.queue.popleft()
-                queued.attempts += 1
-                ref = slot.actor.run.remote(task_json(self.plan, queued.task))
+            while slot.state == "ready" and len(slot.in_flight) < IN_FLIGHT and (slot.backlog or self.queue):
+                if not slot.backlog:
+                    queued = self.queue.popleft()
+                    queued.attempts += 1
+                    slot.backlog.extend((item, queued) for item in queued.task.items)
+                item, queued = slot.backlog.popleft()
+                one = Task(queued.task.project_name, queued.task.photo, (item,))
+                ref = slot.actor.run.remote(task_json(self.plan, one))
                 slot.in_flight.append(ref)
-                self.running[ref] = (slot, queued)
+                self.running[ref] = (slot, queued, item)
 
     def _wait(self, timeout: float) -> None:
         refs = list(self.running) + [s.ready_ref for s in self.slots if s.ready_ref is not None]
@@ -267,7 +278,7 @@ class _Run:
         self.meter.start()
 
     def _finished(self, ref: Any) -> None:
-        slot, queued = self.running.pop(ref)
+        slot, queued, item = self.running.pop(ref)
         slot.in_flight.remove(ref)
         if not slot.in_flight and slot.status is not None:
             slot.status = dataclasses.replace(slot.status, photo="", stage="waiting", step=0, total=0)
@@ -275,10 +286,14 @@ class _Run:
             outcomes = ray.get(ref)
         except RayActorError as error:
             self._lost(slot, error)
-            self._retry(queued, f"its worker {slot.label} stopped ({_first_line(error)})")
+            left = [item, *(entry for entry, _ in slot.backlog)]  # this edit and those the worker had not begun
+            slot.backlog.clear()
+            self._retry(_Queued(Task(queued.task.project_name, queued.task.photo, tuple(left)), queued.attempts),
+                        f"its worker {slot.label} stopped ({_first_line(error)})")
             return
-        except RayError as error:  # a bug in the worker's own code: the photo fails, the batch goes on
-            self._record_failures(queued, f"Unexpected internal error in the worker ({_first_line(error)}).")
+        except RayError as error:  # a bug in the worker's own code: the edit fails, the batch goes on
+            self._record_failures((item,), queued.attempts,
+                                  f"Unexpected internal error in the worker ({_first_line(error)}).")
             return
         for outcome in outcomes:
             if outcome["status"] == "cancelled":
@@ -298,16 +313,16 @@ class _Run:
                                 record.attempts))
         self._status("editing")
 
-    def _record_failures(self, queued: _Queued, reason: str) -> None:
-        for item in queued.task.items:
+    def _record_failures(self, items: tuple[Item, ...], attempts: int, reason: str) -> None:
+        for item in items:
             if item.key not in self.this_run:
-                self._record(Record(item.key, item.name, "failed", reason, "internal", attempts=queued.attempts,
+                self._record(Record(item.key, item.name, "failed", reason, "internal", attempts=attempts,
                                     started=time.time()))
 
     def _retry(self, queued: _Queued, why: str) -> None:
         if queued.attempts >= MAX_ATTEMPTS:
-            self._record_failures(queued, f"The photo was not finished: {why}, {queued.attempts} times; the "
-                                          "other photos went on.")
+            self._record_failures(queued.task.items, queued.attempts, f"The photo was not finished: {why}, "
+                                  f"{queued.attempts} times; the other photos went on.")
         else:
             self.queue.appendleft(queued)
 
@@ -353,6 +368,8 @@ class _Run:
             if slot.state != "dead":
                 slot.actor.cancel.options(concurrency_group="control").remote()
         self.queue.clear()
+        for slot in self.slots:
+            slot.backlog.clear()
         deadline = time.monotonic() + CANCEL_WAIT_S
         while self.running and time.monotonic() < deadline:
             self._wait(0.25)
