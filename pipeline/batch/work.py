@@ -19,12 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pipeline.batch.plan import STATE_DIR, Item, Plan, Task
 from pipeline.batch.sheet import write_thumbnail
 from pipeline.engine import Engine
 from pipeline.errors import RetakeError, shorten
 from pipeline.events import CancelledEvent, CancelToken, Done, Event, Failed, Progress, StageClock
 from pipeline.images import load_image
+from pipeline.project import app_version
 from pipeline.request import EditRequest
 
 
@@ -45,8 +48,6 @@ class BatchWorker:
 
     def __init__(self, label: str, device: str, threads: int | None = None) -> None:
         if threads:
-            import torch
-
             torch.set_num_threads(threads)
         self.label = label
         self.device = device
@@ -59,7 +60,6 @@ class BatchWorker:
 
     def ready(self, model: str, dtype: str | None, allow_pickle: bool, out: str) -> dict[str, Any]:
         """Load the model (once) and say who this worker is; {"error": sentence} when it cannot work."""
-        from pipeline.project import app_version
 
         started = time.perf_counter()
         self._set(stage="loading the model")
@@ -156,7 +156,5 @@ def _thumbnails(task: dict[str, Any], entry: dict[str, Any], done: Done) -> None
 
 def _describe(device: Any) -> str:
     if getattr(device, "type", "") == "cuda":
-        import torch
-
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return "cpu"
