@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
+from cli.batch import add_batch_parser, run_batch
 from cli.interrupt import cancel_on_signals, exit_cancelled
 from cli.progress import TerminalProgress
 from cli.selftest import self_test
@@ -62,6 +63,17 @@ def _checked_number(check: Callable[[int], int | None]) -> Callable[[str], int]:
     return parse
 
 
+def _count(text: str) -> int:
+    """A whole number of workers or GPUs, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {shorten(text)}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="retake", description="Edit a photo by changing its description.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--allow-pickle", action="store_true",
                       help="allow pickled .ckpt/.pt/.bin checkpoints (loaded with weights_only)")
 
+    add_batch_parser(commands, _count)
+
     methods = commands.add_parser("methods", help="list methods and their parameters")
     methods.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser("info", help="versions, device and where models are looked for")
@@ -131,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "edit":
             return run_edit(args)
+        if args.command == "batch":
+            return run_batch(args, UsageError)
         if args.command == "methods":
             return list_methods(args.json)
         if args.command == "info":
