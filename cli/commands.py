@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
+from cli.batch import add_batch_parser, run_batch
 from cli.interrupt import cancel_on_signals, exit_cancelled
 from cli.progress import TerminalProgress
 from cli.selftest import self_test
@@ -75,6 +76,17 @@ def _pixels(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    """A whole number of workers or GPUs, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {shorten(text)}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="retake", description="Edit a photo by changing its description.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     demo.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="sampling precision (cuda default fp16)")
 
+    add_batch_parser(commands, _count)
+
     methods = commands.add_parser("methods", help="list methods and their parameters")
     methods.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser("info", help="versions, device and where models are looked for")
@@ -163,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_edit(args)
         if args.command == "demo":
             return run_demo(args)
+        if args.command == "batch":
+            return run_batch(args, UsageError)
         if args.command == "methods":
             return list_methods(args.json)
         if args.command == "info":

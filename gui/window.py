@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QScrollArea, QVBoxLayout, QWidget,
 )
 
-from gui import project_io, restore
+from gui import batch_dialog, project_io, restore
 from gui.canvas import Canvas, Tool
 from gui.document import Document
 from gui.guard import explain, guarded
@@ -235,6 +235,8 @@ class MainWindow(QMainWindow):
         a("save_as", "Save &as…", self._choose_save_as, k.SaveAs)
         a("export", "&Export result…", self._choose_export, "Ctrl+E")
         a("load_png", "Load settings from a result PNG…", self._choose_png_settings, "Ctrl+Shift+O")
+        a("save_recipe", "Save &recipe…", lambda: batch_dialog.save_recipe(self), "Ctrl+Shift+B")
+        a("apply_folder", "&Apply to a folder…", lambda: batch_dialog.apply_to_folder(self), "Ctrl+B")
         a("settings", "Se&ttings…", self.open_settings, "Ctrl+,")
         a("quit", "&Quit", self.close, k.Quit)
         undo = self.doc.undo.createUndoAction(self, "&Undo")
@@ -287,8 +289,8 @@ class MainWindow(QMainWindow):
     def _make_menus(self) -> None:
         bar = self.menuBar()
         menus = {
-            "&File": ["new", "open", "recent", "save", "save_as", None, "export", "load_png", None, "models",
-                      "settings", None, "quit"],
+            "&File": ["new", "open", "recent", "save", "save_as", None, "export", "load_png", "save_recipe", None,
+                      "models", "settings", None, "quit"],
             "&Edit": ["undo", "redo", None, "paste", None, "reference_load", "reference_paste"],
             "&View": ["fit", "actual", "zoom_in", "zoom_out", None, "compare", "show_mask", None, "step_prev",
                       "step_next", "show_result"],
@@ -296,7 +298,7 @@ class MainWindow(QMainWindow):
                        "brush_smaller", "softer", "harder", None, "next_mask", "mask_fill", "mask_clear",
                        "mask_invert", "segment_clear"],
             "&Run": ["run", "cancel"],
-            "&Project": ["free_space"],
+            "&Project": ["free_space", "apply_folder"],
             "&Help": ["shortcuts", "about"],
         }
         for title, names in menus.items():

@@ -329,11 +329,11 @@ class Engine:
         except Cancelled:
             return CancelledEvent(state["stage"])
         except RetakeError as error:
-            return Failed(str(error))
+            return Failed(str(error), type(error).__name__)
         except torch.cuda.OutOfMemoryError:
             return Failed(str(OutOfMemoryError(
                 "The GPU ran out of memory; close other GPU programs, lower the image size "
-                f"(--max-side) or run on the CPU; {kept()}.")))
+                f"(--max-side) or run on the CPU; {kept()}.")), OutOfMemoryError.__name__)
         except Exception as error:  # a bug, not a user mistake: say so, keep the traceback in the log
             log.exception("unexpected error")
             return Failed(f"Unexpected internal error ({type(error).__name__}: {error}); {kept()}.")

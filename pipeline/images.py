@@ -34,6 +34,8 @@ from pipeline.files import write_atomically
 # single pixel is decoded, so a 50 kB file that claims to be 100 000 x 100 000 costs nothing.
 MAX_PIXELS = 89_478_485
 
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+"""The file endings of the photos a folder is searched for (a batch's inputs)."""
 PNG_METADATA_KEY = "retake"
 PNG_PARAMETERS_KEY = "parameters"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,15 @@ def _project(request: EditRequest, recover: bool) -> tuple[Path, Project | None]
     return path, Project.open(path, recover=recover) if exists else None
 
 
+def check_input_names(method_id: str, method: Method[Any], names: Iterable[str]) -> None:
+    """Every name is one of the method's named inputs (ParamError naming the first that is not)."""
+    declared = [spec.name for spec in input_specs(method.Params)]
+    for name in names:
+        if name not in declared:
+            known = ", ".join(declared) or "none"
+            raise ParamError(f"The method {method_id} takes no input {shorten(name)!r} (it takes: {known}).")
+
+
 @dataclass
 class _ReadInputs:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -291,10 +301,7 @@ def _read_sources(request: EditRequest, method_id: str, method: Method[Any],
     inversion): from the request's file, else from the project (None: without it); every required one present."""
     declared = {spec.name: spec for spec in input_specs(method.Params)}
     files = request.input_files()
-    for name in [*files, *request.input_prompts]:
-        if name not in declared:
-            known = ", ".join(declared) or "none"
-            raise ParamError(f"The method {method_id} takes no input {shorten(name)!r} (it takes: {known}).")
+    check_input_names(method_id, method, [*files, *request.input_prompts])
     read: dict[str, tuple[InputSpec, Image.Image | None]] = {}
     for name, spec in declared.items():
         given = files.get(name)

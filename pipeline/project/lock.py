@@ -46,7 +46,7 @@ _MAX_LOCK_BYTES = 1 << 20
 Holder = tuple[bytes, dict[str, Any] | None, float]  # raw content, parsed first line, age in seconds
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether process `pid` exists on this machine (a zombie counts as dead)."""
     if pid <= 0:
         return False
@@ -212,7 +212,7 @@ class ProjectLock:
         pid = info.get("pid")
         if info.get("host") != socket.gethostname() or not isinstance(pid, int):
             return False  # another machine's process: only age can tell
-        return not _pid_alive(pid)
+        return not pid_alive(pid)
 
     def _break(self, stale: bytes) -> None:
         """Remove a stale lock without ever removing a live one that replaced it meanwhile."""
