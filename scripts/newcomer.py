@@ -8,10 +8,11 @@ loop, so modal dialogs (the shortcuts, Settings, the question on closing) are dr
 The driver only reads the widgets (on the main thread, through `Driver.gui`) to find where to click
 and to check what a step should have done; it never calls the window's slots.
 
-Each step prints one line, PASS or FAIL with what was seen, and grabs the whole screen into
-OUT_DIR/NN-name.png. The exit status is 1 when a step failed or an exception escaped into Qt's event
-loop (sys.excepthook, threading.excepthook), else 0. This is evidence for a person to look at, not a
-CI test: CI has no X display.
+Xvfb runs no window manager, so where one would give a window the keyboard when it is clicked, the
+driver does it with `xdotool windowfocus`. Each step prints one line, PASS or FAIL with what was seen,
+and grabs the whole screen into OUT_DIR/NN-name.png. The exit status is 1 when a step failed or an
+exception escaped into Qt's event loop (sys.excepthook, threading.excepthook), else 0. This is
+evidence for a person to look at, not a CI test: CI has no X display.
 """
 
 from __future__ import annotations
@@ -66,10 +67,10 @@ class StepFailed(Exception):
 
 
 class Driver:
-    """Real X input through xdotool, and reads of the widgets on the GUI thread."""
+    """Real X input through xdotool on `window` and its dialogs, and reads of the widgets on the GUI thread."""
 
-    def __init__(self, bridge: Bridge, out: Path) -> None:
-        self.bridge, self.out = bridge, out
+    def __init__(self, bridge: Bridge, out: Path, window: MainWindow) -> None:
+        self.bridge, self.out, self.window = bridge, out, window
         self.results: list[tuple[str, bool, str]] = []
         self.shots = 0
 
@@ -276,8 +277,8 @@ class Newcomer(Driver):
     """The flows of issue 21, in the order a new user meets them."""
 
     def __init__(self, bridge: Bridge, out: Path, window: MainWindow, work: Path, quick: bool) -> None:
-        super().__init__(bridge, out)
-        self.window, self.work, self.quick = window, work, quick
+        super().__init__(bridge, out, window)
+        self.work, self.quick = work, quick
         self.run_xs: list[tuple[str, int]] = []  # where the toolbar's Run button was, and when
 
     def steps(self) -> list[Callable[[], None]]:
