@@ -50,6 +50,9 @@ SCENE = "house-colour"  # the demo scene opened in step 2 (p2p, direct inversion
 INTERNAL_NAME = re.compile(r"\b[a-z]+_[a-z0-9_]+\b")  # a parameter's name (blend_words) where a label belongs
 ENGINE_S = 240  # how long the engine and the demo model may take to load on a busy 2-core CPU
 RUN_S = 300  # how long one edit of the demo scene may take
+STEPS = ("start", "open-scene", "wheel-over-method", "wheel-zoom", "chip", "run-edit", "layout", "segment",
+         "close-during-run", "bad-model")
+"""Every step, in the order a new user meets them (each a method of Newcomer; most need the ones before)."""
 
 
 class Bridge(QObject):
@@ -276,16 +279,15 @@ def _close_enough(a: QColor, b: QColor, tolerance: int = 12) -> bool:
 class Newcomer(Driver):
     """The flows of issue 21, in the order a new user meets them."""
 
-    def __init__(self, bridge: Bridge, out: Path, window: MainWindow, work: Path, quick: bool) -> None:
+    def __init__(self, bridge: Bridge, out: Path, window: MainWindow, work: Path, only: list[str]) -> None:
         super().__init__(bridge, out, window)
-        self.work, self.quick = work, quick
+        self.work, self.only = work, only
         self.run_xs: list[tuple[str, int]] = []  # where the toolbar's Run button was, and when
+        self.widths: dict[str, set[int]] = {"undo": set(), "redo": set()}  # the widths their buttons had
 
     def steps(self) -> list[Callable[[], None]]:
-        if self.quick:  # the second screen size: the window opened on a scene, and its layout
-            return [self.start, self.open_scene, self.chip, self.layout]
-        return [self.start, self.open_scene, self.wheel_over_method, self.wheel_zoom, self.chip, self.run_edit,
-                self.layout, self.segment, self.close_during_run, self.bad_model]
+        """The steps to walk: all of STEPS, or those named in --steps (in STEPS' order)."""
+        return [getattr(self, name.replace("-", "_")) for name in STEPS if not self.only or name in self.only]
 
     def walk(self) -> None:
         for step in self.steps():
@@ -314,7 +316,10 @@ class Newcomer(Driver):
         return find
 
     def note_run_x(self, when: str) -> None:
+        """Where the Run button is now (and how wide Undo and Redo are)."""
         self.run_xs.append((when, self.gui(lambda: self.toolbar_button("run")().mapToGlobal(QPoint(0, 0)).x())))
+        for name, seen in self.widths.items():
+            seen.add(self.gui(lambda: self.toolbar_button(name)().width()))
 
     def toolbar_texts(self) -> list[str]:
         def texts() -> list[str]:
@@ -515,35 +520,23 @@ class Newcomer(Driver):
         internal = sorted({m for text in seen_texts for m in INTERNAL_NAME.findall(text)})
         moved = [f"{when}: {x}" for when, x in self.run_xs if x != self.run_xs[0][1]]
         passed = len(xs) == 1 and not internal and "done" in done.lower()
+        widths = ", ".join(f"{name.capitalize()} {sorted(seen)}" for name, seen in self.widths.items())
         self.record("run-edit", passed,
                     f"{done!r}; Run button at x={xs} over {len(self.run_xs)} looks"
-                    f"{' (moved ' + '; '.join(dict.fromkeys(moved)) + ')' if moved else ''}; internal names in the "
+                    f"{' (moved ' + '; '.join(dict.fromkeys(moved)) + ')' if moved else ''}; widths in px: {widths}; "
+                    f"internal names in the "
                     f"toolbar/status: {internal or 'none'} ({shot_running.name if shot_running else '-'}, {shot.name})")
 
     # -- 7. layout at this screen size ---------------------------------------------------------------------
     def layout(self) -> None:
         w = self.window
         size = self.gui(lambda: QGuiApplication.primaryScreen().size())
-
-        def rows() -> list[tuple[str, QRect]]:
-            tools = w.tools
-            found = []
-            for field in (tools.size, tools.size_label, tools.hardness, tools.purpose):
-                form = next(f for f in tools.findChildren(QFormLayout) if f.indexOf(field) >= 0)
-                label = form.labelForField(field)
-                found.append((label.text() if label and label.text() else "(size note)", _global_rect(field)))
-                if label is not None and label.text():
-                    found.append((f"label {label.text()}", _global_rect(label)))
-            return found
-
-        geometries = self.gui(rows)
-        overlaps = [f"{a} / {b}" for i, (a, ra) in enumerate(geometries) for b, rb in geometries[i + 1:]
-                    if ra.intersects(rb)]
-        squashed = [name for name, rect in geometries if rect.height() < 12]
-        self.record("layout-tools", not overlaps and not squashed,
-                    f"at {size.width()}x{size.height()} the Tools rows Size, Hardness, Mask and their labels: "
-                    f"{'overlap: ' + ', '.join(overlaps) if overlaps else 'disjoint'}"
-                    f"{'; squashed: ' + ', '.join(squashed) if squashed else ''}")
+        squeezed = self.gui(lambda: _squeezed_tools(w))
+        self.record("layout-tools", not squeezed, f"at {size.width()}x{size.height()} the Tools rows Size, Hardness, "
+                    f"Mask and their labels: {squeezed or 'disjoint'}")
+        cut = self.gui(lambda: _cut_chips(w))
+        self.record("layout-chips", not cut, f"at {size.width()}x{size.height()} the chip boxes show whole rows: "
+                    f"{'chips cut by the box edge: ' + ', '.join(cut) if cut else 'no chip cut by the box edge'}")
         self.focus_window(lambda: w)
         self.move(self.centre(lambda: w.statusBar()))
         self.key("F1")
@@ -606,12 +599,14 @@ class Newcomer(Driver):
 
         text, status, width_after = self.gui(seen)
         statuses.append(status)
+        squeezed = self.gui(lambda: _squeezed_tools(w))
         clear = bool(re.search(r"checkpoint|segment anything|\bsam\b", text, re.IGNORECASE))
         stuck = any("segmenting" in said.lower() for said in statuses)
-        passed = clear and not stuck and width_after <= width_before + 2
+        passed = clear and not stuck and width_after <= width_before + 2 and not squeezed
         self.record("segment", passed,
                     f"a click with Segment: {text[:110]!r}; status {' then '.join(map(repr, statuses))}; "
-                    f"Tools dock {width_before} -> {width_after} px wide ({shot.name})")
+                    f"Tools dock {width_before} -> {width_after} px wide, its rows {squeezed or 'disjoint'} "
+                    f"({shot.name})")
         self.click(self.centre(self.toolbar_button("tool_brush")))
 
     # -- 9. closing the window during a run ----------------------------------------------------------------
@@ -699,6 +694,35 @@ class Newcomer(Driver):
         return self.gui(w.status_stage.text)
 
 
+def _squeezed_tools(window: MainWindow) -> str:
+    """What overlaps or is squashed among the Tools panel's first rows (Size, its note, Hardness, Mask and
+    their labels), "" when nothing is."""
+    tools, rows = window.tools, []
+    for field in (tools.size, tools.size_label, tools.hardness, tools.purpose):
+        form = next(f for f in tools.findChildren(QFormLayout) if f.indexOf(field) >= 0)
+        label = form.labelForField(field)
+        name = _plain(label.text()) if isinstance(label, QLabel) and label.text() else "size note"
+        rows.append((name, _global_rect(field)))
+        if name != "size note":
+            rows.append((f"label {name}", _global_rect(label)))
+    overlaps = [f"{a} / {b}" for i, (a, ra) in enumerate(rows) for b, rb in rows[i + 1:] if ra.intersects(rb)]
+    squashed = [name for name, rect in rows if rect.height() < 12]
+    return "; ".join(part for part in (f"overlap: {', '.join(overlaps)}" if overlaps else "",
+                                       f"squashed: {', '.join(squashed)}" if squashed else "") if part)
+
+
+def _cut_chips(window: MainWindow) -> list[str]:
+    """The word chips that their box shows only in part (cut by its edge)."""
+    cut = []
+    for which, chips in window.prompts.chips.items():
+        view = chips.viewport().rect()
+        for i in range(chips.count()):
+            rect = chips.visualItemRect(chips.item(i))
+            if rect.intersects(view) and not view.contains(rect):
+                cut.append(f"{which} {chips.item(i).text()!r}")
+    return cut
+
+
 def _segment_note(window: MainWindow) -> str:
     """What the Tools panel's note on segmenting says (the panel had one before the message bar took it)."""
     note = getattr(window.tools, "segment_note", None)
@@ -724,8 +748,12 @@ def _new_window(settings: AppSettings) -> MainWindow:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="the folder the screenshots go into")
-    parser.add_argument("--quick", action="store_true", help="only the start, a scene and the layout")
+    parser.add_argument("--steps", type=lambda text: text.split(","), default=[],
+                        help=f"only these steps, comma-separated (of {', '.join(STEPS)}); start and open-scene "
+                             "are what the others stand on")
     args = parser.parse_args()
+    if unknown := set(args.steps) - set(STEPS):
+        parser.error(f"no step {', '.join(sorted(unknown))}")
     args.out.mkdir(parents=True, exist_ok=True)
 
     escaped: list[str] = []
@@ -742,7 +770,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="retake-newcomer-"))
     settings = AppSettings(QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat))
     window = _new_window(settings)
-    driver = Newcomer(Bridge(), args.out, window, work, args.quick)
+    driver = Newcomer(Bridge(), args.out, window, work, args.steps)
 
     def drive() -> None:
         try:

@@ -29,5 +29,5 @@ pass() {  # WIDTHxHEIGHT FOLDER [--quick]
 }
 rm -f "$out"/*.png "$out"/1400x900/*.png 2>/dev/null || true
 pass 1280x800 "$out"
-pass 1400x900 "$out/1400x900" --quick
+pass 1400x900 "$out/1400x900" --steps start,open-scene,chip,layout
 exit $status
