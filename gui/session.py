@@ -71,6 +71,7 @@ class EditSession(QObject):
     noticed = Signal(str)  # a Notice of the run
     stepDecoded = Signal(str, int, object)  # a step of the current run decoded in full
     modelChanged = Signal(str)  # the model's state changed; details (an error) or ""
+    preloaded = Signal(object, str)  # a preload ended: its options, and why it failed ("" when it loaded)
     historyChanged = Signal()
     currentResultChanged = Signal()
     ioChanged = Signal(str)  # what the project-I/O worker is doing ("" when idle)
@@ -99,7 +100,7 @@ class EditSession(QObject):
         self.engine.ready.connect(self._on_ready)
         self.engine.event.connect(self._on_event)
         self.engine.finished.connect(self._on_finished)
-        self.engine.modelState.connect(self._on_model_state)
+        self.engine.modelState.connect(self._on_preload_state)
         self.engine.decoded.connect(self._on_decoded)
         self.io.busyChanged.connect(self.ioChanged)
 
@@ -124,6 +125,13 @@ class EditSession(QObject):
 
     def _on_ready(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
+
+    def _on_preload_state(self, state: str, details: str, options: dict[str, Any]) -> None:
+        """A preload's state: whoever asked for it (gui.model_choice) hears how it ended in `preloaded`
+        and decides what to say of a failure."""
+        self._on_model_state(state, "")
+        if state in ("loaded", "not loaded"):
+            self.preloaded.emit(options, details)
 
     def _on_model_state(self, state: str, details: str) -> None:
         self.model_state = state

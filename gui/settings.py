@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +122,12 @@ class AppSettings:
         demo = DEMO_PARAMS if (self.get("model") or "demo") == "demo" else {}
         return {"steps": self.get("default_steps"), **demo}
 
-    def request_options(self) -> dict[str, Any]:
-        """The EditRequest fields the settings decide ("auto" leaves the engine to choose)."""
-        device, precision = self.get("device"), self.get("precision")
-        model = self.get("model") or "demo"
+    def request_options(self, trying: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The EditRequest fields the settings decide ("auto" leaves the engine to choose); `trying`
+        holds model, device or precision values tried before they are recorded (gui.model_choice)."""
+        trying = trying or {}
+        device, precision = trying.get("device", self.get("device")), trying.get("precision", self.get("precision"))
+        model = trying.get("model", self.get("model")) or "demo"
         options = {"model": model, "device": None if device == "auto" else device,
                    "dtype": None if precision == "auto" else precision,
                    "max_side": self.get("max_side") or None}  # 0: the project's, else the model's own size
@@ -250,10 +253,15 @@ class SettingsDialog(QDialog):
         if path := QFileDialog.getExistingDirectory(self, "Where projects live"):
             self.projects_dir.setText(path)
 
+    def load_values(self) -> dict[str, str]:
+        """The model, device and precision chosen: the window tries them, and they are recorded only once
+        the model has loaded (gui.model_choice)."""
+        return {"model": self.model.text().strip() or "demo", "device": self.device.currentText(),
+                "precision": self.precision.currentText()}
+
     def accept(self) -> None:
-        values = {"model": self.model.text().strip() or "demo", "image_encoder": self.image_encoder.text().strip(),
-                  "device": self.device.currentText(),
-                  "precision": self.precision.currentText(), "sam_checkpoint": self.sam.text().strip(),
+        """Record what takes effect at once; the model, device and precision wait for the model to load."""
+        values = {"image_encoder": self.image_encoder.text().strip(), "sam_checkpoint": self.sam.text().strip(),
                   "default_steps": self.steps.value(), "max_side": self.max_side.value(),
                   "projects_dir": self.projects_dir.text().strip(), "autosave_minutes": self.autosave.value()}
         for name, value in values.items():

@@ -30,6 +30,7 @@ from gui.guard import explain, guarded
 from gui.history import HistoryPanel
 from gui.io_worker import Task
 from gui.method_form import MethodPanel
+from gui.model_choice import ModelChoice, model_name
 from gui.models_dialog import ModelsDialog
 from gui.project_io import ResultEntry
 from gui.prompts import PromptPanel
@@ -118,6 +119,7 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._io_said = ""  # what the status bar last said of project I/O
         self.models_dialog: ModelsDialog | None = None
+        self.model_choice = ModelChoice(self.settings)
         self.setAcceptDrops(True)
         self.resize(1400, 900)
 
@@ -158,6 +160,7 @@ class MainWindow(QMainWindow):
         session = self.session
         session.historyChanged.connect(self._update_inversion)
         session.modelChanged.connect(guard("loading the model")(self._on_model_state))
+        session.preloaded.connect(guard("loading the model")(self._on_preloaded))
         session.progressed.connect(guard("showing the run's progress")(self._on_progress))
         session.previewed.connect(guard("showing a step of the run")(self._on_preview))
         session.noticed.connect(lambda text: self.message.show_message(text, error=False))
@@ -358,9 +361,13 @@ class MainWindow(QMainWindow):
 
     def open_settings(self) -> None:
         before = self.settings.request_options()
-        if SettingsDialog(self.settings, self).exec():
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec():
             self._apply_settings()
-            if self.settings.request_options() != before:
+            chosen = dialog.load_values()
+            if any(self.settings.get(name) != value for name, value in chosen.items()):
+                self.choose_model(chosen)
+            elif self.settings.request_options() != before:
                 self._preload()
 
     def open_models(self) -> ModelsDialog:
@@ -375,14 +382,33 @@ class MainWindow(QMainWindow):
         return self.models_dialog
 
     def use_model(self, spec: str, download: bool = False) -> None:
-        """Make `spec` the model and load it now (`download`: fetch a Hugging Face id first)."""
-        self.settings.set("model", spec)
-        self._update_model_status()
-        self._preload(download)
+        """Load `spec` now (`download`: fetch a Hugging Face id first); it becomes the model once loaded."""
+        self.choose_model({"model": spec}, download)
 
-    def _preload(self, download: bool = False) -> None:
-        self.session.preload(self.settings.request_options(), download)
+    def choose_model(self, values: dict[str, Any], download: bool = False) -> None:
+        """Try a model, device or precision (gui.model_choice): recorded once loaded, else the one in use stays."""
+        self.session.preload(self.model_choice.choose(values), download)
+        self._update_model_status()
         self._show_settings_problems()
+
+    def _preload(self) -> None:
+        """Load the model the settings record."""
+        self.session.preload(self.settings.request_options())
+        self._show_settings_problems()
+
+    def _on_preloaded(self, options: dict[str, Any], error: str) -> None:
+        """A preload ended: a choice that loaded is recorded; one that failed is said, and the model in use
+        is loaded again (the engine let it go to try the new one)."""
+        said = self.model_choice.settle(options, error)
+        if said is None:
+            if error and self.model_choice.pending is None:  # the recorded model itself did not load
+                self.message.show_message(error)
+        elif said:
+            self.message.show_message(said, error)
+            self._preload()
+        self._update_model_status()
+        if self.models_dialog is not None and self.models_dialog.isVisible():
+            self.models_dialog.settled(said or "")
 
     def _show_settings_problems(self) -> None:
         """Saved settings that could not be used (each replaced by its default), said once, after what the
@@ -431,8 +457,12 @@ class MainWindow(QMainWindow):
             self.message.show_message(details)
 
     def _update_model_status(self) -> None:
-        self.status_model.setText(f"Model: {Path(self.settings.get('model')).name or 'demo'} "
-                                  f"({self.session.model_state})")
+        """The recorded model and its state; while another is tried, that one's state beside it."""
+        name = model_name(self.settings.get("model"))
+        if trying := self.model_choice.pending_name():
+            self.status_model.setText(f"Model: {name}; {trying} {self.session.model_state}")
+        else:
+            self.status_model.setText(f"Model: {name} ({self.session.model_state})")
         self.status_model.setToolTip(self.settings.get("model"))
 
     def _update_inversion(self) -> None:
@@ -776,6 +806,10 @@ class MainWindow(QMainWindow):
             self.message.show_message("Open a photo first (File › New project from image, or drop one here).")
             return False
         if self.session.running or not self.session.ready or self._refused_while_busy():
+            return False
+        if trying := self.model_choice.pending_name():  # the engine is busy with it; the run would wait
+            self.message.show_message(f"{trying} is still loading: run once the status bar says it has loaded.",
+                                      error=False)
             return False
         self.message.hide()
         self.timeline.back_to_result()

@@ -93,7 +93,7 @@ class EngineWorker(QObject):
     event = Signal(object)
     finished = Signal(object)
     status = Signal(dict)
-    modelState = Signal(str, str)  # state, details
+    modelState = Signal(str, str, object)  # state, details, the options of the model preloaded
     decoded = Signal(object, object)  # the key it was asked under, the picture
 
     def __init__(self, engine_factory: EngineFactory, decodes: Latest) -> None:
@@ -128,7 +128,7 @@ class EngineWorker(QObject):
         fetches a Hugging Face id first (only when the artist asked for it)."""
         from pipeline.errors import RetakeError
 
-        self.modelState.emit("downloading…" if download else "loading…", "")
+        self.modelState.emit("downloading…" if download else "loading…", "", options)
         if self._models_loaded and self._loaded != model_key(options):
             gc.unfreeze()  # the model loaded before may go now, cycles and all
         self._loaded = None
@@ -138,18 +138,19 @@ class EngineWorker(QObject):
                 self._engine.preload(model, device, dtype, allow_download=True)
             bundle = self._engine.preload(model, device, dtype)
         except RetakeError as error:
-            self.modelState.emit("not loaded", str(error))
+            self.modelState.emit("not loaded", str(error), options)
             return
         except Exception as error:  # noqa: BLE001 - a bug or a broken model file; the user sees it
             log.exception("model preload failed")
-            self.modelState.emit("not loaded", f"The model could not be loaded ({type(error).__name__}: {error}).")
+            self.modelState.emit("not loaded", f"The model could not be loaded ({type(error).__name__}: {error}).",
+                                 options)
             return
         finally:
             keep_out_of_collections()
         self._models_loaded += 1
         self._loaded = model_key(options)
         self.status.emit(device_summary(getattr(bundle, "device", None)))
-        self.modelState.emit("loaded", "")
+        self.modelState.emit("loaded", "", options)
 
     @Slot(object, object)
     def run(self, make_request: Callable[[], EditRequest], cancel: Any) -> None:
@@ -200,7 +201,7 @@ class EngineClient(QObject):
     event = Signal(object)
     finished = Signal(object)
     status = Signal(dict)
-    modelState = Signal(str, str)
+    modelState = Signal(str, str, object)  # state, details, the options of the model preloaded
     busyChanged = Signal(bool)
     decoded = Signal(object, object)
     _startUp = Signal()
