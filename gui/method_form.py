@@ -247,7 +247,7 @@ class MethodPanel(QWidget):
             tip = spec.help + ("\n\nAn inversion parameter: changing it makes a new inversion." if
                                spec.stage == "inversion" else "")
             editor.setToolTip(tip)
-            label = QLabel(spec.name.replace("_", " ") + (" ⟲" if spec.stage == "inversion" else ""))
+            label = QLabel(spec.label + (" ⟲" if spec.stage == "inversion" else ""))
             label.setToolTip(tip)
             editor.edited.connect(lambda value, name=spec.name: self.doc.set_param(name, value))
             self.form.addRow(label, editor)

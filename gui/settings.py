@@ -37,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "max_side": 0, "projects_dir": "", "autosave_minutes": 2, "models_dir": "",
     "image_encoder": "",
 }
+LABELS = {"sam_checkpoint": "The Segment Anything checkpoint", "default_steps": "Default steps",
+          "max_side": "The working size", "projects_dir": "The projects folder",
+          "autosave_minutes": "Autosave every (minutes)", "models_dir": "The model folder"}
+"""How the settings are named to people (as the Settings dialog names them): never by their file keys."""
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),  # or cuda:N, one GPU of several
     "precision": ("auto", "fp16", "bf16", "fp32"),  # the engine's sampling precisions (pipeline.models)
@@ -64,7 +68,8 @@ class AppSettings:
         try:
             return _checked(name, value, default)
         except ValueError as error:
-            self._problems[name] = f"{name} {shorten(repr(value), 40)} {error}."
+            label = LABELS.get(name, name.replace("_", " ").capitalize())
+            self._problems[name] = f"{label} {shorten(repr(value), 40)} {error}."
             return default
 
     def take_problems(self) -> list[str]:

@@ -229,6 +229,25 @@ class MainWindow(QMainWindow):
         self.actions[name] = action
         return action
 
+    def _history_action(self, text: str, which: str) -> QAction:
+        """Undo or Redo with a fixed text, the command it would undo in its tooltip: Qt's own actions put
+        the command in their text ("Undo Change blend words"), so the toolbar buttons changed width
+        with every edit and Run moved under the artist's mouse."""
+        stack, word = self.doc.undo, text.replace("&", "")
+        action = QAction(text, self)
+        action.triggered.connect(getattr(stack, which))
+        can = getattr(stack, f"can{word}")
+        getattr(stack, f"can{word}Changed").connect(action.setEnabled)
+        action.setEnabled(can())
+
+        def tell(command: str) -> None:
+            action.setToolTip(f"{word} {command}" if command else f"Nothing to {which}")
+            action.setStatusTip(action.toolTip())
+
+        getattr(stack, f"{which}TextChanged").connect(tell)
+        tell(getattr(stack, f"{which}Text")())
+        return action
+
     def _make_actions(self) -> None:
         k = QKeySequence.StandardKey
         a = self._action
@@ -242,9 +261,8 @@ class MainWindow(QMainWindow):
         a("apply_folder", "&Apply to a folder…", lambda: batch_dialog.apply_to_folder(self), "Ctrl+B")
         a("settings", "Se&ttings…", self.open_settings, "Ctrl+,")
         a("quit", "&Quit", self.close, k.Quit)
-        undo = self.doc.undo.createUndoAction(self, "&Undo")
+        undo, redo = self._history_action("&Undo", "undo"), self._history_action("&Redo", "redo")
         undo.setShortcuts(key_sequences(k.Undo))
-        redo = self.doc.undo.createRedoAction(self, "&Redo")
         redo_keys = key_sequences(k.Redo)
         if QKeySequence("Ctrl+Shift+Z") not in redo_keys:  # the other platforms' redo, on every platform
             redo_keys.append(QKeySequence("Ctrl+Shift+Z"))
@@ -828,7 +846,8 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, max(event.total, 1))
         self.progress.setValue(event.step)
         eta = f", about {event.eta_s:.0f} s left" if event.eta_s else ""
-        self.status_stage.setText(f"{event.stage.capitalize()}: {event.step}/{event.total}{eta}")
+        stage = str(event.stage)  # its label: "DDIM inversion" (str.capitalize would write "Ddim")
+        self.status_stage.setText(f"{stage[:1].upper()}{stage[1:]}: {event.step}/{event.total}{eta}")
 
     def _on_preview(self, event: Any) -> None:
         if self.timeline.chosen is None:  # follow the run unless the artist chose a step

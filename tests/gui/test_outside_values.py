@@ -175,12 +175,12 @@ def test_the_settings_file_is_checked_before_it_is_used(qtbot, settings, fake_en
     try:
         text = window.message.text.text()
         assert window.message.isVisible() and text.startswith("Some saved settings could not be used")
-        assert all(name in text for name in ("precision", "autosave_minutes", "device", "model"))
-        assert "precision 'float16' is not one of auto, fp16, bf16, fp32." in text
+        assert all(name in text for name in ("Precision", "Autosave every (minutes)", "Device", "Model"))
+        assert "Precision 'float16' is not one of auto, fp16, bf16, fp32." in text and "_" not in text
         assert settings.request_options() == {"model": "demo", "device": None, "dtype": None, "max_side": None}
         open_photo(qtbot, window, photo)  # a new project: the default steps are read
         assert window.doc.params["steps"] == 50
-        assert "default_steps 'abc' is not a whole number." in window.message.text.text()
+        assert "Default steps 'abc' is not a whole number." in window.message.text.text()
 
         settings.store.setValue("default_steps", "1")  # a whole number, but not a number of steps
         window.doc.undo.setClean()
