@@ -38,6 +38,7 @@ from gui.qimage import from_qimage
 from gui.reference import ReferencePanel
 from gui.session import EditSession
 from gui.settings import AppSettings, SettingsDialog
+from gui.shortcuts import ShortcutsDialog
 from gui.timeline import Timeline
 from gui.tools import ToolPanel
 from gui.welcome import WelcomeView
@@ -889,12 +890,14 @@ class MainWindow(QMainWindow):
         return [(action.text().replace("&", ""), action.shortcut().toString(QKeySequence.SequenceFormat.NativeText))
                 for action in self.actions.values() if not action.shortcut().isEmpty()]
 
-    def show_shortcuts(self) -> None:
-        rows = "".join(f"<tr><td>{name}</td><td><b>{keys}</b></td></tr>" for name, keys in self.shortcut_table())
-        rows += ("<tr><td>Pan</td><td><b>Space-drag, middle button</b></td></tr>"
-                 "<tr><td>Zoom to cursor</td><td><b>Mouse wheel</b></td></tr>"
-                 "<tr><td>Segment: include / exclude / box</td><td><b>Left click / right click / drag</b></td></tr>")
-        QMessageBox.information(self, "Keyboard shortcuts", f"<table cellpadding=3>{rows}</table>")
+    def show_shortcuts(self) -> ShortcutsDialog:
+        """Help > Keyboard shortcuts: a table that scrolls, sized to the screen (window-modal, not blocking)."""
+        rows = [*self.shortcut_table(), ("Pan", "Space-drag, middle button"), ("Zoom to cursor", "Mouse wheel"),
+                ("Segment: include / exclude / box", "Left click / right click / drag")]
+        dialog = ShortcutsDialog(rows, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        return dialog
 
     def _about(self) -> None:
         QMessageBox.about(self, "About Retake", "Retake edits a photo by changing its description: diffusion "
