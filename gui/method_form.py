@@ -9,6 +9,7 @@ parameter sets per method, kept in the settings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -17,9 +18,10 @@ from PySide6.QtWidgets import (
     QSlider, QSpinBox, QVBoxLayout, QWidget,
 )
 
-from gui.document import Document, method_defaults
+from gui.document import Document
 from gui.restore import checked_method
 from gui.settings import AppSettings
+from gui.starting_params import starting_params
 
 SLIDER_STEPS = 1000
 
@@ -182,9 +184,10 @@ class MethodPanel(QWidget):
 
     problem = Signal(str)  # a preset value that could not be applied, for the window's message bar
 
-    def __init__(self, doc: Document, settings: AppSettings, parent: QWidget | None = None) -> None:
+    def __init__(self, doc: Document, settings: AppSettings, gpu: Callable[[], bool] = lambda: True,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.doc, self.settings = doc, settings
+        self.doc, self.settings, self.gpu = doc, settings, gpu
         self.editors: dict[str, Editor] = {}
         self.method = QComboBox()
         self.summary = QLabel("Loading the engine…")
@@ -193,6 +196,8 @@ class MethodPanel(QWidget):
         self.presets.setToolTip("Apply a saved parameter set of this method.")
         save, delete, reset = QPushButton("Save…"), QPushButton("Delete"), QPushButton("Reset to defaults")
         save.setToolTip("Save the current parameters as a preset.")
+        reset.setToolTip("The method's defaults; on a machine without a GPU, with its fastest faithful options "
+                         "(direct inversion where the method offers it).")
         self.form_host = QWidget()
         self.form = QFormLayout(self.form_host)
         presets_row = QHBoxLayout()
@@ -209,7 +214,7 @@ class MethodPanel(QWidget):
         layout.addStretch(1)
         self.setEnabled(False)
 
-        self.method.activated.connect(lambda _i: doc.set_method(self.method.currentData()))
+        self.method.activated.connect(lambda _i: self.choose(self.method.currentData()))
         self.presets.activated.connect(self._apply_preset)
         save.clicked.connect(self._save_preset)
         delete.clicked.connect(self._delete_preset)
@@ -260,8 +265,12 @@ class MethodPanel(QWidget):
             if (not name or name == param_name) and param_name in self.doc.params:
                 editor.set_value(self.doc.params[param_name])
 
+    def choose(self, method_id: str) -> None:
+        """Switch to `method_id` with what it starts with on this machine (gui.starting_params)."""
+        self.doc.set_method(method_id, starting_params(method_id, self.gpu()))
+
     def reset(self) -> None:
-        self.doc.set_method(self.doc.method_id, method_defaults(self.doc.method_id), "Reset parameters")
+        self.doc.set_method(self.doc.method_id, starting_params(self.doc.method_id, self.gpu()), "Reset parameters")
 
     def _fill_presets(self) -> None:
         self.presets.clear()

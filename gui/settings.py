@@ -121,11 +121,14 @@ class AppSettings:
     def set_model_folders(self, folders: list[str]) -> None:
         self.store.setValue("model_folders", json.dumps(list(dict.fromkeys(folders))))
 
-    def new_project_params(self) -> dict[str, Any]:
+    def new_project_params(self, gpu: bool = True) -> dict[str, Any]:
         """Method parameters a new project starts with, over the method's defaults (where it has them;
-        each is checked against the method when the project opens, gui.project_io)."""
+        each is checked against the method when the project opens, gui.project_io): the demo model's,
+        and without a GPU the fastest faithful options (gui.starting_params)."""
+        from gui.starting_params import FAST_WITHOUT_GPU
+
         demo = DEMO_PARAMS if (self.get("model") or "demo") == "demo" else {}
-        return {"steps": self.get("default_steps"), **demo}
+        return {"steps": self.get("default_steps"), **demo, **({} if gpu else FAST_WITHOUT_GPU)}
 
     def request_options(self, trying: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The EditRequest fields the settings decide ("auto" leaves the engine to choose); `trying`

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from gui import batch_dialog, project_io, restore
 from gui.canvas import Canvas, Tool
 from gui.document import Document
+from gui.estimate import LONG_RUN_S, Estimate, estimate, stored_stages
 from gui.guard import explain, guarded
 from gui.history import HistoryPanel
 from gui.io_worker import Task
@@ -137,7 +138,7 @@ class MainWindow(QMainWindow):
         self._make_actions()
         self.tools = ToolPanel(self.doc, self.canvas, self.actions)
         self.prompts = PromptPanel(self.doc)
-        self.method = MethodPanel(self.doc, self.settings)
+        self.method = MethodPanel(self.doc, self.settings, lambda: self.session.gpu)
         self.reference = ReferencePanel(self.doc)
         self.history = HistoryPanel(self.session)
         self.timeline = Timeline(self.doc, self.session)
@@ -567,7 +568,7 @@ class MainWindow(QMainWindow):
         if self._refused_while_busy() or not self._confirm_discard():
             return False
         task = self.session.io.wait(self.session.open(Path(path), self.settings.get("projects_dir"),
-                                                      self.settings.new_project_params()))
+                                                      self.settings.new_project_params(self.session.gpu)))
         if not task.ok:
             self._report_task(task, f"opening {Path(path).name}", "The window shows what it showed before.")
             return False
@@ -832,7 +833,19 @@ class MainWindow(QMainWindow):
             return False
         self.message.hide()
         self.timeline.back_to_result()
-        return self.session.start_run(self.doc.project_path, self.doc.snapshot(), self.settings.request_options())
+        long_run = self.run_estimate()
+        started = self.session.start_run(self.doc.project_path, self.doc.snapshot(), self.settings.request_options())
+        if started and long_run is not None and long_run.seconds > LONG_RUN_S:
+            self.message.show_message(long_run.sentence(), error=False)
+        return started
+
+    def run_estimate(self) -> Estimate | None:
+        """How long a run of the document would take (gui.estimate), once the engine has timed the model."""
+        if self.session.unet_seconds is None:
+            return None
+        doc = self.doc
+        stored = stored_stages(doc.method_id, doc.source_prompt, doc.target_prompt, doc.params, self.session.results)
+        return estimate(doc.method_id, doc.params, stored, self.session.unet_seconds)
 
     def cancel_run(self) -> None:
         if self.session.running:

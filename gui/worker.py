@@ -95,6 +95,7 @@ class EngineWorker(QObject):
     status = Signal(dict)
     modelState = Signal(str, str, object)  # state, details, the options of the model preloaded
     decoded = Signal(object, object)  # the key it was asked under, the picture
+    unetTimed = Signal(object, float)  # the options of the model loaded, seconds of one UNet evaluation
 
     def __init__(self, engine_factory: EngineFactory, decodes: Latest) -> None:
         super().__init__()
@@ -151,6 +152,19 @@ class EngineWorker(QObject):
         self._loaded = model_key(options)
         self.status.emit(device_summary(getattr(bundle, "device", None)))
         self.modelState.emit("loaded", "", options)
+        self._time_unet(bundle, options)
+
+    def _time_unet(self, bundle: Any, options: dict) -> None:
+        """Time one UNet evaluation of the model just loaded, the unit of the window's estimate of a run
+        (gui.estimate); a bundle that cannot be timed (a test's stand-in) leaves the estimate out."""
+        from pipeline.speed import unet_seconds
+
+        try:
+            seconds = unet_seconds(bundle)
+        except Exception as error:  # noqa: BLE001 - only the estimate is lost; the log says why
+            log.info("the UNet was not timed (%s: %s); runs are not estimated", type(error).__name__, error)
+            return
+        self.unetTimed.emit(options, seconds)
 
     @Slot(object, object)
     def run(self, make_request: Callable[[], EditRequest], cancel: Any) -> None:
@@ -202,6 +216,7 @@ class EngineClient(QObject):
     finished = Signal(object)
     status = Signal(dict)
     modelState = Signal(str, str, object)  # state, details, the options of the model preloaded
+    unetTimed = Signal(object, float)
     busyChanged = Signal(bool)
     decoded = Signal(object, object)
     _startUp = Signal()
@@ -225,6 +240,7 @@ class EngineClient(QObject):
         self._decode.connect(self._worker.decode)
         self._worker.decoded.connect(self.decoded)
         self._worker.modelState.connect(self.modelState)
+        self._worker.unetTimed.connect(self.unetTimed)
         self._worker.ready.connect(self._on_ready)
         self._worker.loadFailed.connect(self.loadFailed)
         self._worker.event.connect(self.event)
