@@ -47,10 +47,6 @@ class ToolPanel(QWidget):
             button = QToolButton()
             button.setDefaultAction(actions[name])
             mask_actions.addWidget(button, i // 2, i % 2)
-        self.segment_note = QLabel()
-        self.segment_note.setWordWrap(True)
-        self.segment_note.setStyleSheet("color: #f0b050;")
-        self.segment_note.hide()
 
         form = QFormLayout()
         form.addRow("Size", self.size)
@@ -62,7 +58,6 @@ class ToolPanel(QWidget):
         layout.addLayout(form)
         layout.addLayout(mask_actions)
         layout.addWidget(self.show_mask)
-        layout.addWidget(self.segment_note)
         layout.addWidget(QLabel("Before ◂ compare ▸ after"))
         layout.addWidget(self.compare)
         layout.addStretch(1)
@@ -116,7 +111,3 @@ class ToolPanel(QWidget):
         self.size.setValue(int(self.canvas.brush_size))
         self.size.blockSignals(False)
         self.size_label.setText(f"{self.canvas.brush_size:.0f} px   ([ and ] change it)")
-
-    def show_segment_note(self, text: str) -> None:
-        self.segment_note.setText(text)
-        self.segment_note.setVisible(bool(text))

@@ -38,6 +38,7 @@ from gui.prompts import PromptPanel
 from gui.qimage import from_qimage
 from gui.reference import ReferencePanel
 from gui.session import EditSession
+from gui.segment_help import SegmentHelp, chosen_checkpoint
 from gui.settings import AppSettings, SettingsDialog
 from gui.shortcuts import ShortcutsDialog
 from gui.timeline import Timeline
@@ -74,34 +75,49 @@ def sam_factory(settings: AppSettings) -> Callable[[], Any]:
     def make() -> Any:
         from pipeline.segment import load_segmenter
 
-        return load_segmenter(settings.get("sam_checkpoint"), settings.request_options()["device"])
+        return load_segmenter(chosen_checkpoint(settings), settings.request_options()["device"])
 
     return make
 
 
 class MessageBar(QFrame):
-    """Errors and notices above the canvas, with details to copy; the app keeps working."""
+    """Errors and notices above the canvas, with details to copy and, for an offer, one button; the app
+    keeps working. Rich text (an offer's links, which open in the browser) only where asked for: an
+    error's text may hold anything."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.text = QLabel()
         self.text.setWordWrap(True)
-        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.text.setOpenExternalLinks(True)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse
+                                          | Qt.TextInteractionFlag.LinksAccessibleByMouse)
         self.details = ""
+        self.action = QPushButton()
+        self.action.hide()
+        self._act: Callable[[], Any] | None = None
         copy, close = QPushButton("Copy details"), QPushButton("✕")
         close.setFixedWidth(28)
         layout = QHBoxLayout(self)
         layout.addWidget(self.text, 1)
+        layout.addWidget(self.action)
         layout.addWidget(copy)
         layout.addWidget(close)
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.details or self.text.text()))
         close.clicked.connect(self.hide)
+        self.action.clicked.connect(lambda: self._act() if self._act is not None else None)
         self.hide()
 
-    def show_message(self, text: str, details: str = "", error: bool = True) -> None:
+    def show_message(self, text: str, details: str = "", error: bool = True,
+                     action: tuple[str, Callable[[], Any]] | None = None, rich: bool = False) -> None:
+        """Show `text` (HTML when `rich`), with `action`'s button (its label and what it does) if given."""
+        self.text.setTextFormat(Qt.TextFormat.RichText if rich else Qt.TextFormat.PlainText)
         self.text.setText(text)
         self.details = details or text
+        self._act = action[1] if action else None
+        self.action.setText(action[0] if action else "")
+        self.action.setVisible(action is not None)
         self.setStyleSheet("MessageBar { background: %s; }" % ("#5a2a2a" if error else "#2a3f5a"))
         self.show()
 
@@ -180,14 +196,14 @@ class MainWindow(QMainWindow):
         self.history.restoreRequested.connect(guard("restoring settings")(self.restore_entry))
         self.canvas.segmentRequested.connect(guard("segmenting")(self._segment))
         self.segmenter.masked.connect(guard("applying a segmentation")(self._on_segment_mask))
-        self.segmenter.unavailable.connect(self.tools.show_segment_note)
+        self.segment_help = SegmentHelp(self)
         self.tools.show_mask.toggled.connect(self.actions["show_mask"].setChecked)
         self.timeline.stepChosen.connect(guard("showing a step")(self.show_step))
         self.timeline.resultChosen.connect(self.show_result)
         self.reference.paintMaskRequested.connect(self._paint_reference_mask)
         self.autosave_timer = QTimer(self)
         self.autosave_timer.timeout.connect(guard("autosaving")(self.autosave_now))
-        self._apply_settings()
+        self.apply_settings()
         self._restore_layout()
         self._update_title()
         self._update_actions()
@@ -370,7 +386,8 @@ class MainWindow(QMainWindow):
         self._update_model_status()
 
     # -- settings and layout --------------------------------------------------------------------
-    def _apply_settings(self) -> None:
+    def apply_settings(self) -> None:
+        """Take in the settings that apply at once (autosave, the segmenter's checkpoint, the status bar)."""
         minutes = self.settings.get("autosave_minutes")
         if minutes > 0:
             self.autosave_timer.start(minutes * 60_000)
@@ -383,7 +400,7 @@ class MainWindow(QMainWindow):
         before = self.settings.request_options()
         dialog = SettingsDialog(self.settings, self)
         if dialog.exec():
-            self._apply_settings()
+            self.apply_settings()
             chosen = dialog.load_values()
             if any(self.settings.get(name) != value for name, value in chosen.items()):
                 self.choose_model(chosen)
@@ -807,7 +824,6 @@ class MainWindow(QMainWindow):
             self.segmenter.predict(picture, points, labels, box)
 
     def _on_segment_mask(self, mask: Any) -> None:
-        self.tools.show_segment_note("")
         self.status_stage.setText("")
         picture = self.canvas.picture()
         if picture is not None and mask.shape == (picture.height, picture.width):

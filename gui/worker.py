@@ -301,6 +301,7 @@ class SegmentWorker(QObject):
 
     masked = Signal(object)
     unavailable = Signal(str)
+    needsCheckpoint = Signal(str)  # why there is no checkpoint to load (the window offers one)
 
     def __init__(self) -> None:
         super().__init__()
@@ -313,7 +314,7 @@ class SegmentWorker(QObject):
 
     @Slot(object, object, object, object)
     def predict(self, image: Any, points: list, labels: list, box: Any) -> None:
-        from pipeline.segment import SegmentUnavailable
+        from pipeline.segment import CheckpointMissing, SegmentUnavailable
 
         try:
             if self._segmenter is None:
@@ -321,6 +322,8 @@ class SegmentWorker(QObject):
                 self._segmenter = self._factory()
             self._segmenter.set_image(image)
             self.masked.emit(self._segmenter.predict(points, labels, box))
+        except CheckpointMissing as error:
+            self.needsCheckpoint.emit(error.reason)
         except SegmentUnavailable as error:
             self.unavailable.emit(str(error))
         except Exception as error:  # noqa: BLE001 - out of GPU memory, or a bug: said, and painting goes on
@@ -333,6 +336,7 @@ class SegmentClient(QObject):
 
     masked = Signal(object)
     unavailable = Signal(str)
+    needsCheckpoint = Signal(str)
     _configure = Signal(object)
     _predict = Signal(object, object, object, object)
 
@@ -346,6 +350,7 @@ class SegmentClient(QObject):
         self._predict.connect(self._worker.predict)
         self._worker.masked.connect(self.masked)
         self._worker.unavailable.connect(self.unavailable)
+        self._worker.needsCheckpoint.connect(self.needsCheckpoint)
         self._thread.start()
         self._stop = stop_with(self, self._thread, wait_ms=5000)
         self.set_factory(factory)
