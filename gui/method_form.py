@@ -14,7 +14,8 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QInputDialog, QLabel, QLineEdit, QPushButton,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QInputDialog, QLabel, QLineEdit, QMessageBox,
+    QPushButton,
     QSlider, QSpinBox, QVBoxLayout, QWidget,
 )
 
@@ -217,7 +218,7 @@ class MethodPanel(QWidget):
         self.method.activated.connect(lambda _i: self.choose(self.method.currentData()))
         self.presets.activated.connect(self._apply_preset)
         save.clicked.connect(self._save_preset)
-        delete.clicked.connect(self._delete_preset)
+        delete.clicked.connect(self.delete_preset)
         reset.clicked.connect(self.reset)
         doc.methodChanged.connect(self.rebuild)
         doc.paramsChanged.connect(self._on_param)
@@ -300,8 +301,14 @@ class MethodPanel(QWidget):
         if ok and name.strip():
             self.save_preset(name.strip())
 
-    def _delete_preset(self) -> None:
+    def delete_preset(self) -> None:
+        """Delete the chosen preset once the artist confirms (it cannot be undone)."""
         name = self.presets.currentData()
-        if name:
+        if not name:
+            return
+        answer = QMessageBox.question(self, "Delete preset", f"Delete the preset {name} of {self.method.currentText()}? "
+                                      "This cannot be undone.", QMessageBox.StandardButton.Yes
+                                      | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
+        if answer == QMessageBox.StandardButton.Yes:
             self.settings.delete_preset(self.doc.method_id, name)
             self._fill_presets()

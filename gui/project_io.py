@@ -28,6 +28,9 @@ from gui.restore import checked_method
 PROJECT_SUFFIX = ".retake"
 EXIF_IMAGE_DESCRIPTION = 0x010E
 THUMBNAIL_SIDE = 72
+LATENT_CELL = 8
+"""Pixels of one latent cell of every SD 1.x VAE and of the demo models': a photo narrower than one cannot
+be edited at all (pipeline.images.check_editable), so it is refused before a project is made for it."""
 SETTINGS_KEYS = ("source_prompt", "target_prompt", "method", "params")
 
 
@@ -84,11 +87,12 @@ def project_folder_for(image_path: Path, projects_dir: str = "") -> Path:
 
 def project_for_image(image_path: Path, projects_dir: str = "") -> Path:
     """The project of a photo: the existing one when it holds these pixels, else a new one."""
-    from pipeline.images import load_image
+    from pipeline.images import check_editable, load_image
     from pipeline.project import Project
     from pipeline.request import pixels_sha256
 
     image = load_image(image_path)
+    check_editable(*image.size, max_side=max(image.size), cell=LATENT_CELL)  # a 1x1 photo: said, no project
     wanted = pixels_sha256(image)
     base = project_folder_for(image_path, projects_dir)
     candidate, n = base, 1

@@ -81,12 +81,23 @@ class AppSettings:
         self.store.setValue(name, value)
 
     def recent(self) -> list[str]:
+        """Recent projects as absolute paths, newest first. An entry an older Retake stored relative (to the
+        folder it was started in, which is not known) is kept if it names a folder from here, else dropped."""
         value = self.store.value("recent", [])
         entries = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-        return [entry for entry in entries if isinstance(entry, str) and entry]
+        found = []
+        for entry in entries:
+            if not isinstance(entry, str) or not entry:
+                continue
+            path = Path(entry).expanduser()
+            if path.is_absolute() or path.exists():
+                found.append(str(path.absolute()))
+        return list(dict.fromkeys(found))
 
     def add_recent(self, path: Path) -> None:
-        entries = [str(path)] + [p for p in self.recent() if p != str(path)]
+        """Remember a project by its absolute path (a relative one means nothing once the app restarts)."""
+        entry = str(Path(path).expanduser().resolve())
+        entries = [entry] + [p for p in self.recent() if p != entry]
         self.store.setValue("recent", entries[:RECENT_LIMIT])
 
     def presets(self, method_id: str) -> dict[str, dict[str, Any]]:

@@ -28,6 +28,7 @@ from gui.canvas import Canvas, Tool
 from gui.document import Document
 from gui.estimate import LONG_RUN_S, Estimate, estimate, stored_stages
 from gui.guard import explain, guarded
+from gui.guide import GuideWindow, guide_path
 from gui.history import HistoryPanel
 from gui.io_worker import Task
 from gui.method_form import MethodPanel
@@ -322,6 +323,7 @@ class MainWindow(QMainWindow):
         a("run", "&Run edit", self.run_edit, "Ctrl+Return", tip="Invert (once) and edit (Ctrl+Enter)")
         a("cancel", "&Cancel", self.cancel_run, "Esc", tip="Stop the run (Esc)")
         a("shortcuts", "&Keyboard shortcuts", self.show_shortcuts, "F1")
+        a("guide", "&User guide", self.show_guide, "Shift+F1")
         a("about", "&About Retake", self._about)
         self.actions["tool_brush"].setChecked(True)
 
@@ -338,7 +340,7 @@ class MainWindow(QMainWindow):
                        "mask_invert", "segment_clear"],
             "&Run": ["run", "cancel"],
             "&Project": ["free_space", "apply_folder"],
-            "&Help": ["shortcuts", "about"],
+            "&Help": ["guide", "shortcuts", "about"],
         }
         for title, names in menus.items():
             menu = bar.addMenu(title)
@@ -745,6 +747,29 @@ class MainWindow(QMainWindow):
 
         self.session.save(done)
 
+    def _confirm_close(self) -> bool:
+        """Before closing: a run in flight is named and cancelled only if the artist says so (saving the
+        changes first if there are any); otherwise the usual question about unsaved changes."""
+        if not self.session.running:
+            return self._confirm_discard()
+        run, dirty = self.session.run, self.doc.dirty and self.doc.project_path is not None
+        box = QMessageBox(self)
+        box.setWindowTitle("A run is in progress")
+        doing = f" ({run.stage}, step {run.step} of {run.total})" if run.stage else ""
+        box.setText(f"An edit is running{doing}. Closing cancels it; an inversion it has finished is kept"
+                    + (f", and {self.doc.project_path.name} has unsaved changes." if dirty else "."))
+        save = box.addButton("Cancel the run, save and close", QMessageBox.ButtonRole.AcceptRole) if dirty else None
+        close = box.addButton("Cancel the run and close" + (" without saving" if dirty else ""),
+                              QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep running", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)
+        box.exec()
+        clicked = box.clickedButton()
+        if clicked not in (save, close) or clicked is None:
+            return False
+        self.cancel_run()
+        return self.save() if clicked == save else True
+
     def _confirm_discard(self) -> bool:
         """Ask before unsaved changes are lost: save them (and stay if that fails), drop them, or stay."""
         if not self.doc.dirty or self.doc.project_path is None:
@@ -777,9 +802,18 @@ class MainWindow(QMainWindow):
             self.save_as(Path(path if path.endswith(".retake") else path + ".retake"))
 
     def _choose_export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export result", "", "PNG (*.png);;JPEG (*.jpg);;WebP (*.webp)")
+        path, _ = QFileDialog.getSaveFileName(self, "Export result", str(self.export_suggestion() or ""),
+                                              "PNG (*.png);;JPEG (*.jpg);;WebP (*.webp)")
         if path:
             self.export(Path(path))
+
+    def export_suggestion(self) -> Path | None:
+        """Where Export starts: beside the project (so beside the photo, unless projects live elsewhere),
+        named for the photo and the edit shown ("house-edit-3.png")."""
+        project, entry = self.doc.project_path, self.session.result()
+        if project is None or entry is None:
+            return None
+        return project.parent / f"{project.stem}-edit-{entry.edit_id}.png"
 
     def _choose_png_settings(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Result PNG", "", "PNG (*.png)")
@@ -928,6 +962,18 @@ class MainWindow(QMainWindow):
         dialog.open()
         return dialog
 
+    def show_guide(self) -> GuideWindow | None:
+        """Help > User guide: the guide shipped with this Retake, in a window of its own."""
+        path = guide_path()
+        if path is None:
+            self.message.show_message("The user guide was not found with this Retake (docs/user-guide.md, installed "
+                                      "as retake_docs): reinstall Retake to get it back.")
+            return None
+        guide = GuideWindow(path, self)
+        guide.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        guide.show()
+        return guide
+
     def _about(self) -> None:
         QMessageBox.about(self, "About Retake", "Retake edits a photo by changing its description: diffusion "
                           "inversion and attention control on Stable Diffusion 1.x, on your own machine.")
@@ -951,7 +997,7 @@ class MainWindow(QMainWindow):
             return
         self._closing = True
         try:
-            closing = bool(self._guard("closing")(self._confirm_discard)())
+            closing = bool(self._guard("closing")(self._confirm_close)())
         finally:
             self._closing = False
         if not closing:
