@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from gui.document import DocumentState, Reference, method_defaults, reference_masks
+from gui.document import DocumentState, Reference, method_defaults, method_title, reference_masks
 from gui.qimage import Shown
 from gui.restore import checked_method
 
@@ -117,7 +117,8 @@ def open_project(path: Path, new_params: Mapping[str, Any] | None = None) -> Ope
     notices = list(project.recovered)
     method, params, refused = checked_method(settings.method, settings.params) if settings.method else ("p2p", {}, [])
     if method is None:
-        notices.append(f"{path.name} was saved with {refused[0]}; p2p with its defaults is shown instead.")
+        notices.append(f"{path.name} was saved with {refused[0]}; {method_title('p2p')} with its defaults is shown "
+                       "instead.")
         method, params = "p2p", {}
     elif refused:
         notices.append(f"Some saved parameters of {path.name} could not be used ({'; '.join(refused)}); "

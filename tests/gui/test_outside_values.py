@@ -124,7 +124,7 @@ def test_a_project_written_by_another_retake_opens_with_what_this_one_knows(qtbo
     window.doc.undo.setClean()
     assert window.open_path(root)
     assert window.message.text.text() == ("house.retake was saved with method 'future-method' is unknown to this "
-                                          f"Retake ({app_version()}); p2p with its defaults is shown instead.")
+                                          f"Retake ({app_version()}); Prompt-to-Prompt with its defaults is shown instead.")
     assert window.doc.method_id == "p2p" and window.doc.source_prompt == "a house"
 
 
