@@ -81,10 +81,14 @@ def sam_factory(settings: AppSettings) -> Callable[[], Any]:
     return make
 
 
+MESSAGE_LINES = 4  # the message bar's most lines; a longer message scrolls in it
+
+
 class MessageBar(QFrame):
     """Errors and notices above the canvas, with details to copy and, for an offer, one button; the app
     keeps working. Rich text (an offer's links, which open in the browser) only where asked for: an
-    error's text may hold anything."""
+    error's text may hold anything. The text scrolls beyond MESSAGE_LINES lines, so a long message never
+    makes the window taller than a 1280x800 screen."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -100,8 +104,15 @@ class MessageBar(QFrame):
         self._act: Callable[[], Any] | None = None
         copy, close = QPushButton("Copy details"), QPushButton("✕")
         close.setFixedWidth(28)
+        scroll = QScrollArea()
+        scroll.setWidget(self.text)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMaximumHeight(MESSAGE_LINES * self.fontMetrics().lineSpacing() + 8)
+        scroll.setMinimumHeight(self.fontMetrics().lineSpacing() + 8)
         layout = QHBoxLayout(self)
-        layout.addWidget(self.text, 1)
+        layout.addWidget(scroll, 1)
         layout.addWidget(self.action)
         layout.addWidget(copy)
         layout.addWidget(close)

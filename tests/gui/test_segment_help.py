@@ -104,3 +104,12 @@ def test_offline_it_says_where_to_put_the_file_and_finds_it_there(qtbot, setting
     finally:
         window.doc.undo.setClean()
         window.close()
+
+
+def test_a_long_message_scrolls_in_the_bar_instead_of_making_the_window_taller(qtbot, window):
+    before = window.minimumSizeHint().height()
+    window.message.show_message("A sentence that goes on and on. " * 300)
+    QApplication.processEvents()
+    line = window.message.fontMetrics().lineSpacing()
+    assert window.message.sizeHint().height() <= 5 * line + 40
+    assert window.minimumSizeHint().height() <= before + 5 * line + 40
