@@ -108,6 +108,7 @@ class MessageBar(QFrame):
         scroll.setWidget(self.text)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setStyleSheet("QScrollArea, QScrollArea > QWidget > QWidget { background: transparent; }")
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setMaximumHeight(MESSAGE_LINES * self.fontMetrics().lineSpacing() + 8)
         scroll.setMinimumHeight(self.fontMetrics().lineSpacing() + 8)
