@@ -123,8 +123,7 @@ def test_the_tools_rows_keep_their_height_with_a_note_and_a_tall_timeline(qtbot,
     open_photo(qtbot, window, photo)
     window.doc.set_method("specref")
     set_run(window, totals={"DDIM inversion": 50, "reference inversion": 50, "editing": 50})
-    window.tools.show_segment_note("Click to segment needs a Segment Anything checkpoint: choose "
-                                   "sam_vit_b_01ec64.pth in Settings (https://dl.fbaipublicfiles.com/segment_anything/).")
+    # The segment tool's note no longer lies in Tools (gui/segment_help.py: the message bar says it).
     settle(qtbot, window, size)
     rows = [window.tools.size, window.tools.size_label, window.tools.hardness, window.tools.purpose]
     for widget in rows:
