@@ -266,9 +266,12 @@ class MethodPanel(QWidget):
         self._fill_presets()
 
     def _on_param(self, name: str) -> None:
+        # With no project open the document has no parameters yet: the form shows what a new project
+        # would start with on this machine, not each editor's minimum.
+        shown = {**starting_params(self.doc.method_id, self.gpu()), **self.doc.params}
         for param_name, editor in self.editors.items():
-            if (not name or name == param_name) and param_name in self.doc.params:
-                editor.set_value(self.doc.params[param_name])
+            if (not name or name == param_name) and param_name in shown:
+                editor.set_value(shown[param_name])
 
     def choose(self, method_id: str) -> None:
         """Switch to `method_id` with what it starts with on this machine (gui.starting_params)."""

@@ -123,7 +123,7 @@ class MainWindow(QMainWindow):
             "method": self._dock("Method", self.method, Qt.DockWidgetArea.RightDockWidgetArea, scroll=True),
             "reference": self._dock("Reference", self.reference, Qt.DockWidgetArea.RightDockWidgetArea),
             "history": self._dock("History", self.history, Qt.DockWidgetArea.LeftDockWidgetArea),
-            "timeline": self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea),
+            "timeline": self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea, scroll=True),
         }
         self.tabifyDockWidget(self.docks["method"], self.docks["reference"])
         self.docks["method"].raise_()

@@ -197,8 +197,6 @@ def _build(architecture: str | dict[str, Any]) -> Any:
 
 def _load_state(model: Any, state: Any, path: Path, architecture: str | dict[str, Any]) -> None:
     """Load `state` into `model`, or say in one sentence how it does not fit."""
-    import torch
-
     name, size = shorten(path.name), architecture if isinstance(architecture, str) else "configured"
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]

@@ -89,3 +89,15 @@ def test_a_long_run_says_how_long_before_it_goes(qtbot, window, photo):
     window.message.hide()
     run_and_wait(qtbot, window)
     assert not window.message.isVisible()
+
+
+def test_with_no_project_open_the_form_shows_what_a_new_project_starts_with(qtbot, window):
+    from gui.starting_params import starting_params
+
+    qtbot.waitUntil(lambda: window.session.model_state == "loaded", timeout=5000)
+    assert window.doc.project_path is None and not window.doc.params
+    shown = {name: editor for name, editor in window.method.editors.items()}
+    expected = starting_params(window.doc.method_id, gpu=False)
+    assert shown["steps"].spin.value() == expected["steps"] == 50  # not the spin box's minimum, 5
+    assert shown["guidance"].spin.value() == expected["guidance"]
+    assert shown["inversion"].combo.currentText() == expected["inversion"] == "direct"

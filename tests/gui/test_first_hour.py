@@ -131,6 +131,22 @@ def test_the_tools_rows_keep_their_height_with_a_note_and_a_tall_timeline(qtbot,
     assert not _overlaps(rows)
 
 
+@pytest.mark.parametrize("method,totals", [
+    ("specref", {"DDIM inversion": 50, "reference inversion": 50, "editing": 50}),
+    ("stylediffusion", {"DDIM inversion": 30, "training the mapping networks": 30, "editing": 30}),
+])
+def test_a_tall_timeline_never_makes_the_window_taller_than_a_1280x800_screen(qtbot, window, photo, method, totals):
+    open_photo(qtbot, window, photo)
+    window.doc.set_method(method)
+    set_run(window, totals=totals)
+    settle(qtbot, window, (1280, 760))
+    window.message.show_message("A message re-runs the window's layout, which enforces its minimum.", "")
+    qtbot.wait(100)
+    assert window.minimumSizeHint().height() <= 700 and window.height() == 760
+    timeline = window.timeline  # it scrolls in its dock instead, every band still whole inside
+    assert timeline._lanes_top() + len(timeline.specs) * 16 <= timeline.height()
+
+
 @pytest.mark.parametrize("size", [(1400, 900), (1280, 800)])
 def test_the_timeline_hint_labels_and_bands_do_not_overlap(qtbot, window, photo, size):
     from gui.timeline import PAD, ROW_H
