@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from gui import batch_dialog, project_io, restore
 from gui.canvas import Canvas, Tool
+from gui.demo_scenes import choose_demo_scene
 from gui.document import Document
 from gui.guard import explain, guarded
 from gui.history import HistoryPanel
@@ -45,7 +46,7 @@ from pipeline.events import Stage
 
 BRUSH_STEP = 1.25
 MANIFEST_NAME = "project.json"  # a project's manifest, dropped or chosen: its folder is opened
-BLOCKED_BY_IO = ("new", "open", "save_as", "load_png", "paste", "free_space")
+BLOCKED_BY_IO = ("new", "open", "demo_scene", "save_as", "load_png", "paste", "free_space")
 """Actions refused while a project is being opened, saved, copied or pruned (Run too; Save waits)."""
 SAVE_FAILED_KEEPS = ("Your changes are kept in this window, unsaved; the project folder holds its last "
                      "complete save.")
@@ -231,6 +232,8 @@ class MainWindow(QMainWindow):
         a = self._action
         a("new", "&New project from image…", self._choose_image, k.New)
         a("open", "&Open project…", self._choose_project, k.Open)
+        a("demo_scene", "Open &demo scene…", lambda: choose_demo_scene(self),
+          tip="A demo-world picture for each method, with its prompts and settings filled in")
         a("save", "&Save", self.save, k.Save)
         a("save_as", "Save &as…", self._choose_save_as, k.SaveAs)
         a("export", "&Export result…", self._choose_export, "Ctrl+E")
@@ -289,7 +292,7 @@ class MainWindow(QMainWindow):
     def _make_menus(self) -> None:
         bar = self.menuBar()
         menus = {
-            "&File": ["new", "open", "recent", "save", "save_as", None, "export", "load_png", "save_recipe", None,
+            "&File": ["new", "open", "recent", "demo_scene", "save", "save_as", None, "export", "load_png", "save_recipe", None,
                       "models", "settings", None, "quit"],
             "&Edit": ["undo", "redo", None, "paste", None, "reference_load", "reference_paste"],
             "&View": ["fit", "actual", "zoom_in", "zoom_out", None, "compare", "show_mask", None, "step_prev",
