@@ -27,6 +27,7 @@ from gui import batch_dialog, project_io, restore
 from gui.canvas import Canvas, Tool
 from gui.demo_scenes import choose_demo_scene
 from gui.document import Document
+from gui.drafts import LiveDrafts
 from gui.guard import explain, guarded
 from gui.history import HistoryPanel
 from gui.io_worker import Task
@@ -131,6 +132,7 @@ class MainWindow(QMainWindow):
         column.addWidget(self.canvas, 1)
         self.setCentralWidget(centre)
 
+        self.drafts = LiveDrafts(self.doc, self.session, self.settings, self.settings.request_options, self)
         self.actions: dict[str, QAction] = {}
         self._make_actions()
         self.tools = ToolPanel(self.doc, self.canvas, self.actions, self.settings)
@@ -163,6 +165,7 @@ class MainWindow(QMainWindow):
         session.previewed.connect(guard("showing a step of the run")(self._on_preview))
         session.noticed.connect(lambda text: self.message.show_message(text, error=False))
         session.runFinished.connect(guard("showing the run's result")(self._on_finished))
+        session.draftChanged.connect(guard("showing the draft")(self._on_draft))
         session.stepDecoded.connect(guard("showing a decoded step")(self._on_decoded))
         session.ioChanged.connect(guard("showing the project's state")(self._on_io))
         session.io.failed.connect(lambda task: self._report_task(task, task.label.lower()))
@@ -232,7 +235,7 @@ class MainWindow(QMainWindow):
         a = self._action
         a("new", "&New project from image…", self._choose_image, k.New)
         a("open", "&Open project…", self._choose_project, k.Open)
-        a("demo_scene", "Open &demo scene…", lambda: choose_demo_scene(self),
+        a("demo_scene", "Open &demo scene…", lambda: choose_demo_scene(self), "Ctrl+Shift+N",
           tip="A demo-world picture for each method, with its prompts and settings filled in")
         a("save", "&Save", self.save, k.Save)
         a("save_as", "Save &as…", self._choose_save_as, k.SaveAs)
@@ -285,6 +288,8 @@ class MainWindow(QMainWindow):
         a("show_result", "Back to the &result", lambda: self.timeline.back_to_result(), "R")
         a("run", "&Run edit", self.run_edit, "Ctrl+Return", tip="Invert (once) and edit (Ctrl+Enter)")
         a("cancel", "&Cancel", self.cancel_run, "Esc", tip="Stop the run (Esc)")
+        a("live_drafts", "&Live drafts", lambda: self.drafts.set_enabled(self.actions["live_drafts"].isChecked()),
+          "Ctrl+L", checkable=True, tip="Draft each change after a short pause, from the stored inversion, without saving it")
         a("shortcuts", "&Keyboard shortcuts", self.show_shortcuts, "F1")
         a("about", "&About Retake", self._about)
         self.actions["tool_brush"].setChecked(True)
@@ -300,7 +305,7 @@ class MainWindow(QMainWindow):
             "&Tools": ["tool_brush", "tool_eraser", "tool_segment", "tool_pan", None, "brush_bigger",
                        "brush_smaller", "softer", "harder", None, "next_mask", "mask_fill", "mask_clear",
                        "mask_invert", "segment_clear"],
-            "&Run": ["run", "cancel"],
+            "&Run": ["run", "cancel", None, "live_drafts"],
             "&Project": ["free_space", "apply_folder"],
             "&Help": ["shortcuts", "about"],
         }
@@ -339,10 +344,13 @@ class MainWindow(QMainWindow):
         self.status_memory = QLabel("GPU memory: …")
         self.status_inversion = QLabel("Inversion: none")
         self.status_stage = QLabel()
+        self.status_draft = QLabel()
+        self.status_draft.setObjectName("statusDraft")
+        self.status_draft.setStyleSheet("color: rgb(230, 160, 50);")
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
         self.progress.setTextVisible(True)
-        for widget in (self.status_stage, self.progress):
+        for widget in (self.status_stage, self.progress, self.status_draft):
             bar.addWidget(widget)
         for widget in (self.status_inversion, self.status_model, self.status_device, self.status_memory,
                        self.status_engine):
@@ -351,6 +359,7 @@ class MainWindow(QMainWindow):
 
     # -- settings and layout --------------------------------------------------------------------
     def _apply_settings(self) -> None:
+        self.actions["live_drafts"].setChecked(self.drafts.enabled())
         minutes = self.settings.get("autosave_minutes")
         if minutes > 0:
             self.autosave_timer.start(minutes * 60_000)
@@ -427,6 +436,7 @@ class MainWindow(QMainWindow):
     def _on_status(self, status: dict) -> None:
         self.status_device.setText(f"Device: {status.get('device', '?')}")
         self.status_memory.setText(status.get("memory", ""))
+        self.actions["live_drafts"].setChecked(self.drafts.enabled())
 
     def _on_model_state(self, details: str) -> None:
         self._update_model_status()
@@ -782,7 +792,9 @@ class MainWindow(QMainWindow):
             return False
         self.message.hide()
         self.timeline.back_to_result()
-        return self.session.start_run(self.doc.project_path, self.doc.snapshot(), self.settings.request_options())
+        started = self.session.start_run(self.doc.project_path, self.doc.snapshot(), self.settings.request_options())
+        self._update_actions()  # a run waiting for a draft to stop is already a run: Cancel stops it
+        return started
 
     def cancel_run(self) -> None:
         if self.session.running:
@@ -818,6 +830,20 @@ class MainWindow(QMainWindow):
         elif isinstance(final, Failed):
             self.status_stage.setText("The run failed.")
             self.message.show_message(final.message)
+
+    def _on_draft(self) -> None:
+        """Show the live draft (gui.drafts) on the canvas, and in the status bar how it stands."""
+        draft = self.session.draft
+        self.canvas.show_draft(draft.image)
+        if draft.running:
+            steps = f" {draft.step}/{draft.total}" if draft.total > 1 else ""
+            text = f"Draft: {draft.stage or 'starting'}{steps}…"
+        elif draft.image is not None:
+            text = f"Draft ({draft.seconds:.1f} s), not saved: Run makes the result."
+        else:
+            text = f"No draft: {draft.note}" if draft.note else ""
+        self.status_draft.setText(text)
+        self.status_draft.setToolTip(draft.note)
 
     # -- timeline steps -------------------------------------------------------------------------
     def show_step(self, stage: str, step: int) -> None:
@@ -878,6 +904,7 @@ class MainWindow(QMainWindow):
         self._save_layout()
         self.autosave_timer.stop()
         self.prompts.stop_checks()
+        self.drafts.shutdown()
         if self.models_dialog is not None:
             self.models_dialog.shutdown()
         self.session.shutdown()
