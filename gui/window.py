@@ -550,6 +550,7 @@ class MainWindow(QMainWindow):
         path = self.doc.project_path
         if path is None or self.session.running or self._refused_while_busy():
             return False
+        self.session.clear_draft()  # a draft in flight reads the inversion this may drop
         task = self._run_io(f"Measuring what {path.name} can free", lambda: project_io.prunable(path))
         if not task.ok:
             self._report_task(task, f"measuring {path.name}", "Nothing was dropped.")

@@ -30,17 +30,9 @@ def edited_once(qtbot, window, photo, drafts: str = "on"):
     return window.doc.project_path
 
 
-@pytest.fixture
-def slow_engine() -> FakeEngine:
-    return FakeEngine(steps=6, delay=0.05)
-
-
-@pytest.fixture
-def slow_window(qtbot, settings, slow_engine, stub_segmenter):
-    window = make_window(qtbot, settings, lambda: slow_engine, lambda: stub_segmenter)
-    yield window
-    window.doc.undo.setClean()
-    window.close()
+def slow() -> list[FakeEngine]:
+    """A fake engine whose draft takes about 0.3 s (6 steps, 50 ms apart), for the `fake_engine` fixture."""
+    return [FakeEngine(steps=6, delay=0.05)]
 
 
 def test_a_change_is_drafted_after_a_pause_shown_as_a_draft_and_never_written(qtbot, window, photo, fake_engine):
@@ -90,9 +82,9 @@ def test_a_change_that_needs_a_new_inversion_is_not_drafted_and_says_so(qtbot, w
     assert fake_engine.inversions_made == inversions and tree_digest(project) == before
 
 
-def test_a_draft_overtaken_by_a_change_is_cancelled_and_never_painted(qtbot, slow_window, photo, slow_engine,
-                                                                   monkeypatch):
-    window = slow_window
+@pytest.mark.parametrize("fake_engine", slow())
+def test_a_draft_overtaken_by_a_change_is_cancelled_and_never_painted(qtbot, window, photo, fake_engine, monkeypatch):
+    slow_engine = fake_engine
     edited_once(qtbot, window, photo)
     painted: list = []
     show = window.canvas.show_draft
@@ -107,10 +99,11 @@ def test_a_draft_overtaken_by_a_change_is_cancelled_and_never_painted(qtbot, slo
     assert shown == [draft_colour("a castle at dusk")]
 
 
-def test_a_draft_that_ends_after_a_change_though_cancelled_is_not_painted(qtbot, slow_window, photo, slow_engine,
+@pytest.mark.parametrize("fake_engine", slow())
+def test_a_draft_that_ends_after_a_change_though_cancelled_is_not_painted(qtbot, window, photo, fake_engine,
                                                                         monkeypatch):
     """The cancel comes too late (the fake ignores it): the draft ends, stale, and is dropped."""
-    window = slow_window
+    slow_engine = fake_engine
     edited_once(qtbot, window, photo)
     slow_engine.cancel_ignored = True
     painted: list = []
@@ -125,8 +118,9 @@ def test_a_draft_that_ends_after_a_change_though_cancelled_is_not_painted(qtbot,
     assert [colour_of(image) for image in painted if image is not None] == [draft_colour("a castle at dusk")]
 
 
-def test_run_during_a_draft_stops_it_then_makes_the_result(qtbot, slow_window, photo, slow_engine):
-    window = slow_window
+@pytest.mark.parametrize("fake_engine", slow())
+def test_run_during_a_draft_stops_it_then_makes_the_result(qtbot, window, photo, fake_engine):
+    slow_engine = fake_engine
     project = edited_once(qtbot, window, photo)
     window.doc.set_prompt("target", "a castle at dawn")
     qtbot.waitUntil(lambda: window.session.drafting, timeout=WAIT_MS)
