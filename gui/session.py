@@ -332,10 +332,11 @@ class EditSession(QObject):
         self.currentResultChanged.emit()
 
     def set_current_result(self, index: int) -> None:
-        """Show another result of the history (its picture is read on the I/O thread)."""
+        """Show another result of the history (its picture is read on the I/O thread) instead of a draft."""
         index = index if -1 <= index < len(self.results) else -1
         if index == self.current_result:
             return
+        self.clear_draft()  # the artist asked to see that result
         self.current_result, self.result_image = index, None
         self.currentResultChanged.emit()
         if index >= 0 and (project := self.doc.project_path) is not None:

@@ -161,3 +161,16 @@ def test_auto_drafts_are_on_with_a_gpu_and_run_live_drafts_turns_them_off(qtbot,
     finally:
         window.doc.undo.setClean()
         window.close()
+
+
+def test_choosing_a_result_in_the_history_takes_the_draft_off(qtbot, window, photo, fake_engine):
+    edited_once(qtbot, window, photo)
+    window.doc.set_prompt("target", "a castle in the snow")
+    assert run_and_wait(qtbot, window).__class__.__name__ == "Done"
+    qtbot.waitUntil(lambda: len(window.session.results) == 2, timeout=WAIT_MS)
+    window.doc.set_prompt("target", "a castle in the rain")
+    qtbot.waitUntil(lambda: window.canvas.draft is not None, timeout=WAIT_MS)
+    window.history.list.setCurrentRow(0)  # the first result
+    qtbot.waitUntil(lambda: window.session.result_image is not None, timeout=WAIT_MS)
+    assert window.canvas.draft is None and not window.canvas.draft_badge.isVisible()
+    assert window.status_draft.text() == ""
