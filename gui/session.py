@@ -77,6 +77,7 @@ class DraftState:
     image: Image.Image | None = None
     seconds: float = 0.0
     note: str = ""
+    model: dict[str, Any] = field(default_factory=dict)
 
 
 class EditSession(QObject):
@@ -165,9 +166,8 @@ class EditSession(QObject):
         if self.running or not self.engine.is_ready:
             return False
         self.clear_draft()
-        if self.drafting:
+        if self.drafting:  # cancelled by clear_draft: the run starts when it has stopped
             self._queued_run = (project, state, dict(options))
-            self.engine.cancel()
             self.runChanged.emit()
             return True
         if self.engine.busy:
@@ -203,6 +203,7 @@ class EditSession(QObject):
         self._draft_in_flight = self.draft.serial
         self.draft.state, self.draft.running = state, True
         self.draft.stage, self.draft.step, self.draft.total = "", 0, 0
+        self.draft.model = dict(options)
         self._draft_started = time.monotonic()
         started = self.engine.submit(lambda: project_io.build_request(project, state, options, scratch,
                                                                       preview_every=0), draft=True)
@@ -227,6 +228,7 @@ class EditSession(QObject):
 
         if isinstance(event, Progress):  # previews and notices of a draft are not shown (a run's are)
             draft = self.draft
+            self._on_loading(event, draft.model)
             draft.stage, draft.step, draft.total = event.stage, event.step, event.total
             self.draftChanged.emit()
 
@@ -250,7 +252,7 @@ class EditSession(QObject):
         return time.monotonic() - self._run_started
 
     def _on_event(self, event: Any) -> None:
-        from pipeline.events import Notice, Preview, Progress, Stage
+        from pipeline.events import Notice, Preview, Progress
 
         if self._job == "draft":
             self._on_draft_event(event)
@@ -259,9 +261,7 @@ class EditSession(QObject):
         if isinstance(event, Progress):
             if event.total > 1:
                 run.totals[event.stage] = event.total
-            if event.stage == Stage.LOADING_MODEL:
-                self.model = dict(run.model)
-                self._on_model_state("loading…" if event.step < event.total else "loaded", "")
+            self._on_loading(event, run.model)
             run.stage, run.step, run.total, run.eta_s = event.stage, event.step, event.total, event.eta_s
             self.progressed.emit(event)
         elif isinstance(event, Preview):
@@ -275,6 +275,14 @@ class EditSession(QObject):
         elif isinstance(event, Notice):
             self.noticed.emit(event.message)
         self.runChanged.emit()
+
+    def _on_loading(self, event: Any, options: dict[str, Any]) -> None:
+        """A run or a draft loads the model `options` name: it is the model in use now."""
+        from pipeline.events import Stage
+
+        if event.stage == Stage.LOADING_MODEL:
+            self.model = dict(options)
+            self._on_model_state("loading…" if event.step < event.total else "loaded", "")
 
     def _on_finished(self, final: Any) -> None:
         from pipeline.events import Done
