@@ -43,12 +43,12 @@ def scene_project_path(scene: DemoScene) -> Path:
 
 
 def describe(scene: DemoScene) -> str:
-    """The scene as a tooltip or a dialog's text: its prompts, its note and, where the demo model does the
-    method poorly, the semantic benchmark's figures."""
-    lines = [f"{scene.method}: \u201c{scene.source}\u201d \u2192 \u201c{scene.target}\u201d", "", scene.note]
+    """The scene as a tooltip or a dialog's text: its title, prompts and note (whose figures, where the demo
+    model does the method poorly, are the semantic benchmark's: where they come from is named)."""
+    lines = [scene.title, f"{scene.method}: \u201c{scene.source}\u201d \u2192 \u201c{scene.target}\u201d", "",
+             scene.note]
     if (figures := scene.benchmark) is not None:
-        lines += ["", f"Semantic benchmark, {figures.task} ({figures.source}): edit right {figures.success:.0f}%, "
-                      f"the rest kept {figures.kept:.0f}%, both {figures.success_and_kept:.0f}%."]
+        lines += ["", f"Figures: the semantic benchmark, {figures.task} cases ({figures.source})."]
     return "\n".join(lines).strip()
 
 
@@ -92,6 +92,8 @@ class DemoSceneDialog(QDialog):
         self.scenes = scenes
         self.list = QListWidget()
         self.list.setIconSize(QPixmap(ICON_SIDE, ICON_SIDE).size())
+        self.list.setWordWrap(True)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         for scene in scenes:
             item = QListWidgetItem(scene_icon(scene), f"{scene.title}\n{scene.method}")
             item.setToolTip(describe(scene))

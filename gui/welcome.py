@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from gui.window import MainWindow
     from pipeline.demo_scenes import DemoScene
 
+SCENE_TITLE_WIDTH = 290
+"""Pixels of a scene button's title (two columns in the card); a longer title is elided, whole in its tooltip."""
 STYLE = """
 #welcome { background: palette(window); }
 #welcomeCard { background: palette(base); border: 1px solid palette(mid); border-radius: 10px; }
@@ -157,7 +159,8 @@ class WelcomeView(QFrame):
         self.scenes_note.setText("Each opens with its prompts and settings filled in, on the demo model (a small "
                                  "model trained on such toy scenes, not on photos): press Run edit.")
         for index, scene in enumerate(self.scenes):
-            button = QPushButton(scene_icon(scene), scene.title)
+            title = self.fontMetrics().elidedText(scene.title, Qt.TextElideMode.ElideRight, SCENE_TITLE_WIDTH)
+            button = QPushButton(scene_icon(scene), title)
             button.setIconSize(QSize(ICON_SIDE // 2, ICON_SIDE // 2))
             button.setStyleSheet("text-align: left; padding: 4px;")
             button.setToolTip(describe(scene))
