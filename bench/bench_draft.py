@@ -4,7 +4,8 @@ A scene of the registry (pipeline.demo_scenes; default house-colour: p2p, direct
 region, 50 steps at the demo model's 128 px) is made into a fresh project and run once (the inversion is
 made and stored); then each target of `--targets` is drafted, as the window drafts a changed target
 prompt, timed from the request to the picture (resolving, the stored inversion read, sampling,
-decoding, the paste-back); then the last target is run for real (inversion reused, the result
+decoding, the paste-back), with the model's objects kept out of the garbage collector's walks as the
+window's engine thread keeps them (gui.worker.keep_out_of_collections); then the last target is run for real (inversion reused, the result
 committed) and its result is checked to be the last draft's, pixel for pixel. Wall times and the
 process's CPU seconds (on a shared machine the wall time mostly measures the other processes; the CPU
 seconds much less), the project's files before and after the drafts (they must be equal), the torch
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sd15 import RESULTS, bench_device, measure, write_report  # noqa: E402
 
+from gui.worker import keep_out_of_collections  # noqa: E402
 from pipeline.demo_scenes import load_scene, make_scene_project  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
 from pipeline.events import Done, Drafted  # noqa: E402
@@ -64,6 +66,7 @@ def main() -> int:
         project = make_scene_project(scene, Path(folder) / "scene.retake")
         fields = {**scene.request_fields(), "project": str(project), "device": device.type}
         engine.preload("demo", device.type)
+        keep_out_of_collections()  # as the window's engine thread does once the model is loaded
         first = timed("run: invert, edit, commit", lambda: engine.run(EditRequest(**fields), quiet), results)
         assert isinstance(first, Done) and not first.reused_inversion, first
         files = sorted(p.relative_to(project) for p in project.rglob("*"))
