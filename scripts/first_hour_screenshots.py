@@ -14,11 +14,13 @@ At 1400x900 only (`--drafts`, minutes on a CPU: a run and a draft of the demo mo
   demo scene dialog over it, the scene "cat-from-reference" selected;
 - `draft-1400x900.png`: the scene "house-colour" after one Run, its target changed to a green house and
   drafted live: the canvas shows the draft with its badge, the status bar says so.
-The window's data folder (where a scene's project is made) is Qt's test location (~/.qttest).
+The window's data folder (where a scene's project is made) is in the scratch folder (XDG_DATA_HOME), so
+every run starts from a fresh scene project.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
-from PySide6.QtCore import QPoint, QPointF, QSettings, QStandardPaths, Qt  # noqa: E402
+from PySide6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
 from PySide6.QtGui import QWheelEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
@@ -124,10 +126,10 @@ def demo_scene_shots(app: QApplication, work: Path, folder: Path) -> None:
 
 def main(folder: Path, drafts: bool) -> int:
     app = make_app()
-    QStandardPaths.setTestModeEnabled(True)
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="retake-shots-") as scratch:
         work = Path(scratch)
+        os.environ["XDG_DATA_HOME"] = str(work / "data")  # the app's data folder: demo scenes' projects
         if drafts:
             demo_scene_shots(app, work, folder)
             return 0
