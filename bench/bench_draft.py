@@ -3,13 +3,14 @@
 A scene of the registry (pipeline.demo_scenes; default house-colour: p2p, direct inversion, a painted
 region, 50 steps at the demo model's 128 px) is made into a fresh project and run once (the inversion is
 made and stored); then each target of `--targets` is drafted, as the window drafts a changed target
-prompt, timed from the request to the picture (resolving, the stored inversion read, sampling,
-decoding, the paste-back), with the model's objects kept out of the garbage collector's walks as the
-window's engine thread keeps them (gui.worker.keep_out_of_collections); then the last target is run for real (inversion reused, the result
-committed) and its result is checked to be the last draft's, pixel for pixel. Wall times and the
-process's CPU seconds (on a shared machine the wall time mostly measures the other processes; the CPU
-seconds much less), the project's files before and after the drafts (they must be equal), the torch
-threads and the machine's load average before and after go to bench/results/draft-<device>.json.
+prompt, timed from the request to the picture (resolving, the stored inversion read, sampling, decoding,
+the paste-back), with the model's objects kept out of the garbage collector's walks as the window's
+engine thread keeps them (gui.worker.keep_out_of_collections); then the last target is run for real
+(inversion reused, the result committed) and its result is checked to be the last draft's, pixel for
+pixel. Wall times and the process's CPU seconds (on a shared machine the wall time is inflated by the
+other processes; the CPU seconds less so), the project's files before and after the drafts (they must be
+equal), the torch threads and the machine's load average before and after go to
+bench/results/draft-<device>.json.
 
     python bench/bench_draft.py                          # the demo model, on the GPU if there is one
     python bench/bench_draft.py --scene dog-stands-up --targets "a big red striped dog sitting ..."
@@ -83,11 +84,12 @@ def main() -> int:
         same = done.image.tobytes() == drafts[-1].image.tobytes()
     draft_seconds = [results[f"draft {n}: {t}"]["seconds"] for n, t in enumerate(args.targets, start=1)]
     draft_cpu = [results[f"draft {n}: {t}"]["cpu_seconds"] for n, t in enumerate(args.targets, start=1)]
-    print(f"drafts: {draft_seconds} s ({draft_cpu} CPU s); the project unchanged by them: {unchanged}; the run's result is the "
-          f"last draft's: {same}")
+    print(f"drafts: {draft_seconds} s ({draft_cpu} CPU s); the project unchanged by them: {unchanged}; "
+          f"the run's result is the last draft's: {same}")
     write_report("draft", {"scene": scene.name, "method": scene.method, "params": scene.params, "model": "demo",
                            "device": device.type, "torch_threads": torch.get_num_threads(),
-                           "draft_seconds": draft_seconds, "draft_cpu_seconds": draft_cpu, "project_files_unchanged_by_drafts": unchanged,
+                           "draft_seconds": draft_seconds, "draft_cpu_seconds": draft_cpu,
+                           "project_files_unchanged_by_drafts": unchanged,
                            "run_result_equals_last_draft": same, "results": results,
                            "load_average": [round(v, 2) for v in (*load_before, *os.getloadavg())]},
                  args.out)

@@ -2,11 +2,11 @@
 
 It lies over the canvas while no photo or project is open (a fresh install's first start, or after
 closing a project) and offers three ways in: try a bundled demo scene (each scene of the registry,
-pipeline.demo_scenes, listed and opened by gui.demo_scenes as File > Open demo scene does); use a Stable Diffusion 1.x model
-the machine already has (the Models dialog: diffusers folders, single-file .safetensors, the Hugging
-Face cache, AUTOMATIC1111 and ComfyUI model folders); or download SD 1.5 when the user presses
-Download, with progress, resume and checksum (gui.download), saying plainly offline how to add the
-file by hand. Opening any photo or project hides it.
+pipeline.demo_scenes, listed and opened by gui.demo_scenes as File > Open demo scene does); use a Stable
+Diffusion 1.x model the machine already has (the Models dialog: diffusers folders, single-file
+.safetensors, the Hugging Face cache, AUTOMATIC1111 and ComfyUI model folders); or download SD 1.5 when
+the user presses Download, with progress, resume and checksum (gui.download), saying plainly offline how
+to add the file by hand. Opening any photo or project hides it.
 """
 
 from __future__ import annotations

@@ -289,7 +289,8 @@ class MainWindow(QMainWindow):
         a("run", "&Run edit", self.run_edit, "Ctrl+Return", tip="Invert (once) and edit (Ctrl+Enter)")
         a("cancel", "&Cancel", self.cancel_run, "Esc", tip="Stop the run (Esc)")
         a("live_drafts", "&Live drafts", lambda: self.drafts.set_enabled(self.actions["live_drafts"].isChecked()),
-          "Ctrl+L", checkable=True, tip="Draft each change after a short pause, from the stored inversion, without saving it")
+          "Ctrl+L", checkable=True,
+          tip="Draft each change after a short pause, from the stored inversion, without saving it")
         a("shortcuts", "&Keyboard shortcuts", self.show_shortcuts, "F1")
         a("about", "&About Retake", self._about)
         self.actions["tool_brush"].setChecked(True)
@@ -297,8 +298,8 @@ class MainWindow(QMainWindow):
     def _make_menus(self) -> None:
         bar = self.menuBar()
         menus = {
-            "&File": ["new", "open", "recent", "demo_scene", "save", "save_as", None, "export", "load_png", "save_recipe", None,
-                      "models", "settings", None, "quit"],
+            "&File": ["new", "open", "recent", "demo_scene", "save", "save_as", None, "export", "load_png",
+                      "save_recipe", None, "models", "settings", None, "quit"],
             "&Edit": ["undo", "redo", None, "paste", None, "reference_load", "reference_paste"],
             "&View": ["fit", "actual", "zoom_in", "zoom_out", None, "compare", "show_mask", None, "step_prev",
                       "step_next", "show_result"],

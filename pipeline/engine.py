@@ -1,13 +1,13 @@
 """The engine: a request goes in, events come out, in stages a front end can call one by one.
 
-`run` does everything in order; a GUI calls the stages itself (`resolve`, `load_model`, `invert`,
-`edit` as often as the artist likes, `commit`; `edit` first tunes, or reuses the project's tuning,
-for a method with a tuning stage) so the model stays loaded and an inversion is made
-once. `draft` is a run without its commit that only reuses: the stored inversion (and tuning) the
-request's key names, else it stops at once (NeedsRun); it writes nothing anywhere, and its result is
-the one a run of the same request would commit, pixel for pixel. One engine serves one model and runs one job at a time: every stage holds the engine's lock,
-so a second thread's run waits its turn instead of sharing the UNet. No stage changes shared state:
-controllers travel with each UNet call, and each run has its own torch.Generator.
+`run` does everything in order; a GUI calls the stages itself (`resolve`, `load_model`, `invert`, `edit`
+as often as the artist likes, `commit`; `edit` first tunes, or reuses the project's tuning, for a method
+with a tuning stage) so the model stays loaded and an inversion is made once. `draft` is a run without
+its commit that only reuses: the stored inversion (and tuning) the request's key names, else it stops at
+once (NeedsRun); it writes nothing anywhere, and its result is the one a run of the same request would
+commit, pixel for pixel. One engine serves one model and runs one job at a time: every stage holds the
+engine's lock, so a second thread's run waits its turn instead of sharing the UNet. No stage changes
+shared state: controllers travel with each UNet call, and each run has its own torch.Generator.
 
 A failure becomes one Failed event with a sentence for the user that says truly what was kept; a
 cancelled or failed run writes nothing half-made: the project gains an inversion only once it is
