@@ -64,7 +64,7 @@ def open_demo_scene(window: MainWindow, scene: DemoScene) -> bool:
 
     if (window.settings.get("model") or "demo") != "demo":
         window.use_model("demo")
-        window.message.show_message("The demo scenes use the demo model, which is the model now "
+        window.message.show_message("The demo scenes use the demo model, which loads now "
                                     "(Model > Models switches back).", error=False)
     project = scene_project_path(scene)
     if not (project / "project.json").is_file():

@@ -35,7 +35,9 @@ class LiveDrafts(QObject):
     """Starts the session's drafts when the document changes, as the `live_drafts` setting says."""
 
     def __init__(self, doc: Document, session: EditSession, settings: AppSettings,
-                 options: Callable[[], dict[str, Any]], parent: QObject | None = None) -> None:
+                 options: Callable[[], dict[str, Any] | None], parent: QObject | None = None) -> None:
+        """`options()` gives the request options a run would use now, or None while no draft should start
+        (a model choice is loading: a draft would load the model in use again in its way)."""
         super().__init__(parent)
         self.doc, self.session, self.settings, self._options = doc, session, settings, options
         self.gpu = False  # whether the engine's device is a GPU (the engine's status says)
@@ -94,7 +96,8 @@ class LiveDrafts(QObject):
             return
         self._pending = False
         assert self.doc.project_path is not None
-        self.session.start_draft(self.doc.project_path, self.doc.snapshot(), self._options())
+        if (options := self._options()) is not None:
+            self.session.start_draft(self.doc.project_path, self.doc.snapshot(), options)
 
     def shutdown(self) -> None:
         """The window is closing: no more drafts (the undo stack still signals as it is torn down)."""

@@ -208,8 +208,8 @@ class WelcomeView(QFrame):
 
     def _on_downloaded(self, path: str) -> None:
         self._download_ended()
-        self.note.setText(f"{Path(path).name} is downloaded, checked and the model now; it loads in the "
-                          "background (see the status bar). Open a photo to edit it.")
+        self.note.setText(f"{Path(path).name} is downloaded and checked; it becomes the model once it has loaded "
+                          "in the background (see the status bar). Open a photo to edit it.")
         self.main.use_model(path)
 
     def _on_download_failed(self, message: str) -> None:

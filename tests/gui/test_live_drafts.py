@@ -4,6 +4,8 @@ never painted once stale; Run makes the result."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from gui.drafts import DELAY_MS
@@ -174,3 +176,19 @@ def test_choosing_a_result_in_the_history_takes_the_draft_off(qtbot, window, pho
     qtbot.waitUntil(lambda: window.session.result_image is not None, timeout=WAIT_MS)
     assert window.canvas.draft is None and not window.canvas.draft_badge.isVisible()
     assert window.status_draft.text() == ""
+
+
+def test_no_draft_while_a_model_choice_loads(qtbot, window, photo, fake_engine, tmp_path):
+    """A draft then would load the model in use again, in the way of the one being tried (Run waits too)."""
+    edited_once(qtbot, window, photo)
+    fake_engine.preload_gate = threading.Event()  # the load takes its time
+    window.use_model(str(tmp_path / "sd15"))
+    qtbot.waitUntil(lambda: window.session.model_state == "loading…", timeout=WAIT_MS)
+    window.doc.set_prompt("target", "a castle at dusk")
+    qtbot.wait(2 * DELAY_MS)
+    assert not fake_engine.drafts
+    fake_engine.preload_gate.set()
+    qtbot.waitUntil(lambda: window.model_choice.pending is None, timeout=WAIT_MS)
+    window.doc.set_prompt("target", "a castle at dawn")
+    qtbot.waitUntil(lambda: window.canvas.draft is not None, timeout=WAIT_MS)
+    assert [request.model for request in fake_engine.drafts] == [str(tmp_path / "sd15")]
