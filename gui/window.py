@@ -28,6 +28,7 @@ from gui.demo_scenes import choose_demo_scene
 from gui.document import Document
 from gui.drafts import LiveDrafts
 from gui.estimate import LONG_RUN_S, Estimate, estimate, stored_stages
+from gui.fitting_scroll import FittingScrollArea
 from gui.guard import explain, guarded
 from gui.guide import GuideWindow, guide_path
 from gui.history import HistoryPanel
@@ -126,7 +127,7 @@ class MainWindow(QMainWindow):
             "method": self._dock("Method", self.method, Qt.DockWidgetArea.RightDockWidgetArea, scroll=True),
             "reference": self._dock("Reference", self.reference, Qt.DockWidgetArea.RightDockWidgetArea),
             "history": self._dock("History", self.history, Qt.DockWidgetArea.LeftDockWidgetArea),
-            "timeline": self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea, scroll=True),
+            "timeline": self._dock("Timeline", FittingScrollArea(self.timeline), Qt.DockWidgetArea.BottomDockWidgetArea),
         }
         self.tabifyDockWidget(self.docks["method"], self.docks["reference"])
         self.docks["method"].raise_()
@@ -468,10 +469,11 @@ class MainWindow(QMainWindow):
             self.message.show_message(details)
 
     def _update_model_status(self) -> None:
-        """The recorded model and its state; while another is tried, that one's state beside it."""
+        """The recorded model and its state; while another is tried, that it is being loaded (the
+        session's state may still be the model in use's, until the engine takes the choice up)."""
         name = model_name(self.settings.get("model"))
         if trying := self.model_choice.pending_name():
-            self.status_model.setText(f"Model: {name}; {trying} {self.session.model_state}")
+            self.status_model.setText(f"Model: {name}; {trying} loading…")
         else:
             self.status_model.setText(f"Model: {name} ({self.session.model_state})")
         self.status_model.setToolTip(self.settings.get("model"))
