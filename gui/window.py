@@ -28,13 +28,13 @@ from gui.demo_scenes import choose_demo_scene
 from gui.document import Document
 from gui.drafts import LiveDrafts
 from gui.estimate import LONG_RUN_S, Estimate, estimate, stored_stages
-from gui.fitting_scroll import FittingScrollArea
 from gui.guard import explain, guarded
 from gui.guide import GuideWindow, guide_path
 from gui.history import HistoryPanel
 from gui.io_worker import Task
 from gui.message_bar import MessageBar
 from gui.method_form import MethodPanel
+from gui.panels import FittingScrollArea
 from gui.model_choice import ModelChoice, model_name
 from gui.models_dialog import ModelsDialog
 from gui.project_io import ResultEntry

@@ -218,6 +218,18 @@ def test_chips_are_filled_with_their_parameters_colour_named_in_a_legend(qtbot, 
     assert "blend words" in item["castle"].toolTip() and "2" in item["meadow"].toolTip()
 
 
+@pytest.mark.parametrize("size", [(1400, 900), (1280, 800)])
+def test_what_a_click_on_a_chip_does_and_the_legend_show_without_scrolling(qtbot, window, photo, size):
+    open_photo(qtbot, window, photo)
+    type_prompts(qtbot, window)
+    settle(qtbot, window, size)
+    prompts = window.prompts
+    for label in (prompts.role, prompts.purpose, prompts.legend):
+        viewport = label.parentWidget().parentWidget()  # the rows' scroll area's viewport
+        box = QRect(label.mapTo(viewport, QPoint(0, 0)), label.size())
+        assert viewport.rect().contains(box), (type(label).__name__, box, viewport.rect())
+
+
 # --------------------------------------------------------------------------------------------------
 # Item 10 and sharp edits: the feather and the area beside the mask tools, the crop on the canvas
 
