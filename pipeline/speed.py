@@ -2,8 +2,11 @@
 
 A run's time is almost all UNet evaluations (gui.estimate counts them per stage of each method), so
 one evaluation of one latent at the model's own size, timed once after the model loads, makes an
-estimate honest to this machine, its device, precision and load. On a GPU the first call also
-compiles kernels, so it is made once untimed.
+estimate honest to this machine, its device, precision and load. The first call is made untimed,
+on every device: a GPU compiles kernels in it, and on a CPU it took 1.8-2.3 s on the demo model
+where the calls after it took 0.04-0.9 s (oneDNN sets up its kernels for each new shape), which made
+the window announce 12 min for a 55 s run. A run's own first calls pay that set-up too, so its first
+run after a model loads may take longer than said.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def unet_seconds(bundle: ModelBundle) -> float:
                  if bundle.sample_dtype != torch.float32 else contextlib.nullcontext())
     seconds = 0.0
     with torch.no_grad(), precision:
-        for _ in range(2 if cuda else 1):
+        for _ in range(2):  # the first call sets the kernels up; the second is timed
             started = time.perf_counter()
             bundle.unet(latent, PROBE_TIMESTEP, encoder_hidden_states=text, return_dict=False)
             if cuda:
