@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
         self._pending: list[Path] = []
         self._closing = False
         self._io_said = ""  # what the status bar last said of project I/O
+        self._estimated_run: tuple[str, dict[str, Any]] | None = None  # the last run's method and parameters
         self.models_dialog: ModelsDialog | None = None
         self.model_choice = ModelChoice(self.settings)
         self.setAcceptDrops(True)
@@ -860,6 +861,7 @@ class MainWindow(QMainWindow):
         self.timeline.back_to_result()
         long_run = self.run_estimate()
         started = self.session.start_run(self.doc.project_path, self.doc.snapshot(), self.settings.request_options())
+        self._estimated_run = (self.doc.method_id, dict(self.doc.params))
         self._update_actions()  # a run waiting for a draft to stop is already a run: Cancel stops it
         if started and long_run is not None and long_run.seconds > LONG_RUN_S:
             self.message.show_message(long_run.sentence(), error=False)
@@ -872,6 +874,16 @@ class MainWindow(QMainWindow):
         doc = self.doc
         stored = stored_stages(doc.method_id, doc.source_prompt, doc.target_prompt, doc.params, self.session.results)
         return estimate(doc.method_id, doc.params, stored, self.session.unet_seconds)
+
+    def _learn_unet_seconds(self, reused_inversion: bool) -> None:
+        """After a run, its own time per UNet evaluation is the estimate's unit: the one probe call made
+        at load missed what a whole run pays (a CPU's kernel set-up per shape, the machine's load)."""
+        if self._estimated_run is None:
+            return
+        method_id, params = self._estimated_run
+        rows = estimate(method_id, params, ["inversion"] if reused_inversion else [], 1.0).seconds
+        if rows > 0:
+            self.session.unet_seconds = self.session.run_seconds() / rows
 
     def cancel_run(self) -> None:
         if self.session.running:
@@ -902,6 +914,7 @@ class MainWindow(QMainWindow):
             self._update_model_status()
             reused = "reused the stored inversion" if final.reused_inversion else "made and stored the inversion"
             self.status_stage.setText(f"Edit #{final.edit_id} done in {self.session.run_seconds():.1f} s ({reused}).")
+            self._learn_unet_seconds(final.reused_inversion)
         elif isinstance(final, CancelledEvent):
             self.status_stage.setText(f"Cancelled while {final.stage}; the project is as it was "
                                       "(a finished inversion is kept).")

@@ -83,6 +83,11 @@ def test_a_long_run_says_how_long_before_it_goes(qtbot, window, photo):
     run_and_wait(qtbot, window)
     said = window.message.text.text()
     assert said == "This run takes about 5 min on this machine (inversion 50 s, edit 4 min); Esc cancels it."
+    # the run's own time per evaluation replaces the probe's: the fake engine took well under a second
+    # for its 250 evaluations
+    assert window.session.unet_seconds == pytest.approx(window.session.run_seconds() / 250, rel=0.5)
+    assert window.session.unet_seconds < 0.1
+    window.session.unet_seconds = 1.0
     run_and_wait(qtbot, window)  # the stored inversion is reused: only the edit
     assert window.message.text.text().startswith("This run takes about 4 min on this machine (edit 4 min)")
     window.session.unet_seconds = 0.01  # 2 s: nothing to announce
