@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--max-side", type=_max_side,
                       help="longest side of the working image, a multiple of 64 in 64..4096 "
                            "(default: the project's, else the size the model was trained at: 512 for SD 1.x, 128 for demo)")
+    edit.add_argument("--eager", action="store_true",
+                      help="on a GPU, run every stage eagerly (no CUDA graphs, no TF32): slower, the same bits "
+                      "as on earlier versions")
     edit.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded")
     edit.add_argument("--allow-pickle", action="store_true",
                       help="allow pickled .ckpt/.pt/.bin checkpoints (loaded with weights_only)")
@@ -163,7 +166,7 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
         inputs=_named_inputs(args),
         input_prompts={} if args.reference_prompt is None else {"reference": args.reference_prompt},
         output=args.out, seed=args.seed, device=args.device, dtype=args.dtype, max_side=args.max_side,
-        allow_download=args.allow_download, allow_pickle=args.allow_pickle,
+        allow_download=args.allow_download, allow_pickle=args.allow_pickle, fast=not args.eager,
     )
 
 

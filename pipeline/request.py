@@ -41,7 +41,8 @@ class EditRequest:
     path means "without this input" (and the project forgets it when the edit is saved).
     `input_prompts` describes image inputs (a reference picture's prompt). `image_encoder` names the
     image encoder of a method that needs one (a folder or hub id, pipeline.parts): None takes the
-    project's, "" looks for one beside the model.
+    project's, "" looks for one beside the model. `fast` takes the fast path on a GPU (pipeline.fast:
+    CUDA graphs, TF32 optimisation); off, every stage runs eagerly, as on the CPU.
     """
 
     target_prompt: str
@@ -64,6 +65,7 @@ class EditRequest:
     allow_pickle: bool = False
     preview_every: int = 0
     preview_side: int = 256
+    fast: bool = True
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
