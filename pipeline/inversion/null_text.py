@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from pipeline.events import Stage
 from pipeline.run import RunContext
-from pipeline.sampling import DDIMSchedule, guided_noise
+from pipeline.sampling import DDIMSchedule, guided_noise, move
 
 REFERENCE_STEPS = 50
 
@@ -57,33 +57,31 @@ def null_text_optimise(
     """
     steps = schedule.steps
     z = trajectory[-1:].float()
-    null = null_init.float()
+    null = null_init.float().clone().requires_grad_(True)  # each step starts from the last one's optimum
+    inputs = ctx.loop_inputs()
+
+    def loss() -> torch.Tensor:
+        eps_uncond = ctx.unet_noise(inputs.z, inputs.t, null, precise=True)
+        eps = eps_uncond + scale * (inputs.eps_cond - eps_uncond)
+        return F.mse_loss(move(inputs.z, eps, inputs.coefficients), inputs.target)
+
+    minimiser = ctx.minimiser([null], loss)
     nulls = []
     reached = [z]
     for step in ctx.steps(schedule.timesteps, stage):
         i, t = step.index, step.timestep
         rate, tolerance = reference_schedule(i, steps, learning_rate)
-        target = trajectory[steps - i - 1 : steps - i].float()
-        # A copy per step: Adam updates `null` in place, and a detached view would share storage with
-        # the embedding stored for the previous step, so every stored step would end up as the last.
-        null = null.detach().clone().requires_grad_(True)
-        optimiser = torch.optim.Adam([null], lr=rate)
         with torch.no_grad():
             eps_cond = ctx.unet_noise(z, t, cond, precise=True)
-        for _ in range(inner_steps):
-            ctx.cancel.check()
-            eps_uncond = ctx.unet_noise(z, t, null, precise=True)
-            eps = eps_uncond + scale * (eps_cond - eps_uncond)
-            loss = F.mse_loss(schedule.step(eps, t, z), target)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            if early_stop and loss.item() < tolerance:
-                break
-        null = null.detach()
-        nulls.append(null)
+        inputs.set(z=z, t=t, eps_cond=eps_cond, target=trajectory[steps - i - 1 : steps - i].float(),
+                   coefficients=schedule.step_coefficients(t))
+        minimiser.restart(rate)
+        minimiser.run(inner_steps, tolerance if early_stop else None)
+        # A copy per step: Adam updates `null` in place, and a detached view would share storage with
+        # the embedding stored for the previous step, so every stored step would end up as the last.
+        nulls.append(null.detach().clone())
         with torch.no_grad():
-            eps = guided_noise(ctx, z, step, cond, null, scale, precise=True)
+            eps = guided_noise(ctx, z, step, cond, nulls[-1], scale, precise=True)
             if step.wants_preview:  # the reconstruction's predicted clean image with this step's null text
                 step.preview(schedule.predict_x0(eps, t, z))
             z = schedule.step(eps, t, z)
