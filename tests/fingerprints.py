@@ -43,6 +43,9 @@ from pipeline.run import RunContext, RunOptions
 
 RECORDED = Path(__file__).resolve().parent / "data" / "eager-fingerprints.json"
 SIZE = 64
+MAPS_SIZE = 128
+"""The cases whose controllers threshold attention maps run at 128 px: at 64 px the maps they threshold
+are 2x2 and their regions come out whole whatever the maps hold."""
 STEPS = 6
 PROMPTS = Prompts("a house in a meadow under a blue sky", "a castle in a meadow under a blue sky")
 ACTION = Prompts("a house in a meadow under a blue sky", "a house in a meadow under a stormy sky")
@@ -98,16 +101,19 @@ def method_fingerprints(bundle: ModelBundle, options: RunOptions | None = None) 
     words and from masks, SpecRef's word region, TOLI's switch, P2Plus, both KV Inversion forms."""
     options = options or RunOptions(seed=0)
     ctx = RunContext(bundle, CancelToken(), lambda event: None, options)
-    latent = ctx.encode_image(to_tensor(load_image(RESOURCES / "demo" / "house.png"), (SIZE, SIZE)))
+    photo = load_image(RESOURCES / "demo" / "house.png")
+    latents = {size: ctx.encode_image(to_tensor(photo, (size, size))) for size in (SIZE, MAPS_SIZE)}
     side = SIZE // 8
     subject = torch.zeros(1, 1, side, side)
     subject[..., 2:6, 1:5] = 1
+    big_subject = torch.nn.functional.interpolate(subject, scale_factor=MAPS_SIZE // SIZE)
     none = Inputs()
     results: dict[str, dict[str, str]] = {}
 
     def whole(method: Any, prompts: Prompts, params: Any, inputs: Inputs = none,
-              tune_inputs: Inputs | None = None) -> Callable[[], dict[str, dict[str, Any]]]:
+              tune_inputs: Inputs | None = None, size: int = SIZE) -> Callable[[], dict[str, dict[str, Any]]]:
         def run() -> dict[str, dict[str, Any]]:
+            latent = latents[size]
             stages = {"invert": method.invert(ctx, latent, prompts, params, inputs)}
             tensors = dict(stages["invert"])
             if hasattr(method, "tune"):
@@ -119,24 +125,26 @@ def method_fingerprints(bundle: ModelBundle, options: RunOptions | None = None) 
 
     p2p = PromptToPrompt()
     results["p2p null-text, local blend"] = _stages(whole(p2p, PROMPTS, P2PParams(
-        steps=STEPS, inner_steps=2, blend_words=("house", "castle"), blend_start=0.0)))
+        steps=STEPS, inner_steps=2, blend_words=("house", "castle"), blend_start=0.0, blend_threshold=0.9),
+        size=MAPS_SIZE))
     results["p2p direct, refine, reweight"] = _stages(whole(p2p, Prompts(PROMPTS.source, "a red castle in a meadow"),
                                                             P2PParams(steps=STEPS, inversion="direct",
                                                                       reweight=(("red", 2.0),))))
     masactrl = MasaCtrl()
     results["masactrl"] = _stages(whole(masactrl, ACTION, MasaCtrlParams(steps=STEPS)))
     results["masactrl, word masks"] = _stages(whole(masactrl, ACTION, MasaCtrlParams(
-        steps=STEPS, inversion_prompt="source", mask_words=("house",), control_start=0.0)))
+        steps=STEPS, inversion_prompt="source", mask_words=("house",), control_start=0.0, mask_threshold=0.5),
+        size=MAPS_SIZE))
     results["masactrl, subject mask"] = _stages(whole(masactrl, ACTION, MasaCtrlParams(steps=STEPS, control_start=0.0),
                                                       Inputs(masks={"subject_mask": subject})))
-    reference = ctx.encode_image(to_tensor(load_image(RESOURCES / "demo_world" / "house.png"), (SIZE, SIZE)))
+    reference = ctx.encode_image(to_tensor(load_image(RESOURCES / "demo_world" / "house.png"), (MAPS_SIZE,) * 2))
     results["specref"] = _stages(whole(
-        SpecRef(), PROMPTS, SpecRefParams(steps=STEPS), Inputs(masks={"reference_mask": subject}),
-        Inputs(images={"reference": reference}, prompts={"reference": "a red house"})))
+        SpecRef(), PROMPTS, SpecRefParams(steps=STEPS, blend_threshold=0.9), Inputs(masks={"reference_mask": big_subject}),
+        Inputs(images={"reference": reference}, prompts={"reference": "a red house"}), size=MAPS_SIZE))
     results["toli"] = _stages(whole(Toli(), ACTION, ToliParams(steps=STEPS, inner_steps=2, text_steps=3)))
     results["toli direct"] = _stages(whole(Toli(), ACTION, ToliParams(steps=STEPS, inversion="direct", text_steps=2)))
     styled = RunContext(with_parts(bundle, (IMAGE_ENCODER,)), CancelToken(), lambda event: None, options)
-    results["stylediffusion"] = _stages(lambda: _stylediffusion(styled, latent))
+    results["stylediffusion"] = _stages(lambda: _stylediffusion(styled, latents[MAPS_SIZE]))
     kv = KVInversion()
     for form in ("low-rank", "full"):
         results[f"kv-inversion {form}"] = _stages(whole(kv, ACTION, KVInversionParams(
@@ -147,7 +155,7 @@ def method_fingerprints(bundle: ModelBundle, options: RunOptions | None = None) 
 def _stylediffusion(ctx: RunContext, latent: torch.Tensor) -> dict[str, dict[str, Any]]:
     method = StyleDiffusion()
     params = StyleDiffusionParams(steps=STEPS, inner_steps=3, uncond_self_replace=(0.0, 0.5),
-                                  blend_words=("house", "castle"))
+                                  blend_words=("house", "castle"), blend_threshold=0.9)
     inversion = method.invert(ctx, latent, PROMPTS, params, Inputs())
     return {"invert": inversion, "edit": _output(method.edit(ctx, inversion, PROMPTS, params, Inputs()))}
 
