@@ -1,5 +1,6 @@
-"""Adam on a loss, for the gradient loops (null-text's per-step embeddings, TOLI's text embedding):
-eagerly as the authors' code does it, or on the fast path as one captured iteration replayed.
+"""Adam on a loss, for the gradient loops (null-text's per-step embeddings, TOLI's text embedding,
+StyleDiffusion's mapping networks): eagerly as the authors' code does it, or on the fast path as one
+captured iteration replayed.
 
 Eagerly, each iteration is PyTorch's Adam after a backward pass, and an early stop reads the loss on
 the host (`loss.item()`), as before the fast path. On the fast path the whole iteration (the UNet
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -28,7 +29,8 @@ from pipeline.events import CancelToken
 from pipeline.fast import Capture
 
 log = logging.getLogger(__name__)
-Loss = Callable[[], torch.Tensor]
+Loss = Callable[[], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
+"""The loss (a scalar), or the loss and a tensor of figures to keep from each iteration (detached)."""
 BETAS = (0.9, 0.999)
 EPS = 1e-8
 
@@ -68,6 +70,16 @@ def _as_tensor(value: Any, device: torch.device) -> torch.Tensor:
     return torch.tensor(value, dtype=torch.float32, device=device)
 
 
+class Descent(NamedTuple):
+    """What a run of iterations measured: each iteration's loss before its update, the figures the loss
+    kept, and the index of the last iteration whose update was applied (eagerly the last one run; on
+    the fast path, where every iteration runs, a tensor on the device)."""
+
+    losses: torch.Tensor  # [iterations]
+    figures: torch.Tensor | None  # [iterations, ...]
+    last: int | torch.Tensor
+
+
 class Minimiser:
     """Adam on `params` (leaf tensors, updated in place) against `loss`; `run` takes some iterations."""
 
@@ -88,6 +100,7 @@ class Minimiser:
             self._tolerance = torch.zeros((), device=device)
             self._running = torch.ones((), dtype=torch.bool, device=device)
             self._loss_value = torch.zeros((), device=device)
+            self._figures: torch.Tensor | None = None
 
     def restart(self, rate: float) -> None:
         """A fresh Adam (no moments, step 0) at learning rate `rate`, on the current parameters."""
@@ -101,10 +114,10 @@ class Minimiser:
         self._rate.fill_(rate)
 
     def run(self, iterations: int, tolerance: float | None = None,
-            before: Callable[[int], None] | None = None) -> torch.Tensor:
-        """`iterations` Adam steps (fewer eagerly, once the loss is under `tolerance`), `before(i)` setting
-        each one's inputs; returns the loss of each iteration taken, before its update, on the device."""
-        losses = []
+            before: Callable[[int], None] | None = None) -> Descent:
+        """`iterations` Adam steps (fewer eagerly, once the loss is under `tolerance`: the iteration that
+        gets there still updates), `before(i)` setting each one's inputs."""
+        losses, figures = [], []
         if self._capture is not None:
             self._tolerance.fill_(-torch.inf if tolerance is None else tolerance)
             self._running.fill_(True)
@@ -113,18 +126,28 @@ class Minimiser:
             if before is not None:
                 before(i)
             if self._capture is None:
-                loss = self._loss()
+                loss, kept = _split(self._loss())
                 assert self._optimiser is not None, "restart() first"
                 self._optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 self._optimiser.step()
                 losses.append(loss.detach())
+                figures.append(kept)
                 if tolerance is not None and loss.item() < tolerance:
                     break
             else:
                 self._captured_iteration()
                 losses.append(self._loss_value.clone())
-        return torch.stack(losses) if losses else torch.zeros(0)
+                figures.append(None if self._figures is None else self._figures.clone())
+        if not losses:
+            return Descent(torch.zeros(0), None, -1)
+        stacked = torch.stack(losses)
+        kept = None if figures[0] is None else torch.stack(figures)
+        if self._capture is None:
+            return Descent(stacked, kept, len(losses) - 1)
+        under = stacked < self._tolerance  # the first iteration under the tolerance was the last to update
+        last = torch.where(under.any(), under.int().argmax(), torch.tensor(len(losses) - 1, device=stacked.device))
+        return Descent(stacked, kept, last)
 
     def _captured_iteration(self) -> None:
         """The first iteration runs eagerly (gradients' and kernels' set-up), the second is captured."""
@@ -143,7 +166,7 @@ class Minimiser:
                 self._iteration()
 
     def _iteration(self) -> None:
-        loss = self._loss()
+        loss, kept = _split(self._loss())
         grads = torch.autograd.grad(loss, self.params)
         with torch.no_grad():
             running = self._running
@@ -157,4 +180,15 @@ class Minimiser:
                 update = m / (v.sqrt() / correction2 + EPS) * step_size
                 param.sub_(torch.where(running, update, torch.zeros_like(update)))
             self._loss_value.copy_(loss.detach())
+            if kept is not None:
+                if self._figures is None:  # made at the first (eager) iteration, outside any capture
+                    self._figures = torch.empty_like(kept)
+                self._figures.copy_(kept)
             running.logical_and_(loss.detach() >= self._tolerance)
+
+
+def _split(result: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(loss, the figures kept, detached) of what a loss function returned."""
+    if isinstance(result, tuple):
+        return result[0], result[1].detach()
+    return result, None

@@ -84,6 +84,7 @@ class RunContext:
         self._total = 0
         self._started = 0.0
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._timesteps: dict[int, torch.Tensor] = {}  # on the device, made outside any capture
         self.fast = options.fast if applies(options.fast, bundle.device) else None
         self.graphs: UNetGraphs | None = None
         self._capture: Capture | None = None  # one memory pool for every graph of the run: one runs at a time
@@ -107,7 +108,8 @@ class RunContext:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def unet_noise(
-        self, z: torch.Tensor, t: int, emb: torch.Tensor, *, precise: bool = False, control: ControlState | None = None
+        self, z: torch.Tensor, t: int | torch.Tensor, emb: torch.Tensor, *, precise: bool = False,
+        control: ControlState | None = None,
     ) -> torch.Tensor:
         """The UNet's noise prediction in fp32; `precise` runs it in fp32 (for optimisation); `control`
         reaches the attention processors through cross_attention_kwargs. Without gradients, on the
@@ -122,6 +124,10 @@ class RunContext:
 
         if self.graphs is not None and not torch.is_grad_enabled():
             return self.graphs(noise, z, t, emb, control, precise)
+        if self._capture is not None and isinstance(t, int):  # a captured iteration cannot make it from the host
+            if t not in self._timesteps:
+                self._timesteps[t] = torch.tensor(t, dtype=torch.int64, device=self.device)
+            t = self._timesteps[t]
         return noise(z, t, emb, control)
 
     # -- optimisation ---------------------------------------------------------------------------

@@ -11,8 +11,9 @@ pipeline does (batch 1, learning rate 1e-3, no schedule).
 Departures from the authors' code (state them where they matter):
 - Every draw comes from the run's own generator (`RunContext.generator`), timesteps first, then one
   noise per iteration, so a seeded run is reproducible and no run touches the global random state.
-- The UNet runs in fp32 (`precise=True`), as everything optimised here does; the authors run it
-  under fp16 autocast through accelerate.
+- The UNet runs in fp32 (`precise=True`), as everything optimised here does (TF32 matrix products
+  on the fast path, where each iteration replays one captured CUDA graph: pipeline.optimise); the
+  authors run it under fp16 autocast through accelerate.
 - The photo's latent is the VAE's mean (the latent the inversion starts from, z*_0) where the
   authors draw one sample from the VAE's posterior.
 - No previews: a random timestep's prediction is not a picture of anything the user is heading for.
@@ -75,5 +76,5 @@ def optimise_text_embedding(
         for step in ctx.steps(timesteps, stage):
             noise = noises[step.index]
             inputs.set(noisy=noised(ctx, z0, noise, step.timestep), t=step.timestep, noise=noise)
-            losses.append(minimiser.run(1))
+            losses.append(minimiser.run(1).losses)
     return TextOptimisation(learned.detach(), torch.cat(losses).cpu() if losses else torch.zeros(0))
