@@ -1,7 +1,8 @@
 """Retake's entry point: no arguments opens the desktop app, `open PATH [--source TEXT] [--target TEXT]`
 opens it on a photo, a project or a result PNG (with the prompts its project has not got yet); other
 subcommands run the CLI (which never imports Qt); `self-test` adds to the CLI's checks an edit through
-the desktop window, offscreen."""
+the desktop window, offscreen. Before the window, gui.qt_check makes sure Qt can start here, and if it
+cannot says which system packages to install instead of letting Qt abort with a misleading hint."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ def main() -> int:
     exit_on_signals("retake: cancelled; nothing half-made was written.")
     args = sys.argv[1:]
     if not args or args[0] == "open":
+        from gui.qt_check import qt_problem
+
+        if problem := qt_problem():
+            print(f"retake: {problem}", file=sys.stderr)
+            return 1
         from gui.app import main as gui_main
 
         return gui_main(args[1:])

@@ -74,7 +74,7 @@ from bench.semantic_metrics import DILATE, changed_keys, outside, psnr, ssim, ve
 from bench.semantic_report import write_markdown  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
 from pipeline.errors import ParamError, RetakeError  # noqa: E402
-from pipeline.events import CancelToken, Event, Progress  # noqa: E402
+from pipeline.events import CancelToken, StageClock  # noqa: E402
 from pipeline.files import write_atomically  # noqa: E402
 from pipeline.images import from_tensor, to_tensor  # noqa: E402
 from pipeline.methods.base import input_specs  # noqa: E402
@@ -177,25 +177,6 @@ def case_inputs(case: world_cases.Case, method_id: str, policy: str) -> tuple[di
         if spec.required or policy == "all":
             given[spec.name] = value
     return given, None
-
-
-class StageClock:
-    """An engine event sink that times each stage from its first Progress event to the next stage's."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._stage: str | None = None
-        self._since = 0.0
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, Progress) and event.stage != self._stage:
-            self.stop()
-            self._stage, self._since = str(event.stage), time.perf_counter()
-
-    def stop(self) -> None:
-        if self._stage is not None:
-            self.seconds[self._stage] = round(self.seconds.get(self._stage, 0.0) + time.perf_counter() - self._since, 3)
-            self._stage = None
 
 
 def score(picture: np.ndarray, case: world_cases.Case, read: world_judge.Facts, dilate: int) -> dict[str, Any]:

@@ -10,11 +10,12 @@ import json
 import platform
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
+from cli.batch import add_batch_parser, run_batch
 from cli.interrupt import cancel_on_signals, exit_cancelled
 from cli.progress import TerminalProgress
 from cli.selftest import self_test
@@ -25,8 +26,8 @@ from pipeline.methods.base import input_specs
 from pipeline.methods.registry import get_method, method_ids
 from pipeline.models import default_cache_dir, describe_model_sources
 from pipeline.params import param_specs, parse_assignment
-from pipeline.preflight import check_max_side
-from pipeline.project import Project, check_project, repair_project
+from pipeline.preflight import check_max_side, check_seed
+from pipeline.project import Project, abandon_claim, check_project, repair_project
 from pipeline.request import EditRequest, default_project_path
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -45,14 +46,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"retake: {message.rstrip('.')}; see `{self.prog} --help`.\n")
 
 
-def _max_side(text: str) -> int:
-    """--max-side checked as it is parsed, before the seconds of loading a model."""
+def _checked_number(check: Callable[[int], int | None]) -> Callable[[str], int]:
+    """An argparse type: a whole number `check` accepts, checked as it is parsed, before the seconds of
+    loading a model (--max-side, --seed)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+            check(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, not {shorten(text)}") from None
+        except ParamError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+
+    return parse
+
+
+def _count(text: str) -> int:
+    """A whole number of workers or GPUs, 0 or more."""
     try:
-        return check_max_side(int(text))
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {shorten(text)}") from None
-    except ParamError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,10 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what the reference picture shows (default: empty, or the project's)")
     edit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                       help="a method parameter; see `retake methods`")
-    edit.add_argument("--seed", type=int, help="random seed, recorded in the result")
+    edit.add_argument("--seed", type=_checked_number(check_seed),
+                      help="random seed (0 to 2**64 - 1), recorded in the result")
     edit.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     edit.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="sampling precision (cuda default fp16)")
-    edit.add_argument("--max-side", type=_max_side,
+    edit.add_argument("--max-side", type=_checked_number(check_max_side),
                       help="longest side of the working image, a multiple of 64 in 64..4096 "
                            "(default: the project's, else the size the model was trained at: 512 for SD 1.x, 128 for demo)")
     edit.add_argument("--eager", action="store_true",
@@ -96,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded")
     edit.add_argument("--allow-pickle", action="store_true",
                       help="allow pickled .ckpt/.pt/.bin checkpoints (loaded with weights_only)")
+
+    add_batch_parser(commands, _count)
 
     methods = commands.add_parser("methods", help="list methods and their parameters")
     methods.add_argument("--json", action="store_true", help="machine-readable output")
@@ -126,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "edit":
             return run_edit(args)
+        if args.command == "batch":
+            return run_batch(args, UsageError)
         if args.command == "methods":
             return list_methods(args.json)
         if args.command == "info":
@@ -220,6 +244,8 @@ def run_edit(args: argparse.Namespace) -> int:
 
     def stopped_at_once() -> str:
         progress.close()
+        if project is not None:  # a first edit's claim on making the project: os._exit would leave it
+            abandon_claim(project)
         return cancelled_line(progress.stage, _new_inversion(project, kept_before), at_once=True)
 
     with cancel_on_signals(cancel, stopped_at_once):

@@ -18,7 +18,7 @@ LOG_EVERY_FRACTION = 0.1
 LOG_EVERY_S = 30.0
 
 
-def _clock(seconds: float | None) -> str:
+def eta_text(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"
     minutes, secs = divmod(int(round(seconds)), 60)
@@ -57,7 +57,7 @@ class TerminalProgress:
     def _draw_bar(self, event: Progress) -> None:
         filled = self.width * event.step // max(event.total, 1)
         bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r{event.stage:>20} [{bar}] {event.step}/{event.total} ETA {_clock(event.eta_s)}")
+        self.stream.write(f"\r{event.stage:>20} [{bar}] {event.step}/{event.total} ETA {eta_text(event.eta_s)}")
         self._bar_open = event.step < event.total
         if not self._bar_open:
             self.stream.write("\n")
@@ -74,7 +74,7 @@ class TerminalProgress:
             self._line(f"{event.stage}: started, {event.total} step{'s' if event.total != 1 else ''}")
         else:
             percent = 100 * event.step // max(event.total, 1)
-            self._line(f"{event.stage}: {event.step}/{event.total} ({percent}%), ETA {_clock(event.eta_s)}")
+            self._line(f"{event.stage}: {event.step}/{event.total} ({percent}%), ETA {eta_text(event.eta_s)}")
         tenth = max(1, round(event.total * LOG_EVERY_FRACTION))
         self._next_step = (event.step // tenth + 1) * tenth
         self._next_time = now + LOG_EVERY_S

@@ -29,8 +29,9 @@ from PySide6.QtWidgets import (
 )
 
 from gui.document import Document
+from gui.session import EditSession
 from gui.masks import dab, stroke, union
-from gui.qimage import mask_outline, mask_overlay, to_pixmap
+from gui.qimage import mask_overlay
 from gui.theme import ACCENT, MASK_COLOUR
 
 ZOOM_STEP = 1.25
@@ -62,9 +63,9 @@ class Canvas(QGraphicsView):
     segmentRequested = Signal(list, list, object)
     zoomChanged = Signal(float)
 
-    def __init__(self, doc: Document, parent: QWidget | None = None) -> None:
+    def __init__(self, doc: Document, session: EditSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.doc = doc
+        self.doc, self.session = doc, session
         self.setScene(QGraphicsScene(self))
         self.setBackgroundBrush(QColor(28, 28, 30))
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
@@ -113,7 +114,7 @@ class Canvas(QGraphicsView):
 
         doc.imageChanged.connect(self._on_image)
         doc.maskChanged.connect(self._on_mask)
-        doc.currentResultChanged.connect(self.refresh_result)
+        session.currentResultChanged.connect(self.refresh_result)
         doc.referenceChanged.connect(self._on_reference)
 
     # -- document -> view -----------------------------------------------------------------------
@@ -136,7 +137,7 @@ class Canvas(QGraphicsView):
         self.clear_clicks()
         picture = self.picture()
         self._shown = picture
-        self.source_item.setPixmap(to_pixmap(picture) if picture is not None else QPixmap())
+        self.source_item.setPixmap(self.session.pixmap(picture) if picture is not None else QPixmap())
         self._fill = None
         self.refresh_result()
         self._on_mask(self.mask_name)
@@ -148,9 +149,11 @@ class Canvas(QGraphicsView):
         if name != self.mask_name:
             return
         mask = self.doc.masks.get(name) if self.picture() is not None else None
-        self._fill = QPixmap.fromImage(mask_overlay(mask, MASK_COLOUR)) if mask is not None else None
-        if self._stroke is None:  # during a stroke only the fill follows the brush; the outline at its end
-            path = mask_outline(mask) if mask is not None else QPainterPath()
+        if self._stroke is not None:  # during a stroke only the fill follows the brush; the outline at its end
+            self._fill = QPixmap.fromImage(mask_overlay(mask, MASK_COLOUR)) if mask is not None else None
+        else:
+            fill, path = self.session.mask_layers(mask) if mask is not None else (None, QPainterPath())
+            self._fill = QPixmap.fromImage(fill) if fill is not None else None
             for item in self.outline_items:
                 item.setPath(path)
         self._apply_overlay()
@@ -167,7 +170,7 @@ class Canvas(QGraphicsView):
         fill = self._fill
         shown = self.mask_visible and fill is not None and start is not None and start < fill.width()
         if shown:
-            self.mask_item.setPixmap(fill.copy(start, 0, fill.width() - start, fill.height()))
+            self.mask_item.setPixmap(fill if start == 0 else fill.copy(start, 0, fill.width() - start, fill.height()))
             self.mask_item.setOffset(start, 0)
         self.mask_item.setVisible(shown)
         for item in self.outline_items:
@@ -193,15 +196,12 @@ class Canvas(QGraphicsView):
         self._apply_overlay()
 
     def refresh_result(self) -> None:
-        """Show the override (a timeline step) or the current result, clipped by the compare split."""
-        entry = self.doc.result()
-        picture = self.override
-        if picture is None and entry is not None and entry.path.is_file():
-            with Image.open(entry.path) as image:
-                picture = image.convert("RGB")
+        """Show the override (a timeline step) or the current result (read by the session's I/O thread),
+        clipped by the compare split."""
+        picture = self.override if self.override is not None else self.session.result_image
         if self.on_reference():
             picture = None  # results belong to the photo
-        self._result_pixmap = to_pixmap(picture) if picture is not None else None
+        self._result_pixmap = self.session.pixmap(picture) if picture is not None else None
         if self._result_pixmap is not None and self.doc.image is not None:
             scale = self.doc.image.width / self._result_pixmap.width()
             self.result_item.setScale(scale)
@@ -229,7 +229,8 @@ class Canvas(QGraphicsView):
             self.split_line.hide()  # hidden, not shortened: a line of no length still draws a dot
         else:
             width = max(int(round(pixmap.width() * self.split)), 0)
-            self.result_item.setPixmap(pixmap.copy(0, 0, width, pixmap.height()) if width else QPixmap())
+            shown = pixmap if width == pixmap.width() else pixmap.copy(0, 0, width, pixmap.height()) if width else QPixmap()
+            self.result_item.setPixmap(shown)
             x = self.doc.image.width * self.split
             self.split_line.setLine(x, 0, x, self.doc.image.height)
             self.split_line.setVisible(0.0 < self.split < 1.0)

@@ -1,43 +1,45 @@
 """Undo commands over the document: every mask stroke, prompt and parameter change is one of these.
 
-Each command holds the before and after values and calls the document's raw setters, which emit
-the change signals; widgets never touch the undo stack's contents. Typing in a prompt and dragging
-a slider merge into one command per field, as in image editors.
+Each command holds the before and after values and a bound write callable of the document (its raw
+setter, which emits the change signal), so commands know nothing of the document's class and widgets
+never touch the undo stack's contents. Typing in a prompt and dragging a slider merge into one
+command per field, as in image editors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from PIL import Image
 from PySide6.QtGui import QUndoCommand
 
 from gui.masks import Box
 
-if TYPE_CHECKING:
-    from gui.document import Document
-
 VALUE_ID = 1
+WriteMaskBox = Callable[[str, Box, np.ndarray], None]
+WriteMethod = Callable[[str, dict[str, Any]], None]
+WriteReference = Callable[[str, Image.Image | None, dict[str, np.ndarray]], None]
 
 
 class MaskEdit(QUndoCommand):
     """A change to one mask inside a box; `applied` when the stroke was already painted live."""
 
-    def __init__(self, doc: Document, name: str, box: Box, before: np.ndarray, after: np.ndarray, text: str,
+    def __init__(self, write: WriteMaskBox, name: str, box: Box, before: np.ndarray, after: np.ndarray, text: str,
                  applied: bool = False) -> None:
         super().__init__(text)
-        self.doc, self.name, self.box, self.before, self.after = doc, name, box, before, after
+        self.write, self.name, self.box, self.before, self.after = write, name, box, before, after
         self._skip = applied
 
     def redo(self) -> None:
         if self._skip:
             self._skip = False
             return
-        self.doc.write_mask_box(self.name, self.box, self.after)
+        self.write(self.name, self.box, self.after)
 
     def undo(self) -> None:
-        self.doc.write_mask_box(self.name, self.box, self.before)
+        self.write(self.name, self.box, self.before)
 
 
 class SetValue(QUndoCommand):
@@ -64,33 +66,32 @@ class SetValue(QUndoCommand):
 
 
 class SetMethod(QUndoCommand):
-    """Switch method (or replace all parameters: presets, reset, restore) with the parameters it brings."""
+    """Switch method (or replace all parameters: presets, reset, restore): (method, parameters) before
+    and after."""
 
-    def __init__(self, doc: Document, text: str, method: str, params: dict[str, Any]) -> None:
+    def __init__(self, write: WriteMethod, text: str, before: tuple[str, dict[str, Any]],
+                 after: tuple[str, dict[str, Any]]) -> None:
         super().__init__(text)
-        self.doc = doc
-        self.before = (doc.method_id, dict(doc.params))
-        self.after = (method, dict(params))
+        self.write, self.before, self.after = write, before, after
 
     def redo(self) -> None:
-        self.doc.write_method(*self.after)
+        self.write(*self.after)
 
     def undo(self) -> None:
-        self.doc.write_method(*self.before)
+        self.write(*self.before)
 
 
 class SetReferenceImage(QUndoCommand):
-    """A new reference picture; the masks painted on the old one go with it (and come back on undo)."""
+    """A new reference picture; the masks painted on the old one go with it (and come back on undo):
+    (picture, its masks) before and after."""
 
-    def __init__(self, doc: Document, name: str, image: Any) -> None:
+    def __init__(self, write: WriteReference, name: str, before: tuple[Image.Image | None, dict[str, np.ndarray]],
+                 after: tuple[Image.Image | None, dict[str, np.ndarray]]) -> None:
         super().__init__("Load reference")
-        self.doc, self.name = doc, name
-        reference = doc.references.get(name)
-        self.before = (reference.image if reference is not None else None, doc.masks_on(name))
-        self.after = (image, {})
+        self.write, self.name, self.before, self.after = write, name, before, after
 
     def redo(self) -> None:
-        self.doc.write_reference_image(self.name, *self.after)
+        self.write(self.name, *self.after)
 
     def undo(self) -> None:
-        self.doc.write_reference_image(self.name, *self.before)
+        self.write(self.name, *self.before)

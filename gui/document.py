@@ -1,10 +1,13 @@
-"""The document the widgets show: one photo's project as the artist is editing it.
+"""The document the widgets show: what the artist is editing in one photo's project, and nothing else.
 
-It holds the image, the masks by purpose, the reference images, the prompts, the method and its
-parameters, the inversion state and the results history, emits a signal when any of them changes,
-and knows nothing of widgets. Changes an artist makes go through the undo stack (gui.commands),
-whose clean state is the "unsaved changes" flag. Reading and writing the project folder lives in
-gui.project_io; pipeline modules are imported lazily so the window opens before torch is loaded.
+It holds the photo, the masks by purpose, the reference images, the prompts, the method and its
+parameters: exactly what Undo undoes and Save writes. Every change an artist makes goes through the
+undo stack (gui.commands), whose clean state is the "unsaved changes" flag; a parameter or method is
+checked as the command line checks --param before it changes anything (pipeline.params.check_params),
+so the document never holds a value a save could not write. What happens around it (a run and its
+previews, the project's history of results, reading and writing the folder, the model) belongs to
+the edit session (gui.session). Pipeline modules are imported lazily so the window opens before
+torch is loaded.
 """
 
 from __future__ import annotations
@@ -22,25 +25,24 @@ from gui.commands import MaskEdit, SetMethod, SetReferenceImage, SetValue
 from gui.masks import Box, empty_mask
 
 
-@dataclass(frozen=True)
-class ResultEntry:
-    """One edit of the history, as the project recorded it."""
-
-    edit_id: str
-    source_prompt: str
-    target_prompt: str
-    method: str
-    params: dict[str, Any]
-    path: Path
-    created: str = ""
-
-
 @dataclass
 class Reference:
     """A reference image a method takes as a named input, with the prompt that describes it."""
 
     image: Image.Image | None = None
     prompt: str = ""
+
+
+@dataclass(frozen=True)
+class DocumentState:
+    """The document as a save writes it and a run sends it: copies, safe to hand to another thread."""
+
+    source_prompt: str = ""
+    target_prompt: str = ""
+    method_id: str = "p2p"
+    params: dict[str, Any] = field(default_factory=dict)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    references: dict[str, Reference] = field(default_factory=dict)
 
 
 def reference_masks(method_id: str) -> dict[str, str]:
@@ -60,27 +62,13 @@ def method_defaults(method_id: str) -> dict[str, Any]:
     return {s.name: to_json_value(s.kind, s.default) for s in param_specs(get_method(method_id).Params)}
 
 
-@dataclass
-class RunState:
-    """What the worker is doing, as the status bar and timeline need it.
+def check_method_params(method_id: str, values: dict[str, Any]) -> Any:
+    """`values` of `method_id` checked as the command line checks them (pipeline.params.CheckedParams);
+    an unknown method raises ParamError."""
+    from pipeline.methods.registry import get_method
+    from pipeline.params import check_params
 
-    Every step of the run that sent a preview keeps its cheap picture, its latent (`latents`, for a
-    full VAE decode when the artist scrubs to it) and its timestep; full decodes are kept in `decoded`. `serial` tells
-    one run's steps from the next's; `model` is the model options the run used (a decode needs them).
-    """
-
-    running: bool = False
-    stage: str = ""
-    step: int = 0
-    total: int = 0
-    eta_s: float | None = None
-    previews: dict[str, dict[int, Image.Image]] = field(default_factory=dict)
-    latents: dict[str, dict[int, Any]] = field(default_factory=dict)
-    timesteps: dict[str, dict[int, int | None]] = field(default_factory=dict)
-    decoded: dict[tuple[str, int], Image.Image] = field(default_factory=dict)
-    totals: dict[str, int] = field(default_factory=dict)
-    serial: int = 0
-    model: dict[str, Any] = field(default_factory=dict)
+    return check_params(get_method(method_id).Params, values)
 
 
 class Document(QObject):
@@ -93,10 +81,7 @@ class Document(QObject):
     promptsChanged = Signal()
     methodChanged = Signal()
     paramsChanged = Signal(str)
-    resultsChanged = Signal()
-    currentResultChanged = Signal()
-    inversionChanged = Signal()
-    runChanged = Signal()
+    refused = Signal(str)  # a value the document did not take, and why (one sentence)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -109,23 +94,41 @@ class Document(QObject):
         self.target_prompt = ""
         self.method_id = "p2p"
         self.params: dict[str, Any] = {}
-        self.results: list[ResultEntry] = []
-        self.current_result = -1
-        self.inversions = 0
-        self.run = RunState()
         self.mask_pictures: dict[str, str] = {}
         """Masks painted on a reference picture: mask input name -> image input name (others: the photo)."""
 
     # -- whole-document changes (not undoable: opening a project) ---------------------------------
-    def reset(self, project_path: Path | None, image: Image.Image | None) -> None:
-        """Start over on another project; the undo history is cleared."""
+    def load(self, project_path: Path, image: Image.Image, state: DocumentState) -> None:
+        """Show another project (its state already checked); the undo history starts over, saved."""
         self.undo.clear()
         self.project_path, self.image = project_path, image
-        self.masks, self.references = {}, {}
-        self.results, self.current_result, self.inversions = [], -1, 0
-        self.run = RunState()
+        self.masks = {name: pixels if pixels.dtype == np.uint8 and pixels.flags.writeable else pixels.astype(np.uint8)
+                      for name, pixels in state.masks.items()}  # as read (the canvas has them prepared)
+        self.references = {name: Reference(ref.image.convert("RGB") if ref.image is not None else None, ref.prompt)
+                           for name, ref in state.references.items()}
         self.projectChanged.emit()
         self.imageChanged.emit()
+        self.write_method(state.method_id, state.params)
+        self.write_prompt("source", state.source_prompt)
+        self.write_prompt("target", state.target_prompt)
+        for name in self.references:  # the masks came with imageChanged (and these, with their pictures)
+            self.referenceChanged.emit(name)
+        self.mark_saved()
+
+    def snapshot(self) -> DocumentState:
+        """The document as it stands, copied (masks and reference records) for a save or a run."""
+        return DocumentState(self.source_prompt, self.target_prompt, self.method_id, dict(self.params),
+                             {name: pixels.copy() for name, pixels in self.masks.items()},
+                             {name: Reference(ref.image, ref.prompt) for name, ref in self.references.items()})
+
+    def matches(self, state: DocumentState) -> bool:
+        """Whether the document is still what `state` (a snapshot of it) holds."""
+        return ((self.source_prompt, self.target_prompt, self.method_id, self.params)
+                == (state.source_prompt, state.target_prompt, state.method_id, state.params)
+                and self.masks.keys() == state.masks.keys()
+                and all(np.array_equal(pixels, state.masks[name]) for name, pixels in self.masks.items())
+                and {name: (ref.image, ref.prompt) for name, ref in self.references.items()}
+                == {name: (ref.image, ref.prompt) for name, ref in state.references.items()})
 
     @property
     def dirty(self) -> bool:
@@ -163,13 +166,13 @@ class Document(QObject):
         """Record a change already made to mask `name` inside `box` (before: that box's old pixels)."""
         x0, y0, x1, y1 = box
         after = self.mask(name)[y0:y1, x0:x1].copy()
-        self.undo.push(MaskEdit(self, name, box, before, after, text, applied))
+        self.undo.push(MaskEdit(self.write_mask_box, name, box, before, after, text, applied))
 
     def replace_mask(self, name: str, new: np.ndarray, text: str) -> None:
         """Replace a whole mask as one undoable step (fill, clear, invert, segment)."""
         old = self.mask(name).copy()
         box = (0, 0, old.shape[1], old.shape[0])
-        self.undo.push(MaskEdit(self, name, box, old, new.astype(np.uint8), text))
+        self.undo.push(MaskEdit(self.write_mask_box, name, box, old, new.astype(np.uint8), text))
 
     def write_mask_box(self, name: str, box: Box, pixels: np.ndarray) -> None:
         x0, y0, x1, y1 = box
@@ -182,14 +185,11 @@ class Document(QObject):
         self.maskChanged.emit(name)
 
     # -- references -----------------------------------------------------------------------------
-    def load_reference(self, name: str, image: Image.Image | None, prompt: str = "") -> None:
-        """Set a reference as opened from the project (not an edit)."""
-        self.references[name] = Reference(image.convert("RGB") if image is not None else None, prompt)
-        self.referenceChanged.emit(name)
-
     def set_reference_image(self, name: str, image: Image.Image) -> None:
         """A new reference picture as one undoable step (masks painted on the old one are dropped)."""
-        self.undo.push(SetReferenceImage(self, name, image.convert("RGB")))
+        reference = self.references.get(name)
+        before = (reference.image if reference is not None else None, self.masks_on(name))
+        self.undo.push(SetReferenceImage(self.write_reference_image, name, before, (image.convert("RGB"), {})))
 
     def write_reference_image(self, name: str, image: Image.Image | None, masks: dict[str, np.ndarray]) -> None:
         self.references.setdefault(name, Reference()).image = image
@@ -225,19 +225,46 @@ class Document(QObject):
             self.target_prompt = text
         self.promptsChanged.emit()
 
-    def set_param(self, name: str, value: Any) -> None:
+    def set_param(self, name: str, value: Any) -> bool:
+        """Change one parameter as one undoable step, if the method takes that value; otherwise say why
+        (`refused`) and change nothing."""
+        checked = check_method_params(self.method_id, {name: value})
+        if not checked.ok:
+            self.refused.emit(str(checked.first_error()))
+            return False
+        value = checked.json_values()[name]
         if self.params.get(name) != value:
             self.undo.push(SetValue(self.write_param, name, self.params.get(name), value, f"Change {name}"))
+        return True
 
     def write_param(self, name: str, value: Any) -> None:
         self.params[name] = value
         self.paramsChanged.emit(name)
 
-    def set_method(self, method_id: str, params: dict[str, Any] | None = None, text: str = "Change method") -> None:
-        """Switch method (its defaults unless `params` are given) as one undoable step."""
-        values = {**method_defaults(method_id), **(params or {})}
+    def set_method(self, method_id: str, params: dict[str, Any] | None = None, text: str = "Change method") -> bool:
+        """Switch method (its defaults unless `params` are given) as one undoable step, if it is known and
+        takes those values; otherwise say why (`refused`) and change nothing."""
+        values = self._method_values(method_id, params or {})
+        if values is None:
+            return False
         if (method_id, values) != (self.method_id, self.params):
-            self.undo.push(SetMethod(self, text, method_id, values))
+            self.undo.push(SetMethod(self.write_method, text, (self.method_id, dict(self.params)), (method_id, values)))
+        return True
+
+    def _method_values(self, method_id: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The method's defaults with `params` over them, if the method is known and takes them; else None,
+        having said why (`refused`)."""
+        from pipeline.errors import ParamError
+
+        try:
+            checked = check_method_params(method_id, params)
+        except ParamError as error:  # an unknown method
+            self.refused.emit(str(error))
+            return None
+        if not checked.ok:
+            self.refused.emit(str(checked.first_error()))
+            return None
+        return {**method_defaults(method_id), **checked.json_values()}
 
     def write_method(self, method_id: str, params: dict[str, Any]) -> None:
         changed = method_id != self.method_id
@@ -247,30 +274,29 @@ class Document(QObject):
             self.methodChanged.emit()
         self.paramsChanged.emit("")
 
-    def restore_settings(self, source: str, target: str, method_id: str, params: dict[str, Any],
-                         text: str = "Restore settings") -> None:
-        """Prompts, method and parameters of an earlier edit, as one undoable step."""
+    def restore_settings(self, source: str | None, target: str | None, method_id: str | None,
+                         params: dict[str, Any], text: str = "Restore settings") -> bool:
+        """Prompts, method and parameters of an earlier edit (each None: kept; `params` over the method's
+        defaults), checked before, as one undoable step; returns whether anything changed (nothing
+        changes: no step). Should a step fail after all, the ones made are undone and the error raised:
+        the stack is never left inside an open macro."""
+        values = None if method_id is None else self._method_values(method_id, params)
+        prompts = [(which, new) for which, new, old in (("source", source, self.source_prompt),
+                                                        ("target", target, self.target_prompt))
+                   if new is not None and new != old]
+        method = values is not None and (method_id, values) != (self.method_id, self.params)
+        if not prompts and not method:
+            return False
         self.undo.beginMacro(text)
-        self.set_prompt("source", source)
-        self.set_prompt("target", target)
-        self.set_method(method_id, params, text)
+        try:
+            for which, new in prompts:
+                self.set_prompt(which, new)
+            if method:
+                self.undo.push(SetMethod(self.write_method, text, (self.method_id, dict(self.params)),
+                                         (method_id, values)))  # type: ignore[arg-type]
+        except BaseException:
+            self.undo.endMacro()
+            self.undo.undo()
+            raise
         self.undo.endMacro()
-
-    # -- results and run state ------------------------------------------------------------------
-    def set_results(self, results: list[ResultEntry], inversions: int, current: int | None = None) -> None:
-        self.results, self.inversions = results, inversions
-        self.resultsChanged.emit()
-        self.inversionChanged.emit()
-        self.set_current_result(len(results) - 1 if current is None else current)
-
-    def set_current_result(self, index: int) -> None:
-        self.current_result = index if -1 <= index < len(self.results) else -1
-        self.currentResultChanged.emit()
-
-    def result(self) -> ResultEntry | None:
-        return self.results[self.current_result] if self.current_result >= 0 else None
-
-    def update_run(self, **changes: Any) -> None:
-        for name, value in changes.items():
-            setattr(self.run, name, value)
-        self.runChanged.emit()
+        return True

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from gui.document import Document, method_defaults
+from gui.restore import checked_method
 from gui.settings import AppSettings
 
 SLIDER_STEPS = 1000
@@ -179,6 +180,8 @@ EDITORS = {"float": NumberEditor, "int": NumberEditor, "step_fraction": NumberEd
 class MethodPanel(QWidget):
     """Method chooser, its parameter form, presets and reset; enabled once the engine is loaded."""
 
+    problem = Signal(str)  # a preset value that could not be applied, for the window's message bar
+
     def __init__(self, doc: Document, settings: AppSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.doc, self.settings = doc, settings
@@ -267,11 +270,16 @@ class MethodPanel(QWidget):
             self.presets.addItem(name, name)
 
     def _apply_preset(self) -> None:
+        """Apply the chosen preset's values, each checked as --param is; those this method does not take
+        (a preset saved by another Retake, a hand-edited settings file) are named and left out."""
         name = self.presets.currentData()
-        if name:
-            values = self.settings.presets(self.doc.method_id).get(name, {})
-            known = {k: v for k, v in values.items() if k in method_defaults(self.doc.method_id)}
-            self.doc.set_method(self.doc.method_id, {**self.doc.params, **known}, f"Preset {name}")
+        if not name:
+            return
+        method, values, refused = checked_method(self.doc.method_id, self.settings.presets(self.doc.method_id)[name])
+        assert method is not None  # the document's own method
+        self.doc.set_method(method, {**self.doc.params, **values}, f"Preset {name}")
+        if refused:
+            self.problem.emit(f"Preset {name}: {'; '.join(refused)}; the rest was applied.")
 
     def save_preset(self, name: str) -> None:
         self.settings.save_preset(self.doc.method_id, name, dict(self.doc.params))

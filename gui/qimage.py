@@ -1,14 +1,49 @@
 """Pictures for Qt: PIL images and masks as QImage/QPixmap (copies, so numpy buffers can go away), and a
-mask's outline as a path (the canvas draws it over results, where a colour fill would tint them)."""
+mask's outline as a path (the canvas draws it over results, where a colour fill would tint them).
+
+QImage and QPainterPath may be made on any thread, a QPixmap only on the UI thread. So what the
+project-I/O thread reads for the screen (the photo, a result, the masks of a project) it also turns
+into QImages and paths there (`Shown`), and the canvas only wraps them in pixmaps: opening a large
+photo costs the UI thread a copy, not a conversion.
+"""
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 from PIL import Image
 from PySide6.QtGui import QColor, QImage, QPainterPath, QPixmap
 
+from gui.theme import MASK_COLOUR
+
 MASK_THRESHOLD = 128  # what the pipeline counts as inside a mask (pipeline.images.mask_tensor)
 MAX_OUTLINE_RUNS = 40_000  # beyond this many edge runs the outline is traced on a coarser grid
+
+
+class Shown:
+    """A photo and masks made ready for the screen off the UI thread, looked up by the identity of the
+    PIL image or mask array they show (each entry keeps its object, so the identity is not reused; a
+    mask also keeps a checksum of its pixels, so one painted on since is made again)."""
+
+    def __init__(self, pictures: tuple[Image.Image, ...] = (), masks: tuple[np.ndarray, ...] = ()) -> None:
+        """Prepare `pictures` and `masks` (their fill in MASK_COLOUR, the canvas's) now, on this thread."""
+        self._pictures = {id(p): (p, to_qimage(p)) for p in pictures}
+        self._masks = {id(m): (m, _checksum(m), mask_overlay(m, MASK_COLOUR), mask_outline(m)) for m in masks}
+
+    def pixmap(self, picture: Image.Image) -> QPixmap | None:
+        """`picture` as a pixmap if it was prepared, else None."""
+        ready = self._pictures.get(id(picture))
+        return QPixmap.fromImage(ready[1]) if ready is not None and ready[0] is picture else None
+
+    def mask(self, mask: np.ndarray) -> tuple[QImage, QPainterPath] | None:
+        """The fill and the outline of `mask` if it was prepared as it is now, else None."""
+        ready = self._masks.get(id(mask))
+        return (ready[2], ready[3]) if ready is not None and ready[0] is mask and ready[1] == _checksum(mask) else None
+
+
+def _checksum(mask: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(mask))
 
 
 def to_qimage(image: Image.Image) -> QImage:
@@ -22,13 +57,14 @@ def to_pixmap(image: Image.Image) -> QPixmap:
 
 
 def mask_overlay(mask: np.ndarray, colour: QColor, opacity: float = 0.5) -> QImage:
-    """The mask as a translucent colour layer (premultiplied ARGB)."""
+    """The mask as a translucent colour layer (premultiplied ARGB), through a table of its 256 levels."""
     height, width = mask.shape
-    alpha = (mask.astype(np.float32) * opacity).astype(np.uint8)
-    rgba = np.empty((height, width, 4), np.uint8)
+    alpha = (np.arange(256, dtype=np.float32) * opacity).astype(np.uint8)
+    table = np.empty((256, 4), np.uint8)
     for i, channel in enumerate((colour.red(), colour.green(), colour.blue())):
-        rgba[..., i] = (alpha.astype(np.uint16) * channel // 255).astype(np.uint8)
-    rgba[..., 3] = alpha
+        table[:, i] = (alpha.astype(np.uint16) * channel // 255).astype(np.uint8)
+    table[:, 3] = alpha
+    rgba = np.ascontiguousarray(table[mask])
     return QImage(rgba.data, width, height, 4 * width, QImage.Format.Format_RGBA8888_Premultiplied).copy()
 
 

@@ -59,7 +59,7 @@ def _checks(demo_image: Path) -> list[tuple[str, bool]]:
         opened = started = done = every_step = decoded = False
         stages: dict[str, list[int]] = {}
         try:
-            wait_until(lambda: window.model_state in ("loaded", "not loaded"), WAIT_S)
+            wait_until(lambda: window.session.model_state in ("loaded", "not loaded"), WAIT_S)
             photo = Path(tmp) / "house.png"
             shutil.copy(demo_image, photo)
             opened = window.open_path(photo)
@@ -69,21 +69,22 @@ def _checks(demo_image: Path) -> list[tuple[str, bool]]:
             for name, value in QUICK.items():
                 doc.set_param(name, value)
             finished: list = []
-            window.engine.finished.connect(finished.append)
+            window.session.runFinished.connect(finished.append)
             started = window.run_edit()
             wait_until(lambda: finished, WAIT_S)
-            done = isinstance(finished[0], Done) and len(doc.results) == 1
-            stages = {stage: sorted(steps) for stage, steps in doc.run.previews.items()}
+            done = isinstance(finished[0], Done) and len(window.session.results) == 1
+            run = window.session.run
+            stages = {stage: sorted(steps) for stage, steps in run.previews.items()}
             every_step = bool(stages) and all(steps == list(range(1, QUICK["steps"] + 1)) for steps in stages.values())
             window.timeline.choose("editing", 3)
-            wait_until(lambda: ("editing", 3) in doc.run.decoded, WAIT_S)
-            decoded = window.canvas.override is doc.run.decoded[("editing", 3)]
+            wait_until(lambda: ("editing", 3) in run.decoded, WAIT_S)
+            decoded = window.canvas.override is run.decoded[("editing", 3)]
         except TimeoutError:
             pass  # the checks that did not get there fail
         finally:
             window.doc.undo.setClean()
             window.close()
-    return [("window: the model loads in the background", window.model_state == "loaded"),
+    return [("window: the model loads in the background", window.session.model_state == "loaded"),
             ("window: open the demo-world scene and edit it", opened and started and done),
             ("window: a preview at every step of the inversion and the edit", every_step and set(stages) == STAGES),
             ("window: a scrubbed step is decoded in full on the worker thread", decoded)]

@@ -7,6 +7,7 @@ nothing else in the GUI spells a QSettings key.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from PySide6.QtWidgets import (
     QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QSpinBox,
     QWidget,
 )
+
+from pipeline.errors import shorten
 
 RECENT_LIMIT = 10
 DEMO_PARAMS: dict[str, Any] = {"inversion": "direct"}
@@ -33,36 +36,59 @@ DEFAULTS: dict[str, Any] = {
     "max_side": 0, "projects_dir": "", "autosave_minutes": 2, "models_dir": "",
     "image_encoder": "",
 }
+CHOICES: dict[str, tuple[str, ...]] = {
+    "device": ("auto", "cpu", "cuda"),  # or cuda:N, one GPU of several
+    "precision": ("auto", "fp16", "bf16", "fp32"),  # the engine's sampling precisions (pipeline.models)
+}
+CUDA_DEVICE = re.compile(r"cuda:\d{1,3}")
+RANGES: dict[str, tuple[int, int]] = {"default_steps": (1, 10_000), "max_side": (0, 4096), "autosave_minutes": (0, 600)}
+"""Bounds of what the settings file may hold; what a value means is checked where it is used, as the
+command line checks it: the steps as the method's parameter, a working size by check_max_side."""
 
 
 class AppSettings:
-    """Typed access to the persisted settings, recent projects, presets and window layout."""
+    """Typed access to the persisted settings, recent projects, presets and window layout.
+
+    A settings file is outside input like any other (written by another Retake, or by hand): a value
+    of the wrong type or out of bounds is not used, its default is, and `take_problems` says which.
+    """
 
     def __init__(self, store: QSettings | None = None) -> None:
         self.store = store if store is not None else QSettings("Retake", "Retake")
+        self._problems: dict[str, str] = {}
 
     def get(self, name: str) -> Any:
         default = DEFAULTS[name]
         value = self.store.value(name, default)
-        return int(value) if isinstance(default, int) else str(value)
+        try:
+            return _checked(name, value, default)
+        except ValueError as error:
+            self._problems[name] = f"{name} {shorten(repr(value), 40)} {error}."
+            return default
+
+    def take_problems(self) -> list[str]:
+        """One sentence per saved setting that could not be used (its default was), each said once."""
+        problems, self._problems = list(self._problems.values()), {}
+        return problems
 
     def set(self, name: str, value: Any) -> None:
         self.store.setValue(name, value)
 
     def recent(self) -> list[str]:
         value = self.store.value("recent", [])
-        return [value] if isinstance(value, str) else list(value or [])
+        entries = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        return [entry for entry in entries if isinstance(entry, str) and entry]
 
     def add_recent(self, path: Path) -> None:
         entries = [str(path)] + [p for p in self.recent() if p != str(path)]
         self.store.setValue("recent", entries[:RECENT_LIMIT])
 
     def presets(self, method_id: str) -> dict[str, dict[str, Any]]:
-        """Named parameter sets of a method."""
-        try:
-            return json.loads(str(self.store.value(f"presets/{method_id}", "{}")))
-        except ValueError:
+        """Named parameter sets of a method, as stored: each value is checked when the preset is applied."""
+        found = self._json(f"presets/{method_id}", {})
+        if not isinstance(found, dict):
             return {}
+        return {name: values for name, values in found.items() if isinstance(name, str) and isinstance(values, dict)}
 
     def save_preset(self, method_id: str, name: str, params: dict[str, Any]) -> None:
         presets = self.presets(method_id)
@@ -83,16 +109,15 @@ class AppSettings:
 
     def model_folders(self) -> list[str]:
         """Other programs' model folders the user pointed at (A1111, ComfyUI)."""
-        try:
-            return list(json.loads(str(self.store.value("model_folders", "[]"))))
-        except ValueError:
-            return []
+        found = self._json("model_folders", [])
+        return [folder for folder in found if isinstance(folder, str) and folder] if isinstance(found, list) else []
 
     def set_model_folders(self, folders: list[str]) -> None:
         self.store.setValue("model_folders", json.dumps(list(dict.fromkeys(folders))))
 
     def new_project_params(self) -> dict[str, Any]:
-        """Method parameters a new project starts with, over the method's defaults (where it has them)."""
+        """Method parameters a new project starts with, over the method's defaults (where it has them;
+        each is checked against the method when the project opens, gui.project_io)."""
         demo = DEMO_PARAMS if (self.get("model") or "demo") == "demo" else {}
         return {"steps": self.get("default_steps"), **demo}
 
@@ -106,6 +131,30 @@ class AppSettings:
         if encoder := self.get("image_encoder"):  # unset: the project's, else the one beside the model
             options["image_encoder"] = encoder
         return options
+
+    def _json(self, name: str, default: Any) -> Any:
+        try:
+            return json.loads(str(self.store.value(name, json.dumps(default))))
+        except (ValueError, RecursionError):
+            return default
+
+
+def _checked(name: str, value: Any, default: Any) -> Any:
+    """A stored setting as its default's type, within its bounds and choices; ValueError says why not."""
+    if isinstance(default, int):
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ValueError("is not a whole number") from None
+        low, high = RANGES[name]
+        if not low <= number <= high:
+            raise ValueError(f"is not between {low} and {high}")
+        return number
+    if not isinstance(value, str):
+        raise ValueError("is not text")
+    if name in CHOICES and value not in CHOICES[name] and not (name == "device" and CUDA_DEVICE.fullmatch(value)):
+        raise ValueError(f"is not one of {', '.join(CHOICES[name])}")
+    return value
 
 
 class SettingsDialog(QDialog):
@@ -133,11 +182,11 @@ class SettingsDialog(QDialog):
         form.addRow("Image encoder", self._with_buttons(self.image_encoder,
                                                         [("Folder…", self._choose_image_encoder)]))
         self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda"])
+        self.device.addItems(list(CHOICES["device"]))
         self.device.setCurrentText(settings.get("device"))
         form.addRow("Device", self.device)
         self.precision = QComboBox()
-        self.precision.addItems(["auto", "float16", "float32"])
+        self.precision.addItems(list(CHOICES["precision"]))
         self.precision.setCurrentText(settings.get("precision"))
         form.addRow("Precision", self.precision)
         self.sam = QLineEdit(settings.get("sam_checkpoint"))

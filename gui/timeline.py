@@ -6,7 +6,8 @@ at its noise level whichever way its loop runs. Every step sends a cheap preview
 drawn as thumbnails, and pressing or dragging over a row chooses the nearest step (`stepChosen`),
 which the window shows at once and then decodes in full. Under the rows, the step ranges and step
 fractions the method's parameters control are drawn as bands and ticks over the edit's steps;
-dragging a band's edge or a tick changes that parameter (one undoable step per drag).
+dragging a band's edge or a tick changes that parameter (one undoable step per drag). The run's
+steps are the edit session's (gui.session.RunState); the bands are the document's parameters.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import QWidget
 
 from gui.document import Document
 from gui.qimage import to_pixmap
+from gui.session import EditSession
 from gui.theme import ACCENT
 
 LABEL_W, ROW_H, LANE_H, PAD = 110, 44, 16, 4
@@ -33,9 +35,9 @@ class Timeline(QWidget):
     stepChosen = Signal(str, int)  # a stage and one of its steps that sent a preview
     resultChosen = Signal()  # back to the result
 
-    def __init__(self, doc: Document, parent: QWidget | None = None) -> None:
+    def __init__(self, doc: Document, session: EditSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.doc = doc
+        self.doc, self.session = doc, session
         self.specs: list[Any] = []
         self._thumbs: dict[tuple[str, int], QPixmap] = {}
         self._drag: tuple[str, int] | None = None  # (param, which: 0 start, 1 end, 2 tick, 3 either end)
@@ -44,7 +46,7 @@ class Timeline(QWidget):
         self._rows = 0
         self.setMouseTracking(True)
         self.setMinimumHeight(ROW_H + LANE_H + 2 * PAD)
-        doc.runChanged.connect(self._on_run)
+        session.runChanged.connect(self._on_run)
         doc.methodChanged.connect(self.set_ready)
         doc.paramsChanged.connect(lambda _name: self.update())
 
@@ -63,10 +65,10 @@ class Timeline(QWidget):
         return QSize(600, rows * ROW_H + len(self.specs) * LANE_H + 3 * PAD)
 
     def stages(self) -> list[str]:
-        return [s for s, total in self.doc.run.totals.items() if total > 1]
+        return [s for s, total in self.session.run.totals.items() if total > 1]
 
     def _on_run(self) -> None:
-        if not self.doc.run.previews:
+        if not self.session.run.previews:
             self._thumbs.clear()
             self.chosen = None
         if len(self.stages()) != self._rows:  # a relayout of the window only when a row comes or goes
@@ -77,7 +79,7 @@ class Timeline(QWidget):
     def _thumb(self, stage: str, step: int) -> QPixmap:
         """A step's preview at thumbnail size, made the first time it is drawn."""
         if (stage, step) not in self._thumbs:
-            thumb = self.doc.run.previews[stage][step].copy()
+            thumb = self.session.run.previews[stage][step].copy()
             thumb.thumbnail((ROW_H * 2, ROW_H - 4))
             self._thumbs[(stage, step)] = to_pixmap(thumb)
         return self._thumbs[(stage, step)]
@@ -86,10 +88,10 @@ class Timeline(QWidget):
         """The steps of a row whose thumbnails are drawn: as many as fit side by side without one covering
         another, both ends of the row among them (every step still has its preview and can be chosen),
         and the chosen one, drawn on top."""
-        steps = sorted(self.doc.run.previews.get(stage, {}))
+        steps = sorted(self.session.run.previews.get(stage, {}))
         if not steps:
             return []
-        total = self.doc.run.totals.get(stage, steps[-1])
+        total = self.session.run.totals.get(stage, steps[-1])
         thumb_w = self._thumb(stage, steps[-1]).width()
         x = {step: self._thumb_x(stage, step, total, thumb_w) for step in steps}
         ends_first = -1 if self.climbs(stage) else 1  # of steps pushed to one place at an end, the end step
@@ -118,7 +120,7 @@ class Timeline(QWidget):
 
     def climbs(self, stage: str) -> bool:
         """Whether a stage walks from clean to noisy (its previews' timesteps rise step by step)."""
-        timesteps = self.doc.run.timesteps.get(stage, {})
+        timesteps = self.session.run.timesteps.get(stage, {})
         known = [timesteps[step] for step in sorted(timesteps)[:2] if timesteps[step] is not None]
         return len(known) == 2 and known[1] > known[0]
 
@@ -134,14 +136,14 @@ class Timeline(QWidget):
         return min(max(x, left), left + width - thumb_w)
 
     def _lanes_top(self) -> float:
-        return PAD + len(self.stages()) * ROW_H
+        return PAD + max(len(self.stages()), 1) * ROW_H  # below the rows, or below the note of an empty one
 
     # -- painting -------------------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(34, 34, 37))
         left, width = self._strip()
-        run = self.doc.run
+        run = self.session.run
         stages = self.stages()
         if not stages:
             painter.setPen(QColor(140, 140, 140))
@@ -228,8 +230,8 @@ class Timeline(QWidget):
 
     def scrub(self, stage: str, fraction: float) -> None:
         """Choose the step of `stage` nearest to `fraction` of the strip that has a preview."""
-        steps = self.doc.run.previews.get(stage, {})
-        total = self.doc.run.totals.get(stage, 0)
+        steps = self.session.run.previews.get(stage, {})
+        total = self.session.run.totals.get(stage, 0)
         if not steps or not total:
             return
         self.choose(stage, min(steps, key=lambda s: abs(self.step_fraction(stage, s, total) - fraction)))
@@ -243,7 +245,7 @@ class Timeline(QWidget):
     def step_by(self, delta: int) -> None:
         """The next (+1) or previous (-1) step in the order the run made them, across rows; from the
         result, the run's last step."""
-        order = [(stage, step) for stage in self.stages() for step in sorted(self.doc.run.previews.get(stage, {}))]
+        order = [(stage, step) for stage in self.stages() for step in sorted(self.session.run.previews.get(stage, {}))]
         if not order:
             return
         at = order.index(self.chosen) if self.chosen in order else len(order)

@@ -1,43 +1,54 @@
 """The main window: canvas in the middle, panels around it, the timeline along the bottom.
 
-The window wires widgets to the document and the engine client; it owns no editing state of its
-own. Everything slow (importing the pipeline, loading the model, inverting, editing, segmenting)
-happens on worker threads, so the window is usable at once and stays responsive during a run.
+The window wires widgets to the document (what the artist edits) and the edit session (the engine,
+the run, the project's history, project I/O: gui.session) and renders what they say; it owns no
+editing state of its own. Everything slow (importing the pipeline, loading the model, inverting,
+editing, segmenting, reading and writing the project) happens on worker threads, so the window is
+usable at once and stays responsive. Every slot that can raise is wrapped (gui.guard): an error is
+shown in the message bar, never lost in the event loop.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QStandardPaths, Qt, QTimer
+from PySide6.QtCore import QByteArray, QStandardPaths, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton,
     QScrollArea, QVBoxLayout, QWidget,
 )
 
-from gui import project_io
+from gui import batch_dialog, project_io, restore
 from gui.canvas import Canvas, Tool
 from gui.document import Document
+from gui.guard import explain, guarded
 from gui.history import HistoryPanel
+from gui.io_worker import Task
 from gui.method_form import MethodPanel
 from gui.models_dialog import ModelsDialog
+from gui.project_io import ResultEntry
 from gui.prompts import PromptPanel
 from gui.qimage import from_qimage
 from gui.reference import ReferencePanel
+from gui.session import EditSession
 from gui.settings import AppSettings, SettingsDialog
 from gui.timeline import Timeline
 from gui.tools import ToolPanel
+from gui.welcome import WelcomeView
 from gui.worker import EngineClient, EngineFactory, SegmentClient, real_engine
+from pipeline.events import Stage
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 BRUSH_STEP = 1.25
-DECODES_KEPT = 64  # full decodes of timeline steps kept per run (at 512 px, 0.75 MB each)
+MANIFEST_NAME = "project.json"  # a project's manifest, dropped or chosen: its folder is opened
+BLOCKED_BY_IO = ("new", "open", "save_as", "load_png", "paste", "free_space")
+"""Actions refused while a project is being opened, saved, copied or pruned (Run too; Save waits)."""
+SAVE_FAILED_KEEPS = ("Your changes are kept in this window, unsaved; the project folder holds its last "
+                     "complete save.")
 
 
 STANDARD_FALLBACKS = {  # where the platform binds no key to a standard action (Qt's offscreen platform)
@@ -93,29 +104,24 @@ class MessageBar(QFrame):
 
 
 class MainWindow(QMainWindow):
-    """Retake's desktop window over one document."""
+    """Retake's desktop window over one document and its edit session."""
 
     def __init__(self, settings: AppSettings | None = None, engine_factory: EngineFactory = real_engine,
                  segmenter_factory: Callable[[], Any] | None = None) -> None:
         super().__init__()
         self.settings = settings or AppSettings()
         self.doc = Document(self)
-        self.engine = EngineClient(engine_factory, self)
+        self.session = EditSession(self.doc, engine_factory, self)
         self._segmenter_factory = segmenter_factory
         self.segmenter = SegmentClient(segmenter_factory or sam_factory(self.settings), self)
-        self.tokenizer: Any = None
         self._pending: list[Path] = []
-        self._scratch = tempfile.TemporaryDirectory(prefix="retake-gui-")
-        self.model_state = "waiting for the engine"
-        self._run_started = 0.0
-        self.first_preview_s: float | None = None
-        self._decode_asked: dict[tuple, float] = {}
+        self._closing = False
+        self._io_said = ""  # what the status bar last said of project I/O
         self.models_dialog: ModelsDialog | None = None
-        self.decode_latencies_s: list[float] = []  # from choosing a step to its full decode on screen
         self.setAcceptDrops(True)
         self.resize(1400, 900)
 
-        self.canvas = Canvas(self.doc)
+        self.canvas = Canvas(self.doc, self.session)
         self.message = MessageBar()
         centre = QWidget()
         column = QVBoxLayout(centre)
@@ -130,8 +136,8 @@ class MainWindow(QMainWindow):
         self.prompts = PromptPanel(self.doc)
         self.method = MethodPanel(self.doc, self.settings)
         self.reference = ReferencePanel(self.doc)
-        self.history = HistoryPanel(self.doc)
-        self.timeline = Timeline(self.doc)
+        self.history = HistoryPanel(self.session)
+        self.timeline = Timeline(self.doc, self.session)
         self.docks = {
             "tools": self._dock("Tools", self.tools, Qt.DockWidgetArea.LeftDockWidgetArea),
             "prompts": self._dock("Prompts", self.prompts, Qt.DockWidgetArea.RightDockWidgetArea),
@@ -145,32 +151,52 @@ class MainWindow(QMainWindow):
         self._make_menus()
         self._make_status_bar()
 
+        guard = self._guard
         self.doc.undo.cleanChanged.connect(lambda _clean: self._update_title())
         self.doc.projectChanged.connect(self._update_title)
-        self.doc.inversionChanged.connect(self._update_inversion)
-        self.engine.ready.connect(self._on_ready)
+        self.doc.refused.connect(lambda text: self.message.show_message(text))
+        session = self.session
+        session.historyChanged.connect(self._update_inversion)
+        session.modelChanged.connect(guard("loading the model")(self._on_model_state))
+        session.progressed.connect(guard("showing the run's progress")(self._on_progress))
+        session.previewed.connect(guard("showing a step of the run")(self._on_preview))
+        session.noticed.connect(lambda text: self.message.show_message(text, error=False))
+        session.runFinished.connect(guard("showing the run's result")(self._on_finished))
+        session.stepDecoded.connect(guard("showing a decoded step")(self._on_decoded))
+        session.ioChanged.connect(guard("showing the project's state")(self._on_io))
+        session.io.failed.connect(lambda task: self._report_task(task, task.label.lower()))
+        session.failed.connect(self._report_task)
+        self.engine.ready.connect(guard("starting the engine")(self._on_ready))
         self.engine.loadFailed.connect(self._on_load_failed)
-        self.engine.event.connect(self._on_event)
-        self.engine.finished.connect(self._on_finished)
         self.engine.status.connect(self._on_status)
-        self.engine.modelState.connect(self._on_model_state)
-        self.engine.busyChanged.connect(self._on_busy)
+        self.engine.busyChanged.connect(self._update_actions)
         self.reference.problem.connect(self.message.show_message)
-        self.canvas.segmentRequested.connect(self._segment)
-        self.segmenter.masked.connect(self._on_segment_mask)
+        self.method.problem.connect(self.message.show_message)
+        self.history.restoreRequested.connect(guard("restoring settings")(self.restore_entry))
+        self.canvas.segmentRequested.connect(guard("segmenting")(self._segment))
+        self.segmenter.masked.connect(guard("applying a segmentation")(self._on_segment_mask))
         self.segmenter.unavailable.connect(self.tools.show_segment_note)
         self.tools.show_mask.toggled.connect(self.actions["show_mask"].setChecked)
-        self.timeline.stepChosen.connect(self.show_step)
+        self.timeline.stepChosen.connect(guard("showing a step")(self.show_step))
         self.timeline.resultChosen.connect(self.show_result)
-        self.engine.decoded.connect(self._on_decoded)
         self.reference.paintMaskRequested.connect(self._paint_reference_mask)
         self.autosave_timer = QTimer(self)
-        self.autosave_timer.timeout.connect(self.autosave_now)
+        self.autosave_timer.timeout.connect(guard("autosaving")(self.autosave_now))
         self._apply_settings()
         self._restore_layout()
         self._update_title()
-        self._on_busy(False)
+        self._update_actions()
         self.actions["models"].setEnabled(False)  # it lists the Hugging Face cache through the pipeline
+        self.welcome = WelcomeView(self)  # over the canvas while no project is open
+
+    @property
+    def engine(self) -> EngineClient:
+        """The session's engine client (scripts and tests wait on its readiness and signals)."""
+        return self.session.engine
+
+    def _guard(self, doing: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A slot wrapper that shows, instead of raising, what went wrong while `doing` (gui.guard)."""
+        return guarded(lambda text, details: self.message.show_message(text, details), doing)
 
     # -- construction ---------------------------------------------------------------------------
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea, scroll: bool = False) -> QDockWidget:
@@ -194,7 +220,8 @@ class MainWindow(QMainWindow):
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
         action.setCheckable(checkable)
         action.setToolTip(tip or text)
-        action.triggered.connect(lambda _checked=False: slot())
+        run = self._guard(text.replace("&", "").rstrip("…").lower())(slot)
+        action.triggered.connect(lambda _checked=False: run())
         self.addAction(action)
         self.actions[name] = action
         return action
@@ -208,6 +235,8 @@ class MainWindow(QMainWindow):
         a("save_as", "Save &as…", self._choose_save_as, k.SaveAs)
         a("export", "&Export result…", self._choose_export, "Ctrl+E")
         a("load_png", "Load settings from a result PNG…", self._choose_png_settings, "Ctrl+Shift+O")
+        a("save_recipe", "Save &recipe…", lambda: batch_dialog.save_recipe(self), "Ctrl+Shift+B")
+        a("apply_folder", "&Apply to a folder…", lambda: batch_dialog.apply_to_folder(self), "Ctrl+B")
         a("settings", "Se&ttings…", self.open_settings, "Ctrl+,")
         a("quit", "&Quit", self.close, k.Quit)
         undo = self.doc.undo.createUndoAction(self, "&Undo")
@@ -260,8 +289,8 @@ class MainWindow(QMainWindow):
     def _make_menus(self) -> None:
         bar = self.menuBar()
         menus = {
-            "&File": ["new", "open", "recent", "save", "save_as", None, "export", "load_png", None, "models",
-                      "settings", None, "quit"],
+            "&File": ["new", "open", "recent", "save", "save_as", None, "export", "load_png", "save_recipe", None,
+                      "models", "settings", None, "quit"],
             "&Edit": ["undo", "redo", None, "paste", None, "reference_load", "reference_paste"],
             "&View": ["fit", "actual", "zoom_in", "zoom_out", None, "compare", "show_mask", None, "step_prev",
                       "step_next", "show_result"],
@@ -269,7 +298,7 @@ class MainWindow(QMainWindow):
                        "brush_smaller", "softer", "harder", None, "next_mask", "mask_fill", "mask_clear",
                        "mask_invert", "segment_clear"],
             "&Run": ["run", "cancel"],
-            "&Project": ["free_space"],
+            "&Project": ["free_space", "apply_folder"],
             "&Help": ["shortcuts", "about"],
         }
         for title, names in menus.items():
@@ -332,13 +361,13 @@ class MainWindow(QMainWindow):
         if SettingsDialog(self.settings, self).exec():
             self._apply_settings()
             if self.settings.request_options() != before:
-                self.engine.preload(self.settings.request_options())
+                self._preload()
 
     def open_models(self) -> ModelsDialog:
         """The model manager (non-modal): choosing a model there loads it."""
         if self.models_dialog is None:
             self.models_dialog = ModelsDialog(self.settings, self)
-            self.models_dialog.chosen.connect(self.use_model)
+            self.models_dialog.chosen.connect(self._guard("choosing a model")(self.use_model))
         else:
             self.models_dialog.refresh()
         self.models_dialog.show()
@@ -349,14 +378,26 @@ class MainWindow(QMainWindow):
         """Make `spec` the model and load it now (`download`: fetch a Hugging Face id first)."""
         self.settings.set("model", spec)
         self._update_model_status()
-        self.engine.preload(self.settings.request_options(), download)
+        self._preload(download)
+
+    def _preload(self, download: bool = False) -> None:
+        self.session.preload(self.settings.request_options(), download)
+        self._show_settings_problems()
+
+    def _show_settings_problems(self) -> None:
+        """Saved settings that could not be used (each replaced by its default), said once, after what the
+        message bar says already."""
+        if problems := self.settings.take_problems():
+            shown = self.message.text.text() if self.message.isVisible() else ""
+            self.message.show_message(f"{shown} Some saved settings could not be used, so their defaults are: "
+                                      f"{' '.join(problems)}".strip(), error=False)
 
     def _restore_layout(self) -> None:
         geometry = self.settings.store.value("window/geometry")
         state = self.settings.store.value("window/state")
-        if geometry is not None:
+        if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
-        if state is not None:
+        if isinstance(state, QByteArray):
             self.restoreState(state)
 
     def _save_layout(self) -> None:
@@ -365,14 +406,13 @@ class MainWindow(QMainWindow):
 
     # -- engine state ---------------------------------------------------------------------------
     def _on_ready(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
         self.status_engine.setText("Engine: ready")
         self.actions["models"].setEnabled(True)
         self.method.set_ready()
         self.prompts.set_tokenizer(tokenizer)
         for panel in (self.timeline, self.reference, self.tools):
             panel.set_ready()
-        self.engine.preload(self.settings.request_options())
+        self._preload()
         pending, self._pending = self._pending, []
         for path in pending:
             self.open_path(path)
@@ -385,18 +425,18 @@ class MainWindow(QMainWindow):
         self.status_device.setText(f"Device: {status.get('device', '?')}")
         self.status_memory.setText(status.get("memory", ""))
 
-    def _on_model_state(self, state: str, details: str) -> None:
-        self.model_state = state
+    def _on_model_state(self, details: str) -> None:
         self._update_model_status()
         if details:
             self.message.show_message(details)
 
     def _update_model_status(self) -> None:
-        self.status_model.setText(f"Model: {Path(self.settings.get('model')).name or 'demo'} ({self.model_state})")
+        self.status_model.setText(f"Model: {Path(self.settings.get('model')).name or 'demo'} "
+                                  f"({self.session.model_state})")
         self.status_model.setToolTip(self.settings.get("model"))
 
     def _update_inversion(self) -> None:
-        n = self.doc.inversions
+        n = self.session.inversions
         self.status_inversion.setText("Inversion: none yet" if not n else f"Inversion: {n} stored")
 
     def _update_title(self) -> None:
@@ -404,71 +444,117 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{name}[*] — Retake")
         self.setWindowModified(self.doc.dirty)
 
+    # -- project I/O: on the session's worker thread; the window shows it and refuses what conflicts --
+    def _on_io(self, label: str) -> None:
+        """Say what project I/O is in flight (and clear it when done, unless something else was said)."""
+        if label:
+            self._say_io(f"{label}…")
+        elif self.status_stage.text() == self._io_said:
+            self.status_stage.setText("")
+        self._update_actions()
+
+    def _say_io(self, text: str) -> None:
+        self._io_said = text
+        self.status_stage.setText(text)
+
+    def _update_actions(self) -> None:
+        """While a project is opened, saved, copied or pruned, the actions that would open, write or
+        run on it wait (Save stays: it waits its turn); during a run, Run is Cancel."""
+        running, blocked = self.session.running, bool(self.session.io.blocking)
+        for name in BLOCKED_BY_IO:
+            self.actions[name].setEnabled(not blocked)
+        self.actions["run"].setEnabled(not running and not blocked)
+        self.actions["cancel"].setEnabled(running)
+        self.progress.setVisible(running or bool(self.session.io_busy))
+        if not running:
+            self.progress.setRange(0, 0 if self.session.io_busy else 1)
+
+    def _refused_while_busy(self) -> bool:
+        """Say so and refuse when a project is being opened, saved, copied or pruned."""
+        if busy := self.session.io.blocking:
+            self._say_io(f"{busy}… (try again when it is done)")
+            return True
+        return False
+
+    def _run_io(self, label: str, work: Callable[[], Any], exclusive: bool = True) -> Task:
+        """Run `work` on the project-I/O thread and wait for it, the window painting meanwhile."""
+        return self.session.io.wait(self.session.io.submit(label, work, exclusive=exclusive))
+
+    def _report_task(self, task: Task, doing: str, kept: str = "", lead: str = "") -> None:
+        """Show why `task` failed (its traceback as details), after `lead`, and what was kept."""
+        assert task.error is not None
+        self.message.show_message(" ".join(part for part in (lead, explain(task.error, doing), kept) if part),
+                                  task.details)
+
     # -- projects -------------------------------------------------------------------------------
     def open_path(self, path: Path) -> bool:
         """Open whatever the artist gave: a project folder, a result PNG (its settings), or a photo."""
         path = Path(path)
-        if not self.engine.is_ready:
+        if not self.session.ready:
             self._pending.append(path)
             self.status_stage.setText(f"{path.name} opens once the engine is loaded…")
             return True
-        from pipeline.errors import RetakeError
-
-        try:
-            if path.name == "project.json":
-                path = path.parent
-            if path.is_dir():
-                return self.open_project(path)
-            if path.suffix.lower() == ".png" and (found := project_io.png_settings(path)) is not None:
-                if self.doc.project_path is None:
-                    self.new_from_image(path)
-                self.restore_png_settings(found, path)
-                return True
-            return self.new_from_image(path)
-        except (RetakeError, OSError) as error:
-            self.message.show_message(str(error))
+        if self._refused_while_busy():
             return False
-
-    def open_project(self, path: Path) -> bool:
-        if not self._confirm_discard():
+        if path.name == MANIFEST_NAME:
+            path = path.parent
+        found, unreadable = None, ""
+        if path.suffix.lower() == ".png":
+            task = self._run_io(f"Reading {path.name}", lambda: project_io.png_settings(path), exclusive=False)
+            if task.ok and task.result is not None and self.doc.project_path is not None:
+                return self.restore_png_settings(task.result, path)
+            found = task.result if task.ok else None
+            unreadable = "" if task.ok else explain(task.error, f"reading the settings in {path.name}")
+        if not self.open_project(path):
             return False
-        project_io.load_document(self.doc, path, self.settings.new_project_params())
-        self.settings.add_recent(path)
-        self.message.hide()
-        self.status_stage.setText(f"Opened {path.name}")
+        if found is not None:
+            self.restore_png_settings(found, path)
+        elif unreadable:
+            self.message.show_message(f"{unreadable} {path.name} was opened as a photo.", error=False)
         return True
 
-    def new_from_image(self, image_path: Path) -> bool:
-        """Make (or reopen) the project of a photo."""
-        if not self._confirm_discard():
+    def open_project(self, path: Path) -> bool:
+        """Open a project folder, or the project of a photo (found, or made, in the projects folder)."""
+        if self._refused_while_busy() or not self._confirm_discard():
             return False
-        project = project_io.project_for_image(image_path, self.settings.get("projects_dir"))
-        self.doc.undo.setClean()  # already confirmed
-        return self.open_project(project)
+        task = self.session.io.wait(self.session.open(Path(path), self.settings.get("projects_dir"),
+                                                      self.settings.new_project_params()))
+        if not task.ok:
+            self._report_task(task, f"opening {Path(path).name}", "The window shows what it showed before.")
+            return False
+        opened = task.result
+        self.settings.add_recent(opened.path)
+        self.message.hide()
+        if opened.notices:
+            self.message.show_message(" ".join(opened.notices), error=False)
+        self._show_settings_problems()
+        self.status_stage.setText(f"Opened {opened.path.name}")
+        return True
 
     def free_disk_space(self) -> bool:
         """Project > Free disk space: drop the stored tunings (and, if the artist says so, the inversions)
         a re-edit of the newest result does not need, saying how much it frees (pipeline.project.retention)."""
-        if self.doc.project_path is None or self.engine.busy:
+        path = self.doc.project_path
+        if path is None or self.session.running or self._refused_while_busy():
             return False
-        from pipeline.errors import RetakeError
-        from pipeline.project import Project
-
-        try:
-            project = Project.open(self.doc.project_path)
-            tunings, everything = project.prunable(), project.prunable(inversions=True)
-            if not everything.freed_bytes:
-                self.status_stage.setText(everything.summary())
-                return False
-            also_inversions = self._ask_free_space(tunings.freed_bytes, everything.freed_bytes)
-            if also_inversions is None:
-                return False
-            pruned = project.prune(inversions=also_inversions)
-        except RetakeError as error:
-            self.message.show_message(str(error))
+        task = self._run_io(f"Measuring what {path.name} can free", lambda: project_io.prunable(path))
+        if not task.ok:
+            self._report_task(task, f"measuring {path.name}", "Nothing was dropped.")
             return False
-        project_io.refresh_results(self.doc)
-        self.status_stage.setText(pruned.summary())
+        tunings, everything = task.result
+        if not everything.freed_bytes:
+            self.status_stage.setText(everything.summary())
+            return False
+        also_inversions = self._ask_free_space(tunings.freed_bytes, everything.freed_bytes)
+        if also_inversions is None:
+            return False
+        task = self._run_io(f"Freeing disk space in {path.name}", lambda: project_io.prune(path, also_inversions))
+        self.session.io.wait(self.session.refresh())
+        if not task.ok:
+            self._report_task(task, f"freeing disk space in {path.name}",
+                              "The project holds what it held before, or what this prune left whole.")
+            return False
+        self.status_stage.setText(task.result.summary())
         return True
 
     def _ask_free_space(self, tunings: int, everything: int) -> bool | None:
@@ -490,70 +576,110 @@ class MainWindow(QMainWindow):
     def paste_image(self) -> None:
         """A picture on the clipboard becomes a new project (saved as a PNG in the projects folder)."""
         image = QGuiApplication.clipboard().image()
-        if image.isNull() or not self.engine.is_ready:
+        if image.isNull() or not self.session.ready:
             self.status_stage.setText("No image on the clipboard." if image.isNull() else "The engine is loading…")
+            return
+        if self._refused_while_busy():
             return
         projects = self.settings.get("projects_dir")
         folder = Path(projects) if projects else Path(QStandardPaths.writableLocation(
             QStandardPaths.StandardLocation.PicturesLocation) or Path.home()) / "Retake"
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}.png"
-        from_qimage(image).save(path)
+        picture = from_qimage(image)
+
+        def write() -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            picture.save(path)
+
+        task = self._run_io(f"Writing {path.name}", write)
+        if not task.ok:
+            self._report_task(task, f"writing {path}", "Nothing was opened.")
+            return
         self.open_path(path)
 
     def save(self) -> bool:
+        """Write the document into its project (on the I/O thread, after whatever is in flight), and say
+        so; a failure is shown with what was kept, and the document stays unsaved."""
         if self.doc.project_path is None:
             return False
-        from pipeline.errors import RetakeError
-
-        try:
-            project_io.save_document(self.doc)
-        except (RetakeError, OSError) as error:
-            self.message.show_message(f"Could not save: {error}")
+        self.session.io.wait_idle()  # an open or a save in flight comes first
+        name = self.doc.project_path.name
+        task = self.session.io.wait(self.session.save())
+        if not task.ok:
+            self._report_task(task, f"saving {name}", SAVE_FAILED_KEEPS)
             return False
-        self.status_stage.setText(f"Saved {self.doc.project_path.name}")
+        self.status_stage.setText(f"Saved {name}")
         return True
 
     def save_as(self, target: Path) -> bool:
         """Copy the project folder to `target` and carry on there."""
-        import shutil
-
-        if self.doc.project_path is None or target.exists():
-            self.message.show_message(f"Cannot save as {target}: it exists already." if target.exists() else
-                                      "Open a photo first.")
+        source = self.doc.project_path
+        if source is None:
+            self.message.show_message("Open a photo first.")
             return False
-        from pipeline.project import LOCK_FILE
-
-        shutil.copytree(self.doc.project_path, target, ignore=shutil.ignore_patterns(LOCK_FILE))
+        if self._refused_while_busy():
+            return False
+        task = self._run_io(f"Copying {source.name} to {target.name}", lambda: project_io.copy_project(source, target))
+        if not task.ok:
+            self._report_task(task, f"saving as {target}", f"{source.name} is unchanged and still open.")
+            return False
         self.doc.project_path = target
         self.doc.projectChanged.emit()
         self.settings.add_recent(target)
+        self.session.refresh()
         return self.save()
 
     def export(self, target: Path) -> bool:
-        entry = self.doc.result()
-        if entry is None:
+        entry, project = self.session.result(), self.doc.project_path
+        if entry is None or project is None:
             self.message.show_message("There is no result to export yet: run an edit first.")
             return False
-        try:
-            project_io.export_result(entry.path, target)
-        except (ValueError, OSError) as error:
-            self.message.show_message(f"Could not export: {error}")
+        task = self._run_io(f"Exporting {target.name}",
+                            lambda: project_io.export_result(project, entry.edit_id, target), exclusive=False)
+        if not task.ok:
+            self._report_task(task, f"exporting {target.name}", "The project is unchanged.")
             return False
         self.status_stage.setText(f"Exported {target.name}")
         return True
 
-    def restore_png_settings(self, found: dict, path: Path) -> None:
-        self.doc.restore_settings(found["source_prompt"], found["target_prompt"], found["method"],
-                                  found["params"], f"Settings of {path.name}")
-        self.status_stage.setText(f"Restored the settings that made {path.name}")
+    def restore_png_settings(self, found: dict, path: Path) -> bool:
+        """Restore what is known and valid of the settings a result PNG holds; the rest is named."""
+        return self._restore(restore.from_settings(found), path.name, found.get("app"))
+
+    def restore_entry(self, entry: ResultEntry) -> bool:
+        """History › Restore settings: an edit's prompts, method and parameters, checked the same way."""
+        data = {"source_prompt": entry.source_prompt, "target_prompt": entry.target_prompt,
+                "method": entry.method, "params": entry.params}
+        return self._restore(restore.from_settings(data), f"edit #{entry.edit_id}")
+
+    def _restore(self, restorable: restore.Restorable, origin: str, made_by: object = None) -> bool:
+        """Apply what `restorable` holds as one undoable step (a refused parameter keeps the value it has
+        when the method stays) and name what was refused; returns whether the document changed."""
+        doc = self.doc
+        kept = doc.params if restorable.method == doc.method_id else {}
+        changed = doc.restore_settings(restorable.source_prompt, restorable.target_prompt, restorable.method,
+                                       {**kept, **restorable.params}, f"Settings of {origin}")
+        if changed:
+            self.status_stage.setText(f"Restored the settings of {origin}")
+        if text := restore.message(restorable, origin, made_by):
+            self.message.show_message(text, error=not changed)
+        return changed
 
     def autosave_now(self) -> None:
-        if self.doc.dirty and self.doc.project_path is not None and not self.engine.busy:
-            self.save()
+        """Save in the background when there is something to save and nothing else is going on; a
+        failure is shown like any other."""
+        path = self.doc.project_path
+        if not self.doc.dirty or path is None or self.session.running or self.session.io_busy:
+            return
+
+        def done(task: Task) -> None:
+            if not task.ok:
+                self._report_task(task, f"autosaving {path.name}", SAVE_FAILED_KEEPS, "Autosave failed.")
+
+        self.session.save(done)
 
     def _confirm_discard(self) -> bool:
-        """Ask before unsaved changes are lost: save them, drop them, or stay."""
+        """Ask before unsaved changes are lost: save them (and stay if that fails), drop them, or stay."""
         if not self.doc.dirty or self.doc.project_path is None:
             return True
         answer = QMessageBox.question(
@@ -566,7 +692,7 @@ class MainWindow(QMainWindow):
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
         for entry in self.settings.recent():
-            self.recent_menu.addAction(entry, lambda p=entry: self.open_path(Path(p)))
+            self.recent_menu.addAction(entry, self._guard(f"opening {entry}")(lambda p=entry: self.open_path(Path(p))))
 
     def _choose_image(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "New project from image", "",
@@ -590,12 +716,15 @@ class MainWindow(QMainWindow):
 
     def _choose_png_settings(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Result PNG", "", "PNG (*.png)")
-        if path:
-            found = project_io.png_settings(Path(path))
-            if found is None:
-                self.message.show_message(f"{Path(path).name} holds no Retake parameters.")
-            else:
-                self.restore_png_settings(found, Path(path))
+        if not path or self._refused_while_busy():
+            return
+        task = self._run_io(f"Reading {Path(path).name}", lambda: project_io.png_settings(Path(path)), exclusive=False)
+        if not task.ok:
+            self._report_task(task, f"reading {Path(path).name}", "Nothing was changed.")
+        elif task.result is None:
+            self.message.show_message(f"{Path(path).name} holds no Retake parameters.")
+        else:
+            self.restore_png_settings(task.result, Path(path))
 
     # -- tools ----------------------------------------------------------------------------------
     def set_tool(self, tool: Tool) -> None:
@@ -646,110 +775,61 @@ class MainWindow(QMainWindow):
         if self.doc.project_path is None:
             self.message.show_message("Open a photo first (File › New project from image, or drop one here).")
             return False
-        if self.engine.busy or not self.engine.is_ready:
+        if self.session.running or not self.session.ready or self._refused_while_busy():
             return False
         self.message.hide()
-        options = self.settings.request_options()
-        request = project_io.build_request(self.doc, options, Path(self._scratch.name))
         self.timeline.back_to_result()
-        self.doc.update_run(running=True, stage="", step=0, total=0, eta_s=None, previews={}, latents={},
-                            timesteps={}, decoded={}, totals={}, serial=self.doc.run.serial + 1, model=options)
-        self._decode_asked.clear()
-        self._run_started = time.monotonic()
-        self.first_preview_s = None
-        return self.engine.submit(request)
+        return self.session.start_run(self.doc.project_path, self.doc.snapshot(), self.settings.request_options())
 
     def cancel_run(self) -> None:
-        if self.engine.busy:
-            self.engine.cancel()
+        if self.session.running:
+            self.session.cancel()
             self.status_stage.setText("Cancelling…")
         else:
             self.canvas.clear_clicks()
 
-    def _on_busy(self, busy: bool) -> None:
-        self.actions["run"].setEnabled(not busy)
-        self.actions["cancel"].setEnabled(busy)
-        self.progress.setVisible(busy)
+    def _on_progress(self, event: Any) -> None:
+        if event.stage == Stage.LOADING_MODEL:
+            self._update_model_status()
+        self.progress.setRange(0, max(event.total, 1))
+        self.progress.setValue(event.step)
+        eta = f", about {event.eta_s:.0f} s left" if event.eta_s else ""
+        self.status_stage.setText(f"{event.stage.capitalize()}: {event.step}/{event.total}{eta}")
 
-    def _on_event(self, event: Any) -> None:
-        from pipeline.events import Notice, Preview, Progress
-
-        run = self.doc.run
-        if isinstance(event, Progress):
-            if event.total > 1:
-                run.totals[event.stage] = event.total
-            if "model" in event.stage:
-                self.model_state = "loading…" if event.step < event.total else "loaded"
-                self._update_model_status()
-            self.doc.update_run(stage=event.stage, step=event.step, total=event.total, eta_s=event.eta_s)
-            self.progress.setRange(0, max(event.total, 1))
-            self.progress.setValue(event.step)
-            eta = f", about {event.eta_s:.0f} s left" if event.eta_s else ""
-            self.status_stage.setText(f"{event.stage.capitalize()}: {event.step}/{event.total}{eta}")
-        elif isinstance(event, Preview):
-            if self.first_preview_s is None:
-                self.first_preview_s = time.monotonic() - self._run_started
-            run.previews.setdefault(event.stage, {})[event.step] = event.image
-            run.latents.setdefault(event.stage, {})[event.step] = event.latent
-            run.timesteps.setdefault(event.stage, {})[event.step] = event.timestep
-            run.totals.setdefault(event.stage, event.total)
-            self.doc.update_run()
-            if self.timeline.chosen is None:  # follow the run unless the artist chose a step
-                self.canvas.show_step(event.image)
-        elif isinstance(event, Notice):
-            self.message.show_message(event.message, error=False)
+    def _on_preview(self, event: Any) -> None:
+        if self.timeline.chosen is None:  # follow the run unless the artist chose a step
+            self.canvas.show_step(event.image)
 
     def _on_finished(self, final: Any) -> None:
         from pipeline.events import CancelledEvent, Done, Failed
 
-        self.doc.update_run(running=False)
         self.timeline.back_to_result()
+        self._update_actions()
         if isinstance(final, Done):
-            self.model_state = "loaded"
             self._update_model_status()
-            project_io.refresh_results(self.doc)
             reused = "reused the stored inversion" if final.reused_inversion else "made and stored the inversion"
-            seconds = time.monotonic() - self._run_started
-            self.status_stage.setText(f"Edit #{final.edit_id} done in {seconds:.1f} s ({reused}).")
+            self.status_stage.setText(f"Edit #{final.edit_id} done in {self.session.run_seconds():.1f} s ({reused}).")
         elif isinstance(final, CancelledEvent):
-            project_io.refresh_results(self.doc)
             self.status_stage.setText(f"Cancelled while {final.stage}; the project is as it was "
                                       "(a finished inversion is kept).")
         elif isinstance(final, Failed):
-            project_io.refresh_results(self.doc)
             self.status_stage.setText("The run failed.")
             self.message.show_message(final.message)
 
     # -- timeline steps -------------------------------------------------------------------------
     def show_step(self, stage: str, step: int) -> None:
         """Show a step of the run: its cheap preview at once, then its full VAE decode, made on the
-        worker thread (during a run, between two of its steps) unless it was made before."""
-        run = self.doc.run
-        preview = run.previews.get(stage, {}).get(step)
-        if preview is None:
-            return
-        full = run.decoded.get((stage, step))
-        self.canvas.show_step(full or preview)
-        if full is None:
-            key = (run.serial, stage, step)
-            self._decode_asked[key] = time.monotonic()
-            self.engine.decode(key, run.model, run.latents.get(stage, {}).get(step))
+        engine's thread (during a run, between two of its steps) unless it was made before."""
+        picture = self.session.step_picture(stage, step)
+        if picture is not None:
+            self.canvas.show_step(picture)
 
     def show_result(self) -> None:
         self.canvas.show_step(None)
 
-    def _on_decoded(self, key: tuple, image: Any) -> None:
-        serial, stage, step = key
-        run = self.doc.run
-        if serial != run.serial:
-            return  # a step of an earlier run
-        run.decoded[(stage, step)] = image
-        while len(run.decoded) > DECODES_KEPT:
-            run.decoded.pop(next(iter(run.decoded)))
+    def _on_decoded(self, stage: str, step: int, image: Any) -> None:
         if self.timeline.chosen == (stage, step):
             self.canvas.show_step(image)
-            if (asked := self._decode_asked.pop(key, None)) is not None:
-                self.decode_latencies_s.append(time.monotonic() - asked)
 
     # -- help -----------------------------------------------------------------------------------
     def shortcut_table(self) -> list[tuple[str, str]]:
@@ -775,11 +855,21 @@ class MainWindow(QMainWindow):
     def dropEvent(self, event: QDropEvent) -> None:
         urls = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
         if urls:
-            self.open_path(urls[0])
             event.acceptProposedAction()
+            self._guard(f"opening {urls[0].name}")(self.open_path)(urls[0])
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if not self._confirm_discard():
+        """Close once unsaved changes are saved (or dropped, as the artist says) and the project I/O in
+        flight has landed; a Save that fails keeps the window open, showing why."""
+        if self._closing:  # asked again while this close waits for a save
+            event.ignore()
+            return
+        self._closing = True
+        try:
+            closing = bool(self._guard("closing")(self._confirm_discard)())
+        finally:
+            self._closing = False
+        if not closing:
             event.ignore()
             return
         self._save_layout()
@@ -787,7 +877,6 @@ class MainWindow(QMainWindow):
         self.prompts.stop_checks()
         if self.models_dialog is not None:
             self.models_dialog.shutdown()
-        self.engine.shutdown()
+        self.session.shutdown()
         self.segmenter.shutdown()
-        self._scratch.cleanup()
         event.accept()

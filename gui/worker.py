@@ -18,15 +18,21 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from gui.threads import stop_with
+
+if TYPE_CHECKING:  # the pipeline (torch) is imported on the worker thread, never by the window's modules
+    from pipeline.engine import EditEngine
+    from pipeline.request import EditRequest
+
 log = logging.getLogger(__name__)
-EngineFactory = Callable[[], Any]
+EngineFactory = Callable[[], "EditEngine"]
 
 
-def real_engine() -> Any:
+def real_engine() -> EditEngine:
     from pipeline.engine import Engine
 
     return Engine()
@@ -146,9 +152,16 @@ class EngineWorker(QObject):
         self.modelState.emit("loaded", "")
 
     @Slot(object, object)
-    def run(self, request: Any, cancel: Any) -> None:
-        from pipeline.events import Progress, Stage
+    def run(self, make_request: Callable[[], EditRequest], cancel: Any) -> None:
+        """Build the request (its inputs are written as files here, not on the UI thread) and run it."""
+        from pipeline.events import Failed, Progress, Stage
 
+        try:
+            request = make_request()
+        except Exception as error:  # noqa: BLE001 - a full scratch disk, or a bug: the run fails, said
+            log.exception("building the request failed")
+            self.finished.emit(Failed(f"The edit could not be started ({type(error).__name__}: {error})."))
+            return
         options = {"model": request.model, "device": request.device, "dtype": request.dtype}
 
         def emit(event: Any) -> None:
@@ -199,7 +212,7 @@ class EngineClient(QObject):
         super().__init__(parent)
         self.busy = False
         self.is_ready = False
-        self._cancel: Any = None
+        self._cancel: list[Any] = [None]  # the run's CancelToken, in a box the thread's finalizer shares
         self._thread = QThread()
         self._thread.setObjectName("retake-engine")
         self._decodes = Latest()
@@ -217,17 +230,19 @@ class EngineClient(QObject):
         self._worker.status.connect(self.status)
         self._worker.finished.connect(self._on_finished)
         self._thread.start()
+        self._stop = stop_with(self, self._thread, lambda box=self._cancel: box[0] and box[0].cancel(), 10_000)
         self._startUp.emit()
 
-    def submit(self, request: Any) -> bool:
-        """Start a run; False when the engine is not ready or already busy."""
+    def submit(self, make_request: Callable[[], EditRequest]) -> bool:
+        """Start a run of the request `make_request()` builds on the worker thread; False when the engine
+        is not ready or already busy."""
         if self.busy or not self.is_ready:
             return False
         from pipeline.events import CancelToken
 
-        self._cancel = CancelToken()
+        self._cancel[0] = CancelToken()
         self._set_busy(True)
-        self._run.emit(request, self._cancel)
+        self._run.emit(make_request, self._cancel[0])
         return True
 
     def preload(self, options: dict[str, Any], download: bool = False) -> None:
@@ -244,13 +259,12 @@ class EngineClient(QObject):
 
     def cancel(self) -> None:
         """Ask the run to stop; it does before its next UNet call (the token is thread-safe)."""
-        if self._cancel is not None:
-            self._cancel.cancel()
+        if self._cancel[0] is not None:
+            self._cancel[0].cancel()
 
-    def shutdown(self, wait_ms: int = 10000) -> None:
-        self.cancel()
-        self._thread.quit()
-        self._thread.wait(wait_ms)
+    def shutdown(self) -> None:
+        """Cancel a run and stop the thread (waiting up to 10 s for the run to reach its next step)."""
+        self._stop()
 
     def _on_ready(self, tokenizer: Any) -> None:
         self.is_ready = True
@@ -316,6 +330,7 @@ class SegmentClient(QObject):
         self._worker.masked.connect(self.masked)
         self._worker.unavailable.connect(self.unavailable)
         self._thread.start()
+        self._stop = stop_with(self, self._thread, wait_ms=5000)
         self.set_factory(factory)
 
     def set_factory(self, factory: Callable[[], Any]) -> None:
@@ -326,5 +341,4 @@ class SegmentClient(QObject):
         self._predict.emit(image, list(points), list(labels), box)
 
     def shutdown(self) -> None:
-        self._thread.quit()
-        self._thread.wait(5000)
+        self._stop()

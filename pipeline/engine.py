@@ -14,11 +14,13 @@ complete (and keeps it if a later stage fails), a result only once it is decoded
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -28,14 +30,14 @@ from pipeline.errors import Cancelled, ImageError, OutOfMemoryError, RetakeError
 from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Failed, Notice, Progress, Stage
 from pipeline.fast import FastOptions
 from pipeline.files import write_atomically
-from pipeline.images import composite_onto_photo, from_tensor, to_tensor
+from pipeline.images import check_editable, composite_onto_photo, from_tensor, to_tensor
 from pipeline.methods.base import EditOutput, Inputs, Tensors, input_specs, stage_key_params, tunes
 from pipeline.models import ModelBundle, default_cache_dir, load_model
 from pipeline.params import params_to_dict
 from pipeline.parts import part_identities, with_parts
 from pipeline.preview import LatentRGB, fit_latent_rgb
-from pipeline.project import ModelRecord, Project
-from pipeline.request import EditRequest, Job, inversion_key, resolve, tuning_key
+from pipeline.project import InputValue, ModelRecord, NewEdit, Project, SetAside, SettingsUpdate, making_project
+from pipeline.request import EditRequest, Job, inversion_key, made_meanwhile, resolve, tuning_key
 from pipeline.run import RunContext, RunOptions
 from pipeline.text import check_change_within_window, prompt_overflow
 
@@ -61,6 +63,22 @@ class EditResult:
     working_image: Image.Image
     tuning_key: str | None = None
     """The key of the tuning the edit used (a method that tunes), recorded with the edit."""
+
+
+@runtime_checkable
+class EditEngine(Protocol):
+    """What a front end drives: load a model ahead of the first edit, run a request to its end while
+    its events come back, decode a step's latent in full. `Engine` is the real one; the GUI's tests
+    drive the window with a scripted stand-in (tests/gui/fakes.FakeEngine) that implements the same,
+    and tests/test_engine_protocol.py checks that both match this signature for signature."""
+
+    def preload(self, model_spec: str, device: str | None = None, dtype: str | None = None, *,
+                allow_download: bool = False, allow_pickle: bool = False,
+                emit: Emit | None = None) -> ModelBundle: ...
+
+    def run(self, request: EditRequest, emit: Emit, cancel: CancelToken | None = None) -> Event: ...
+
+    def decode(self, bundle: ModelBundle, latent: torch.Tensor) -> Image.Image: ...
 
 
 class Engine:
@@ -113,28 +131,66 @@ class Engine:
         return bundle
 
     def invert(self, job: Job, bundle: ModelBundle, emit: Emit, cancel: CancelToken) -> Inversion:
-        """The job's inversion: the project's stored one when its key matches, else computed and stored."""
+        """The job's inversion: the project's stored one when its key matches, else computed and stored.
+
+        The photo is first checked against what the model can edit at the working size. A first edit
+        (no project yet) holds the claim on making the project from before its inversion until the
+        project holds it, so a second first edit of the photo waits (saying so), then reuses it.
+        """
         with self._busy:
+            check_editable(*job.image.size, max_side=job.max_side, cell=bundle.vae_scale_factor)
             ctx = self._context(job, bundle, emit, cancel)
             inputs = self._inputs(job, ctx, "inversion")
             key_params = stage_key_params(job.params, "inversion")
             parts = part_identities(bundle, job.method.parts)
             key = inversion_key(job, bundle.identity, key_params, self._digests(job, "inversion"), parts)
-            project = job.project
-            if project is not None and project.find_inversion(key) is not None:
-                return Inversion(key, project.load_inversion(key), True)
-            ctx.start_stage(Stage.ENCODING, 1)
-            latent = ctx.encode_image(to_tensor(job.image, job.size))
-            ctx.advance(1)
-            tensors = {k: v.detach().cpu().contiguous()
-                       for k, v in job.method.invert(ctx, latent, job.prompts, job.params, inputs).items()}
+            with contextlib.ExitStack() as first_edit:
+                project = job.project
+                if project is None:
+                    first_edit.enter_context(making_project(job.project_path, self._waiting(job, emit, cancel)))
+                    project = made_meanwhile(job)
+                stored = self._stored(project, key, emit)
+                if stored is not None:
+                    return Inversion(key, stored, True)
+                ctx.start_stage(Stage.ENCODING, 1)
+                latent = ctx.encode_image(to_tensor(job.image, job.size))
+                ctx.advance(1)
+                tensors = {k: v.detach().cpu().contiguous()
+                           for k, v in job.method.invert(ctx, latent, job.prompts, job.params, inputs).items()}
+                cancel.check()
+                if project is None:
+                    project = Project.create(job.project_path, job.image)
+                project.save_inversion(key, tensors, method=job.method_id, model_identity=bundle.identity,
+                                       source_prompt=job.prompts.source, params=key_params, size=job.size,
+                                       steps=int(key_params.get("steps", 0)) or 1, parts=parts)
+                return Inversion(key, tensors, False)
+
+    @staticmethod
+    def _stored(project: Project | None, key: str, emit: Emit) -> Tensors | None:
+        """The project's inversion `key`, or None: absent, or found damaged when read and set aside (a
+        project opened with recovery; the Notice says so), so it is computed again."""
+        if project is None or project.find_inversion(key) is None:
+            return None
+        try:
+            return project.load_inversion(key)
+        except SetAside as aside:
+            emit(Notice(str(aside)))
+            return None
+
+    @staticmethod
+    def _waiting(job: Job, emit: Emit, cancel: CancelToken) -> Callable[[str], None]:
+        """What a first edit does while another process makes the same project: says so once, and
+        stops waiting when cancelled."""
+        said: list[str] = []
+
+        def waiting(holder: str) -> None:
+            if not said:
+                said.append(holder)
+                emit(Notice(f"{holder[0].upper()}{holder[1:]} is making the first edit of this photo in "
+                            f"{shorten(job.project_path)}; waiting for it, to reuse its inversion."))
             cancel.check()
-            if project is None:
-                project = Project.create(job.project_path, job.image)
-            project.save_inversion(key, tensors, method=job.method_id, model_identity=bundle.identity,
-                                   source_prompt=job.prompts.source, params=key_params, size=job.size,
-                                   steps=int(key_params.get("steps", 0)) or 1, parts=parts)
-            return Inversion(key, tensors, False)
+
+        return waiting
 
     def edit(self, job: Job, bundle: ModelBundle, inversion: Inversion, emit: Emit, cancel: CancelToken) -> EditResult:
         """Sample the target from an inversion (tuned first, for a method that tunes) and decode it.
@@ -181,21 +237,28 @@ class Engine:
         return key, tuned
 
     def commit(self, job: Job, bundle: ModelBundle, inversion: Inversion, result: EditResult) -> Done:
-        """Write the result into the project (and to the job's output file); returns the Done event."""
+        """Write the run into the project in one commit (its settings, the named inputs it was given or
+        told to drop, the result and its mask, with the inversion and tuning keys it used), then the
+        job's output file; returns the Done event. A process killed meanwhile leaves the project as it
+        was before the run's commit or with all of it."""
         with self._busy:
             project = job.project if job.project is not None else Project.open(job.project_path)
             params_json = params_to_dict(job.params)
-            project.update_settings(model_spec=job.model_spec, model_identity=bundle.identity,
-                                    source_prompt=job.prompts.source, method=job.method_id, params=params_json,
-                                    max_side=job.max_side, image_encoder=job.request.image_encoder)
-            self._keep_inputs(project, job)
-            mask = job.masks.get("edit_mask")
+            kinds = {spec.name: spec.kind for spec in input_specs(job.method.Params)}
+            inputs = {name: None if source is None else InputValue(
+                kinds[name], source, job.input_prompts.get(name) if kinds[name] == "image" else None)
+                for name, source in job.input_sources.items()}
+            model = ModelRecord(job.model_spec, bundle.identity)
             extra = {"image_sha256": job.image_sha256, "working_size": list(job.size), "max_side": job.max_side}
-            edit = project.add_edit(
-                target_prompt=job.prompts.target, source_prompt=job.prompts.source,
-                model=ModelRecord(job.model_spec, bundle.identity), method=job.method_id, params=params_json,
-                seed=job.request.seed, inversion_key=inversion.key, result=result.image,
-                mask=mask, png_metadata=extra, tuning_key=result.tuning_key)
+            edit = project.save_state(
+                SettingsUpdate(job.prompts.source, job.method_id, params_json, model=model, max_side=job.max_side,
+                               image_encoder=SettingsUpdate.named_encoder(job.request.image_encoder)),
+                inputs,
+                NewEdit(target_prompt=job.prompts.target, source_prompt=job.prompts.source, model=model,
+                        method=job.method_id, params=params_json, seed=job.request.seed,
+                        inversion_key=inversion.key, result=result.image, mask=job.masks.get("edit_mask"),
+                        png_metadata=extra, tuning_key=result.tuning_key))
+            assert edit is not None
             if job.output is not None:
                 try:
                     write_atomically(job.output, project.result_path(edit).read_bytes())
@@ -247,11 +310,11 @@ class Engine:
         except Cancelled:
             return CancelledEvent(state["stage"])
         except RetakeError as error:
-            return Failed(str(error))
+            return Failed(str(error), type(error).__name__)
         except torch.cuda.OutOfMemoryError:
             return Failed(str(OutOfMemoryError(
                 "The GPU ran out of memory; close other GPU programs, lower the image size "
-                f"(--max-side) or run on the CPU; {kept()}.")))
+                f"(--max-side) or run on the CPU; {kept()}.")), OutOfMemoryError.__name__)
         except Exception as error:  # a bug, not a user mistake: say so, keep the traceback in the log
             log.exception("unexpected error")
             return Failed(f"Unexpected internal error ({type(error).__name__}: {error}); {kept()}.")
@@ -309,14 +372,3 @@ class Engine:
         """The digests of the inputs that belong to one cached stage (its key covers them)."""
         return {spec.name: job.input_digests[spec.name] for spec in input_specs(job.method.Params)
                 if spec.stage == stage and spec.name in job.input_digests}
-
-    @staticmethod
-    def _keep_inputs(project: Project, job: Job) -> None:
-        """The project keeps the inputs this edit was given, and forgets those it was told to drop."""
-        kinds = {spec.name: spec.kind for spec in input_specs(job.method.Params)}
-        for name, source in job.input_sources.items():
-            if source is not None:
-                project.set_input(name, source, kind=kinds[name],
-                                  prompt=job.input_prompts.get(name) if kinds[name] == "image" else None)
-            elif name in project.input_names():
-                project.remove_input(name)

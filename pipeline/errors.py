@@ -46,8 +46,23 @@ def shorten(value: object, limit: int = 60) -> str:
     Messages echo what the user or a damaged file gave (a path, a number, a word); a 4,000-digit
     number must not become a 4,000-character message.
     """
-    text = str(value)
+    try:
+        text = str(value)
+    except ValueError:  # an integer beyond Python's 4,300-digit limit for conversion to text
+        text = f"an integer of {int(value.bit_length() * 0.30103) + 1} digits"  # type: ignore[attr-defined]
     if len(text) <= limit:
         return text
     keep = max(limit - 1, 2)
     return text[: keep - keep // 2] + "…" + text[len(text) - keep // 2 :]
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable written as an escape (\\u001b): controls,
+    including C1 controls such as U+009B that some terminals take for an escape sequence, and invisible
+    format characters. Text from a file (a manifest, a file name) echoed to a terminal cannot drive it."""
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(character: str) -> str:
+    code = ord(character)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ class Stage(enum.StrEnum):
 class Progress:
     """`step` of `total` units of `stage` are done; `eta_s` estimates what is left of the stage."""
 
-    stage: str
+    stage: Stage
     step: int
     total: int
     eta_s: float | None
@@ -56,7 +57,7 @@ class Preview:
     (`Engine.decode`). `timestep` is the model's timestep at that step (its noise level), so a front
     end can place the step between noise and clean whichever way its loop walks the schedule."""
 
-    stage: str
+    stage: Stage
     step: int
     total: int
     image: Image.Image
@@ -85,9 +86,15 @@ class Done:
 
 @dataclass(frozen=True)
 class Failed:
-    """The run stopped on an error; `message` is one sentence for the user."""
+    """The run stopped on an error; `message` is one sentence for the user.
+
+    `kind` names what failed: the RetakeError class of the cause (`ImageError`, `PromptError`,
+    `ParamError`, `ProjectError`, `ModelError`, `OutOfMemoryError`), or `internal` for a bug; a batch
+    tells a photo that will fail again the same way from one worth another try by it.
+    """
 
     message: str
+    kind: str = "internal"
 
 
 @dataclass(frozen=True)
@@ -117,3 +124,25 @@ class CancelToken:
     def check(self) -> None:
         if self._event.is_set():
             raise Cancelled("The run was cancelled; nothing was written.")
+
+
+class StageClock:
+    """An event sink that times each stage from its first Progress event to the next stage's (a batch's
+    report and the semantic benchmark record where a run's seconds went)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._stage: str | None = None
+        self._since = 0.0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Progress) and event.stage != self._stage:
+            self.stop()
+            self._stage, self._since = str(event.stage), time.perf_counter()
+
+    def stop(self) -> None:
+        """End the stage being timed (call once the run is over)."""
+        if self._stage is not None:
+            self.seconds[self._stage] = round(self.seconds.get(self._stage, 0.0) + time.perf_counter() - self._since, 3)
+            self._stage = None
+

@@ -34,6 +34,8 @@ from pipeline.files import write_atomically
 # single pixel is decoded, so a 50 kB file that claims to be 100 000 x 100 000 costs nothing.
 MAX_PIXELS = 89_478_485
 
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+"""The file endings of the photos a folder is searched for (a batch's inputs)."""
 PNG_METADATA_KEY = "retake"
 PNG_PARAMETERS_KEY = "parameters"
 
@@ -200,8 +202,8 @@ class _open_decoded:
             image = Image.open(path)
         except PermissionError as exc:
             raise ImageError(f"Cannot open {name}: Retake is not allowed to read it.") from exc
-        except Image.DecompressionBombError as exc:
-            raise ImageError(f"Cannot open {name}: the image is too large ({exc}).") from exc
+        except Image.DecompressionBombError as exc:  # PIL's own bound, twice ours: refused before its size is known
+            raise ImageError(_too_many_pixels(name, self._max_pixels)) from exc
         except UnidentifiedImageError as exc:
             raise ImageError(f"Cannot open {name}: it is not an image file Retake can read.") from exc
         except _DECODE_ERRORS as exc:
@@ -212,10 +214,7 @@ class _open_decoded:
             if width <= 0 or height <= 0:
                 raise ImageError(f"Cannot open {name}: the image has no pixels ({width}x{height}).")
             if width * height > self._max_pixels:
-                raise ImageError(
-                    f"Cannot open {name}: at {width}x{height} it has more than "
-                    f"{self._max_pixels / 1e6:.0f} megapixels, which Retake refuses to decode."
-                )
+                raise ImageError(_too_many_pixels(name, self._max_pixels, (width, height)))
             image.load()
         except ImageError:
             image.close()
@@ -232,6 +231,12 @@ class _open_decoded:
 
 def _name(path: str | os.PathLike[str]) -> str:
     return str(Path(path))
+
+
+def _too_many_pixels(name: str, max_pixels: int, size: tuple[int, int] | None = None) -> str:
+    at = "" if size is None else f"at {size[0]}x{size[1]} "
+    return (f"Cannot open {name}: {at}it has more than {max_pixels / 1e6:.0f} megapixels, which Retake refuses "
+            f"to decode.")
 
 
 def _reason(exc: BaseException) -> str:
@@ -261,6 +266,25 @@ def working_size(width: int, height: int, max_side: int = 512, multiple: int = 6
     above = min(max_side, below + multiple)
     short = min((below, above), key=lambda s: (abs(math.log(s / exact)), s))
     return (max_side, short) if width >= height else (short, max_side)
+
+
+def check_editable(width: int, height: int, max_side: int, cell: int) -> None:
+    """Refuse, in one sentence, a photo the model cannot edit at the working size `max_side`.
+
+    The model sees the photo in latent cells of `cell` x `cell` pixels (the VAE's scale factor: 8 for
+    SD 1.x); nothing narrower than one cell can be edited. So a photo's short side must hold at least
+    one cell, and its proportions must leave the short side at least one cell at the working size: the
+    longest ratio is max_side / cell to 1 (64:1 at 512 pixels).
+    """
+    short, long = sorted((width, height))
+    if short < cell:
+        raise ImageError(f"The photo is {width}x{height} pixels: its short side is smaller than one latent cell of "
+                         f"the model ({cell} pixels), the least it can edit.")
+    if short * max_side < cell * long:
+        raise ImageError(f"The photo is {width}x{height} pixels, about {round(long / short):,}:1; at the working "
+                         f"size of {max_side} pixels its short side would be less than one latent cell of the model "
+                         f"({cell} pixels), so it can be edited only up to {max_side // cell}:1: crop it, or "
+                         f"choose a larger working size (--max-side).")
 
 
 def composite_onto_photo(photo: Image.Image, result: Image.Image, region: torch.Tensor | None,
@@ -408,25 +432,26 @@ def save_png(image: Image.Image, path: str | os.PathLike[str], metadata: Mapping
 
 
 def read_png_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The mapping stored by `png_with_metadata`; {} for a PNG without Retake parameters."""
+    """The mapping stored by `png_with_metadata`; {} for a PNG without Retake parameters.
+
+    The file is opened as `load_image` opens it (the same bounds, the same sentences: a decompression
+    bomb is refused before a pixel is decoded), then decoded, since text chunks after the pixel data
+    are only seen once the image is read. PIL bounds the text chunks themselves; a document nested too
+    deeply or holding a number too long to convert is damage, like one that is not JSON.
+    """
     name = _name(path)
-    try:
-        with Image.open(path) as img:
-            if img.format != "PNG":
-                raise ImageError(f"Cannot read parameters from {name}: it is not a PNG file.")
-            img.load()  # text chunks after the pixel data are only seen once the image is read
+    with _open_decoded(path, MAX_PIXELS) as img:
+        if img.format != "PNG":
+            raise ImageError(f"Cannot read parameters from {name}: it is not a PNG file.")
+        try:
             text = img.text.get(PNG_METADATA_KEY)
-    except FileNotFoundError as exc:
-        raise ImageError(f"Cannot open {name}: the file does not exist.") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError(f"Cannot open {name}: it is not an image file Retake can read.") from exc
-    except _DECODE_ERRORS as exc:
-        raise ImageError(f"Cannot read {name}: the file is damaged or incomplete ({_reason(exc)}).") from exc
+        except _DECODE_ERRORS as exc:
+            raise ImageError(f"Cannot read {name}: the file is damaged or incomplete ({_reason(exc)}).") from exc
     if text is None:
         return {}
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, too many digits, too deep
         raise ImageError(f"The Retake parameters stored in {name} are damaged.") from exc
     if not isinstance(value, dict):
         raise ImageError(f"The Retake parameters stored in {name} are damaged.")

@@ -66,6 +66,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from pipeline.control.processor import install as install_controlled_attention
 from pipeline.demo_model import DEMO_MODELS, demo_model_dir
 from pipeline.errors import ModelError, OutOfMemoryError, ParamError
+from pipeline.model_limits import NOT_ONLY_TENSORS, check_configs_fit_weights
 from pipeline.paths import RESOURCES
 from pipeline.preflight import check_max_side
 from pipeline.token_table import ROWS_FILE, is_packed, load_packed_text_encoder
@@ -282,6 +283,23 @@ def load_model(
     )
 
 
+def model_identity(spec: str, *, allow_download: bool = False, allow_pickle: bool = False,
+                   cache_dir: Path | None = None) -> str:
+    """The identity `load_model(spec)` gives its bundle, from the model's files alone: found and checked as
+    `load_model` finds them, and hashed, but no weight is read into a network (a batch keys its finished
+    photos on it before any worker has loaded the model). ModelError, as `load_model`, when they are not
+    there; a checkpoint whose weights are wrong inside is only found out by loading it."""
+    cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    location = _model_location(spec, allow_download=allow_download)
+    if location.is_dir():
+        files = _folder_layout(location, allow_pickle=allow_pickle).files
+    else:
+        _check_checkpoint_kind(location, allow_pickle=allow_pickle)
+        files = _single_file_files(location, SD1_CONFIG_DIR)
+    with _library_errors(f"'{spec}'"):
+        return files_identity(files, cache_dir)
+
+
 # --------------------------------------------------------------------------------------------------
 # Device and precision
 # --------------------------------------------------------------------------------------------------
@@ -349,14 +367,19 @@ def _read_parts(
     spec: str, *, allow_download: bool, allow_pickle: bool, cache_dir: Path, single_file_config: Path
 ) -> _Parts:
     """Dispatch on what `spec` is and load the parts in float32 on the CPU."""
-    if not spec.strip():
-        raise ModelError("No model was given; name a model folder, a checkpoint file, a Hugging Face id or demo.")
-    if spec in DEMO_MODELS:
-        return _read_diffusers_folder(demo_model_dir(spec), allow_pickle=allow_pickle)
-    location = locate(spec, allow_download=allow_download, hub_patterns=_hub_patterns())
+    location = _model_location(spec, allow_download=allow_download)
     if location.is_dir():
         return _read_diffusers_folder(location, allow_pickle=allow_pickle)
     return _read_single_file(location, config_dir=single_file_config, allow_pickle=allow_pickle)
+
+
+def _model_location(spec: str, *, allow_download: bool) -> Path:
+    """The folder or file a model spec names (a demo model's name wins over a folder of that name)."""
+    if not spec.strip():
+        raise ModelError("No model was given; name a model folder, a checkpoint file, a Hugging Face id or demo.")
+    if spec in DEMO_MODELS:
+        return demo_model_dir(spec)
+    return locate(spec, allow_download=allow_download, hub_patterns=_hub_patterns())
 
 
 def locate(spec: str, *, allow_download: bool, hub_patterns: list[str]) -> Path:
@@ -459,10 +482,21 @@ _EXPECTED_CLASSES = MappingProxyType(
 )
 
 
-def _read_diffusers_folder(folder: Path, *, allow_pickle: bool) -> _Parts:
-    """The five parts of a diffusers folder. A folder without tokenizer/ files (the demo models ship
-    none) uses SD 1.x's CLIP tokenizer, rebuilt from the shipped BPE file as for a single file; a
-    text encoder whose token table is packed (the demo-world model's) is loaded by pipeline.token_table."""
+@dataclass(frozen=True)
+class _FolderLayout:
+    """What a diffusers folder holds, found and checked without reading a weight."""
+
+    scheduler_config: Mapping[str, Any]
+    unet: _Weights
+    vae: _Weights
+    text_encoder: _Weights
+    tokenizer_files: list[Path]
+    packed_table: bool
+    files: dict[str, Path]
+    """Every file the model is read from, by its path in the folder: what its identity hashes."""
+
+
+def _folder_layout(folder: Path, *, allow_pickle: bool) -> _FolderLayout:
     index = _read_model_index(folder)
     _check_pipeline_components(index, folder)
 
@@ -474,8 +508,29 @@ def _read_diffusers_folder(folder: Path, *, allow_pickle: bool) -> _Parts:
     unet_weights = _find_weights(folder, "unet", _DIFFUSERS_STEMS, allow_pickle)
     vae_weights = _find_weights(folder, "vae", _DIFFUSERS_STEMS, allow_pickle)
     text_weights = _find_weights(folder, "text_encoder", _TRANSFORMERS_STEMS, allow_pickle)
+    check_configs_fit_weights(folder, (unet_config, vae_config, text_config),
+                              (unet_weights.files, vae_weights.files, text_weights.files))
     tokenizer_files = sorted(p for p in (folder / "tokenizer").glob("*") if p.is_file())
     packed_table = is_packed(folder / "text_encoder")
+
+    files = {name: folder / name for name in ("model_index.json", *_CONFIG_FILES)}
+    for weights in (unet_weights, vae_weights, text_weights):
+        files.update({path.relative_to(folder).as_posix(): path for path in weights.files})
+    if packed_table:
+        files[f"text_encoder/{ROWS_FILE}"] = folder / "text_encoder" / ROWS_FILE
+    files.update({path.relative_to(folder).as_posix(): path for path in tokenizer_files}
+                 if tokenizer_files else {f"tokenizer/{BPE_FILE.name}": BPE_FILE})
+    return _FolderLayout(scheduler_config, unet_weights, vae_weights, text_weights, tokenizer_files, packed_table,
+                         files)
+
+
+def _read_diffusers_folder(folder: Path, *, allow_pickle: bool) -> _Parts:
+    """The five parts of a diffusers folder. A folder without tokenizer/ files (the demo models ship
+    none) uses SD 1.x's CLIP tokenizer, rebuilt from the shipped BPE file as for a single file; a
+    text encoder whose token table is packed (the demo-world model's) is loaded by pipeline.token_table."""
+    layout = _folder_layout(folder, allow_pickle=allow_pickle)
+    unet_weights, vae_weights, text_weights = layout.unet, layout.vae, layout.text_encoder
+    tokenizer_files, packed_table = layout.tokenizer_files, layout.packed_table
 
     with _library_errors(f"'{folder}'"):
         unet = UNet2DConditionModel.from_pretrained(
@@ -489,15 +544,7 @@ def _read_diffusers_folder(folder: Path, *, allow_pickle: bool) -> _Parts:
                                                       **_weight_kwargs(text_weights), dtype=torch.float32))
         tokenizer = (CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
                      if tokenizer_files else load_clip_tokenizer())
-
-    files = {name: folder / name for name in ("model_index.json", *_CONFIG_FILES)}
-    for weights in (unet_weights, vae_weights, text_weights):
-        files.update({path.relative_to(folder).as_posix(): path for path in weights.files})
-    if packed_table:
-        files[f"text_encoder/{ROWS_FILE}"] = folder / "text_encoder" / ROWS_FILE
-    files.update({path.relative_to(folder).as_posix(): path for path in tokenizer_files}
-                 if tokenizer_files else {f"tokenizer/{BPE_FILE.name}": BPE_FILE})
-    return _Parts(unet, vae, text_encoder, tokenizer, scheduler_config, files)
+    return _Parts(unet, vae, text_encoder, tokenizer, layout.scheduler_config, layout.files)
 
 
 def _read_model_index(folder: Path) -> dict[str, Any]:
@@ -587,10 +634,15 @@ def _read_single_file(path: Path, *, config_dir: Path, allow_pickle: bool) -> _P
             CLIPTextModel, checkpoint, config=config, subfolder="text_encoder", local_files_only=True
         ),
     )
-    # SD 1.x checkpoints carry no tokenizer: they all use CLIP's, rebuilt from the shipped BPE file.
+    return _Parts(unet, vae, text_encoder, load_clip_tokenizer(), scheduler_config, _single_file_files(path, config_dir))
+
+
+def _single_file_files(path: Path, config_dir: Path) -> dict[str, Path]:
+    """What a single-file model's identity hashes: the checkpoint, the configs it is converted with, and
+    the tokenizer (SD 1.x checkpoints carry none: they all use CLIP's, rebuilt from the shipped BPE file)."""
     files = {"checkpoint": path, f"tokenizer/{BPE_FILE.name}": BPE_FILE}
     files.update({f"configs/{name}": config_dir / name for name in _CONFIG_FILES})
-    return _Parts(unet, vae, text_encoder, load_clip_tokenizer(), scheduler_config, files)
+    return files
 
 
 def _convert(name: str, path: Path, config_dir: Path, load: Callable[[], _Module]) -> _Module:
@@ -615,15 +667,11 @@ def _convert(name: str, path: Path, config_dir: Path, load: Callable[[], _Module
     return module
 
 
-def _read_checkpoint(path: Path, *, allow_pickle: bool) -> dict[str, torch.Tensor]:
+def _check_checkpoint_kind(path: Path, *, allow_pickle: bool) -> None:
+    """Refuse a file that is no checkpoint Retake reads, or a pickle without `allow_pickle`, before reading it."""
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        try:
-            return safetensors.torch.load_file(path)
-        except (safetensors.SafetensorError, OSError, ValueError) as exc:
-            raise ModelError(
-                f"'{path}' is not a readable safetensors file (it may be truncated or damaged): {_first_line(exc)}"
-            ) from exc
+        return
     if suffix not in _PICKLE_SUFFIXES:
         raise ModelError(
             f"'{path}' is not a model file Retake can read; give a diffusers model folder, "
@@ -634,13 +682,21 @@ def _read_checkpoint(path: Path, *, allow_pickle: bool) -> dict[str, torch.Tenso
             f"'{path}' is a pickle checkpoint ({suffix}), which can run arbitrary code when loaded; use a "
             ".safetensors version of the model, or pass --allow-pickle if you trust its source."
         )
+
+
+def _read_checkpoint(path: Path, *, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    _check_checkpoint_kind(path, allow_pickle=allow_pickle)
+    if path.suffix.lower() == ".safetensors":
+        try:
+            return safetensors.torch.load_file(path)
+        except (safetensors.SafetensorError, OSError, ValueError) as exc:
+            raise ModelError(
+                f"'{path}' is not a readable safetensors file (it may be truncated or damaged): {_first_line(exc)}"
+            ) from exc
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ModelError(
-            f"'{path}' holds Python objects besides tensors, which Retake will not unpickle even with "
-            "--allow-pickle; convert it to .safetensors with a tool you trust."
-        ) from exc
+        raise ModelError(f"'{path}' {NOT_ONLY_TENSORS}.") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ModelError(
             f"'{path}' is not a readable checkpoint (it may be truncated or damaged): {_first_line(exc)}"
@@ -743,7 +799,7 @@ def _ddim_scheduler(config: Mapping[str, Any], spec: str) -> DDIMScheduler:
 def files_identity(files: Mapping[str, Path], cache_dir: Path) -> str:
     """sha256 over (name, sha256 of content) of every file, sorted by name: independent of listing order
     and of where the files are (a copy of a model folder has the same identity)."""
-    hashes = _FileHashes(cache_dir / _HASH_CACHE_FILE)
+    hashes = FileHashes(cache_dir / _HASH_CACHE_FILE)
     digest = hashlib.sha256(_IDENTITY_FORMAT)
     for name in sorted(files):
         digest.update(f"{name}\t{hashes.sha256(files[name])}\n".encode())
@@ -751,7 +807,7 @@ def files_identity(files: Mapping[str, Path], cache_dir: Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-class _FileHashes:
+class FileHashes:
     """sha256 of files, remembered in a JSON file by (absolute path, size, mtime_ns).
 
     The cache is an optimisation only: a missing, unreadable or unwritable cache file just means
@@ -815,6 +871,8 @@ def read_json_config(file: Path, where: Path) -> dict[str, Any]:
         raise ModelError(f"'{where}' is incomplete: {file.relative_to(where).as_posix()} is missing.") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ModelError(f"'{file}' is not a readable JSON config: {_first_line(exc)}") from exc
+    except RecursionError:
+        raise ModelError(f"'{file}' is not a readable JSON config: it is nested too deeply.") from None
     if not isinstance(loaded, dict):
         raise ModelError(f"'{file}' is not a JSON config object.")
     return loaded
@@ -834,5 +892,7 @@ def _library_errors(where: str) -> Iterator[None]:
         yield
     except torch.OutOfMemoryError:
         raise OutOfMemoryError(f"Ran out of memory while loading {where}.") from None
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"A weights file of {where} {NOT_ONLY_TENSORS}.") from exc
     except _LIBRARY_FAILURES as exc:
         raise ModelError(f"Could not load the model from {where}: {_first_line(exc)}") from exc

@@ -81,15 +81,59 @@ def params_to_dict(params: Any) -> dict[str, Any]:
     return {s.name: to_json_value(s.kind, getattr(params, s.name)) for s in param_specs(type(params))}
 
 
+@dataclass(frozen=True)
+class CheckedParams:
+    """Values from outside (a command line, a result PNG, a project.json, saved settings, a preset),
+    each checked on its own: `values` holds the valid ones as the Params dataclass takes them,
+    `unknown` the names the method does not have, `invalid` why each other value was refused."""
+
+    params_type: type
+    values: dict[str, Any]
+    unknown: tuple[str, ...]
+    invalid: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.unknown and not self.invalid
+
+    def first_error(self) -> ParamError | None:
+        """The one sentence a command line shows: the unknown names first, else the first invalid value."""
+        if self.unknown:
+            known = ", ".join(s.name for s in param_specs(self.params_type))
+            return ParamError(f"Unknown parameter {', '.join(self.unknown)} for this method (known: {known}).")
+        return ParamError(next(iter(self.invalid.values()))) if self.invalid else None
+
+    def json_values(self) -> dict[str, Any]:
+        """The valid values JSON-ready, as a project, a preset or the GUI's document holds them."""
+        kinds = {s.name: s.kind for s in param_specs(self.params_type)}
+        return {name: to_json_value(kinds[name], value) for name, value in self.values.items()}
+
+
+def check_params(params_type: type, values: Mapping[str, Any]) -> CheckedParams:
+    """Check every value against its spec (type, range, choices, NaN and infinities, valid text), the one
+    validation of parameters that come from outside: `params_from_dict` (the CLI's --param) refuses on
+    the first problem, a restore in the GUI keeps what is valid and names the rest."""
+    specs = {s.name: s for s in param_specs(params_type)}
+    names = [name for name in values if isinstance(name, str)]
+    unknown = tuple(sorted(shorten(repr(name)) for name in values if not isinstance(name, str)) +
+                    sorted(shorten(name) for name in names if name not in specs))
+    valid: dict[str, Any] = {}
+    invalid: dict[str, str] = {}
+    for name in names:
+        if name in specs:
+            try:
+                valid[name] = _coerce(specs[name], values[name])
+            except ParamError as error:
+                invalid[name] = str(error)
+    return CheckedParams(params_type, valid, unknown, invalid)
+
+
 def params_from_dict(params_type: type, values: Mapping[str, Any]) -> Any:
     """Build and validate a Params instance; unknown names and out-of-range values raise ParamError."""
-    specs = {s.name: s for s in param_specs(params_type)}
-    unknown = sorted(set(values) - set(specs))
-    if unknown:
-        raise ParamError(
-            f"Unknown parameter {', '.join(unknown)} for this method (known: {', '.join(specs)})."
-        )
-    return params_type(**{name: _coerce(specs[name], value) for name, value in values.items()})
+    checked = check_params(params_type, values)
+    if (error := checked.first_error()) is not None:
+        raise error
+    return params_type(**checked.values)
 
 
 def parse_assignment(text: str) -> tuple[str, str]:
@@ -131,7 +175,7 @@ def _number(spec: ParamSpec, value: Any, integer: bool = False) -> float | int:
             raise ValueError
     except (TypeError, ValueError, OverflowError):
         kind = "a whole number" if integer else "a number"
-        raise ParamError(f"Parameter {spec.name} must be {kind}, not {shorten(repr(value))}.") from None
+        raise ParamError(f"Parameter {spec.name} must be {kind}, not {_shown(value)}.") from None
     if not finite:
         raise ParamError(f"Parameter {spec.name} must be a finite number, not {shorten(value)}.")
     lo, hi = spec.minimum, spec.maximum
@@ -152,10 +196,10 @@ def _coerce(spec: ParamSpec, value: Any) -> Any:
             return value.lower() in ("1", "true", "yes", "on")
         if isinstance(value, bool):
             return value
-        raise ParamError(f"Parameter {spec.name} must be true or false, not {value!r}.")
+        raise ParamError(f"Parameter {spec.name} must be true or false, not {_shown(value)}.")
     if spec.kind == "choice":
         if value not in spec.choices:
-            raise ParamError(f"Parameter {spec.name} must be one of {', '.join(spec.choices)}, not {value!r}.")
+            raise ParamError(f"Parameter {spec.name} must be one of {', '.join(spec.choices)}, not {_shown(value)}.")
         return value
     if spec.kind == "step_range":
         if not isinstance(value, (list, tuple)) or len(value) != 2:
@@ -165,14 +209,39 @@ def _coerce(spec: ParamSpec, value: Any) -> Any:
             raise ParamError(f"Parameter {spec.name} starts after it ends ({start:g} > {end:g}).")
         return (start, end)
     if spec.kind == "words":
-        if isinstance(value, str) or not all(isinstance(w, str) for w in value):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(w, str) for w in value):
             raise ParamError(f"Parameter {spec.name} is a list of words.")
+        _check_words(spec, value)
         return tuple(value)
     if spec.kind == "word_values":
-        if not isinstance(value, Mapping):
+        if not isinstance(value, Mapping) or not all(isinstance(w, str) for w in value):
             raise ParamError(f"Parameter {spec.name} maps words to numbers, e.g. {{\"cat\": 2.0}}.")
-        return tuple((str(word), _number(spec, number)) for word, number in value.items())
+        _check_words(spec, value)
+        return tuple((word, _number(spec, number)) for word, number in value.items())
     raise AssertionError(f"unhandled kind {spec.kind}")
+
+
+def _shown(value: Any) -> str:
+    """`value` as a message shows it: its repr, shortened (an integer too long for text says its size)."""
+    try:
+        return shorten(repr(value))
+    except ValueError:
+        return shorten(value)
+
+
+def _check_words(spec: ParamSpec, words: Any) -> None:
+    if not all(is_text(word) for word in words):
+        raise ParamError(f"The {spec.name} parameter is not valid text (it holds a lone surrogate, such as bytes "
+                         "that are not UTF-8 become); type it again.")
+
+
+def is_text(value: str) -> bool:
+    """Whether `value` can be written as UTF-8 (a lone surrogate, which JSON escapes can spell, cannot)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def canonical_json(data: Any) -> str:

@@ -41,6 +41,7 @@ the option that sets it.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ from transformers import CLIPVisionModel
 
 from pipeline.demo_model import DEMO_MODELS, demo_model_dir
 from pipeline.errors import ModelError, shorten
+from pipeline.model_limits import NOT_ONLY_TENSORS
 from pipeline.models import ModelBundle, default_cache_dir, files_identity, hf_hub_cache_dir, locate, read_json_config
 
 IMAGE_ENCODER = "image_encoder"
@@ -215,6 +217,9 @@ def _read_encoder(folder: Path, allow_pickle: bool) -> tuple[CLIPVisionModel, di
     try:
         encoder, info = CLIPVisionModel.from_pretrained(folder, dtype=torch.float32, use_safetensors=safe,
                                                         local_files_only=True, output_loading_info=True)
+    except pickle.UnpicklingError:
+        raise ModelError(f"The image encoder's {_PICKLE} in {shorten(folder)} {NOT_ONLY_TENSORS}; or "
+                         f"{SET_IT}.") from None
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise ModelError(f"The image encoder in {shorten(folder)} could not be read: {shorten(error)}; "
                          f"{SET_IT}.") from None

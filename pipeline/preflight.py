@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from pipeline.errors import ImageError, ParamError, ProjectError, shorten
-from pipeline.project import MANIFEST_FILE
+from pipeline.project import MANIFEST_FILE, only_creation_remains
 
 MAX_SIDE_MULTIPLE = 64
 MAX_SIDE_RANGE = (64, 4096)
@@ -26,6 +26,18 @@ def check_max_side(n: int) -> int:
             f"{high}, e.g. 512, not {shorten(n)}."
         )
     return n
+
+
+SEED_RANGE = (0, (1 << 64) - 1)
+"""What a torch.Generator takes as a seed (64 bits)."""
+
+
+def check_seed(seed: int | None) -> int | None:
+    """A seed is a whole number a torch.Generator can take, 0 to 2**64 - 1 (None: no seed)."""
+    low, high = SEED_RANGE
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high):
+        raise ParamError(f"The seed (--seed) must be a whole number from {low} to {high}, not {shorten(seed)}.")
+    return seed
 
 
 def check_output_path(path: Path) -> Path:
@@ -46,7 +58,8 @@ def check_output_path(path: Path) -> Path:
 
 
 def check_project_folder(path: Path) -> None:
-    """A project folder must be new, empty or a Retake project, so no one's other files get mixed in."""
+    """A project folder must be new, empty (or hold only what a running or interrupted first edit leaves)
+    or a Retake project, so no one's other files get mixed in."""
     if not path.exists():
         return
     name = shorten(path)
@@ -58,7 +71,7 @@ def check_project_folder(path: Path) -> None:
         occupied = any(path.iterdir())
     except OSError as error:
         raise ProjectError(f"Cannot use {name} as a project folder: {error.strerror or error}.") from None
-    if occupied:
+    if occupied and not only_creation_remains(path):
         raise ProjectError(
             f"Cannot use {name} as a project folder: it holds other files and no {MANIFEST_FILE}; "
             "give a new or empty folder."

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,16 @@ from typing import Any
 import torch
 from PIL import Image
 
-from pipeline.errors import ImageError, ParamError, ProjectError, PromptError, shorten
+from pipeline.errors import (
+    ImageError, ModelError, ParamError, ProjectError, PromptError, RetakeError, printable, shorten,
+)
 from pipeline.images import load_image, mask_tensor, read_mask_image, to_tensor, working_size
 from pipeline.methods.base import Method, Prompts, input_specs
 from pipeline.methods.registry import get_method
 from pipeline.models import native_side
 from pipeline.params import PROMPT_BOUND_KINDS, canonical_json, param_specs, params_from_dict
-from pipeline.preflight import check_max_side, check_output_path, check_project_folder
-from pipeline.project import MANIFEST_FILE, Project, Settings
+from pipeline.preflight import check_max_side, check_output_path, check_project_folder, check_seed
+from pipeline.project import MANIFEST_FILE, Project, Settings, check_photo_fits
 
 DEFAULT_MODEL = "demo"
 DEFAULT_METHOD = "p2p"
@@ -137,26 +140,34 @@ def inherit_params(settings: Settings | None, method_id: str, method: Method[Any
 
 def resolve(request: EditRequest, *, recover: bool = True) -> Job:
     """Check the request against the file system and the project; no model is loaded."""
+    check_seed(request.seed)
+    _check_text(request.target_prompt, "The target prompt", PromptError)
+    for name, prompt in request.input_prompts.items():
+        _check_text(prompt, f"The prompt of {shorten(printable(name))}", PromptError)
     output = check_output_path(Path(request.output)) if request.output is not None else None
     project_path, project = _project(request, recover)
     settings = project.settings if project is not None else None
     stored_model = settings.model.spec if settings is not None and settings.model is not None else None
     model_spec = request.model or stored_model or DEFAULT_MODEL
+    for spec, what in ((model_spec, "model"), (request.image_encoder or "", "image encoder")):
+        _check_text(spec, f"The {what} {shorten(printable(spec))}", ModelError,
+                    "its name cannot be recorded in the project; rename it")
     stored_side = settings.max_side if settings is not None else None
     max_side = check_max_side(request.max_side if request.max_side is not None else
                               stored_side or native_side(model_spec))
     if request.image is not None:
         image = load_image(Path(request.image))
+        check_photo_fits(*image.size)
     else:
         assert project is not None
         image = project.image()
     image_sha = pixels_sha256(image)
-    if project is not None and request.image is not None and pixels_sha256(project.image()) != image_sha:
-        raise ProjectError(f"The project {shorten(project_path)} belongs to another photo; "
-                           "give a new --project for this one.")
+    if project is not None and request.image is not None:
+        _check_same_photo(project, image_sha, project_path)
 
     source = request.source_prompt if request.source_prompt is not None else (
         settings.source_prompt if settings is not None and settings.source_prompt else None)
+    _check_text(source or "", "The source prompt", PromptError)
     if not (source or "").strip():
         raise PromptError("Describe the photo with a source prompt (--source) before editing it.")
     if not request.target_prompt.strip():
@@ -179,6 +190,33 @@ def resolve(request: EditRequest, *, recover: bool = True) -> Job:
     )
 
 
+def made_meanwhile(job: Job) -> Project | None:
+    """The project another process made in the job's folder after `resolve` found none there (a first
+    edit that waited for another one's claim), opened as `resolve` opens one and checked to hold the
+    job's photo; None when there is still none."""
+    if not (job.project_path / MANIFEST_FILE).is_file():
+        return None
+    project = Project.open(job.project_path, recover=True)
+    _check_same_photo(project, job.image_sha256, job.project_path)
+    return project
+
+
+def _check_same_photo(project: Project, image_sha: str, path: Path) -> None:
+    if pixels_sha256(project.image()) != image_sha:
+        raise ProjectError(f"The project {shorten(path)} belongs to another photo; give a new --project for this one.")
+
+
+def _check_text(value: Any, what: str, error: type[RetakeError],
+                consequence: str = "type it again") -> None:
+    """Refuse text that project.json and the tokenizer cannot hold: a lone surrogate (what Python makes of
+    command-line bytes that are not UTF-8), in a string or anywhere in a JSON value."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise error(f"{what} is not valid text (it holds a lone surrogate, such as bytes that are not UTF-8 "
+                    f"become); {consequence}.") from None
+
+
 def _project(request: EditRequest, recover: bool) -> tuple[Path, Project | None]:
     if request.project is not None:
         path = Path(request.project)
@@ -191,6 +229,15 @@ def _project(request: EditRequest, recover: bool) -> tuple[Path, Project | None]
     if request.image is None and not exists:
         raise ProjectError(f"There is no Retake project at {shorten(path)}; give the photo to start one.")
     return path, Project.open(path, recover=recover) if exists else None
+
+
+def check_input_names(method_id: str, method: Method[Any], names: Iterable[str]) -> None:
+    """Every name is one of the method's named inputs (ParamError naming the first that is not)."""
+    declared = [spec.name for spec in input_specs(method.Params)]
+    for name in names:
+        if name not in declared:
+            known = ", ".join(declared) or "none"
+            raise ParamError(f"The method {method_id} takes no input {shorten(name)!r} (it takes: {known}).")
 
 
 @dataclass
@@ -208,10 +255,7 @@ def _read_inputs(request: EditRequest, method_id: str, method: Method[Any], proj
     request's file, else from the project; every required one present."""
     declared = {spec.name: spec for spec in input_specs(method.Params)}
     files = request.input_files()
-    for name in [*files, *request.input_prompts]:
-        if name not in declared:
-            known = ", ".join(declared) or "none"
-            raise ParamError(f"The method {method_id} takes no input {shorten(name)!r} (it takes: {known}).")
+    check_input_names(method_id, method, [*files, *request.input_prompts])
     read = _ReadInputs()
     for name, spec in declared.items():
         given = files.get(name)

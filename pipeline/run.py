@@ -22,7 +22,7 @@ from PIL import Image
 
 from pipeline.control.contract import ControlState
 from pipeline.control.places import layer_places
-from pipeline.events import CancelToken, Emit, Preview, Progress
+from pipeline.events import CancelToken, Emit, Preview, Progress, Stage
 from pipeline.fast import (
     Capture,
     CudaGraphCapture,
@@ -60,7 +60,7 @@ class Step:
     index: int
     timestep: int
     total: int
-    stage: str
+    stage: Stage
     wants_preview: bool
     _show: Callable[[Step, torch.Tensor], None]
 
@@ -80,7 +80,7 @@ class RunContext:
         if options.seed is not None:
             self.generator.manual_seed(options.seed)
         self._emit = emit
-        self._stage = ""
+        self._stage = Stage.RESOLVING
         self._total = 0
         self._started = 0.0
         self._text_cache: dict[str, torch.Tensor] = {}
@@ -167,7 +167,7 @@ class RunContext:
         return image.float().clamp(-1, 1).cpu()
 
     # -- the step iterator ----------------------------------------------------------------------
-    def steps(self, timesteps: Sequence[int], stage: str) -> Iterator[Step]:
+    def steps(self, timesteps: Sequence[int], stage: Stage) -> Iterator[Step]:
         """Iterate a schedule's timesteps (in the order given): cancellation is checked before each
         step, progress reported after it; the caller may preview a step when `wants_preview`."""
         total = len(timesteps)
@@ -180,7 +180,7 @@ class RunContext:
             self.advance(i + 1)
 
     # -- progress -------------------------------------------------------------------------------
-    def start_stage(self, stage: str, total: int) -> None:
+    def start_stage(self, stage: Stage, total: int) -> None:
         self._stage, self._total, self._started = stage, total, time.monotonic()
         self._emit(Progress(stage, 0, total, None))
 

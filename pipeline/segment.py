@@ -8,7 +8,9 @@ which is what makes a click answer in well under a second after the first.
 Checkpoints are read as tensors only: Meta's official `.pth` files with
 `torch.load(weights_only=True)` (a pickle that would build anything but tensors is refused), and
 `.safetensors` files. segment_anything 1.0's own `sam_model_registry[kind](checkpoint=...)` calls
-`torch.load` without `weights_only`, so the model is built empty and the state dict loaded here.
+`torch.load` without `weights_only`, so the model is built empty and the state dict loaded here. The
+size a checkpoint's name or JSON gives is checked against its tensors before the model is built
+(`_check_fits`), so a 100-byte JSON cannot make it build a huge one.
 """
 
 from __future__ import annotations
@@ -33,6 +35,18 @@ CHECKPOINT_URLS = {
 # What tells SAM's sizes apart (segment_anything's build_sam varies only these): the keys of the JSON
 # file that may sit beside a checkpoint of another size.
 ENCODER_KEYS = ("encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes")
+# The three sizes, as segment_anything 1.0's build_sam_vit_b/l/h build them.
+SIZES = {
+    "vit_b": {"encoder_embed_dim": 768, "encoder_depth": 12, "encoder_num_heads": 12,
+              "encoder_global_attn_indexes": [2, 5, 8, 11]},
+    "vit_l": {"encoder_embed_dim": 1024, "encoder_depth": 24, "encoder_num_heads": 16,
+              "encoder_global_attn_indexes": [5, 11, 17, 23]},
+    "vit_h": {"encoder_embed_dim": 1280, "encoder_depth": 32, "encoder_num_heads": 16,
+              "encoder_global_attn_indexes": [7, 15, 23, 31]},
+}
+# The image encoder's grid (1024-pixel input, 16-pixel patches) and window, fixed by build_sam: a block's
+# relative positions span 2 * 64 - 1 places with global attention, 2 * 14 - 1 in a window.
+_GLOBAL_SPAN = 2 * (1024 // 16) - 1
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]
 
@@ -78,9 +92,12 @@ def architecture_of(checkpoint: Path) -> str | dict[str, Any]:
         return model_type_of(checkpoint)
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise SegmentUnavailable(f"The Segment Anything config {shorten(config_path.name)} cannot be read "
                                  f"({shorten(exc)}).") from exc
+    except RecursionError:
+        raise SegmentUnavailable(f"The Segment Anything config {shorten(config_path.name)} cannot be read "
+                                 "(it is nested too deeply).") from None
     if not isinstance(config, dict) or sorted(config) != sorted(ENCODER_KEYS):
         raise SegmentUnavailable(f"The Segment Anything config {shorten(config_path.name)} must hold exactly "
                                  f"{', '.join(ENCODER_KEYS)}.")
@@ -106,6 +123,53 @@ def _read_state(path: Path) -> Mapping[str, Any]:
                                  f"({shorten(first, 160)}).") from exc
 
 
+def _check_fits(architecture: str | dict[str, Any], state: Any, path: Path) -> None:
+    """Refuse, before SAM is built, encoder settings its checkpoint's tensors contradict: the width of the
+    patch embedding, the number of blocks, the head width of their relative positions and which blocks
+    attend globally. A SAM of `encoder_depth: 2000` is then never built for a checkpoint of 2 blocks;
+    what this leaves unchecked (the fixed prompt encoder and mask decoder) `_load_state` compares after."""
+    import torch
+
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SegmentUnavailable(f"The Segment Anything checkpoint {shorten(path.name)} does not hold a state dict "
+                                 "of tensors.")
+    named = isinstance(architecture, str)
+    settings = SIZES[architecture] if named else architecture
+    source = (f"size {architecture} (from the name of {shorten(path.name)})" if named
+              else f"config {shorten(path.with_suffix('.json').name)}")
+
+    def refuse(key: str, problem: str) -> SegmentUnavailable:
+        return SegmentUnavailable(f"The Segment Anything {source} says {key} is {shorten(settings[key], 80)}, "
+                                  f"but {problem}.")
+
+    for key in ENCODER_KEYS[:3]:
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise refuse(key, "it must be a positive whole number")
+    indexes = settings["encoder_global_attn_indexes"]
+    if not isinstance(indexes, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in indexes):
+        raise refuse("encoder_global_attn_indexes", "it must be a list of block numbers")
+    held = f"{shorten(path.name)} holds"
+    patch = state.get("image_encoder.patch_embed.proj.weight")
+    if patch is None or patch.shape[0] != settings["encoder_embed_dim"]:
+        raise refuse("encoder_embed_dim", f"{held} " + ("no image encoder" if patch is None else
+                                                          f"a {patch.shape[0]}-wide image encoder"))
+    blocks = {int(key.split(".")[2]) for key in state if key.startswith("image_encoder.blocks.")
+              and key.split(".")[2].isdigit()}
+    depth = max(blocks) + 1 if blocks else 0
+    if depth != settings["encoder_depth"]:
+        raise refuse("encoder_depth", f"{held} {depth} encoder blocks")
+    spans = [state.get(f"image_encoder.blocks.{i}.attn.rel_pos_h") for i in range(depth)]
+    if any(span is None or span.dim() != 2 for span in spans):
+        raise refuse("encoder_depth", f"{held} encoder blocks without relative positions")
+    head = spans[0].shape[1]
+    if settings["encoder_num_heads"] * head != settings["encoder_embed_dim"]:
+        raise refuse("encoder_num_heads", f"{held} heads {head} wide, {settings['encoder_embed_dim'] // head} of them")
+    global_blocks = sorted(i for i, span in enumerate(spans) if span.shape[0] == _GLOBAL_SPAN)
+    if sorted(indexes) != global_blocks:
+        raise refuse("encoder_global_attn_indexes", f"{held} blocks {global_blocks} with global attention")
+
+
 def _build(architecture: str | dict[str, Any]) -> Any:
     """An untrained SAM of `architecture`: a size name through `sam_model_registry`, or encoder
     settings through `build_sam._build_sam`, the builder behind those three sizes (private in
@@ -127,8 +191,6 @@ def _load_state(model: Any, state: Any, path: Path, architecture: str | dict[str
     import torch
 
     name, size = shorten(path.name), architecture if isinstance(architecture, str) else "configured"
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise SegmentUnavailable(f"The Segment Anything checkpoint {name} does not hold a state dict of tensors.")
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
     unknown = [key for key in state if key not in expected]
@@ -199,6 +261,7 @@ def load_segmenter(checkpoint: str | Path | None, device: str | None = None) -> 
                                  "(reinstall Retake: it needs segment-anything==1.0 and the torchvision built "
                                  "for its torch, torchvision==0.29.1 beside torch==2.14.1).") from exc
     state = _read_state(path)
+    _check_fits(architecture, state, path)
     model = _build(architecture)
     _load_state(model, state, path, architecture)
     model.to(target).eval()

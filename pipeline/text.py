@@ -193,11 +193,13 @@ def replace_mapper(tokenizer: PreTrainedTokenizerBase, source: str, target: str)
 def _align(source: Sequence[int], target: Sequence[int]) -> list[int]:
     """For each target token, the index of the source token globally aligned with it, or -1.
 
-    Needleman-Wunsch with the reference's scores: match +1, mismatch -1, gap 0. A mismatch (-1) is
-    always worse than the two gaps (0) that replace it, so two different tokens are never paired and
-    the alignment is a longest common subsequence. Ties are broken during the trace back from the
-    ends, preferring a match, then dropping a source token, then a new target token, which keeps
-    matches next to each other ("a photo of a cat" -> "a cat" pairs the second "a" with "a").
+    Needleman-Wunsch exactly as the reference's seq_aligner.global_align: match +1, mismatch -1,
+    gap 0, so two different tokens are never paired and the alignment is a longest common
+    subsequence. Ties are broken as the reference's forward pass records them and its trace back
+    follows them from the ends: a new target token first, then dropping a source token, then a
+    match. "a photo of a cat" -> "a cat" therefore pairs the target's "a" with the source's FIRST
+    "a", and "a cat dog" -> "a dog cat" keeps "dog" (tests/test_text.py checks this against a
+    transcription of the reference on random sequences).
     """
     n, m = len(source), len(target)
     score = [[0] * (m + 1) for _ in range(n + 1)]
@@ -207,36 +209,40 @@ def _align(source: Sequence[int], target: Sequence[int]) -> list[int]:
             score[i][j] = max(diagonal, score[i - 1][j], score[i][j - 1])
     aligned = [-1] * m
     i, j = n, m
-    while i > 0 and j > 0:
-        if source[i - 1] == target[j - 1] and score[i][j] == score[i - 1][j - 1] + 1:
-            aligned[j - 1] = i - 1
-            i, j = i - 1, j - 1
+    while j > 0:
+        if i == 0 or score[i][j] == score[i][j - 1]:
+            j -= 1  # a new target token (the reference's "left", preferred on ties)
         elif score[i][j] == score[i - 1][j]:
-            i -= 1
+            i -= 1  # a source token without a partner ("up")
         else:
-            j -= 1
+            aligned[j - 1] = i - 1  # a match ("diagonal"): a mismatch never ties with a gap of 0
+            i, j = i - 1, j - 1
     return aligned
 
 
 def refine_mapper(tokenizer: PreTrainedTokenizerBase, source: str, target: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention-refinement map: (mapper [L] int64, alphas [L] float32) for target token positions.
 
-    The two token sequences as the encoder sees them (BOS, prompt tokens cut at the limit, EOS) are
-    aligned by `_align`. For a target position j of that sequence, mapper[j] is the source position
-    of the identical token aligned with it and alphas[j] = 1, or mapper[j] = -1 and alphas[j] = 0
-    when the token is new. BOS and EOS always align with BOS and EOS. Padding positions after the
-    target's EOS take, in order, the source's padding positions (clamped to L - 1), with alphas 1, so
-    every non-negative entry indexes a valid source position. Applied as in the reference
-    AttentionRefine on maps [batch, heads, queries, L]:
-    `target_attn = source_attn[..., mapper] * alphas + own_target_attn * (1 - alphas)`;
+    The reference's seq_aligner.get_mapper, executed: the two token sequences as the encoder sees
+    them (BOS, prompt tokens, EOS) are aligned by `_align`. For a target position j of that
+    sequence, mapper[j] is the source position of the identical token aligned with it and
+    alphas[j] = 1, or mapper[j] = -1 and alphas[j] = 0 when the token is new. BOS and EOS always
+    align with BOS and EOS. Every position j after the target's EOS (its padding) reads source
+    position j, with alpha 1: the reference's `mapper[len(y):] = len(y) + arange(L - len(y))`. So
+    when the prompts have different token counts, a target padding column takes the source's column
+    at the same position, which may be one of the source's prompt tokens or its EOS when the source
+    is the longer one. The edit applies it as the reference's AttentionRefine does on maps [batch,
+    heads, queries, L]: `target_attn = source_attn[..., mapper] * alphas + own_target_attn * (1 - alphas)`;
     the -1 entries gather position L - 1 there, which alphas = 0 then discards.
+
+    One departure: the reference encodes without truncation and fails on a prompt longer than L
+    tokens; here both are cut to the encoder's window first, as the encoder sees them.
     """
     length = tokenizer.model_max_length
     x = tokenizer(source, truncation=True, max_length=length).input_ids
     y = tokenizer(target, truncation=True, max_length=length).input_ids
-    mapper = torch.empty(length, dtype=torch.long)
+    mapper = torch.arange(length)
     mapper[: len(y)] = torch.tensor(_align(x, y))
-    mapper[len(y) :] = (len(x) + torch.arange(length - len(y))).clamp(max=length - 1)
     return mapper, (mapper >= 0).float()
 
 

@@ -19,6 +19,8 @@ BPE_FILE = RESOURCES / "clip" / "bpe_simple_vocab_16e6.txt.gz"
 # CLIP keeps the first 49152 - 256 - 2 merges; 256 byte symbols, their '</w>' forms and the merges,
 # plus the two special tokens, make the 49408-entry vocabulary.
 _N_MERGES = 49152 - 256 - 2
+CLIP_VOCAB_SIZE = 2 * 256 + _N_MERGES + 2
+"""Tokens of SD 1.x's CLIP tokenizer: 49408."""
 
 
 def _byte_symbols() -> list[str]:

@@ -62,12 +62,12 @@ def main(out: Path) -> int:
             dab(mask, x, y, 5, 0.6)
     doc.push_mask_change("edit_mask", (0, 0, mask.shape[1], mask.shape[0]), before, "Paint")
     doc.maskChanged.emit("edit_mask")
-    wait_until(lambda: window.model_state in ("loaded", "not loaded"), 300)
-    if window.model_state != "loaded":
+    wait_until(lambda: window.session.model_state in ("loaded", "not loaded"), 300)
+    if window.session.model_state != "loaded":
         print(f"the demo model did not load: {window.message.details}", file=sys.stderr)
         return 1
     finished = []
-    window.engine.finished.connect(finished.append)
+    window.session.runFinished.connect(finished.append)
     window.run_edit()
     wait_until(lambda: finished, 1200)
     window.tools.compare.setValue(50)  # before / after split through the house

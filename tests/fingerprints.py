@@ -11,7 +11,7 @@ nothing there; where it matches, every fingerprint must.
 Record them from the tree whose numbers are the reference (here, or a checkout of another commit:
 the module uses only the methods' public interface):
 
-    PYTHONPATH=. python tests/fingerprints.py --write tests/data/eager-fingerprints.json
+    python -m tests.fingerprints --write tests/data/eager-fingerprints.json
 """
 
 from __future__ import annotations

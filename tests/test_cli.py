@@ -113,6 +113,10 @@ EDIT = ["edit", DEMO, *TINY, "--source", "a house", "--target", "a castle"]
     (["--param", "blend_threshold=nan"], 1, "Parameter blend_threshold must be a finite number"),
     (["--param", "cross_replace=nan,nan"], 1, "Parameter cross_replace must be a finite number"),
     (["--param", "guidance=inf"], 1, "finite number, not inf"),
+    (["--seed", "18446744073709551616"], 2, "--seed: The seed (--seed) must be a whole number from 0 to "
+                                            "18446744073709551615, not 18446744073709551616"),
+    (["--seed", "-1"], 2, "not -1"),
+    (["--seed", "9" * 5000], 2, "--seed: must be a whole number"),
 ])
 def test_bad_values_fail_in_one_line_before_any_work(capsys, tmp_path, args, code, message):
     project = tmp_path / "p.retake"
@@ -137,6 +141,99 @@ def test_bad_values_through_the_real_process_leave_no_traceback(cli, tmp_path, a
     done = cli(*EDIT, "--project", tmp_path / "p.retake", *QUICK, *args)
     assert done.returncode == code and not (tmp_path / "p.retake").exists()
     _assert_one_error_line(done.stderr)
+
+
+def _hostile_model_folder(folder: Path) -> Path:
+    import shutil
+
+    shutil.copytree(ROOT / "resources" / "demo_model" / "weights", folder)
+    (folder / "unet" / "config.json").write_text("[" * 100000 + "]" * 100000)
+    return folder
+
+
+def _pickled_encoder(folder: Path) -> Path:
+    from safetensors.torch import load_file
+    import torch
+
+    folder.mkdir()
+    encoder = ROOT / "resources" / "demo_model" / "weights" / "image_encoder"
+    (folder / "config.json").write_bytes((encoder / "config.json").read_bytes())
+    torch.save({**load_file(encoder / "model.safetensors"), "x": _Print()}, folder / "pytorch_model.bin")
+    return folder
+
+
+class _Print:
+    def __reduce__(self):
+        return (print, ("a pickle ran",))
+
+
+@pytest.mark.parametrize("case, code, message", [
+    ("deep config", 1, "config.json' is not a readable JSON config: it is nested too deeply."),
+    ("pickled encoder", 1, "holds Python objects besides tensors, which Retake will not unpickle even with "
+                           "--allow-pickle"),
+    ("lone surrogate", 1, "The target prompt is not valid text (it holds a lone surrogate"),
+    ("huge seed", 2, "--seed: The seed (--seed) must be a whole number from 0 to 18446744073709551615"),
+])
+def test_the_last_tracebacks_are_one_sentence(tmp_path, case, code, message):
+    args = [*EDIT, "--project", tmp_path / "p.retake", *QUICK]
+    if case == "deep config":
+        args += ["--model", _hostile_model_folder(tmp_path / "model")]
+    elif case == "pickled encoder":
+        args += ["--method", "stylediffusion", "--image-encoder", _pickled_encoder(tmp_path / "enc"), "--allow-pickle"]
+    elif case == "lone surrogate":
+        args += ["--target", b"a \xff castle"]  # bytes that are not UTF-8: Python's argv holds a lone surrogate
+    else:
+        args += ["--seed", str(2 ** 64)]
+    argv = [a if isinstance(a, bytes) else str(a).encode() for a in [sys.executable, ROOT / "main.py", *args]]
+    done = subprocess.run(argv, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
+                          timeout=300)
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == code, stderr
+    _assert_one_error_line(stderr, message)
+    assert "weights_only" not in stderr and b"a pickle ran" not in done.stdout
+    assert not (tmp_path / "p.retake").exists()
+
+
+def test_a_reedit_reads_each_project_file_at_most_once(capsys, tmp_path):
+    import torch
+
+    from bench.bench_project_io import counting_project_reads
+    from pipeline.project import Project
+
+    project = tmp_path / "p.retake"
+    assert _in_process([*EDIT, "--project", project, *QUICK], capsys)[0] == 0
+    opened = Project.open(project)
+    (inversion,) = opened.inversions
+    for n in range(2):  # tunings a p2p re-edit does not need, as a specref project keeps them
+        opened.save_inversion(f"tuning{n}", {"kv": torch.zeros(1 << 20)}, method="specref", model_identity="m",
+                              source_prompt="a house", params={}, size=(64, 64), steps=5, tuning_of=inversion.key)
+    sizes = {p.relative_to(project).as_posix(): p.stat().st_size for p in project.rglob("*") if p.is_file()}
+    with counting_project_reads() as reads:
+        status, out, _ = _in_process(["edit", "--project", project, "--target", "a barn", "--max-side", "64"], capsys)
+    assert status == 0 and "reused its inversion" in out
+    for rel, size in sizes.items():  # each file whole once at most, and headers (project.json: every commit
+        if rel != "project.json":    # re-reads it under the lock, so that no other writer's change is lost)
+            assert reads[rel] <= size + 4096, (rel, reads[rel], size)
+    assert sizes[inversion.file] <= reads[inversion.file] < sizes[inversion.file] + 4096
+    assert all(reads[r.file] < 4096 for r in Project.open(project).inversions if r.key.startswith("tuning"))
+
+
+def test_project_check_escapes_what_the_manifest_says(capsys, tmp_path):
+    from tests.test_project import _rewrite, make_project
+
+    root = tmp_path / "p"
+    make_project(root)
+    hostile = "\x1b]0;pwned\x07\x1b[2J\x1b[31mRED \x9b31m \u202egpj.exe"
+
+    def poison(data):
+        data["settings"].update(source_prompt=hostile, method="p2p\x1b[5m", model={"spec": "demo\x07",
+                                                                                  "identity": "sha256:0"})
+
+    _rewrite(root, poison)
+    status, out, _ = _in_process(["project", "check", root], capsys)
+    assert status == 0 and not any(c in out for c in "\x1b\x07\x9b\u202e"), out
+    assert "\\u001b]0;pwned\\u0007" in out and "\\u009b31m" in out and "\\u202egpj.exe" in out
+    assert "method p2p\\u001b[5m" in out and "model demo\\u0007" in out
 
 
 def test_project_check_and_repair(capsys, tmp_path):

@@ -1,6 +1,10 @@
 """The engine as every front end uses it: reuse, re-inversion, round trips and clean failures."""
 
 import json
+import socket
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -8,7 +12,7 @@ import torch
 from PIL import Image
 
 from pipeline.engine import Engine
-from pipeline.events import CancelledEvent, CancelToken, Done, Failed, Preview, Progress, Stage
+from pipeline.events import CancelledEvent, CancelToken, Done, Failed, Notice, Preview, Progress, Stage
 from pipeline.images import read_png_metadata
 from pipeline.project import Project
 from pipeline.request import EditRequest
@@ -105,12 +109,103 @@ def test_out_of_memory_is_one_message_and_keeps_the_project(engine, tmp_path, mo
     ({"method": "nope"}, "Unknown method"),
     ({"image": "/nonexistent/photo.png"}, "photo.png"),
     ({"model": "/nonexistent/model"}, "/nonexistent/model"),
+    ({"target_prompt": "a \udcff castle"}, "target prompt is not valid text"),
+    ({"source_prompt": "a house\ud800"}, "source prompt is not valid text"),
+    ({"params": {**QUICK, "blend_words": "castle\udcff"}}, "blend_words parameter is not valid text"),
+    ({"seed": 2 ** 64}, "seed (--seed) must be a whole number from 0 to 18446744073709551615"),
+    ({"seed": -1}, "seed"),
+    ({"seed": True}, "seed"),
 ])
 def test_bad_requests_fail_with_one_clear_message_and_write_nothing(engine, tmp_path, change, words):
     outcome = engine.run(request(tmp_path, **change), lambda e: None)
     assert isinstance(outcome, Failed)
     assert words in outcome.message and "\n" not in outcome.message
     assert not (tmp_path / "p.retake").exists()
+
+
+def test_a_photo_the_project_cannot_hold_is_refused_before_any_work(engine, tmp_path):
+    strip = tmp_path / "strip.png"
+    Image.new("L", (1, 1_100_000)).save(strip)  # 1.1 megapixels: the decoder's bound lets it through
+    events = []
+    outcome = engine.run(request(tmp_path, image=str(strip)), events.append)
+    assert isinstance(outcome, Failed) and "1x1100000" in outcome.message and "1,048,576" in outcome.message
+    assert not any(isinstance(e, Progress) and e.stage != Stage.RESOLVING for e in events)
+    assert not (tmp_path / "p.retake").exists()
+
+
+@pytest.mark.parametrize("size, words", [((4, 4), "smaller than one latent cell"), ((10, 200), "up to 8:1")])
+def test_a_photo_the_model_cannot_edit_is_refused_before_its_inversion(engine, tmp_path, size, words):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", size, "red").save(photo)
+    events = []
+    outcome = engine.run(request(tmp_path, image=str(photo)), events.append)
+    assert isinstance(outcome, Failed) and words in outcome.message and "\n" not in outcome.message
+    assert not any(isinstance(e, Progress) and "inversion" in e.stage for e in events)
+    assert not (tmp_path / "p.retake").exists()
+
+
+def test_two_first_edits_of_one_photo_the_second_waits_then_reuses_the_inversion(tmp_path):
+    """Two engines (as two windows or processes would) start the first edit of one photo at once: the
+    second waits on the project's claim before its inversion, then finds the first one's."""
+    inverting, second_waits = threading.Event(), threading.Event()
+    events: dict[str, list] = {"first": [], "second": []}
+    outcomes: dict[str, object] = {}
+
+    def first_emit(event):
+        events["first"].append(event)
+        if isinstance(event, Progress) and "inversion" in event.stage and event.step == 1:
+            inverting.set()
+            second_waits.wait(60)  # hold the inversion until the second edit has started waiting
+
+    def second_emit(event):
+        events["second"].append(event)
+        if isinstance(event, Notice) and "waiting for it" in event.message:
+            second_waits.set()
+
+    def run(name, emit, target):
+        outcomes[name] = Engine().run(request(tmp_path, target_prompt=target), emit)
+
+    first = threading.Thread(target=run, args=("first", first_emit, TARGET))
+    second = threading.Thread(target=run, args=("second", second_emit, "a barn in a meadow under a blue sky"))
+    first.start()
+    assert inverting.wait(120)
+    second.start()
+    first.join(300)
+    second.join(300)
+    assert second_waits.is_set(), events["second"]
+    assert isinstance(outcomes["first"], Done) and not outcomes["first"].reused_inversion
+    assert isinstance(outcomes["second"], Done) and outcomes["second"].reused_inversion, outcomes["second"]
+    assert not any(isinstance(e, Progress) and "inversion" in e.stage for e in events["second"])
+    project = Project.open(tmp_path / "p.retake")
+    assert len(project.inversions) == 1 and len(project.edits) == 2
+    assert sorted(p.name for p in (tmp_path / "p.retake").iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_first_edit_waiting_for_another_can_be_cancelled_and_writes_nothing(tmp_path):
+    from pipeline.project.folder import CREATING_FILE
+
+    folder = tmp_path / "p.retake"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # a live process claims the project, as another Retake making its first edit does
+        (folder / CREATING_FILE).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                                        "token": "x", "since": "now"}) + "\n")
+        token, notices = CancelToken(), []
+
+        def emit(event):
+            if isinstance(event, Notice):
+                notices.append(event.message)
+                token.cancel()
+
+        outcome = Engine().run(request(tmp_path), emit, token)
+        assert isinstance(outcome, CancelledEvent) and len(notices) == 1
+        assert notices[0].startswith(f"Another Retake process (pid {holder.pid}) is making the first edit")
+        assert sorted(p.name for p in folder.iterdir()) == [CREATING_FILE]  # the other's claim, untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    outcome = Engine().run(request(tmp_path), lambda event: None)  # a dead holder's claim is taken over
+    assert isinstance(outcome, Done) and not (folder / CREATING_FILE).exists()
 
 
 def test_request_round_trips_through_json(tmp_path):
@@ -221,3 +316,37 @@ def test_reedit_carries_settings_but_not_the_previous_prompts_words(engine, tmp_
     assert isinstance(again, Done) and again.reused_inversion
     params = Project.open(tmp_path / "p.retake").edits[-1].params
     assert params["blend_words"] == [] and params["self_replace"] == [0.0, 0.6]
+
+
+def test_a_runs_commit_writes_project_json_once(engine, tmp_path, monkeypatch):
+    """The settings, the inputs the run was given or told to drop, and the result are one commit: a
+    process killed at any instant of it leaves the project before the run's commit or with all of it."""
+    from pipeline.project import folder
+
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.full((48, 64), 255, np.uint8)).save(mask)
+    assert isinstance(engine.run(request(tmp_path, mask=str(mask)), lambda e: None), Done)
+    writes: list[list[str]] = []
+    real_commit, real_write = Engine.commit, folder.Folder.write
+
+    def commit(self, *args):
+        writes.append([])
+        return real_commit(self, *args)
+
+    def write(self, rel, data):
+        if writes:
+            writes[-1].append(rel)
+        return real_write(self, rel, data)
+
+    monkeypatch.setattr(Engine, "commit", commit)
+    monkeypatch.setattr(folder.Folder, "write", write)
+    Image.fromarray(np.full((48, 64), 128, np.uint8)).save(mask)
+    outcome = engine.run(request(tmp_path, mask=str(mask), params={**QUICK, "self_replace": "0,0.5"},
+                                 target_prompt="a barn in a meadow under a blue sky"), lambda e: None)
+    assert isinstance(outcome, Done)
+    (files,) = writes
+    assert files.count("project.json") == 1 and files[-1] == "project.json", files  # new files first, then it
+    assert any(rel.startswith("inputs/edit_mask.") for rel in files) and f"results/{outcome.edit_id}.png" in files
+    project = Project.open(tmp_path / "p.retake")
+    assert project.settings.params["self_replace"] == [0.0, 0.5] and project.edits[-1].id == outcome.edit_id
+    assert np.asarray(project.input_image("edit_mask")).max() == 128

@@ -142,6 +142,32 @@ def test_a_missing_or_broken_encoder_is_one_sentence_naming_the_option(demo_bund
         assert word in message, message
 
 
+def test_a_pickled_encoder_holding_more_than_tensors_is_refused_in_our_words(demo_bundle, tmp_path, cache_dir):
+    folder = tmp_path / "enc"
+    _encoder_folder(folder)
+    from safetensors.torch import load_file
+
+    marker = tmp_path / "ran"
+    tensors = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save({**tensors, "payload": _Touch(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(ModelError) as error:
+        _load(demo_bundle, folder, cache_dir, allow_pickle=True)
+    message = str(error.value)
+    assert "pytorch_model.bin" in message and "holds Python objects besides tensors" in message, message
+    assert "weights_only" not in message and "\n" not in message and not marker.exists()
+
+
+class _Touch:
+    """Unpickling this creates a file: a stand-in for code a pickle could run."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (type(self.path).touch, (self.path,))
+
+
 def test_the_option_reaches_the_request():
     args = build_parser().parse_args(["edit", DEMO_PHOTO, "--target", "x", "--image-encoder", "/models/vit-b16"])
     assert request_from_args(args).image_encoder == "/models/vit-b16"

@@ -15,7 +15,7 @@ from PIL import Image, ImageCms
 from pipeline import files
 from pipeline.errors import ImageError
 from pipeline.images import (
-    composite_onto_photo, from_tensor, load_image, load_mask, png_with_metadata, read_png_metadata,
+    check_editable, composite_onto_photo, from_tensor, load_image, load_mask, png_with_metadata, read_png_metadata,
     save_png, to_tensor, working_size,
 )
 from pipeline.files import write_atomically
@@ -188,7 +188,7 @@ def test_missing_file_and_folder(tmp_path):
 def test_decompression_bombs_are_refused_before_decoding(tmp_path):
     huge = tmp_path / "huge.png"
     huge.write_bytes(_png_header_only(20000, 20000))  # past PIL's own hard limit
-    with pytest.raises(ImageError, match="huge.png.*too large"):
+    with pytest.raises(ImageError, match="huge.png.*megapixels"):
         load_image(huge)
     big = tmp_path / "big.png"
     big.write_bytes(_png_header_only(10000, 10000))  # past ours, below PIL's hard limit
@@ -373,6 +373,50 @@ def test_png_metadata_edge_cases(tmp_path):
         read_png_metadata(saved(tmp_path, Image.new("RGB", (4, 4)), "bad.png", pnginfo=info))
     with pytest.raises(ValueError):
         png_with_metadata(Image.new("RGB", (4, 4)), {"x": float("nan")})
+
+
+@pytest.mark.parametrize("document", ['{"steps": ' + "9" * 5000 + "}",
+                                      '{"params": ' + "[" * 100000 + "]" * 100000 + "}"])
+def test_png_metadata_too_long_a_number_or_too_deep_is_damage(tmp_path, document):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("retake", document)
+    with pytest.raises(ImageError, match="The Retake parameters stored in .*tampered.png are damaged"):
+        read_png_metadata(saved(tmp_path, Image.new("RGB", (4, 4)), "tampered.png", pnginfo=info))
+
+
+def test_png_metadata_of_a_bomb_is_refused_with_the_sentence_of_loading_it(tmp_path):
+    for side in (50000, 10000):  # past PIL's hard limit; past ours only
+        bomb = tmp_path / f"bomb{side}.png"
+        bomb.write_bytes(_png_header_only(side, side))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with pytest.raises(ImageError) as loading:
+                load_image(bomb)
+            with pytest.raises(ImageError) as reading:
+                read_png_metadata(bomb)
+        assert str(reading.value) == str(loading.value) and "megapixels" in str(loading.value)
+
+
+@pytest.mark.parametrize("size, max_side, words", [
+    ((1, 1_100_000), 64, "smaller than one latent cell"),
+    ((7, 7), 512, "smaller than one latent cell"),
+    ((8, 600), 512, "about 75:1"),
+    ((100, 6600), 512, "up to 64:1"),
+    ((100, 900), 64, "up to 8:1"),
+])
+def test_photos_the_model_cannot_edit_are_refused_in_one_sentence(size, max_side, words):
+    with pytest.raises(ImageError) as error:
+        check_editable(*size, max_side=max_side, cell=8)
+    message = str(error.value)
+    assert f"{size[0]}x{size[1]}" in message and words in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("size, max_side", [((8, 8), 512), ((100, 6400), 512), ((100, 800), 64), ((640, 480), 64),
+                                            ((8, 512), 512), ((1, 1), 8)])
+def test_photos_within_one_latent_cell_of_the_working_size_are_accepted(size, max_side):
+    check_editable(*size, max_side=max_side, cell=1 if size == (1, 1) else 8)
 
 
 def test_write_atomically_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):

@@ -319,8 +319,11 @@ BROKEN_FOLDERS = {
     "no-weights": (lambda f: (f / "vae" / "diffusion_pytorch_model.safetensors").unlink(), "no vae weights"),
     "no-index": (lambda f: (f / "model_index.json").unlink(), "no model_index.json"),
     "bad-json": (lambda f: (f / "unet" / "config.json").write_text("{ broken"), "not a readable JSON config"),
+    "deep-json": (lambda f: (f / "unet" / "config.json").write_text("[" * 100000 + "]" * 100000),
+                  "nested too deeply"),
     "bad-tokenizer": (lambda f: _broken_tokenizer(f), "Could not load"),
-    "truncated": (lambda f: _truncate(f / "unet" / "diffusion_pytorch_model.safetensors", 5000), "Could not load"),
+    "truncated": (lambda f: _truncate(f / "unet" / "diffusion_pytorch_model.safetensors", 5000),
+                  "not a readable weights file"),
 }
 
 
@@ -332,6 +335,84 @@ def test_bad_folders_are_refused_clearly(demo_dir, tmp_path, models_cache, case)
     with pytest.raises(ModelError) as refused:
         load_model(str(folder), cache_dir=models_cache)
     _assert_user_message(refused.value, expected, str(folder))
+
+
+# A config value that would build a network larger (or other) than its weights, the file and key the
+# refusal names, and what the weights hold.
+UNFIT_CONFIGS = {
+    "unet layers": ("unet", {"layers_per_block": 100000}, "layers_per_block is 100000",
+                    "hold 1 (down_blocks.0.resnets)"),
+    "unet layers per block": ("unet", {"layers_per_block": [1, 1, 2, 1]}, "layers_per_block is [1, 1, 2, 1]",
+                              "hold 1 (down_blocks.2.resnets)"),
+    "unet first width": ("unet", {"block_out_channels": [16, 32, 64, 64]}, "block_out_channels is [16, 32, 64, 64]",
+                              "hold 32 (down_blocks.0.resnets.0.conv1.weight)"),
+    "unet transformers": ("unet", {"transformer_layers_per_block": 5000}, "transformer_layers_per_block is 5000",
+                          "down_blocks.0.attentions.0.transformer_blocks"),
+    "unet blocks": ("unet", {"block_out_channels": [32, 32, 64, 64, 64]}, "gives 5 block_out_channels",
+                    "hold 4 (blocks in down_blocks)"),
+    "unet width": ("unet", {"block_out_channels": [32, 32, 64, 100000]}, "block_out_channels is [32, 32, 64, 100000]",
+                   "down_blocks.3.resnets.0.conv1.weight"),
+    "unet time width": ("unet", {"time_embedding_dim": 10 ** 9}, "time_embedding_dim is 1000000000",
+                        "time_embedding.linear_1.weight"),
+    "unet kernel": ("unet", {"conv_in_kernel": 99}, "conv_in_kernel is 99", "conv_in.weight"),
+    "vae layers": ("vae", {"layers_per_block": 1000}, "layers_per_block is 1000", "encoder.down_blocks.0.resnets"),
+    "vae blocks": ("vae", {"block_out_channels": [16, 16, 32]}, "gives 3 block_out_channels", "encoder.down_blocks"),
+    "vae output": ("vae", {"out_channels": 3000}, "out_channels is 3000", "decoder.conv_out.weight"),
+    "text layers": ("text_encoder", {"num_hidden_layers": 10 ** 6}, "num_hidden_layers is 1000000", "encoder.layers"),
+    "text positions": ("text_encoder", {"max_position_embeddings": 10 ** 10}, "max_position_embeddings is 10000000000",
+                       "embeddings.position_embedding.weight"),
+    "text vocabulary": ("text_encoder", {"vocab_size": 10 ** 9}, "vocab_size is 1000000000",
+                        "embeddings.token_embedding.weight"),
+    "text width as text": ("text_encoder", {"intermediate_size": "huge"}, 'intermediate_size is huge',
+                           "must be a positive whole number"),
+}
+
+
+@pytest.mark.parametrize("case", UNFIT_CONFIGS)
+def test_a_config_that_does_not_fit_its_weights_is_refused_before_any_network_is_built(
+        demo_dir, tmp_path, models_cache, monkeypatch, case):
+    component, changes, says, holds = UNFIT_CONFIGS[case]
+    folder = _copy_demo(demo_dir, tmp_path)
+    _edit_json(folder / component / "config.json", **changes)
+    for built in (UNet2DConditionModel, AutoencoderKL):
+        monkeypatch.setattr(built, "__init__", lambda *a, **k: pytest.fail("a network was built"))
+    with pytest.raises(ModelError) as refused:
+        load_model(str(folder), cache_dir=models_cache)
+    message = str(refused.value)
+    assert message.startswith(f"'{folder / component / 'config.json'}' "), message
+    assert says in message and holds in message, message
+    assert "\n" not in message
+
+
+def test_a_packed_token_table_bounds_the_vocabulary(tmp_path, models_cache):
+    folder = tmp_path / "world"
+    shutil.copytree(demo_model_dir("demo"), folder)
+    _edit_json(folder / "text_encoder" / "config.json", vocab_size=10 ** 9)
+    with pytest.raises(ModelError, match=r"says vocab_size is 1000000000, but its token table \(token_rows"):
+        load_model(str(folder), cache_dir=models_cache)
+
+
+def test_a_pickle_with_more_than_tensors_is_refused_in_our_words(demo_dir, tmp_path, models_cache):
+    folder = _copy_demo(demo_dir, tmp_path)
+    marker = tmp_path / "ran"
+    weights = safetensors.torch.load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    torch.save({**weights, "payload": _Touch(marker)}, folder / "unet" / "diffusion_pytorch_model.bin")
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(ModelError) as refused:
+        load_model(str(folder), cache_dir=models_cache, allow_pickle=True)
+    message = str(refused.value)
+    assert "holds Python objects besides tensors" in message and "weights_only" not in message, message
+    assert not marker.exists()
+
+
+class _Touch:
+    """Unpickling this creates a file: a stand-in for code a pickle could run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
 
 
 # ---- single-file checkpoints ---------------------------------------------------------------------

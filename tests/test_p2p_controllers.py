@@ -138,3 +138,33 @@ def test_user_mask_blend():
     out = MaskBlend(mask)(0, z.clone())
     torch.testing.assert_close(out[1, ..., :4], z[1, ..., :4])
     torch.testing.assert_close(out[1, ..., 4:], z[0, ..., 4:])
+
+
+def test_local_blend_reads_the_maps_after_the_edit(clip_tokenizer):
+    """As the reference executes (its attention store keeps the tensor the editor then overwrites in
+    place), the blend's mask comes from the EDITED target maps: for a swapped word, the source word's.
+
+    Hand-made maps where the two orders disagree: the source's "cat" looks at the top-left cell, the
+    target's own "dog" at the bottom-right one. Blending on "dog" (a target word only) must keep the
+    top-left region (the edited map, "dog" looking where "cat" looked), not the bottom-right one.
+    """
+    from pipeline.control.processor import _attention
+    from pipeline.methods.base import Prompts
+    from pipeline.methods.p2p import P2PParams, p2p_controllers
+
+    prompts = Prompts("a cat on grass", "a dog on grass")
+    params = P2PParams(steps=10, blend_words=("dog",), blend_start=0.0)
+    controllers, local = p2p_controllers(clip_tokenizer, prompts, params, torch.device("cpu"), params.blend_words)
+    # a 16x16 latent: 4x4 queries at the blend level; near one-hot probabilities from one-hot keys
+    focus = torch.zeros(4, 16, dtype=torch.long)  # per row (uncond 0, uncond 1, cond 0, cond 1), per query
+    focus[2, 0], focus[3, 15] = 2, 2  # source "cat" -> query cell 0; target "dog" -> query cell 15
+    q = torch.zeros(4, 1, 16, 77)
+    q.scatter_(-1, focus[:, None, :, None], 40.0)
+    k = torch.eye(77)[None, None].expand(4, 1, 77, 77)
+    v = torch.randn(4, 1, 77, 8)
+    call = AttentionCall(BLEND_PLACE, 0, 0, RowLayout.guided(2), q, k, v, None, 1.0, (4, 4))
+    _attention(call, [c for c in controllers if c.active(BLEND_PLACE, 0)])
+
+    region = local.region(torch.Size((16, 16)))[1, 0]
+    assert region[:4, :4].all()  # the top-left cell (query 0), where "cat" looked
+    assert not region[12:, 12:].any()  # the target's own "dog" map (query 15) is not what drives it

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from pipeline.errors import ParamError
-from pipeline.params import param, params_from_dict, parse_assignment
+from pipeline.params import check_params, param, params_from_dict, parse_assignment
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,46 @@ def test_finite_values_still_parse():
         _parse("steps=5.5")
     with pytest.raises(ParamError, match="between 1 and 20, not 99"):
         _parse("guidance=99")
+
+
+@dataclass(frozen=True)
+class Words:
+    mode: str = param("auto", kind="choice", choices=("auto", "refine"), help="mode")
+    blend_words: tuple = param((), kind="words", help="words")
+    early_stop: bool = param(True, kind="bool", help="stop")
+
+
+OUTSIDE = {  # as a tampered result PNG or a project.json of another Retake might hold them
+    "steps": 10**30, "guidance": float("nan"), "blend_threshold": "many", "blend_start": [0.5],
+    "cross_replace": [0.2, 0.1], "reweight": {"cat": "2", "\ud800": 1},
+}
+
+
+def test_every_outside_value_is_checked_on_its_own():
+    checked = check_params(Params, {**OUTSIDE, "guidance": 6, "future_param": 1, 3: 4})
+    assert checked.values == {"guidance": 6.0} and checked.json_values() == {"guidance": 6.0}
+    assert checked.unknown == ("3", "future_param") and not checked.ok
+    assert set(checked.invalid) == set(OUTSIDE) - {"guidance"}
+    assert all(name in text and text.endswith(".") and "\n" not in text and len(text) < 200
+               for name, text in checked.invalid.items()), checked.invalid
+    assert checked.invalid["reweight"].startswith("The reweight parameter is not valid text")
+    assert str(checked.first_error()).startswith("Unknown parameter 3, future_param for this method")
+
+
+@pytest.mark.parametrize("values", [{"blend_words": 5}, {"blend_words": {"cat": 1}},
+                                    {"blend_words": ["\udc00"]}, {"mode": ["auto"]}, {"mode": "x" * 5000},
+                                    {"early_stop": 1}, {"early_stop": None}])
+def test_wrong_types_are_refused_never_raised_past_the_check(values):
+    checked = check_params(Words, values)
+    assert not checked.ok and list(checked.invalid) == list(values)
+    assert len(str(checked.first_error())) < 200
+    with pytest.raises(ParamError):
+        params_from_dict(Words, values)
+
+
+def test_valid_values_come_back_as_json_and_as_the_cli_takes_them():
+    checked = check_params(Params, {"cross_replace": [0, 0.5], "reweight": {"cat": 2}, "steps": "6"})
+    assert checked.ok and checked.first_error() is None
+    assert checked.json_values() == {"cross_replace": [0.0, 0.5], "reweight": {"cat": 2.0}, "steps": 6}
+    assert params_from_dict(Params, checked.json_values()) == Params(steps=6, cross_replace=(0.0, 0.5),
+                                                                     reweight=(("cat", 2.0),))

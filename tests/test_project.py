@@ -21,7 +21,10 @@ from pipeline import project as project_module
 from pipeline.project import folder as folder_module
 from pipeline.errors import ProjectError
 from pipeline.images import read_png_metadata
-from pipeline.project import SCHEMA_VERSION, ModelRecord, Project, migrate_manifest
+from pipeline.project import (
+    SCHEMA_VERSION, ModelRecord, Project, SetAside, check_project, migrate_manifest, repair_project,
+)
+from bench.bench_project_io import counting_project_reads
 from tests.helpers import tree_digest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,8 +94,9 @@ def test_create_save_open_round_trip(tmp_path):
     data = manifest(root)
     assert data["format"] == "retake-project" and data["schema_version"] == SCHEMA_VERSION
     assert data["app_version"] == project_module.app_version()
-    source_sha = hashlib.sha256((root / "source.png").read_bytes()).hexdigest()
-    assert data["image"] == {"file": "source.png", "sha256": source_sha, "width": 80, "height": 60}
+    source = (root / "source.png").read_bytes()
+    assert data["image"] == {"file": "source.png", "sha256": hashlib.sha256(source).hexdigest(),
+                             "bytes": len(source), "width": 80, "height": 60}
 
 
 def test_images_are_stored_as_rgb_full_resolution(tmp_path):
@@ -207,6 +211,14 @@ def _flip_byte(path: Path, offset: int) -> None:
     path.write_bytes(bytes(raw))
 
 
+def _truncate(path: Path, n: int) -> None:
+    path.write_bytes(path.read_bytes()[:-n])
+
+
+def _append(path: Path, data: bytes) -> None:
+    path.write_bytes(path.read_bytes() + data)
+
+
 def _damage_safetensors_header(root: Path) -> None:
     """Change the header but keep the checksum right: only the header check can notice."""
     data = manifest(root)
@@ -224,7 +236,7 @@ def _swap_inversion_files(root: Path) -> None:
     save_inversion(project, "k2", {"latents": torch.zeros(1)})
     data = manifest(root)
     a, b = data["inversions"]
-    for field in ("file", "file_sha256"):
+    for field in ("file", "file_sha256", "file_bytes"):
         a[field], b[field] = b[field], a[field]
     (root / "project.json").write_text(json.dumps(data))
 
@@ -271,11 +283,17 @@ DAMAGE = {
                           ["inversion", "missing"]),
     "missing result": (lambda r: (r / manifest(r)["edits"][0]["result"]["file"]).unlink(), ["results/e0001.png"]),
     "missing source": (lambda r: (r / "source.png").unlink(), ["source.png", "missing"]),
-    "flipped byte in inversion": (lambda r: _flip_byte(r / manifest(r)["inversions"][0]["file"], -5),
-                                  ["inversions/k1.", "damaged"]),
-    "altered result": (lambda r: Image.new("RGB", (64, 48), "green").save(r / "results/e0001.png"),
-                       ["results/e0001.png", "damaged"]),
-    "altered source": (lambda r: Image.new("RGB", (80, 60), "black").save(r / "source.png"), ["source.png"]),
+    "truncated inversion": (lambda r: _truncate(r / manifest(r)["inversions"][0]["file"], 5),
+                            ["inversions/k1.", "damaged", "bytes"]),
+    "truncated result": (lambda r: _truncate(r / "results/e0001.png", 1), ["results/e0001.png", "damaged", "bytes"]),
+    "result grown": (lambda r: _append(r / "results/e0001.png", b"x"), ["results/e0001.png", "damaged", "bytes"]),
+    "truncated source": (lambda r: _truncate(r / "source.png", 7), ["source.png", "damaged", "cannot repair"]),
+    "source of another size": (lambda r: Image.new("RGB", (81, 60), "black").save(r / "source.png"),
+                               ["source.png"]),
+    "negative size": (lambda r: _rewrite(r, lambda d: d["edits"][0]["result"].update(bytes=-1)),
+                      ["edits[0].result.bytes", "at least 0"]),
+    "size as text": (lambda r: _rewrite(r, lambda d: d["inversions"][0].update(file_bytes="big")),
+                     ["inversions[0].file_bytes", "integer"]),
     "damaged safetensors header": (_damage_safetensors_header, ["inversions/k1.", "size"]),
     "swapped inversion files": (_swap_inversion_files, ["does not hold the inversion"]),
     "result is a folder": (lambda r: ((r / "results/e0001.png").unlink(), (r / "results/e0001.png").mkdir()),
@@ -299,15 +317,87 @@ def test_damage_is_one_clear_error_and_nothing_is_touched(tmp_path, kind):
     assert tree_digest(root) == before
 
 
-def test_damage_after_opening_is_caught_when_read(tmp_path):
-    root = tmp_path / "p"
+def _rich_project(root: Path) -> Project:
+    """A project with an inversion, two edits (the second with a mask) and an image input."""
     project = make_project(root)
-    _flip_byte(root / manifest(root)["inversions"][0]["file"], -1)
-    with pytest.raises(ProjectError, match="damaged"):
+    add_edit(project, "a barn", mask=torch.ones(1, 1, 8, 8))
+    project.set_input("reference", Image.new("RGB", (4, 4), "red"), kind="image", prompt="a cat")
+    return project
+
+
+# Damage that keeps a file's size: only its checksum tells, which opening does not compute. Each entry:
+# the checked read of that file, and its name in the project.
+SAME_SIZE_DAMAGE = {
+    "inversion": (lambda p: p.load_inversion("k1"), lambda data: data["inversions"][0]["file"]),
+    "result": (lambda p: p.result_bytes("e0001"), lambda data: data["edits"][0]["result"]["file"]),
+    "result image": (lambda p: p.result_image("e0002"), lambda data: data["edits"][1]["result"]["file"]),
+    "mask": (lambda p: p.mask_image("e0002"), lambda data: data["edits"][1]["mask"]["file"]),
+    "input": (lambda p: p.input_image("reference"), lambda data: data["inputs"][0]["file"]["file"]),
+    "source": (lambda p: p.image(), lambda data: "source.png"),
+}
+
+
+@pytest.mark.parametrize("kind", list(SAME_SIZE_DAMAGE))
+def test_damage_that_keeps_the_size_is_found_when_read_and_by_check(tmp_path, kind):
+    root = tmp_path / "p"
+    window = _rich_project(root)  # opened before the damage, like a window left open
+    read, name = SAME_SIZE_DAMAGE[kind]
+    rel = name(manifest(root))
+    _flip_byte(root / rel, -5)
+    before = tree_digest(root)
+    for project in (window, Project.open(root)):  # opening looks at sizes and headers only
+        with pytest.raises(ProjectError) as error:
+            read(project)
+        message = str(error.value)
+        assert rel in message and "damaged" in message and "\n" not in message, message
+        assert ("cannot repair" if kind == "source" else "--repair") in message, message
+    assert tree_digest(root) == before
+    health = check_project(root)  # checking hashes every file
+    assert not health.ok and health.repairable == (kind != "source") and rel in health.summary()
+    repaired = repair_project(root)  # and so does repairing
+    assert repaired.ok == (kind != "source") and len(repaired.repaired) == (kind != "source")
+
+
+def test_opening_reads_headers_not_contents(tmp_path):
+    root = tmp_path / "p"
+    project = _rich_project(root)
+    save_inversion(project, "big", {"t": torch.zeros(1 << 20)})  # 4 MiB
+    sizes = {rel: (root / rel).stat().st_size for rel in referenced(root)}
+    with counting_project_reads() as reads:
+        opened = Project.open(root)
+    assert reads["project.json"] == sizes["project.json"]
+    big = opened.find_inversion("big").file
+    assert 0 < reads[big] < 1024  # its safetensors header
+    assert all(reads[rel] == 0 for rel in sizes if rel.startswith(("results/", "masks/", "inputs/")))
+    with counting_project_reads() as reads:
+        assert torch.equal(opened.load_inversion("big")["t"], torch.zeros(1 << 20))
+    assert dict(reads) == {big: sizes[big]}  # read once, and hashed from the same bytes
+
+
+def test_a_project_opened_with_recovery_sets_aside_what_a_read_finds_damaged(tmp_path):
+    root = tmp_path / "p"
+    _rich_project(root)
+    data = manifest(root)
+    _flip_byte(root / data["inversions"][0]["file"], -5)
+    _flip_byte(root / data["edits"][1]["mask"]["file"], -5)
+    project = Project.open(root, recover=True)
+    assert project.recovered == ()  # opening saw nothing: the sizes are right
+    with pytest.raises(SetAside) as error:
         project.load_inversion("k1")
-    Image.new("RGB", (80, 60), "black").save(root / "source.png")
-    with pytest.raises(ProjectError, match="source.png"):
+    assert str(error.value).startswith("The stored inversion k1 was damaged and moved to quarantine/")
+    assert str(error.value).endswith("it will be recomputed on the next edit.")
+    assert project.find_inversion("k1") is None and Project.open(root).find_inversion("k1") is None
+    with pytest.raises(SetAside, match="The mask of edit e0002 was damaged"):
+        project.mask_image("e0002")
+    assert project.mask_image("e0002") is None and len(project.recovered) == 2
+    moved = {p.relative_to(place).as_posix() for place in (root / "quarantine").iterdir() for p in place.rglob("*")
+             if p.is_file()}
+    assert moved == {"NOTE.txt", data["inversions"][0]["file"], data["edits"][1]["mask"]["file"]}
+    assert check_project(root).ok and project.input_image("reference").size == (4, 4)
+    _flip_byte(root / "source.png", -5)
+    with pytest.raises(ProjectError, match="cannot repair"):  # the photo is never set aside
         project.image()
+    assert (root / "source.png").is_file()
 
 
 def test_folders_that_are_not_projects(tmp_path):
@@ -391,10 +481,24 @@ def test_migrations_run_in_order_without_touching_the_input():
         migrate_manifest({"schema_version": 4}, {}, target=3)
     with pytest.raises(ProjectError):
         migrate_manifest({"schema_version": 2}, {1: one_to_two}, target=3)
-    assert SCHEMA_VERSION == 4 and set(project_module.MIGRATIONS) == {1, 2, 3}
+    assert SCHEMA_VERSION == 5 and set(project_module.MIGRATIONS) == {1, 2, 3, 4}
+
+
+def _as_version_4(data):
+    data.update(schema_version=4)
+    del data["image"]["bytes"]
+    for inversion in data["inversions"]:
+        del inversion["file_bytes"]
+    for edit in data["edits"]:
+        for reference in (edit["result"], edit["mask"]):
+            if reference is not None:
+                del reference["bytes"]
+    for item in data["inputs"]:
+        del item["file"]["bytes"]
 
 
 def _as_version_3(data):
+    _as_version_4(data)
     data.update(schema_version=3)
     for inversion in data["inversions"]:
         del inversion["tuning_of"]
@@ -410,13 +514,13 @@ def _as_version_2(data):
         del inversion["parts"]
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_an_older_project_opens_and_the_next_save_writes_the_current_version(tmp_path, version):
     root = tmp_path / "p"
     make_project(root)
 
     def as_older(data):
-        (_as_version_3 if version == 3 else _as_version_2)(data)
+        {4: _as_version_4, 3: _as_version_3}.get(version, _as_version_2)(data)
         if version == 1:
             data.update(schema_version=1)
             del data["settings"]["max_side"], data["inputs"]
@@ -435,7 +539,15 @@ def test_an_older_project_opens_and_the_next_save_writes_the_current_version(tmp
     assert data["schema_version"] == SCHEMA_VERSION and data["settings"]["max_side"] == 384 and data["inputs"] == []
     assert data["settings"]["image_encoder"] is None and data["inversions"][0]["parts"] == {}
     assert data["inversions"][0]["tuning_of"] is None and data["edits"][0]["tuning_key"] is None
-    assert Project.open(root).settings.max_side == 384
+    # The sizes of files from before format 5 stay unknown (null): opening checks them by presence,
+    # reading by checksum; files saved from now on record theirs.
+    assert data["image"]["bytes"] is None and data["edits"][0]["result"]["bytes"] is None
+    assert data["inversions"][0]["file_bytes"] is None
+    reopened = Project.open(root)
+    assert reopened.settings.max_side == 384 and reopened.image().size == (80, 60)
+    new = add_edit(reopened, "after the upgrade")
+    assert new.result.nbytes == (root / new.result.file).stat().st_size
+    assert manifest(root)["edits"][-1]["result"]["bytes"] == new.result.nbytes
 
 
 def test_the_image_encoder_and_the_parts_of_an_inversion_round_trip(tmp_path):
@@ -635,6 +747,47 @@ def test_a_live_lock_holder_makes_a_save_wait_then_fail_clearly(tmp_path):
         holder.wait()
     add_edit(project, "a barn")  # the holder died: its lock is taken over
     assert not (root / ".lock").exists() and len(Project.open(root).edits) == 2
+
+
+def test_the_claim_on_making_a_project_is_waited_for_kept_fresh_and_released(tmp_path, monkeypatch):
+    from pipeline.project import abandon_claim, making_project
+    from pipeline.project import lock as lock_module
+
+    root = tmp_path / "new" / "p.retake"
+    monkeypatch.setattr(lock_module, "HEARTBEAT_S", 0.05)
+    with making_project(root, waiting=lambda holder: pytest.fail("nobody holds it")):
+        claim = root / ".creating"
+        first = claim.stat().st_mtime_ns
+        time.sleep(0.3)
+        assert claim.stat().st_mtime_ns > first  # the heartbeat: a long inversion never looks stale
+        waited: list[str] = []
+
+        def second():
+            with making_project(root, waiting=waited.append):
+                (root / "second").write_text("made under the claim")
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        assert waited and waited[0] == f"another Retake process (pid {os.getpid()})" and not (root / "second").exists()
+    thread.join(10)
+    assert (root / "second").exists() and not claim.exists()  # the folder is kept: it is not empty
+    (root / "second").unlink()
+    with making_project(root, waiting=lambda holder: None):
+        pass
+    assert root.is_dir()  # not made by that claim: left as it was
+    root.rmdir()
+    with making_project(root, waiting=lambda holder: None):
+        assert claim.exists()
+    assert not root.exists()  # a first edit that wrote nothing leaves nothing
+    other = tmp_path / "other"
+    with making_project(other, waiting=lambda holder: None):
+        abandon_claim(other)  # what a process leaving at once does
+        assert not other.exists()
+    other.mkdir()
+    (other / ".creating").write_text(json.dumps({"pid": 1, "host": socket.gethostname()}) + "\n")
+    abandon_claim(other)  # not ours: left alone
+    assert (other / ".creating").exists()
 
 
 def test_a_lock_released_while_waiting_is_taken(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from pipeline.segment import SegmentUnavailable, load_segmenter
 from tests.tiny_sam import TINY, reference_mask, reference_predictor, write_tiny_sam
@@ -89,21 +90,44 @@ def test_a_pickle_that_would_run_code_is_refused_unrun(tmp_path):
     assert marker.exists()
 
 
-def test_a_checkpoint_of_another_shape_gives_one_clear_message(tmp_path):
-    wider, _ = write_tiny_sam(tmp_path / "wider", config={**TINY, "encoder_embed_dim": 48, "encoder_num_heads": 3})
-    with pytest.raises(SegmentUnavailable, match=r"sam_tiny.safetensors does not fit the configured model \(\d+ of "
-                                                 r"another shape, e.g. image_encoder\.\S+: \[.*32\] in the file, "
-                                                 r"\[.*48\] in the model\)"):
-        load_segmenter(wider, "cpu")
-    deeper, _ = write_tiny_sam(tmp_path / "deeper", config={**TINY, "encoder_depth": 3})
-    with pytest.raises(SegmentUnavailable, match=r"does not fit the configured model \(\d+ weights missing, e.g. "
-                                                  r"image_encoder\.blocks\.2\.\S+\)"):
-        load_segmenter(deeper, "cpu")
-    named, _ = write_tiny_sam(tmp_path / "named", name="sam_vit_b_small", suffix=".pth")
-    named.with_suffix(".json").unlink()  # the name alone says vit_b, which this is not
-    with pytest.raises(SegmentUnavailable, match=r"sam_vit_b_small.pth does not fit the vit_b model "
-                                                r"\(\d+ weights missing.*; \d+ of another shape"):
+@pytest.mark.parametrize("change, words", [
+    ({"encoder_embed_dim": 48, "encoder_num_heads": 3}, "says encoder_embed_dim is 48, but sam_tiny.safetensors "
+                                                        "holds a 32-wide image encoder"),
+    ({"encoder_depth": 3}, "says encoder_depth is 3, but sam_tiny.safetensors holds 2 encoder blocks"),
+    ({"encoder_depth": 2000, "encoder_embed_dim": 2048, "encoder_num_heads": 16}, "encoder_embed_dim is 2048"),
+    ({"encoder_num_heads": 4}, "says encoder_num_heads is 4, but sam_tiny.safetensors holds heads 16 wide, 2 of them"),
+    ({"encoder_global_attn_indexes": [0]}, "holds blocks [1] with global attention"),
+    ({"encoder_depth": "2"}, "says encoder_depth is 2, but it must be a positive whole number"),
+])
+def test_a_size_its_checkpoint_contradicts_is_refused_before_sam_is_built(tmp_path, monkeypatch, change, words):
+    import importlib
+
+    builder = importlib.import_module("segment_anything.build_sam")  # the package's build_sam is a function
+    path, _ = write_tiny_sam(tmp_path, config={**TINY, **change})
+    monkeypatch.setattr(builder, "_build_sam", lambda **kw: pytest.fail("SAM was built"))
+    with pytest.raises(SegmentUnavailable) as error:
+        load_segmenter(path, "cpu")
+    assert str(error.value).startswith("The Segment Anything config sam_tiny.json says ") and words in str(error.value)
+
+
+def test_a_checkpoint_named_for_a_size_it_is_not_is_refused_before_sam_is_built(tmp_path, monkeypatch):
+    import segment_anything
+
+    named, _ = write_tiny_sam(tmp_path / "named", name="sam_vit_h_small", suffix=".pth")
+    named.with_suffix(".json").unlink()  # the name alone says vit_h (2.5 GB), which this is not
+    monkeypatch.setattr(segment_anything, "sam_model_registry", {})  # building it would fail the test
+    with pytest.raises(SegmentUnavailable, match=r"size vit_h \(from the name of sam_vit_h_small.pth\) says "
+                                                 r"encoder_embed_dim is 1280, but sam_vit_h_small.pth holds a 32-wide"):
         load_segmenter(named, "cpu")
+
+
+def test_a_checkpoint_that_fits_its_size_but_lacks_weights_gives_one_clear_message(tmp_path):
+    path, model = write_tiny_sam(tmp_path)
+    state = {key: value for key, value in model.state_dict().items() if not key.startswith("mask_decoder.")}
+    save_file({key: value.contiguous() for key, value in state.items()}, path)
+    with pytest.raises(SegmentUnavailable, match=r"does not fit the configured model \(\d+ weights missing, e.g. "
+                                                  r"mask_decoder\.\S+\)"):
+        load_segmenter(path, "cpu")
 
 
 def test_a_config_must_hold_exactly_the_encoder_settings(tmp_path):
@@ -113,8 +137,8 @@ def test_a_config_must_hold_exactly_the_encoder_settings(tmp_path):
     path.with_suffix(".json").write_text("{not json")
     with pytest.raises(SegmentUnavailable, match="sam_tiny.json cannot be read"):
         load_segmenter(path, "cpu")
-    path.with_suffix(".json").write_text(json.dumps({**TINY, "encoder_depth": "2"}))
-    with pytest.raises(SegmentUnavailable, match="does not describe a model"):
+    path.with_suffix(".json").write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(SegmentUnavailable, match="sam_tiny.json cannot be read \\(it is nested too deeply\\)"):
         load_segmenter(path, "cpu")
     unnamed = tmp_path / "weights.safetensors"
     unnamed.write_bytes(path.read_bytes())

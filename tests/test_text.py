@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -13,6 +15,7 @@ from pipeline.text import (
     pair_word_masks,
     prompt_overflow,
     prompt_words,
+    _align,
     refine_mapper,
     replace_mapper,
     word_mask,
@@ -27,6 +30,45 @@ WOMBAT = [1087, 6575]  # wom bat</w>
 
 def _ids(tok, prompt):
     return tok(prompt, padding="max_length", max_length=L, truncation=True).input_ids
+
+
+def reference_align(x: list[int], y: list[int]) -> list[int]:
+    """The reference's alignment procedure (google/prompt-to-prompt seq_aligner.global_align and
+    get_aligned_sequences), restated independently of pipeline.text: the decision at each cell is
+    recorded during the forward pass in the reference's order of preference (gap in the source, i.e.
+    a new target token; then gap in the target; then the diagonal), and the trace back follows the
+    recorded decisions from the ends. Returns, per target token, its source index or -1."""
+    LEFT, UP, DIAGONAL = 1, 2, 3
+    score = [[0] * (len(y) + 1) for _ in range(len(x) + 1)]
+    decision = [[UP] * (len(y) + 1) for _ in range(len(x) + 1)]
+    decision[0] = [None] + [LEFT] * len(y)
+    for i in range(1, len(x) + 1):
+        for j in range(1, len(y) + 1):
+            left, up = score[i][j - 1], score[i - 1][j]
+            diagonal = score[i - 1][j - 1] + (1 if x[i - 1] == y[j - 1] else -1)
+            score[i][j] = best = max(left, up, diagonal)
+            decision[i][j] = LEFT if best == left else UP if best == up else DIAGONAL
+    out, i, j = [], len(x), len(y)
+    while decision[i][j] is not None:
+        if decision[i][j] == DIAGONAL:
+            i, j = i - 1, j - 1
+            out.append(i)
+        elif decision[i][j] == LEFT:
+            j -= 1
+            out.append(-1)
+        else:
+            i -= 1
+    return out[::-1]
+
+
+def reference_get_mapper(x: list[int], y: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's get_mapper on token ids: aligned positions, then padding j -> len(y) + (j - len(y))."""
+    mapper = torch.zeros(length, dtype=torch.int64)
+    mapper[: len(y)] = torch.tensor(reference_align(x, y), dtype=torch.int64)
+    mapper[len(y):] = len(y) + torch.arange(length - len(y))
+    alphas = torch.ones(length)
+    alphas[: len(y)] = mapper[: len(y)].ne(-1).float()
+    return mapper, alphas
 
 
 def _attention(seed=0):
@@ -192,7 +234,7 @@ def test_replace_mapper_unequal_word_counts(clip_tokenizer):
 def test_refine_mapper_inserted_word(clip_tokenizer):
     mapper, alphas = refine_mapper(clip_tokenizer, "a cat", "a fluffy cat")
     assert mapper.dtype == torch.int64 and alphas.dtype == torch.float32
-    assert mapper.tolist() == [0, 1, -1, 2, 3] + list(range(4, L - 1))
+    assert mapper.tolist() == [0, 1, -1, 2, 3] + list(range(5, L))
     assert alphas.tolist() == [1, 1, 0, 1, 1] + [1] * (L - 5)
 
     source, own = _attention(2), _attention(3)
@@ -209,29 +251,63 @@ def test_refine_mapper_identity_for_equal_prompts(clip_tokenizer):
 
 def test_refine_mapper_removed_words_and_ties(clip_tokenizer):
     mapper, alphas = refine_mapper(clip_tokenizer, "a photo of a cat", "a cat")
-    # the "a" next to "cat" is kept; target padding reads source padding
-    assert mapper.tolist()[:6] == [0, 4, 5, 6, 7, 8]
+    # ties go as in the reference: the target's "a" pairs with the source's first "a"; target padding
+    # position j reads source position j (here "of", "a", "cat", EOS: the source is the longer one)
+    assert mapper.tolist() == [0, 1, 5, 6] + list(range(4, L))
     assert torch.equal(alphas, torch.ones(L))
 
 
 def test_refine_mapper_swapped_words_keep_the_first(clip_tokenizer):
-    # either word can be kept; ties drop a source token before adding a target one, keeping "cat"
+    # ties add a new target token before dropping a source one or matching: "dog" is kept
     mapper, alphas = refine_mapper(clip_tokenizer, "a cat dog", "a dog cat")
-    assert mapper.tolist()[:5] == [0, 1, -1, 2, 4]
-    assert alphas.tolist()[:5] == [1, 1, 0, 1, 1]
+    assert mapper.tolist()[:5] == [0, 1, 3, -1, 4]
+    assert alphas.tolist()[:5] == [1, 1, 1, 0, 1]
 
 
 def test_refine_mapper_multi_token_word_is_new(clip_tokenizer):
     mapper, alphas = refine_mapper(clip_tokenizer, "a cat", "a hippopotamus")
-    assert mapper.tolist()[:7] == [0, 1, -1, -1, -1, 3, 4]
+    assert mapper.tolist()[:7] == [0, 1, -1, -1, -1, 3, 6]  # EOS, then padding 6 -> 6
     assert alphas.tolist()[:7] == [1, 1, 0, 0, 0, 1, 1]
 
 
 def test_refine_mapper_long_source_short_target(clip_tokenizer):
     mapper, alphas = refine_mapper(clip_tokenizer, "cat " * 80, "a cat")
-    assert mapper.tolist()[:4] == [0, -1, 75, 76]  # BOS, a (new), the last kept cat, EOS
-    assert mapper.tolist()[4:] == [76] * (L - 4)
+    assert mapper.tolist()[:4] == [0, -1, 1, 76]  # BOS, a (new), the first cat (the reference's tie), EOS
+    assert mapper.tolist()[4:] == list(range(4, L))
     assert int(mapper.min()) >= -1 and int(mapper.max()) <= L - 1
+
+
+@pytest.mark.parametrize(("source", "target"), [
+    ("a cat sitting on a bench", "a silver cat sculpture sitting on a bench"),  # target longer
+    ("a silver cat sculpture sitting on a bench", "a cat sitting on a bench"),  # source longer
+])
+def test_refine_mapper_padding_reads_the_same_source_position(clip_tokenizer, source, target):
+    """The reference's get_mapper: `mapper[len(y):] = len(y) + arange(L - len(y))`, position j -> j."""
+    mapper, alphas = refine_mapper(clip_tokenizer, source, target)
+    n = len(clip_tokenizer(target).input_ids)
+    assert len(clip_tokenizer(source).input_ids) != n
+    assert mapper[n:].tolist() == list(range(n, L))
+    assert alphas[n:].tolist() == [1.0] * (L - n)
+
+
+def test_refine_mapper_matches_a_transcription_of_the_reference(clip_tokenizer):
+    """Every alignment, ties included, and the padding rule, against the reference's own algorithm
+    (google/prompt-to-prompt seq_aligner.py, transcribed in tests/reference_seq_aligner.py)."""
+    pairs = [("a photo of a cat", "a cat"), ("a cat dog", "a dog cat"), ("a cat", "a fluffy cat"),
+             ("cat " * 80, "a cat"), ("a dog and a cat and a dog", "a cat and a dog"),
+             ("the red the red house", "a red house the red")]
+    for source, target in pairs:
+        mapper, alphas = refine_mapper(clip_tokenizer, source, target)
+        ref_mapper, ref_alphas = reference_get_mapper(
+            clip_tokenizer(source, truncation=True, max_length=L).input_ids,
+            clip_tokenizer(target, truncation=True, max_length=L).input_ids, L)
+        assert mapper.tolist() == ref_mapper.tolist(), (source, target)
+        assert alphas.tolist() == ref_alphas.tolist(), (source, target)
+    rng = random.Random(0)
+    for _ in range(2000):  # short random sequences over a few symbols: ties everywhere
+        x = [rng.randrange(4) for _ in range(rng.randrange(0, 9))]
+        y = [rng.randrange(4) for _ in range(rng.randrange(0, 9))]
+        assert _align(x, y) == reference_align(x, y), (x, y)
 
 
 # -- weights and masks --------------------------------------------------------------------------------

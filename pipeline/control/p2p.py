@@ -102,9 +102,15 @@ class LocalBlend(Controller):
     up blocks, summed over the blend words' tokens (row 0: words of the source, row 1: of the
     target) and averaged over heads; the per-step mask is that sum, 3x3 max-pooled, resized to the
     latent, divided by its maximum and thresholded, OR-ed between source and target. Subtract
-    words (without pooling, as in the reference) remove regions from it. Given before the editor,
-    it sees the unedited maps, as in the reference. The sums are kept in place in tensors made at the
-    first call, so a CUDA graph that replays a call adds to them.
+    words (without pooling, as in the reference) remove regions from it.
+
+    It reads the maps it is given, so its place in the controller list decides which: placed after
+    the PromptToPromptEditor (pipeline.methods.p2p.p2p_controllers does), it reads the target row
+    AFTER the edit, as the reference executes (its AttentionStore appends the probability tensor
+    that AttentionControlEdit.forward then overwrites in place, so LocalBlend averages edited maps:
+    a swapped word's target row holds the source word's map inside the cross-replace steps, the
+    target's own after them). The sums are kept in place in tensors made at the first call, so a
+    CUDA graph that replays a call adds to them.
     """
 
     graph_safe: ClassVar[bool] = True

@@ -2,16 +2,31 @@
 
 The target is sampled beside the source; in the decoder's finer self-attention layers its queries
 read the source's keys and values (pipeline.control.masactrl), so content and texture come from the
-photo while layout and pose follow the target prompt. Defaults follow the authors' real-image
-script (playground_real.py): DDIM inversion with an empty prompt at guidance 7.5 (the empty prompt
-makes guidance irrelevant), the source branch sampled with the empty prompt and kept on the
-inversion latents at every step (`inversion=direct`, `inversion_prompt=empty`: the authors overwrite
-the source latent with the inversion latent before each step, which is the same as correcting it
-after the previous one), control from step 4 of 50 and transformer layer 10 of 16 (stated by place: pipeline.control.masactrl),
-guidance 7.5.
-Null-text, negative-prompt and plain DDIM inversion, and inverting with the source prompt, are
-options. Departures: the control start is a fraction of the steps (0.08 = step 4 of 50) so other
-step counts keep its place; a painted edit mask keeps the source outside it (the authors have none).
+photo while layout and pose follow the target prompt.
+
+What the authors execute (TencentARC/MasaCtrl: playground_real.ipynb and the gradio app's
+real-image editing, as run, not as commented): DDIM inversion with an empty prompt at guidance 7.5
+(the empty prompt on both branches makes guidance irrelevant), then [source, target] sampled from
+the inverted z_T with the prompts ["", target] at guidance 7.5, control from step 4 of 50 in
+transformer layers 10-15. The source branch is NOT tied to the inversion: the call that passes
+the inversion's intermediate latents (`ref_intermediate_latents`) is commented out in both. That
+executed flow is `inversion=ddim` here (with `inversion_prompt=empty`, the default); run beside
+the authors' code on identical weights it agrees to 82.7 dB (target) and 83.9 dB (reconstruction)
+in fp32.
+
+Retake's default is `inversion=direct`, the commented-out variant: the source branch follows the
+inversion latents, which the authors' pipeline does by overwriting the source latent with z*_t
+before each step and direct inversion (pipeline.inversion.source.FollowTrajectory) does by
+correcting it after the previous step (the same latents). One more correction is made after the
+last step, which the overwrite has no step for: the source reconstruction then lands exactly on the
+inverted z*_0, where the commented-out variant stays one uncorrected step (about 5e-3) away. The
+target is affected by it only through the source keys and values it reads, which come before that
+last correction, so the two agree on the target. Direct is kept as the product default because it
+keeps the photo better; choose `inversion=ddim` for the authors' executed behaviour.
+
+Null-text and negative-prompt inversion, and inverting with the source prompt, are options.
+Departures: the control start is a fraction of the steps (0.08 = step 4 of 50) so other step counts
+keep its place; a painted edit mask keeps the source outside it (the authors have none).
 """
 
 from __future__ import annotations
@@ -26,7 +41,7 @@ from pipeline.control.contract import Controller
 from pipeline.control.masactrl import LAYER_CHOICES, MutualSelfAttention, WordMaps
 from pipeline.errors import PromptError
 from pipeline.events import Stage
-from pipeline.inversion.source import INVERSION_HELP, INVERSIONS, SourceInversionParams, invert_source, source_branch
+from pipeline.inversion.source import INVERSIONS, SourceInversionParams, invert_source, source_branch
 from pipeline.methods.base import EDIT_MASK, EditOutput, Inputs, InputSpec, Prompts, Tensors
 from pipeline.params import param
 from pipeline.run import RunContext
@@ -47,7 +62,13 @@ TARGET_MASK = InputSpec(
 class MasaCtrlParams(SourceInversionParams):
     INPUTS: ClassVar[tuple[InputSpec, ...]] = (EDIT_MASK, SUBJECT_MASK, TARGET_MASK)
 
-    inversion: str = param("direct", kind="choice", stage="inversion", choices=INVERSIONS, help=INVERSION_HELP)
+    inversion: str = param(
+        "direct", kind="choice", stage="inversion", choices=INVERSIONS,
+        help="How the photo is inverted. direct (default): the source branch follows the inversion latents, the "
+        "variant the authors left commented out, plus a correction after the last step (the photo is "
+        "reproduced exactly); ddim: what the authors' code executes (no correction, the source drifts a "
+        "little); null-text, negative-prompt: as for p2p.",
+    )
     inversion_prompt: str = param(
         "empty", kind="choice", stage="inversion", choices=("empty", "source"),
         help="Prompt of the inversion and of the source branch: empty (the authors' real-image mode) or the "

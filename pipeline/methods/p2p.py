@@ -133,11 +133,13 @@ def p2p_edit(
 def p2p_controllers(
     tok: Any, prompts: Prompts, params: P2PControlParams, device: torch.device, blend_words: Sequence[str]
 ) -> tuple[list[Controller], LocalBlend | None]:
-    """The controllers in the reference's order (a local blend's store sees the unedited maps); the
-    local blend, also returned on its own, exists only when there are blend words."""
-    local = _local_blend(tok, prompts.source, prompts.target, params, blend_words, device) if blend_words else None
+    """The editor, then the local blend (returned on its own too; it exists only when there are blend
+    words). The order is the reference's as executed: its attention store keeps the very tensor the
+    editor then edits in place, so the blend's mask is computed from the EDITED maps (for a swapped
+    word, the target row holds the source word's map; reweighting is included)."""
     editor = _editor(tok, prompts.source, prompts.target, params, device)
-    return ([local] if local is not None else []) + [editor], local
+    local = _local_blend(tok, prompts.source, prompts.target, params, blend_words, device) if blend_words else None
+    return [editor] + ([local] if local is not None else []), local
 
 
 def _editor(tok: Any, source: str, target: str, params: P2PControlParams, device: torch.device) -> PromptToPromptEditor:

@@ -21,6 +21,12 @@ edit at all, and its README sweeps 0.0 to 0.5; we default to 0.5, the strongest 
 
 Departures and choices:
 - k is a fraction of the steps (`target_start`, 0.2 = step 10 of 50), so other step counts keep its place.
+- Timesteps: the authors build their DDIM scheduler by hand in Imagic_inversion.py without
+  `steps_offset` (a plain DiffusionPipeline with DDIMScheduler(beta_start=0.00085, ...)), so at 50
+  steps they sample timesteps 980, 960, ..., 0; Retake uses the model's own scheduler config, whose
+  `steps_offset: 1` gives SD's 981, 961, ..., 1, as every other method here. The shift is one
+  training step per sampling step, but it is not negligible at few steps (at 10 steps on the
+  CPU it alone moves x_T by 18%, measured beside the authors' code).
 - The reconstruction branch (the inversion prompt, every step) is sampled beside the target only when
   it is needed: for a painted edit mask (outside it the target follows that branch at every step,
   MaskBlend) and for direct inversion (below). Otherwise the target is sampled alone, as the authors

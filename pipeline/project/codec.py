@@ -15,20 +15,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.errors import ProjectError, shorten
+from pipeline.errors import ProjectError, printable, shorten
 from pipeline.project.folder import FILE_PATTERNS, INPUT_NAME, shown
 from pipeline.project.records import (
     EditRecord, FileRecord, ImageRecord, InputRecord, InversionRecord, Json, Manifest, ModelRecord, Settings,
 )
 
 FORMAT = "retake-project"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 EDIT_ID = re.compile(r"e([0-9]{4,9})")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _INPUT_KINDS = ("image", "mask")
-_MAX_SIDE = 1 << 20  # pixels: far beyond any photo Retake decodes
+MAX_IMAGE_SIDE = 1 << 20
+"""The largest width or height of a photo a project holds (pixels): far beyond any photo Retake decodes."""
+_MAX_FILE_BYTES = (1 << 63) - 1
 
 Migration = Callable[[dict[str, Json]], dict[str, Json]]
 
@@ -74,7 +76,25 @@ def _v3_to_v4(data: dict[str, Json]) -> dict[str, Json]:
     return data
 
 
-MIGRATIONS: Mapping[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(data: dict[str, Json]) -> dict[str, Json]:
+    """Version 5 records each file's size, which opening checks instead of hashing: unknown for older files."""
+    references = [data.get("image")]
+    for edit in data.get("edits") if isinstance(data.get("edits"), list) else ():
+        if isinstance(edit, dict):
+            references += [edit.get("result"), edit.get("mask")]
+    for item in data.get("inputs") if isinstance(data.get("inputs"), list) else ():
+        if isinstance(item, dict):
+            references.append(item.get("file"))
+    for reference in references:
+        if isinstance(reference, dict):
+            reference.setdefault("bytes", None)
+    for inversion in data.get("inversions") if isinstance(data.get("inversions"), list) else ():
+        if isinstance(inversion, dict):
+            inversion.setdefault("file_bytes", None)
+    return data
+
+
+MIGRATIONS: Mapping[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 def _migrate(data: dict[str, Json], migrations: Mapping[int, Migration], target: int) -> dict[str, Json]:
@@ -122,7 +142,7 @@ def _model_json(model: ModelRecord | None) -> Json:
 
 
 def _file_json(record: FileRecord | None) -> Json:
-    return None if record is None else {"file": record.file, "sha256": record.sha256}
+    return None if record is None else {"file": record.file, "sha256": record.sha256, "bytes": record.nbytes}
 
 
 def manifest_to_json(manifest: Manifest) -> dict[str, Json]:
@@ -134,7 +154,7 @@ def manifest_to_json(manifest: Manifest) -> dict[str, Json]:
         "app_version": m.app_version,
         "created": m.created,
         "modified": m.modified,
-        "image": {"file": m.image.file, "sha256": m.image.sha256, "width": m.image.width,
+        "image": {"file": m.image.file, "sha256": m.image.sha256, "bytes": m.image.nbytes, "width": m.image.width,
                   "height": m.image.height},
         "settings": {
             "model": _model_json(m.settings.model),
@@ -146,7 +166,8 @@ def manifest_to_json(manifest: Manifest) -> dict[str, Json]:
         },
         "inversions": [
             {
-                "key": inv.key, "file": inv.file, "file_sha256": inv.file_sha256, "method": inv.method,
+                "key": inv.key, "file": inv.file, "file_sha256": inv.file_sha256, "file_bytes": inv.file_nbytes,
+                "method": inv.method,
                 "model_identity": inv.model_identity, "source_prompt": inv.source_prompt,
                 "params": inv.params, "size": list(inv.size), "steps": inv.steps, "created": inv.created,
                 "parts": inv.parts, "tuning_of": inv.tuning_of,
@@ -180,12 +201,14 @@ def encode_manifest(manifest: Manifest) -> bytes:
 
 
 def show(value: Json) -> str:
-    """A value from a manifest as echoed in a message: JSON, shortened."""
+    """A value from a manifest as echoed in a message or a terminal: JSON, shortened, with every character
+    that is not printable escaped (JSON escapes only C0 controls; C1 controls such as U+009B, which some
+    terminals take for an escape sequence, and invisible format characters are escaped too)."""
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(value)
-    return shorten(text)
+    return shorten(printable(text))
 
 
 def _expect_dict(value: Json, where: str) -> dict[str, Json]:
@@ -273,7 +296,12 @@ def _file_record(value: Json, where: str, kind: str, *, nullable: bool) -> FileR
         return None
     obj = _expect_dict(value, where)
     return FileRecord(file=_file_path(_str(obj, "file", where), kind, f"{where}.file"),
-                      sha256=_str(obj, "sha256", where, pattern=_SHA256))
+                      sha256=_str(obj, "sha256", where, pattern=_SHA256), nbytes=_nbytes(obj, "bytes", where))
+
+
+def _nbytes(obj: dict[str, Json], key: str, where: str) -> int | None:
+    """A file's size in bytes; null for a file recorded before format 5 (its size was not recorded)."""
+    return _int(obj, key, where, minimum=0, maximum=_MAX_FILE_BYTES, nullable=True)
 
 
 def _items(data: dict[str, Json], key: str) -> list[tuple[str, dict[str, Json]]]:
@@ -290,6 +318,7 @@ def _inversion(obj: dict[str, Json], where: str) -> InversionRecord:
         key=_str(obj, "key", where, pattern=KEY),
         file=_file_path(_str(obj, "file", where), "inversion", f"{where}.file"),
         file_sha256=_str(obj, "file_sha256", where, pattern=_SHA256),
+        file_nbytes=_nbytes(obj, "file_bytes", where),
         method=_str(obj, "method", where, nonempty=True),
         model_identity=_str(obj, "model_identity", where, nonempty=True),
         source_prompt=_str(obj, "source_prompt", where),
@@ -348,8 +377,9 @@ def _manifest_from_json(data: dict[str, Json]) -> Manifest:
     image = ImageRecord(
         file=_file_path(_str(image_obj, "file", "image"), "image", "image.file"),
         sha256=_str(image_obj, "sha256", "image", pattern=_SHA256),
-        width=_int(image_obj, "width", "image", minimum=1, maximum=_MAX_SIDE),
-        height=_int(image_obj, "height", "image", minimum=1, maximum=_MAX_SIDE),
+        width=_int(image_obj, "width", "image", minimum=1, maximum=MAX_IMAGE_SIDE),
+        height=_int(image_obj, "height", "image", minimum=1, maximum=MAX_IMAGE_SIDE),
+        nbytes=_nbytes(image_obj, "bytes", "image"),
     )
     settings_obj = _expect_dict(_field(data, "settings", ""), "settings")
     settings = Settings(
@@ -379,7 +409,7 @@ def _manifest_from_json(data: dict[str, Json]) -> Manifest:
         edits=tuple(edits),
         inputs=tuple(inputs),
     )
-    _one_checksum_per_file(manifest)
+    _one_record_per_file(manifest)
     return manifest
 
 
@@ -391,22 +421,14 @@ def _unique(values: list[str], where: str, what: str) -> None:
         seen.add(value)
 
 
-def file_checksums(manifest: Manifest) -> list[tuple[str, str]]:
-    """(file, sha256) of every file reference in `manifest`, in manifest order (shared masks repeat)."""
-    pairs = [(manifest.image.file, manifest.image.sha256)]
-    pairs += [(inv.file, inv.file_sha256) for inv in manifest.inversions]
-    for edit in manifest.edits:
-        pairs += [(edit.result.file, edit.result.sha256)] + ([] if edit.mask is None else
-                                                              [(edit.mask.file, edit.mask.sha256)])
-    pairs += [(item.file.file, item.file.sha256) for item in manifest.inputs]
-    return pairs
-
-
-def _one_checksum_per_file(manifest: Manifest) -> None:
-    seen: dict[str, str] = {}
-    for file, sha256 in file_checksums(manifest):
-        if seen.setdefault(file, sha256) != sha256:
-            raise Damage(f"it records two different checksums for {show(file)}")
+def _one_record_per_file(manifest: Manifest) -> None:
+    seen: dict[str, FileRecord] = {}
+    for ref in manifest.file_references():
+        first = seen.setdefault(ref.file, ref)
+        if first.sha256 != ref.sha256:
+            raise Damage(f"it records two different checksums for {show(ref.file)}")
+        if None not in (first.nbytes, ref.nbytes) and first.nbytes != ref.nbytes:  # None: not recorded
+            raise Damage(f"it records two different sizes for {show(ref.file)}")
 
 
 def parse_manifest(root: Path, data: bytes) -> Manifest:

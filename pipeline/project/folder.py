@@ -20,12 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
-from pipeline.errors import ProjectError, shorten
+from pipeline.errors import ProjectError, printable, shorten
 from pipeline.files import fsync_directory, write_atomically
 
 MANIFEST_FILE = "project.json"
 SOURCE_FILE = "source.png"
 LOCK_FILE = ".lock"
+CREATING_FILE = ".creating"  # present while a first edit makes the project (pipeline.project.lock)
 MASKS_DIR, RESULTS_DIR, INVERSIONS_DIR, INPUTS_DIR = "masks", "results", "inversions", "inputs"
 QUARANTINE_DIR = "quarantine"
 
@@ -70,8 +71,8 @@ class Folder:
 
     def refuse(self, rel: str, what: str) -> NoReturn:
         """Raise the one sentence that refuses a project for what was found at `rel`."""
-        raise ProjectError(f"Refusing the project at {shown(self.root)}: {shorten(rel)} is {what}, and Retake "
-                           f"uses only plain files inside a project folder; nothing was written.")
+        raise ProjectError(f"Refusing the project at {shown(self.root)}: {shorten(printable(rel))} is {what}, and "
+                           f"Retake uses only plain files inside a project folder; nothing was written.")
 
     def path(self, rel: str) -> Path:
         """The absolute path of `rel` after checking that the name stays inside the folder."""

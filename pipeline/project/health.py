@@ -1,7 +1,10 @@
 """`retake project check DIR [--repair]`: what is in a project, what is wrong with it, and the repair.
 
-Checking reads only, so it is safe on a project someone sent you; repairing is `Project.open` with
-`recover=True`, which sets damaged files aside in quarantine/ and keeps everything else.
+Checking reads only, so it is safe on a project someone sent you, and hashes every file (opening a
+project does not; see pipeline.project.verify); repairing is `Project.open` with `recover=True` and
+`verify=True`, which sets every damaged file aside in quarantine/ and keeps everything else. What
+the summary echoes from project.json goes through `codec.show`, which escapes control characters,
+so a hostile manifest cannot drive the terminal.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import ProjectError, shorten
-from pipeline.project.codec import parse_manifest
+from pipeline.errors import ProjectError, printable, shorten
+from pipeline.project.codec import parse_manifest, show
 from pipeline.project.folder import Folder, shown
 from pipeline.project.records import Manifest
 from pipeline.project.store import Project, read_manifest_bytes, cannot_open_message
@@ -42,7 +45,7 @@ class ProjectHealth:
 
 
 def check_project(path: str | os.PathLike[str]) -> ProjectHealth:
-    """Check a project folder without writing anything: its manifest, its photo and every file."""
+    """Check a project folder without writing anything: its manifest, its photo and every file, hashed."""
     root = Path(path)
 
     def broken(message: str, contents: tuple[str, ...] = ()) -> ProjectHealth:
@@ -58,7 +61,7 @@ def check_project(path: str | os.PathLike[str]) -> ProjectHealth:
         return broken(str(exc))
     contents = _contents(manifest)
     try:
-        problems = find_problems(folder, manifest)
+        problems = find_problems(folder, manifest, hashes=True)
     except ProjectError as exc:  # a file swapped for a link since the audit
         return broken(str(exc), contents)
     repairable = all(p.repairable for p in problems)
@@ -70,10 +73,10 @@ def check_project(path: str | os.PathLike[str]) -> ProjectHealth:
 
 
 def repair_project(path: str | os.PathLike[str]) -> ProjectHealth:
-    """Open the project with recovery (damaged files to quarantine/), then report its health and
-    what was set aside. A project that cannot be repaired is reported, not raised."""
+    """Open the project with recovery after hashing every file (damaged files to quarantine/), then
+    report its health and what was set aside. A project that cannot be repaired is reported, not raised."""
     try:
-        project = Project.open(path, recover=True)
+        project = Project.open(path, recover=True, verify=True)
     except ProjectError:
         return check_project(path)
     health = check_project(path)
@@ -83,10 +86,10 @@ def repair_project(path: str | os.PathLike[str]) -> ProjectHealth:
 
 def _contents(manifest: Manifest) -> tuple[str, ...]:
     s, image = manifest.settings, manifest.image
-    settings = ", ".join([f"method {shorten(s.method)}" if s.method else "no method yet",
-                          f"model {shorten(s.model.spec)}" if s.model else "no model yet",
+    settings = ", ".join([f"method {shorten(printable(s.method))}" if s.method else "no method yet",
+                          f"model {shorten(printable(s.model.spec))}" if s.model else "no model yet",
                           f"max side {s.max_side}" if s.max_side else "max side not recorded",
-                          f"source prompt \"{shorten(s.source_prompt)}\""])
+                          f"source prompt {show(s.source_prompt)}"])
     inputs = ", ".join(f"{item.name} ({item.kind})" for item in manifest.inputs) or "none"
     return (f"photo: {image.file}, {shorten(image.width)}x{shorten(image.height)}",
             f"settings: {settings}",

@@ -15,20 +15,24 @@ InputKind = Literal["image", "mask"]
 
 @dataclass(frozen=True)
 class FileRecord:
-    """A file inside the project and the SHA-256 of its bytes."""
+    """A file inside the project, the SHA-256 of its bytes and their number (None: recorded by a Retake
+    before project format 5, which did not record sizes)."""
 
     file: str
     sha256: str
+    nbytes: int | None = None
 
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """The source photo: RGB, upright, full resolution, stored losslessly as PNG."""
+    """The source photo: RGB, upright, full resolution, stored losslessly as PNG (`nbytes`: the PNG's
+    size, None when recorded before project format 5)."""
 
     file: str
     sha256: str
     width: int
     height: int
+    nbytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,8 @@ class InversionRecord:
     StyleDiffusion's image encoder), by part name; empty for methods that use none. A method's tuning
     is stored as a record too: `tuning_of` is the key of the inversion it was learned from (None for
     an inversion). The manifest lists these records in the order they were last used, oldest first
-    (pipeline.project.retention).
+    (pipeline.project.retention). `file_nbytes` is the file's size (None when recorded before project
+    format 5).
     """
 
     key: str
@@ -79,6 +84,7 @@ class InversionRecord:
     created: str
     parts: dict[str, str] = field(default_factory=dict)
     tuning_of: str | None = None
+    file_nbytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,13 +129,16 @@ class Manifest:
     edits: tuple[EditRecord, ...]
     inputs: tuple[InputRecord, ...] = ()
 
+    def file_references(self) -> list[FileRecord]:
+        """Every file reference (file, sha256, size), in manifest order: the photo, the inversions, each
+        edit's result and mask, the inputs (a mask shared by several edits repeats)."""
+        refs = [FileRecord(self.image.file, self.image.sha256, self.image.nbytes)]
+        refs += [FileRecord(inv.file, inv.file_sha256, inv.file_nbytes) for inv in self.inversions]
+        for edit in self.edits:
+            refs += [edit.result] + ([] if edit.mask is None else [edit.mask])
+        refs += [item.file for item in self.inputs]
+        return refs
+
     def referenced_files(self) -> set[str]:
         """Every file (relative path) this manifest says belongs to the project, project.json aside."""
-        files = {self.image.file}
-        files.update(inv.file for inv in self.inversions)
-        files.update(item.file.file for item in self.inputs)
-        for edit in self.edits:
-            files.add(edit.result.file)
-            if edit.mask is not None:
-                files.add(edit.mask.file)
-        return files
+        return {ref.file for ref in self.file_references()}

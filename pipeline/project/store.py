@@ -5,9 +5,11 @@ Three promises shape the code (docs/project-format.md states them for people):
 * Crash safety. New content always goes to new file names, each written atomically; project.json,
   which says which files make up the project, is replaced last. Killing Retake at any instant
   leaves the previous project or the new one, both complete.
-* Honest loading. `Project.open` checks everything and either returns a sound project or raises one
-  ProjectError saying what is wrong with which file, and how to repair it when it can be. It never
-  writes to the folder unless asked to recover.
+* Honest loading, cheap opening. `Project.open` checks project.json whole and looks at every file it
+  names (present, of its recorded size, headers that fit), and either returns a sound project or
+  raises one ProjectError saying what is wrong with which file, and how to repair it when it can be.
+  It hashes nothing: a file's SHA-256 is checked when its content is read, and every file's by
+  `retake project check` (`verify=True`). It never writes to the folder unless asked to recover.
 * No lost updates. Writers take the lock; each save re-reads project.json under it and applies its
   change to the latest version, so two Retake windows on one project both keep their edits.
 """
@@ -34,16 +36,16 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from pipeline.errors import ProjectError, shorten
+from pipeline.errors import ImageError, ProjectError, shorten
 from pipeline.files import fsync_directory, temp_target
 from pipeline.images import png_with_metadata, to_rgb
-from pipeline.project.codec import EDIT_ID, KEY, encode_manifest, file_checksums, parse_manifest
+from pipeline.project.codec import EDIT_ID, KEY, MAX_IMAGE_SIDE, encode_manifest, parse_manifest
 from pipeline.project.content import (
     INVERSION_FORMAT, INVERSION_METADATA_KEY, image_png, mask_png, sha256_bytes,
 )
 from pipeline.project.folder import (
-    GENERATED, INPUT_NAME, INPUTS_DIR, INVERSIONS_DIR, LOCK_FILE, MANIFEST_FILE, MASKS_DIR, RESULTS_DIR,
-    SOURCE_FILE, Folder, shown,
+    CREATING_FILE, GENERATED, INPUT_NAME, INPUTS_DIR, INVERSIONS_DIR, LOCK_FILE, MANIFEST_FILE, MASKS_DIR,
+    RESULTS_DIR, SOURCE_FILE, Folder, shown,
 )
 from pipeline.project.lock import DEFAULT_LOCK_TIMEOUT_S, ProjectLock
 from pipeline.project.recovery import set_aside
@@ -52,7 +54,8 @@ from pipeline.project.records import (
     EditRecord, FileRecord, ImageRecord, InputKind, InputRecord, InversionRecord, Json, Manifest, ModelRecord,
     Settings,
 )
-from pipeline.project.verify import Problem, find_problems
+from pipeline.project.state import KEEP, InputValue, NewEdit, SettingsUpdate
+from pipeline.project.verify import CHECKSUM_MISMATCH, Problem, find_problems, what
 
 T = TypeVar("T")
 
@@ -60,6 +63,11 @@ _MAX_MANIFEST_BYTES = 64 << 20
 # Files an operating system drops into any folder it shows; they do not make a folder "not empty".
 _OS_CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".directory"})
 _FILE_FOLDERS = (MASKS_DIR, RESULTS_DIR, INVERSIONS_DIR, INPUTS_DIR)
+
+
+class SetAside(ProjectError):
+    """A read of a project opened with recovery found its file damaged or missing and set it aside
+    (quarantine/, its records dropped); the message is the sentence for the user."""
 
 
 class Project:
@@ -81,6 +89,7 @@ class Project:
         self._lock: ProjectLock | None = None  # held during a transaction
         self._app_version = app_version()
         self._recovered: tuple[str, ...] = ()
+        self._recovering = False  # opened with recovery: a damaged file found when read is set aside
 
     def __repr__(self) -> str:
         m = self._manifest
@@ -102,6 +111,7 @@ class Project:
             raise ProjectError(f"Cannot create a project at {shown(root)}: it is a file, not a folder.")
         if not isinstance(image, Image.Image):
             raise TypeError(f"image must be a PIL image, not {type(image).__name__}")
+        check_photo_fits(*image.size)
         folder = Folder(root)
         if root.is_dir():
             _check_can_create(folder)  # before touching the folder (the lock file is a write)
@@ -118,7 +128,7 @@ class Project:
                 width, height = image.size
                 manifest = Manifest(
                     app_version=app_version(), created=now, modified=now,
-                    image=ImageRecord(SOURCE_FILE, sha256_bytes(source_png), width, height),
+                    image=ImageRecord(SOURCE_FILE, sha256_bytes(source_png), width, height, len(source_png)),
                     settings=Settings(model=None, source_prompt="", method=None, params={}),
                     inversions=(), edits=(),
                 )
@@ -130,13 +140,22 @@ class Project:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
-             recover: bool = False) -> Project:
-        """Open and fully check the project in folder `path`.
+             recover: bool = False, verify: bool = False) -> Project:
+        """Open and check the project in folder `path`.
+
+        Opening reads project.json whole and looks at every file it names: present, a regular file
+        of the size recorded, the photo's PNG header and each inversion's safetensors header fit
+        (pipeline.project.verify). It hashes nothing, so it costs the same for kilobytes or gigabytes
+        of inversions; each file's SHA-256 is checked when its content is read (`image`,
+        `load_inversion`, `input_image`, `result_bytes`, `mask_image`). With `verify`, every file is
+        hashed now too (`retake project check` and `--repair`).
 
         Without `recover` it never writes to the folder: any problem raises one ProjectError naming
         it and the file (and, when it can be repaired, saying how). With `recover`, damaged or
         missing inversions, results, masks and inputs are moved to quarantine/ and their records
-        dropped (see `recovered`); damage to project.json or the photo still raises ProjectError.
+        dropped (see `recovered`): those found now, and any whose content a later read finds damaged
+        or missing (that read raises SetAside, whose message says so). Damage to project.json or the
+        photo still raises ProjectError.
         """
         root = Path(path)
         if not root.exists():
@@ -149,7 +168,7 @@ class Project:
             folder.audit()
             data = read_manifest_bytes(folder)
             manifest = parse_manifest(root, data)
-            problems = find_problems(folder, manifest, first_only=not recover)
+            problems = find_problems(folder, manifest, first_only=not recover, hashes=verify)
             # A writer in another process may have replaced the manifest and removed the files it
             # no longer needs while we were checking the old one: check the new one.
             if problems and retries > 0 and _manifest_changed(folder, data):
@@ -157,15 +176,16 @@ class Project:
                 continue
             break
         project = cls(folder, manifest, sha256_bytes(data), lock_timeout)
+        project._recovering = recover
         if problems:
             if not recover or not all(p.repairable for p in problems):
                 raise ProjectError(cannot_open_message(root, problems))
-            project._recover()
+            project._recover(verify)
         return project
 
-    def _recover(self) -> None:
+    def _recover(self, hashes: bool) -> None:
         def change(base: Manifest) -> tuple[Manifest | None, tuple[str, ...]]:
-            problems = find_problems(self._folder, base)
+            problems = find_problems(self._folder, base, hashes=hashes)
             if not problems:
                 return None, ()
             if not all(p.repairable for p in problems):
@@ -214,7 +234,7 @@ class Project:
     def image(self) -> Image.Image:
         """The source photo (RGB, upright, full resolution), checked against its SHA-256."""
         record = self._manifest.image
-        return self._decode(record.file, record.sha256, "source image", "RGB")
+        return self._decode(record.file, record.sha256, "image", "RGB")
 
     def find_inversion(self, key: str) -> InversionRecord | None:
         for record in self._manifest.inversions:
@@ -237,12 +257,28 @@ class Project:
         return None
 
     def result_path(self, edit: EditRecord | str) -> Path:
-        """Absolute path of an edit's result PNG (which carries its parameters in text chunks)."""
+        """Absolute path of an edit's result PNG (which carries its parameters in text chunks); read it
+        with `result_bytes` or `result_image`, which check it."""
         return self._folder.path(self._edit(edit).result.file)
+
+    def result_bytes(self, edit: EditRecord | str) -> bytes:
+        """An edit's result PNG as stored (with its parameters), checked against its SHA-256."""
+        result = self._edit(edit).result
+        return self._read_checked(result.file, result.sha256, "result")
+
+    def result_image(self, edit: EditRecord | str) -> Image.Image:
+        """An edit's result (RGB), checked against its SHA-256."""
+        result = self._edit(edit).result
+        return self._decode(result.file, result.sha256, "result", "RGB")
 
     def mask_path(self, edit: EditRecord | str) -> Path | None:
         mask = self._edit(edit).mask
         return None if mask is None else self._folder.path(mask.file)
+
+    def mask_image(self, edit: EditRecord | str) -> Image.Image | None:
+        """An edit's mask (8-bit greyscale, 255 = edited), checked against its SHA-256; None if it had none."""
+        mask = self._edit(edit).mask
+        return None if mask is None else self._decode(mask.file, mask.sha256, "mask", "L")
 
     def input_names(self) -> tuple[str, ...]:
         """The names of the stored inputs, in the order they were first set."""
@@ -270,30 +306,86 @@ class Project:
                 return record
         raise KeyError(f"no edit {edit_id!r} in {self._root}")
 
-    def _read_checked(self, rel: str, sha256: str, what: str) -> bytes:
+    def _read_checked(self, rel: str, sha256: str, kind: str) -> bytes:
+        """The bytes of the referenced file `rel` (a file of `kind`: "image", "inversion", ...), read
+        once and checked against its SHA-256; the one way content leaves a project.
+
+        A damaged or missing file raises ProjectError saying how to repair it, or, in a project opened
+        with recovery, is set aside first (SetAside).
+        """
         path = shown(self._root / rel)
         try:
             data = self._folder.read(rel)
         except FileNotFoundError:
-            raise ProjectError(f"The {what} file {path} is missing from the project.") from None
+            problem = Problem(kind, rel, "is missing", True)
+            failure = f"The {what(kind)} file {path} is missing from the project"
         except OSError as exc:
-            raise ProjectError(f"Cannot read the {what} file {path}: {exc.strerror or exc}.") from exc
-        if sha256_bytes(data) != sha256:
-            raise ProjectError(f"The {what} file {path} is damaged: its contents no longer match "
-                               f"the checksum recorded in project.json.")
-        return data
+            raise ProjectError(f"Cannot read the {what(kind)} file {path}: {exc.strerror or exc}.") from exc
+        else:
+            if sha256_bytes(data) == sha256:
+                return data
+            problem = Problem(kind, rel, CHECKSUM_MISMATCH, False)
+            failure = (f"The {what(kind)} file {path} is damaged: its contents no longer match the checksum "
+                       f"recorded in project.json")
+        if self._recovering and problem.repairable:
+            raise SetAside(self._set_aside(problem, sha256))
+        raise ProjectError(f"{failure}; {repair_advice(self._root, problem.repairable)}.")
 
-    def _decode(self, rel: str, sha256: str, what: str, mode: str) -> Image.Image:
-        data = self._read_checked(rel, sha256, what)
+    def _set_aside(self, problem: Problem, sha256: str) -> str:
+        """Recovery at read time: move the file of `problem` to quarantine/ and drop its records in one
+        commit, as opening with recovery would have; returns the sentence for the user."""
+        def change(base: Manifest) -> tuple[Manifest | None, tuple[str, ...]]:
+            if not any(ref.file == problem.file and ref.sha256 == sha256 for ref in base.file_references()):
+                return None, ()  # another writer has already replaced or dropped it
+            return set_aside(self._folder, base, [problem])
+
+        sentences = self._commit(change)
+        self._recovered += sentences
+        return " ".join(sentences) or (f"The {what(problem.kind)} file {shown(self._root / problem.file)} "
+                                       f"{problem.reason}, and another Retake has since changed the project; "
+                                       f"try again.")
+
+    def _decode(self, rel: str, sha256: str, kind: str, mode: str) -> Image.Image:
+        data = self._read_checked(rel, sha256, kind)
         try:
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
                 return img.convert(mode)
         except (OSError, SyntaxError, ValueError) as exc:
-            raise ProjectError(f"The {what} file {shown(self._root / rel)} cannot be decoded "
+            raise ProjectError(f"The {what(kind)} file {shown(self._root / rel)} cannot be decoded "
                                f"({shorten(exc)}).") from exc
 
     # ---- writing
+
+    def save_state(self, settings: SettingsUpdate | None = None,
+                   inputs: Mapping[str, InputValue | None] | None = None,
+                   edit: NewEdit | None = None) -> EditRecord | None:
+        """Write the state of an edit session in one commit: `settings`, every named input in `inputs`
+        (a value stores or replaces it, None forgets it; a name not given stays as it is) and, after a
+        run, a new `edit`; returns the new edit's record (None without one).
+
+        Everything is checked and encoded first; then, under the lock, the new files are written under
+        names nothing references yet and project.json is replaced last. A process killed at any instant
+        therefore leaves the project as it was before this save or as it is after it, never a mix (the
+        new prompt with the old mask). Writes nothing if nothing changed.
+        """
+        new_settings = None if settings is None else self._checked_settings(settings)
+        contents = {name: None if value is None else _input_content(name, value)
+                    for name, value in (inputs or {}).items()}
+        prepared = None if edit is None else self._prepared_edit(edit)
+
+        def change(base: Manifest) -> tuple[Manifest | None, EditRecord | None]:
+            new = base
+            if new_settings is not None:
+                new = dataclasses.replace(new, settings=new_settings(base.settings))
+            for name, content in contents.items():
+                new = self._with_input(base, new, name, content)
+            record = None
+            if prepared is not None:
+                new, record = self._with_edit(base, new, prepared)
+            return (None if new == base else new), record
+
+        return self._commit(change)
 
     def update_settings(self, *, model_spec: str | None, model_identity: str | None, source_prompt: str,
                         method: str | None, params: Mapping[str, Any], max_side: int | None = None,
@@ -305,26 +397,10 @@ class Project:
         """
         if (model_spec is None) != (model_identity is None):
             raise ValueError("model_spec and model_identity must be given together")
-        if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
-            raise ValueError(f"max_side must be a positive integer or None, not {max_side!r}")
-        model = None if model_spec is None else ModelRecord(
-            _check_str(model_spec, "model_spec", nonempty=True),
-            _check_str(model_identity, "model_identity", nonempty=True))
-        settings = Settings(model=model, source_prompt=_check_str(source_prompt, "source_prompt"),
-                            method=None if method is None else _check_str(method, "method", nonempty=True),
-                            params=_params_copy(params, "params"), max_side=max_side,
-                            image_encoder=None if image_encoder is None else
-                            _check_str(image_encoder, "image_encoder") or None)
-
-        def change(base: Manifest) -> tuple[Manifest | None, Settings]:
-            nonlocal settings
-            if image_encoder is None:
-                settings = dataclasses.replace(settings, image_encoder=base.settings.image_encoder)
-            if base.settings == settings:
-                return None, copy.deepcopy(settings)
-            return dataclasses.replace(base, settings=settings), copy.deepcopy(settings)
-
-        return self._commit(change)
+        model = None if model_spec is None else ModelRecord(model_spec, model_identity)  # type: ignore[arg-type]
+        self.save_state(SettingsUpdate(source_prompt, method, params, model=model, max_side=max_side,
+                                       image_encoder=SettingsUpdate.named_encoder(image_encoder)))
+        return self.settings
 
     def save_inversion(self, key: str, tensors: Mapping[str, torch.Tensor], *, method: str,
                        model_identity: str, source_prompt: str, params: Mapping[str, Any],
@@ -381,7 +457,7 @@ class Project:
             record = InversionRecord(
                 key=key, file=rel, file_sha256=digest, method=method, model_identity=model_identity,
                 source_prompt=source_prompt, params=record_params, size=(width, height), steps=steps,
-                created=_now(), parts=dict(record_parts), tuning_of=tuning_of,
+                created=_now(), parts=dict(record_parts), tuning_of=tuning_of, file_nbytes=len(data),
             )
             self._store(base, rel, digest, data)
             kept = tuple(inv for inv in base.inversions if inv.key != key)
@@ -402,63 +478,12 @@ class Project:
 
         `tuning_key` names the tuning record the edit used; the inversion and tuning it used become
         the most recently used (they move to the end of the manifest's list)."""
-        for name, value in (("target_prompt", target_prompt), ("source_prompt", source_prompt)):
-            _check_str(value, name)
-        _check_str(method, "method", nonempty=True)
-        if not isinstance(model, ModelRecord):
-            raise TypeError(f"model must be a ModelRecord, not {type(model).__name__}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
-        for used in (inversion_key, tuning_key):
-            if used is not None:
-                _check_key(used)
-        edit_params = _params_copy(params, "params")
-        if not isinstance(result, Image.Image):
-            raise TypeError(f"result must be a PIL image, not {type(result).__name__}")
-        rgb = result if result.mode == "RGB" else to_rgb(result)
-        created = _now()
-        reproduce = {
-            "app": f"Retake {self._app_version}",
-            "source_prompt": source_prompt,
-            "target_prompt": target_prompt,
-            "method": method,
-            "params": edit_params,
-            "seed": seed,
-            "model": model.spec,
-            "model_identity": model.identity,
-            "inversion_key": inversion_key,
-            "tuning_key": tuning_key,
-            "source_image_sha256": self._manifest.image.sha256,
-            "created": created,
-        }
-        extra = _params_copy(png_metadata or {}, "png_metadata")
-        clash = sorted(set(extra) & set(reproduce))
-        if clash:
-            raise ValueError(f"png_metadata must not redefine {', '.join(clash)}")
-        result_png = png_with_metadata(rgb, {**reproduce, **extra})
-        result_sha = sha256_bytes(result_png)
-        mask_data = None if mask is None else mask_png(mask)
-        mask_record = None if mask_data is None else FileRecord(
-            f"{MASKS_DIR}/{sha256_bytes(mask_data)[:16]}.png", sha256_bytes(mask_data))
-
-        def change(base: Manifest) -> tuple[Manifest, EditRecord]:
-            edit_id = _next_edit_id(base.edits)
-            if mask_record is not None:
-                self._store(base, mask_record.file, mask_record.sha256, mask_data)
-            result_record = FileRecord(f"{RESULTS_DIR}/{edit_id}.png", result_sha)
-            self._store(base, result_record.file, result_sha, result_png)  # a new id: never referenced
-            record = EditRecord(
-                id=edit_id, created=created, source_prompt=source_prompt, target_prompt=target_prompt,
-                model=model, method=method, params=edit_params, seed=seed, inversion_key=inversion_key,
-                mask=mask_record, result=result_record, tuning_key=tuning_key,
-            )
-            used = (inversion_key, tuning_key)
-            inversions = (tuple(i for i in base.inversions if i.key not in used)
-                          + tuple(i for i in base.inversions if i.key in used))
-            return (dataclasses.replace(base, edits=base.edits + (record,), inversions=inversions),
-                    copy.deepcopy(record))
-
-        return self._commit(change)
+        record = self.save_state(edit=NewEdit(
+            target_prompt=target_prompt, source_prompt=source_prompt, model=model, method=method, params=params,
+            seed=seed, inversion_key=inversion_key, result=result, mask=mask, png_metadata=png_metadata,
+            tuning_key=tuning_key))
+        assert record is not None
+        return record
 
     def prunable(self, *, inversions: bool = False) -> Pruned:
         """What `prune` would drop now, and the bytes of those files; reads only."""
@@ -497,38 +522,114 @@ class Project:
         An image (PIL, or a tensor in [-1, 1]) is stored as RGB PNG with an optional `prompt`
         describing it; a mask (PIL, or a tensor of 0..1) as 8-bit greyscale PNG, without a prompt.
         """
-        _check_input_name(name)
-        if kind not in ("image", "mask"):
-            raise ValueError(f"kind must be 'image' or 'mask', not {kind!r}")
-        if prompt is not None:
-            _check_str(prompt, "prompt")
-            if kind == "mask":
-                raise ValueError("a mask input has no prompt")
-        data = image_png(image) if kind == "image" else mask_png(image)
-        record = InputRecord(name, kind, FileRecord(f"{INPUTS_DIR}/{name}.{sha256_bytes(data)[:16]}.png",
-                                                    sha256_bytes(data)), prompt)
-
-        def change(base: Manifest) -> tuple[Manifest | None, None]:
-            if record in base.inputs:
-                return None, None
-            self._store(base, record.file.file, record.file.sha256, data)
-            names = [item.name for item in base.inputs]
-            inputs = (tuple(record if item.name == name else item for item in base.inputs) if name in names
-                      else base.inputs + (record,))
-            return dataclasses.replace(base, inputs=inputs), None
-
-        self._commit(change)
+        self.save_state(inputs={name: InputValue(kind, image, prompt)})
 
     def remove_input(self, name: str) -> None:
         """Forget the input `name` (its file is removed after the commit). KeyError if it is not set."""
         if self._input(name) is None:
             raise KeyError(f"no input {name!r} in {self._root}")
+        self.save_state(inputs={name: None})
 
-        def change(base: Manifest) -> tuple[Manifest | None, None]:
-            kept = tuple(item for item in base.inputs if item.name != name)
-            return (None if kept == base.inputs else dataclasses.replace(base, inputs=kept)), None
+    # ---- the parts of a save: each checked before the commit, applied to the manifest inside it
 
-        self._commit(change)
+    @staticmethod
+    def _checked_settings(update: SettingsUpdate) -> Callable[[Settings], Settings]:
+        """`update` checked now; the function that applies it to the settings stored when the save commits."""
+        if update.model is not KEEP and update.model is not None:
+            if not isinstance(update.model, ModelRecord):
+                raise TypeError(f"model must be a ModelRecord, not {type(update.model).__name__}")
+            _check_str(update.model.spec, "model_spec", nonempty=True)
+            _check_str(update.model.identity, "model_identity", nonempty=True)
+        max_side = update.max_side
+        if max_side is not KEEP and max_side is not None and (
+                isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
+            raise ValueError(f"max_side must be a positive integer or None, not {max_side!r}")
+        _check_str(update.source_prompt, "source_prompt")
+        if update.method is not None:
+            _check_str(update.method, "method", nonempty=True)
+        if update.image_encoder is not KEEP and update.image_encoder is not None:
+            _check_str(update.image_encoder, "image_encoder")
+        params = _params_copy(update.params, "params")
+        return lambda stored: update.resolve(stored, copy.deepcopy(params))
+
+    def _with_input(self, base: Manifest, new: Manifest, name: str,
+                    content: tuple[InputRecord, bytes] | None) -> Manifest:
+        """`new` with input `name` stored (its file written) or, for None, forgotten."""
+        if content is None:
+            kept = tuple(item for item in new.inputs if item.name != name)
+            return new if kept == new.inputs else dataclasses.replace(new, inputs=kept)
+        record, data = content
+        if record in new.inputs:
+            return new
+        self._store(base, record.file.file, record.file.sha256, data)
+        names = [item.name for item in new.inputs]
+        inputs = (tuple(record if item.name == name else item for item in new.inputs) if name in names
+                  else new.inputs + (record,))
+        return dataclasses.replace(new, inputs=inputs)
+
+    def _prepared_edit(self, edit: NewEdit) -> _PreparedEdit:
+        """An edit's arguments checked and its files encoded (the result PNG carries its parameters)."""
+        for name, value in (("target_prompt", edit.target_prompt), ("source_prompt", edit.source_prompt)):
+            _check_str(value, name)
+        _check_str(edit.method, "method", nonempty=True)
+        if not isinstance(edit.model, ModelRecord):
+            raise TypeError(f"model must be a ModelRecord, not {type(edit.model).__name__}")
+        seed = edit.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
+        for used in (edit.inversion_key, edit.tuning_key):
+            if used is not None:
+                _check_key(used)
+        edit_params = _params_copy(edit.params, "params")
+        if not isinstance(edit.result, Image.Image):
+            raise TypeError(f"result must be a PIL image, not {type(edit.result).__name__}")
+        rgb = edit.result if edit.result.mode == "RGB" else to_rgb(edit.result)
+        created = _now()
+        reproduce = {
+            "app": f"Retake {self._app_version}",
+            "source_prompt": edit.source_prompt,
+            "target_prompt": edit.target_prompt,
+            "method": edit.method,
+            "params": edit_params,
+            "seed": seed,
+            "model": edit.model.spec,
+            "model_identity": edit.model.identity,
+            "inversion_key": edit.inversion_key,
+            "tuning_key": edit.tuning_key,
+            "source_image_sha256": self._manifest.image.sha256,
+            "created": created,
+        }
+        extra = _params_copy(edit.png_metadata or {}, "png_metadata")
+        clash = sorted(set(extra) & set(reproduce))
+        if clash:
+            raise ValueError(f"png_metadata must not redefine {', '.join(clash)}")
+        result_png = png_with_metadata(rgb, {**reproduce, **extra})
+        mask_data = None if edit.mask is None else mask_png(edit.mask)
+        mask_record = None if mask_data is None else FileRecord(
+            f"{MASKS_DIR}/{sha256_bytes(mask_data)[:16]}.png", sha256_bytes(mask_data), len(mask_data))
+        return _PreparedEdit(edit, edit_params, created, result_png, sha256_bytes(result_png), mask_record, mask_data)
+
+    def _with_edit(self, base: Manifest, new: Manifest, prepared: _PreparedEdit) -> tuple[Manifest, EditRecord]:
+        """`new` with the edit appended (its mask and result written) and the inversion and tuning it used
+        moved to the end of the list (the most recently used)."""
+        edit = prepared.edit
+        edit_id = _next_edit_id(new.edits)
+        if prepared.mask_record is not None:
+            assert prepared.mask_data is not None
+            self._store(base, prepared.mask_record.file, prepared.mask_record.sha256, prepared.mask_data)
+        result_record = FileRecord(f"{RESULTS_DIR}/{edit_id}.png", prepared.result_sha256, len(prepared.result_png))
+        self._store(base, result_record.file, prepared.result_sha256, prepared.result_png)  # a new id
+        record = EditRecord(
+            id=edit_id, created=prepared.created, source_prompt=edit.source_prompt,
+            target_prompt=edit.target_prompt, model=edit.model, method=edit.method, params=prepared.params,
+            seed=edit.seed, inversion_key=edit.inversion_key, mask=prepared.mask_record, result=result_record,
+            tuning_key=edit.tuning_key,
+        )
+        used = (edit.inversion_key, edit.tuning_key)
+        inversions = (tuple(i for i in new.inversions if i.key not in used)
+                      + tuple(i for i in new.inversions if i.key in used))
+        return (dataclasses.replace(new, edits=new.edits + (record,), inversions=inversions),
+                copy.deepcopy(record))
 
     # ---- the transaction
 
@@ -576,7 +677,7 @@ class Project:
     def _store(self, base: Manifest, rel: str, sha256: str, data: bytes) -> None:
         """Write a new file of this transaction, journaled first; nothing to do if `base` already
         references the same content under that name."""
-        if dict(file_checksums(base)).get(rel) == sha256:
+        if any(ref.file == rel and ref.sha256 == sha256 for ref in base.file_references()):
             return
         assert self._lock is not None, "files are written only inside a transaction"
         self._lock.record(rel)
@@ -617,13 +718,24 @@ class Project:
 
 def cannot_open_message(root: Path, problems: list[Problem]) -> str:
     """The one sentence refusing to open a project with `problems`, saying whether it can be repaired."""
-    first = problems[0]
-    if all(p.repairable for p in problems):
-        advice = (f"`retake project check {shown(root)} --repair` moves the damaged files aside and keeps "
-                  f"the rest")
-    else:
-        advice = "Retake cannot repair a project whose photo is lost or damaged"
-    return f"Cannot open the project at {shown(root)}: {first.text}; {advice}."
+    return (f"Cannot open the project at {shown(root)}: {problems[0].text}; "
+            f"{repair_advice(root, all(p.repairable for p in problems))}.")
+
+
+def repair_advice(root: Path, repairable: bool) -> str:
+    """How to repair the project at `root`, or that it cannot be: a clause ending a sentence."""
+    if repairable:
+        return (f"`retake project check {shown(root)} --repair` moves the damaged files aside and keeps "
+                f"the rest")
+    return "Retake cannot repair a project whose photo is lost or damaged"
+
+
+def check_photo_fits(width: int, height: int) -> None:
+    """Refuse, before any work, a photo that a project cannot hold: a side over MAX_IMAGE_SIDE pixels
+    (ImageError). A photo that passes the decoder's pixel bound can still be a 1 x 1,100,000 strip."""
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise ImageError(f"The photo is {width}x{height} pixels; a Retake project holds photos of at most "
+                         f"{MAX_IMAGE_SIDE:,} pixels a side, so crop or scale it first.")
 
 
 def _join(parent: str, name: str) -> str:
@@ -664,12 +776,22 @@ def _check_can_create(folder: Folder) -> None:
     folder.audit()
     if folder.lstat(MANIFEST_FILE) is not None:
         raise ProjectError(f"Cannot create a project at {root}: it already holds a Retake project; open it instead.")
+    if not only_creation_remains(folder.root):
+        raise ProjectError(f"Cannot create a project at {root}: the folder is not empty; choose an empty folder.")
+
+
+def only_creation_remains(root: Path) -> bool:
+    """Whether the folder `root` holds nothing but what a running or interrupted first edit leaves (the
+    photo, the lock, the claim of a first edit, temporary files, empty file folders, an operating
+    system's clutter): a project may be made there."""
+    folder = Folder(root)
     for name in folder.names(""):
-        if name in (SOURCE_FILE, LOCK_FILE) or name in _OS_CLUTTER or temp_target(name) is not None:
+        if name in (SOURCE_FILE, LOCK_FILE, CREATING_FILE) or name in _OS_CLUTTER or temp_target(name) is not None:
             continue
         if name in _FILE_FOLDERS and not folder.names(name):
             continue
-        raise ProjectError(f"Cannot create a project at {root}: the folder is not empty; choose an empty folder.")
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -710,6 +832,34 @@ def _check_key(key: str) -> str:
     if not isinstance(key, str) or not KEY.fullmatch(key):
         raise ValueError(f"an inversion key must be 1-128 letters, digits, '-' or '_', not {key!r}")
     return key
+
+
+def _input_content(name: str, value: InputValue) -> tuple[InputRecord, bytes]:
+    """The record and PNG bytes of an input to store, checked (programmer errors: ValueError, TypeError)."""
+    _check_input_name(name)
+    if value.kind not in ("image", "mask"):
+        raise ValueError(f"kind must be 'image' or 'mask', not {value.kind!r}")
+    if value.prompt is not None:
+        _check_str(value.prompt, "prompt")
+        if value.kind == "mask":
+            raise ValueError("a mask input has no prompt")
+    data = image_png(value.picture) if value.kind == "image" else mask_png(value.picture)
+    digest = sha256_bytes(data)
+    return InputRecord(name, value.kind, FileRecord(f"{INPUTS_DIR}/{name}.{digest[:16]}.png", digest, len(data)),
+                       value.prompt), data
+
+
+@dataclasses.dataclass(frozen=True)
+class _PreparedEdit:
+    """A new edit checked and encoded before its commit; the commit gives it its id."""
+
+    edit: NewEdit
+    params: dict[str, Json]
+    created: str
+    result_png: bytes
+    result_sha256: str
+    mask_record: FileRecord | None
+    mask_data: bytes | None
 
 
 def _check_input_name(name: str) -> str:

@@ -1,7 +1,8 @@
 """Stand-ins for the engine and for Segment Anything, for driving the window like a user.
 
-FakeEngine follows krita-ai-diffusion's MockClient: it speaks the real event protocol (Progress,
-Preview with its latent, Done, Failed, CancelledEvent), honours the CancelToken between steps, and
+FakeEngine follows krita-ai-diffusion's MockClient: it implements pipeline.engine.EditEngine (checked
+by tests/test_engine_protocol.py), speaks the real event protocol (Progress and Preview with typed
+stages, Preview with its latent, Done, Failed, CancelledEvent), honours the CancelToken between steps, and
 writes real inversions and results into the real project, so reopening and re-editing behave as with
 the engine. Its full decode of a step is a flat picture whose red level is the step's latent value
 times 5, so a test can tell which step was decoded.
@@ -21,10 +22,10 @@ import torch
 from PIL import Image
 
 from pipeline.errors import Cancelled, ModelError
-from pipeline.events import CancelledEvent, Done, Failed, Preview, Progress
+from pipeline.events import CancelledEvent, CancelToken, Done, Failed, Preview, Progress, Stage
 from pipeline.project import ModelRecord, Project
 
-INVERSION, EDITING = "DDIM inversion", "editing"
+INVERSION, EDITING = Stage.DDIM_INVERSION, Stage.EDITING
 
 
 class FakeEngine:
@@ -52,10 +53,11 @@ class FakeEngine:
         self.decodes.append(value)
         return Image.new("RGB", (128, 96), (int(value * 5), 0, 0))
 
-    def run(self, request, emit, cancel):
+    def run(self, request, emit, cancel=None):
+        cancel = cancel or CancelToken()
         self.requests.append(request)
         self.started.set()
-        stage = "checking the request"
+        stage = Stage.RESOLVING
         try:
             project = Project.open(request.project)
             image = project.image()
@@ -63,8 +65,8 @@ class FakeEngine:
             key = hashlib.sha256(json.dumps([request.source_prompt, request.method, inv_params],
                                             sort_keys=True).encode()).hexdigest()[:32]
             reused = project.find_inversion(key) is not None
-            emit(Progress("loading the model", 0, 1, None))
-            emit(Progress("loading the model", 1, 1, 0.0))
+            emit(Progress(Stage.LOADING_MODEL, 0, 1, None))
+            emit(Progress(Stage.LOADING_MODEL, 1, 1, 0.0))
             if not reused:
                 stage = INVERSION
                 self._steps(INVERSION, emit, cancel, Image.new("RGB", image.size, "grey"), climbing=True)

@@ -37,8 +37,8 @@ def test_settings_dialog_persists_and_decides_requests(qtbot, settings):
 
 
 def test_the_image_encoder_setting_reaches_requests_only_when_set(qtbot, settings, tmp_path):
+    from gui.document import DocumentState
     from gui.project_io import build_request
-    from gui.document import Document
 
     dialog = SettingsDialog(settings)
     qtbot.addWidget(dialog)
@@ -46,9 +46,8 @@ def test_the_image_encoder_setting_reaches_requests_only_when_set(qtbot, setting
     dialog.image_encoder.setText("  /models/clip-vit-b16 ")
     dialog.accept()
     assert settings.request_options()["image_encoder"] == "/models/clip-vit-b16"
-    doc = Document()
-    doc.reset(tmp_path / "p.retake", Image.new("RGB", (8, 8)))
-    assert build_request(doc, settings.request_options(), tmp_path).image_encoder == "/models/clip-vit-b16"
+    request = build_request(tmp_path / "p.retake", DocumentState(), settings.request_options(), tmp_path)
+    assert request.image_encoder == "/models/clip-vit-b16"
     assert SettingsDialog(settings).image_encoder.text() == "/models/clip-vit-b16"
 
 
@@ -84,8 +83,8 @@ def test_autosave_writes_unsaved_changes(qtbot, window, photo):
     open_photo(qtbot, window, photo)
     window.doc.set_prompt("source", "a house")
     assert window.isWindowModified()
-    window.autosave_now()
-    assert not window.isWindowModified()
+    window.autosave_now()  # in the background, on the session's project-I/O thread
+    qtbot.waitUntil(lambda: not window.isWindowModified(), timeout=10_000)
     assert Project.open(window.doc.project_path).settings.source_prompt == "a house"
 
 
@@ -142,7 +141,7 @@ def test_after_start_up_the_loaded_objects_are_out_of_the_collectors_reach_and_i
     gc.unfreeze()  # whatever earlier tests' windows froze
     window = make_window(qtbot, settings, FakeEngine)
     try:
-        qtbot.waitUntil(lambda: window.model_state == "loaded", timeout=5000)
+        qtbot.waitUntil(lambda: window.session.model_state == "loaded", timeout=5000)
         assert gc.isenabled() and gc.get_freeze_count() > 0
     finally:
         window.close()

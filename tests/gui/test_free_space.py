@@ -47,7 +47,7 @@ def test_the_project_menu_frees_what_the_artist_chooses(qtbot, window, stored, m
     assert window.free_disk_space() and _keys(window) == ["J", "I", "t2"]
     assert window.status_stage.text() == "Dropped 1 tuning record: freed 1.0 MB."
     monkeypatch.setattr(window, "_ask_free_space", lambda *sizes: True)
-    assert window.free_disk_space() and _keys(window) == ["I", "t2"] and window.doc.inversions == 2
+    assert window.free_disk_space() and _keys(window) == ["I", "t2"] and window.session.inversions == 2
     assert window.status_stage.text() == "Dropped 1 inversion: freed 1.0 MB."
     assert not window.free_disk_space() and window.status_stage.text().startswith("Nothing to free")
 

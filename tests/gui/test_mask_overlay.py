@@ -61,7 +61,7 @@ def edit_with_mask(qtbot, window: MainWindow, photo) -> np.ndarray:
     paint_box(window)
     type_prompts(qtbot, window)
     run_and_wait(qtbot, window)
-    with Image.open(window.doc.result().path) as result:
+    with Image.open(window.session.result().path) as result:
         assert result.size == window.doc.image.size
         return np.asarray(result.convert("RGB")).astype(int)
 
@@ -93,7 +93,7 @@ def test_while_painting_the_mask_is_filled(qtbot, window, photo):
     assert np.array_equal(pixels[:100], source[:100])
     type_prompts(qtbot, window)
     run_and_wait(qtbot, window)
-    with Image.open(window.doc.result().path) as image:
+    with Image.open(window.session.result().path) as image:
         result = np.asarray(image.convert("RGB")).astype(int)
     canvas = window.canvas
     inside = view_point(window, 300, 220)

@@ -45,7 +45,7 @@ def machine(tmp_path, settings, monkeypatch):
 
 
 def test_the_model_preloads_through_the_engine_and_the_status_bar_says_so(qtbot, window, fake_engine):
-    qtbot.waitUntil(lambda: window.model_state == "loaded", timeout=5000)
+    qtbot.waitUntil(lambda: window.session.model_state == "loaded", timeout=5000)
     assert fake_engine.preloads == [("demo", None, None, False)]  # Engine.preload: no throwaway request
     assert window.status_model.text() == "Model: demo (loaded)"
     assert window.status_device.text() == "Device: CPU" and window.status_memory.text() == "GPU memory: n/a"
@@ -56,11 +56,11 @@ def test_a_model_that_does_not_load_is_said_and_the_window_keeps_working(qtbot, 
     settings.set("model", "/nowhere/model.safetensors")
     window = make_window(qtbot, settings, lambda: fake_engine)
     try:
-        qtbot.waitUntil(lambda: window.model_state == "not loaded", timeout=5000)
+        qtbot.waitUntil(lambda: window.session.model_state == "not loaded", timeout=5000)
         assert "model.safetensors (not loaded)" in window.status_model.text()
         assert window.message.isVisible() and "/nowhere/model.safetensors" in window.message.text.text()
         window.use_model("demo")
-        qtbot.waitUntil(lambda: window.model_state == "loaded", timeout=5000)
+        qtbot.waitUntil(lambda: window.session.model_state == "loaded", timeout=5000)
         assert window.status_model.text() == "Model: demo (loaded)"
     finally:
         window.close()
@@ -105,7 +105,7 @@ def test_model_manager_adds_a_folder_imports_a_checkpoint_and_uses_it(qtbot, win
     dialog.use.click()
     assert settings.get("model") == str(imported)
     qtbot.waitUntil(lambda: fake_engine.preloads[-1] == (str(imported), None, None, False), timeout=5000)
-    qtbot.waitUntil(lambda: window.model_state == "loaded", timeout=5000)
+    qtbot.waitUntil(lambda: window.session.model_state == "loaded", timeout=5000)
     assert window.status_model.text() == "Model: fresh.safetensors (loaded)"
 
     dialog.list.setCurrentItem(dialog.list.findItems("dreamlike", Qt.MatchFlag.MatchContains)[0])
@@ -115,7 +115,7 @@ def test_model_manager_adds_a_folder_imports_a_checkpoint_and_uses_it(qtbot, win
 
 
 def test_download_only_when_asked_and_online(qtbot, window, fake_engine, monkeypatch):
-    qtbot.waitUntil(lambda: window.model_state == "loaded", timeout=5000)
+    qtbot.waitUntil(lambda: window.session.model_state == "loaded", timeout=5000)
     dialog = window.open_models()
     dialog.hub_id.setText("someone/sd15-finetune")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -126,7 +126,7 @@ def test_download_only_when_asked_and_online(qtbot, window, fake_engine, monkeyp
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     assert dialog.download.isEnabled()
     dialog.download.click()
-    qtbot.waitUntil(lambda: window.model_state == "loaded" and len(fake_engine.preloads) == 3, timeout=5000)
+    qtbot.waitUntil(lambda: window.session.model_state == "loaded" and len(fake_engine.preloads) == 3, timeout=5000)
     assert fake_engine.preloads[1:] == [("someone/sd15-finetune", None, None, True),
                                         ("someone/sd15-finetune", None, None, False)]
     assert window.settings.get("model") == "someone/sd15-finetune"

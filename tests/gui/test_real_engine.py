@@ -25,7 +25,7 @@ def test_demo_model_edit_re_edit_and_cancel(qtbot, settings, photo):
         final = run_and_wait(qtbot, window, timeout=300_000)
         assert isinstance(final, Done), final
         assert not final.reused_inversion
-        run = window.doc.run
+        run = window.session.run
         for stage in ("DDIM inversion", "null-text inversion", "editing"):  # a preview at every step
             assert sorted(run.previews[stage]) == [1, 2, 3, 4, 5], stage
         timeline = window.timeline  # each row by noise level: DDIM inversion climbs, the others descend
@@ -45,22 +45,22 @@ def test_demo_model_edit_re_edit_and_cancel(qtbot, settings, photo):
         expected = engine.decode(engine.preload("demo-tiny"), run.latents["editing"][2])
         assert full.tobytes() == expected.tobytes()  # that step's latent, decoded in full
         window.timeline.back_to_result()
-        assert len(window.doc.results) == 1 and window.status_inversion.text() == "Inversion: 1 stored"
+        assert len(window.session.results) == 1 and window.status_inversion.text() == "Inversion: 1 stored"
         assert "loaded" in window.status_model.text()
 
         type_prompts(qtbot, window, SOURCE, "a house in a meadow under a red sky")
         final = run_and_wait(qtbot, window, timeout=300_000)
         assert isinstance(final, Done) and final.reused_inversion  # the edit only
-        assert len(window.doc.results) == 2
+        assert len(window.session.results) == 2
 
         window.method.editors["steps"].spin.setValue(50)  # an inversion parameter: a new inversion
-        with qtbot.waitSignal(window.engine.finished, timeout=300_000) as blocker:
+        with qtbot.waitSignal(window.session.runFinished, timeout=300_000) as blocker:
             assert window.run_edit()
-            qtbot.waitUntil(lambda: window.doc.run.step >= 1 and "inversion" in window.doc.run.stage,
+            qtbot.waitUntil(lambda: window.session.run.step >= 1 and "inversion" in window.session.run.stage,
                             timeout=120_000)
             window.cancel_run()
         assert isinstance(blocker.args[0], CancelledEvent)
-        assert len(window.doc.results) == 2 and window.doc.inversions == 1  # as before the run
+        assert len(window.session.results) == 2 and window.session.inversions == 1  # as before the run
         assert window.doc.target_prompt != TARGET
         project = window.doc.project_path
     finally:
@@ -74,7 +74,7 @@ def test_demo_model_edit_re_edit_and_cancel(qtbot, settings, photo):
         type_prompts(qtbot, reopened, SOURCE, TARGET)
         final = run_and_wait(qtbot, reopened, timeout=300_000)
         assert isinstance(final, Done) and final.reused_inversion
-        assert len(reopened.doc.results) == 3 and reopened.doc.inversions == 1
+        assert len(reopened.session.results) == 3 and reopened.session.inversions == 1
     finally:
         reopened.doc.undo.setClean()
         reopened.close()
@@ -84,7 +84,7 @@ def test_a_missing_model_is_reported_and_the_window_keeps_working(qtbot, setting
     settings.set("model", str(tmp_path / "no-such-model"))
     window = make_window(qtbot, settings, engine_factory=real_engine)
     try:
-        qtbot.waitUntil(lambda: window.model_state == "not loaded", timeout=60_000)
+        qtbot.waitUntil(lambda: window.session.model_state == "not loaded", timeout=60_000)
         assert window.message.isVisible() and "no-such-model" in window.message.details
         open_photo(qtbot, window, photo)
         type_prompts(qtbot, window)

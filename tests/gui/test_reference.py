@@ -230,7 +230,8 @@ def test_the_registered_reference_methods_accept_what_the_window_sends(qtbot, wi
                 assert window.doc.masks[mask_name.name].shape[::-1] == window.canvas.picture().size
         window.doc.set_prompt("source", "a house in a meadow")
         window.doc.set_prompt("target", "a car in a meadow")
-        request = project_io.build_request(window.doc, {"model": "demo", "max_side": 64}, tmp_path)
+        request = project_io.build_request(window.doc.project_path, window.doc.snapshot(),
+                                           {"model": "demo", "max_side": 64}, tmp_path)
         job = resolve(request)
         name = window.reference.input_name
         assert job.images[name].shape == (1, 3, *job.size[::-1]) and job.input_prompts[name] == "a blue car"

@@ -55,22 +55,22 @@ def test_a_step_scrubbed_to_during_a_run_is_decoded_between_steps_and_changes_no
         assert isinstance(run_and_wait(qtbot, window, timeout=300_000), Done)  # makes and stores the inversion
         plain = run_and_wait(qtbot, window, timeout=300_000)  # an edit on the stored inversion, no scrubbing
         assert isinstance(plain, Done) and plain.reused_inversion
-        plain_latents = dict(window.doc.run.latents[EDIT])
+        plain_latents = dict(window.session.run.latents[EDIT])
 
         engine.hold = True
         order: list[str] = []
         window.engine.decoded.connect(lambda key, image: order.append("decoded"))
-        window.engine.finished.connect(lambda final: order.append("finished"))
-        with qtbot.waitSignal(window.engine.finished, timeout=300_000) as blocker:
+        window.session.runFinished.connect(lambda final: order.append("finished"))
+        with qtbot.waitSignal(window.session.runFinished, timeout=300_000) as blocker:
             assert window.run_edit()
-            qtbot.waitUntil(lambda: 1 in window.doc.run.previews.get(EDIT, {}), timeout=120_000)
+            qtbot.waitUntil(lambda: 1 in window.session.run.previews.get(EDIT, {}), timeout=120_000)
             window.timeline.choose(EDIT, 1)
             engine.scrubbed.set()
         scrubbed = blocker.args[0]
         assert isinstance(scrubbed, Done) and scrubbed.reused_inversion
         assert order == ["decoded", "finished"]
         assert engine.decoded_at == [(EDIT, 1)]  # right after step 1, before steps 2 to 5
-        run = window.doc.run
+        run = window.session.run
         full = run.decoded[(EDIT, 1)]
         assert full.tobytes() == engine.decode(engine.preload("demo-tiny"), run.latents[EDIT][1]).tobytes()
         assert all(run.latents[EDIT][k].equal(plain_latents[k]) for k in plain_latents)

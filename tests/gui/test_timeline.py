@@ -45,7 +45,7 @@ def test_every_step_of_the_inversion_and_the_edit_sends_a_preview_with_its_laten
     timeline = finished_run(qtbot, window, photo, fake_engine, steps=40)
     request = fake_engine.requests[-1]
     assert request.preview_every == 1
-    run = window.doc.run
+    run = window.session.run
     for stage in (INVERT, EDIT):
         assert sorted(run.previews[stage]) == list(range(1, 41))
         assert sorted(run.latents[stage]) == list(range(1, 41))
@@ -66,11 +66,11 @@ def test_scrubbing_shows_the_preview_at_once_then_the_full_decode_from_the_worke
     qtbot.mousePress(timeline, Qt.MouseButton.LeftButton, pos=row_point(timeline, EDIT, 0.5))
     stage, step = timeline.chosen
     assert stage == EDIT and step == 4
-    assert window.canvas.override is window.doc.run.previews[EDIT][4]  # the cheap preview, at once
+    assert window.canvas.override is window.session.run.previews[EDIT][4]  # the cheap preview, at once
     qtbot.waitUntil(lambda: decoded_step(window) == 14, timeout=5000)  # edit step 4's latent is 14
     assert threads == [threads[0]] and threads[0] is not threading.main_thread()
     qtbot.mouseRelease(timeline, Qt.MouseButton.LeftButton, pos=row_point(timeline, EDIT, 0.5))
-    assert window.decode_latencies_s and window.decode_latencies_s[-1] >= 0.2
+    assert window.session.decode_latencies_s and window.session.decode_latencies_s[-1] >= 0.2
 
     # the inversion row is drawn right to left: its first step sits at the right end
     qtbot.mouseClick(timeline, Qt.MouseButton.LeftButton, pos=row_point(timeline, INVERT, 1.0))
@@ -92,7 +92,7 @@ def test_dragging_fast_decodes_only_the_step_it_stops_on(qtbot, window, photo, f
     qtbot.mousePress(timeline, Qt.MouseButton.LeftButton, pos=row_point(timeline, EDIT, 0.0))
     for i in range(1, 21):
         qtbot.mouseMove(timeline, row_point(timeline, EDIT, i / 20))
-        assert window.canvas.override is window.doc.run.previews[EDIT][timeline.chosen[1]]
+        assert window.canvas.override is window.session.run.previews[EDIT][timeline.chosen[1]]
     qtbot.mouseRelease(timeline, Qt.MouseButton.LeftButton, pos=row_point(timeline, EDIT, 1.0))
     assert timeline.chosen == (EDIT, 20)
     qtbot.waitUntil(lambda: decoded_step(window) == 30, timeout=5000)
@@ -105,18 +105,18 @@ def test_during_a_run_a_chosen_step_stays_and_is_decoded_in_full_between_two_ste
     open_photo(qtbot, window, photo)
     type_prompts(qtbot, window)
     timeline = window.timeline
-    with qtbot.waitSignal(window.engine.finished, timeout=20_000):
+    with qtbot.waitSignal(window.session.runFinished, timeout=20_000):
         assert window.run_edit()
-        qtbot.waitUntil(lambda: len(window.doc.run.previews.get(INVERT, {})) >= 3, timeout=10_000)
+        qtbot.waitUntil(lambda: len(window.session.run.previews.get(INVERT, {})) >= 3, timeout=10_000)
         assert window.canvas.override is not None  # the canvas follows the run's previews
         timeline.choose(INVERT, 2)
-        assert window.canvas.override is window.doc.run.previews[INVERT][2]
+        assert window.canvas.override is window.session.run.previews[INVERT][2]
         qtbot.waitUntil(lambda: decoded_step(window) == 2, timeout=10_000)  # its full decode, the run going on
         assert window.engine.busy and fake_engine.decodes == [2.0]
-        qtbot.waitUntil(lambda: len(window.doc.run.previews.get(EDIT, {})) >= 2, timeout=10_000)
+        qtbot.waitUntil(lambda: len(window.session.run.previews.get(EDIT, {})) >= 2, timeout=10_000)
         assert decoded_step(window) == 2  # still pinned while the run goes on
     assert timeline.chosen is None and window.canvas.override is None  # the result is shown
-    assert (INVERT, 2) in window.doc.run.decoded and fake_engine.decodes == [2.0]  # kept, made once
+    assert (INVERT, 2) in window.session.run.decoded and fake_engine.decodes == [2.0]  # kept, made once
 
 
 def test_keys_step_through_the_run_and_back_to_the_result(qtbot, window, photo, fake_engine):

@@ -37,7 +37,7 @@ def type_prompts(qtbot, window: MainWindow, source: str = SOURCE, target: str = 
 
 
 def run_and_wait(qtbot, window: MainWindow, timeout: int = 20_000):
-    with qtbot.waitSignal(window.engine.finished, timeout=timeout) as blocker:
+    with qtbot.waitSignal(window.session.runFinished, timeout=timeout) as blocker:
         assert window.run_edit()
     return blocker.args[0]
 
@@ -203,8 +203,8 @@ def test_run_shows_progress_previews_and_result_then_compare(qtbot, window, phot
     assert isinstance(final, Done) and not final.reused_inversion
     stages = [e.stage for e in progress if type(e).__name__ == "Progress"]
     assert "DDIM inversion" in stages and "editing" in stages
-    assert window.doc.run.previews["editing"]  # the timeline holds the step previews
-    assert len(window.doc.results) == 1 and window.doc.current_result == 0
+    assert window.session.run.previews["editing"]  # the timeline holds the step previews
+    assert len(window.session.results) == 1 and window.session.current_result == 0
     assert window.history.list.count() == 1
     assert "done" in window.status_stage.text()
     assert window.canvas.result_item.pixmap().width() == 640  # the result covers the photo
@@ -224,17 +224,17 @@ def test_cancel_then_run_again(qtbot, window, photo, fake_engine):
     fake_engine.steps, fake_engine.delay = 40, 0.05
     open_photo(qtbot, window, photo)
     type_prompts(qtbot, window)
-    with qtbot.waitSignal(window.engine.finished, timeout=20_000) as blocker:
+    with qtbot.waitSignal(window.session.runFinished, timeout=20_000) as blocker:
         assert window.run_edit()
-        qtbot.waitUntil(lambda: window.doc.run.step >= 2, timeout=10_000)
+        qtbot.waitUntil(lambda: window.session.run.step >= 2, timeout=10_000)
         assert window.actions["cancel"].isEnabled() and not window.actions["run"].isEnabled()
         window.actions["cancel"].trigger()
     assert type(blocker.args[0]).__name__ == "CancelledEvent"
     assert "Cancelled" in window.status_stage.text()
-    assert window.doc.results == [] and window.doc.inversions == 0  # nothing half-made was written
+    assert window.session.results == [] and window.session.inversions == 0  # nothing half-made was written
     fake_engine.steps, fake_engine.delay = 4, 0.0
     assert isinstance(run_and_wait(qtbot, window), Done)
-    assert len(window.doc.results) == 1
+    assert len(window.session.results) == 1
 
 
 def test_a_failure_is_shown_and_the_app_keeps_working(qtbot, window, photo, fake_engine):
@@ -271,14 +271,14 @@ def test_save_reopen_and_re_edit_without_re_inversion(qtbot, qapp, settings, fak
         assert again.prompts.source.text() == SOURCE
         assert again.doc.params["self_replace"] == [0.0, 0.5]
         assert again.doc.masks["edit_mask"].all()
-        assert len(again.doc.results) == 1 and again.history.list.count() == 1
+        assert len(again.session.results) == 1 and again.history.list.count() == 1
         assert again.status_inversion.text() == "Inversion: 1 stored"
         type_prompts(qtbot, again, SOURCE, "a tower in a meadow under a blue sky")
         final = run_and_wait(qtbot, again)
         assert isinstance(final, Done) and final.reused_inversion
         assert fake_engine.inversions_made == 1
         assert "edit_mask" in fake_engine.requests[-1].inputs
-        assert len(again.doc.results) == 2
+        assert len(again.session.results) == 2
         # restore the first edit's settings from the history
         again.history.list.setCurrentRow(0)
         again.history.restore.click()
