@@ -559,7 +559,7 @@ def profiles(b: Bench) -> None:
             b.sync()
             with profile(activities=activities) as prof:
                 _, seconds, _ = b.timed(work)
-            sort = "cuda_time_total" if b.cuda else "cpu_time_total"
+            sort = "device_time_total" if b.cuda else "cpu_time_total"
             events = prof.key_averages()
             kernel = sum(e.self_device_time_total for e in events) / 1e6 if b.cuda else float("nan")
             text.append(f"== {what}, {label}: wall {seconds:.3f} s, GPU kernel time {kernel:.3f} s, "

@@ -146,8 +146,8 @@ class Minimiser:
         if self._capture is None:
             return Descent(stacked, kept, len(losses) - 1)
         under = stacked < self._tolerance  # the first iteration under the tolerance was the last to update
-        last = torch.where(under.any(), under.int().argmax(), torch.tensor(len(losses) - 1, device=stacked.device))
-        return Descent(stacked, kept, last)
+        every = torch.full((), len(losses) - 1, dtype=torch.int64, device=stacked.device)  # no copy from the host
+        return Descent(stacked, kept, torch.where(under.any(), under.int().argmax(), every))
 
     def _captured_iteration(self) -> None:
         """The first iteration runs eagerly (gradients' and kernels' set-up), the second is captured."""
