@@ -15,21 +15,24 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LOCK = tomllib.loads((ROOT / "uv.lock").read_text())
 
 
-def requirement(text: str) -> tuple[str, str, str | None]:
-    """(name, specifier, marker) of a PEP 508 line, names normalised as uv writes them."""
+def requirement(text: str) -> tuple[str, tuple[str, ...], str, str | None]:
+    """(name, extras, specifier, marker) of a PEP 508 line, names normalised as uv writes them."""
     spec, _, marker = text.partition(";")
-    name, specifier = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(.*)", spec).groups()  # type: ignore[union-attr]
-    return re.sub(r"[-_.]+", "-", name).lower(), specifier.replace(" ", ""), marker.strip() or None
+    name, extras, specifier = re.match(  # type: ignore[union-attr]
+        r"\s*([A-Za-z0-9_.-]+)\s*(?:\[([^\]]*)\])?\s*(.*)", spec).groups()
+    wanted = tuple(sorted(e.strip() for e in (extras or "").split(",") if e.strip()))
+    return re.sub(r"[-_.]+", "-", name).lower(), wanted, specifier.replace(" ", ""), marker.strip() or None
 
 
 def test_the_lock_holds_what_pyproject_asks_for() -> None:
     project = PYPROJECT["project"]
     asked = {requirement(line) for line in project["dependencies"]}
     for extra, lines in project["optional-dependencies"].items():
-        asked |= {(name, specifier, f"extra == '{extra}'" if marker is None else f"{marker} and extra == '{extra}'")
-                  for name, specifier, marker in map(requirement, lines)}
+        asked |= {(name, extras, specifier,
+                   f"extra == '{extra}'" if marker is None else f"{marker} and extra == '{extra}'")
+                  for name, extras, specifier, marker in map(requirement, lines)}
     retake = next(package for package in LOCK["package"] if package["name"] == "retake")
-    locked = {(entry["name"], entry.get("specifier", ""), entry.get("marker"))
+    locked = {(entry["name"], tuple(sorted(entry.get("extras", []))), entry.get("specifier", ""), entry.get("marker"))
               for entry in retake["metadata"]["requires-dist"]}
     assert locked == asked, "pyproject.toml changed since uv.lock was made: run `uv lock` (packaging/README.md)"
     assert retake["metadata"]["provides-extras"] == list(project["optional-dependencies"])
