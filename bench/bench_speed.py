@@ -641,14 +641,14 @@ def main() -> int:
         if "cli re-edit wall" in args.rows:
             cli_re_edit(b)
 
-    stages: list[tuple[tuple[str, ...], Callable[[Bench], None]]] = [  # the short ones first
+    stages: list[tuple[tuple[str, ...], Callable[[Bench], None]]] = [  # the GPU stages, the short ones first
         (("ddim inversion", "direct inversion", "negative-prompt inversion"), inversions),
         (("p2p edit", "masactrl edit", "specref edit", "toli edit", "stylediffusion edit", "kv-inversion edit"), edits),
-        (("model load", "cli re-edit wall"), processes),
         (("null-text inversion",), null_text),
         (("toli text optimisation",), text_optimisation),
         (("kv tuning",), kv_tuning),
         (("stylediffusion training",), mapping_training),
+        (("model load", "cli re-edit wall"), processes),  # whole processes, apart from the GPU code
     ]
     if args.rows - {"model load", "cli re-edit wall"}:
         with guarded(b, ()):
