@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -169,6 +170,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", type=Path, default=None, help="write the fingerprints here (JSON)")
     args = parser.parse_args()
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # as the tests run (tests/conftest.py); read at MKL's first sum
     found = record(load_model("demo-tiny", device="cpu"))
     text = json.dumps(found, indent=2) + "\n"
     if args.write is None:

@@ -1,7 +1,8 @@
 """With the fast path off, which it always is on the CPU, every method gives the bits it gave before the
 fast path existed: the fingerprints in tests/data/eager-fingerprints.json were recorded on main without
-the fast path (at a863267, the last main merged into it; tests/fingerprints.py says how, and why a
-canary goes with them). A change to main that moves the eager numbers on purpose records them again."""
+the fast path (at 3e432c7, the last main merged into it, in MKL's strict mode as the tests run;
+tests/fingerprints.py says how, and why a canary goes with them). A change to main that moves the
+eager numbers on purpose records them again."""
 
 import json
 
