@@ -19,9 +19,11 @@ from cli.batch import add_batch_parser, run_batch
 from cli.interrupt import cancel_on_signals, exit_cancelled
 from cli.progress import TerminalProgress
 from cli.selftest import self_test
+from pipeline.area import DEFAULT_PADDING, MAX_PADDING, MODES
 from pipeline.engine import Engine
 from pipeline.errors import ParamError, RetakeError, shorten
 from pipeline.events import CancelledEvent, CancelToken, Done, Event, Failed
+from pipeline.images import DEFAULT_FEATHER
 from pipeline.methods.base import input_specs
 from pipeline.methods.registry import get_method, method_ids
 from pipeline.models import default_cache_dir, describe_model_sources
@@ -61,6 +63,17 @@ def _checked_number(check: Callable[[int], int | None]) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _pixels(text: str) -> int:
+    """A number of pixels, checked as it is parsed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels, not {shorten(text)}") from None
+    if not 0 <= value <= MAX_PADDING:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and {MAX_PADDING}, not {value}")
+    return value
 
 
 def _count(text: str) -> int:
@@ -110,12 +123,29 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--max-side", type=_checked_number(check_max_side),
                       help="longest side of the working image, a multiple of 64 in 64..4096 "
                            "(default: the project's, else the size the model was trained at: 512 for SD 1.x, 128 for demo)")
+    edit.add_argument("--area", choices=MODES,
+                      help="edit the whole photo, or a crop around the region a mask bounds, pasted back into the "
+                           "untouched photo (default: the project's, else the crop when the photo is larger than "
+                           "the working size and a mask bounds the edit)")
+    edit.add_argument("--area-padding", type=_pixels, metavar="PX",
+                      help=f"pixels of context around the region in the crop (default: the project's, else {DEFAULT_PADDING})")
+    edit.add_argument("--feather", type=_pixels, metavar="PX",
+                      help="pixels of the photo over which the result fades out past the region; the photo is "
+                           f"untouched beyond them (default: the project's, else {DEFAULT_FEATHER})")
     edit.add_argument("--eager", action="store_true",
                       help="on a GPU, run every stage eagerly (no CUDA graphs, no TF32): slower, the same bits "
                       "as on earlier versions")
     edit.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded")
     edit.add_argument("--allow-pickle", action="store_true",
                       help="allow pickled .ckpt/.pt/.bin checkpoints (loaded with weights_only)")
+
+    demo = commands.add_parser("demo", help="list the demo scenes (one per method), or edit one with the demo model")
+    demo.add_argument("scene", nargs="?", help="the scene to edit; leave out to list them")
+    demo.add_argument("--out", default="out", help="folder for the scene's project and result (default: out)")
+    demo.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                      help="change one of the scene's parameters")
+    demo.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
+    demo.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="sampling precision (cuda default fp16)")
 
     add_batch_parser(commands, _count)
 
@@ -148,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "edit":
             return run_edit(args)
+        if args.command == "demo":
+            return run_demo(args)
         if args.command == "batch":
             return run_batch(args, UsageError)
         if args.command == "methods":
@@ -190,6 +222,7 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
         inputs=_named_inputs(args),
         input_prompts={} if args.reference_prompt is None else {"reference": args.reference_prompt},
         output=args.out, seed=args.seed, device=args.device, dtype=args.dtype, max_side=args.max_side,
+        area=args.area, area_padding=args.area_padding, feather=args.feather,
         allow_download=args.allow_download, allow_pickle=args.allow_pickle, fast=not args.eager,
     )
 
@@ -228,12 +261,37 @@ def _same_value(a: str, b: str) -> bool:
         return False
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    """`demo`: list the scenes, or edit one into OUT/NAME.retake and OUT/NAME.png, then say what it shows."""
+    from pipeline.demo_scenes import list_scenes, load_scene
+
+    if args.scene is None:
+        for scene in list_scenes():
+            print(f"{scene.name}: {scene.title} ({scene.method}, {scene.task})")
+            print(f"    {scene.source!r} -> {scene.target!r}")
+        print("Edit one with `main.py demo NAME`; open it in the app with `main.py open` on the project it makes.")
+        return 0
+    scene = load_scene(args.scene)
+    out = Path(args.out)
+    fields = scene.request_fields()
+    fields["params"] = {**fields["params"], **_unique_params([parse_assignment(text) for text in args.param])}
+    request = EditRequest(**fields, project=str(out / f"{scene.name}.retake"), output=str(out / f"{scene.name}.png"),
+                          device=args.device, dtype=args.dtype)
+    status = execute(request)
+    if status == 0 and scene.note:
+        print(f"note: {scene.note}")
+    return status
+
+
 def run_edit(args: argparse.Namespace) -> int:
+    return execute(request_from_args(args))
+
+
+def execute(request: EditRequest) -> int:
     """Run the engine in a worker thread; the main thread only waits, so signals reach the token.
 
     A cancelled run does not return: it prints its line and exits with status 130 at once.
     """
-    request = request_from_args(args)
     project = _project_path(request)
     kept_before = _inversion_keys(project)
     cancel = CancelToken()

@@ -11,6 +11,14 @@ The mask is shown as image editors show a selection: a translucent fill where th
 mask tool chosen and the photo showing, or a stroke under way), and elsewhere, over a result above
 all, only its outline (a light line one screen pixel wide on a dark halo, at every zoom, readable on
 any picture), so the colours of a result are seen as they are and not through the fill.
+
+The crop the next run edits (pipeline.area: a box around the masks that bound the edit, when the
+Tools panel's area choice and the photo's size call for one) is outlined with a dashed box, and
+while a run goes on its step previews (pictures of the crop) are laid over that box; a result or a
+preview of another shape than the photo is stretched onto the photo (or the crop) in both
+directions. The wheel zooms about the point under the cursor, which stays where it is; the view
+re-fits the photo when the window or a dock changes its size, until the artist zooms or pans; the
+zoom (100% is one photo pixel per screen pixel) is shown in the canvas's corner.
 """
 
 from __future__ import annotations
@@ -21,11 +29,12 @@ import numpy as np
 from PIL import Image
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
-    QBrush, QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap, QWheelEvent,
+    QBrush, QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap, QResizeEvent, QTransform,
+    QWheelEvent,
 )
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem, QGraphicsPathItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView,
-    QWidget,
+    QLabel, QWidget,
 )
 
 from gui.document import Document
@@ -46,6 +55,7 @@ class Tool(enum.Enum):
 
 
 MASK_TOOLS = frozenset({Tool.BRUSH, Tool.ERASER, Tool.SEGMENT})
+Box = tuple[int, int, int, int]
 OUTLINE_PENS = ((QColor(0, 0, 0, 230), 3), (QColor(255, 255, 255), 1))  # a dark halo under a light line
 
 
@@ -68,7 +78,10 @@ class Canvas(QGraphicsView):
         self.doc, self.session = doc, session
         self.setScene(QGraphicsScene(self))
         self.setBackgroundBrush(QColor(28, 28, 30))
-        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)  # zoom_by keeps the point itself
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the scene has a margin of a
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # view around the photo: bars mislead
         self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         self.setMouseTracking(True)
         self.setAcceptDrops(False)  # the window takes drops of images and projects
@@ -90,9 +103,18 @@ class Canvas(QGraphicsView):
         self.box_item.setPen(QPen(ACCENT, 0, Qt.PenStyle.DashLine))
         self.box_item.setZValue(4)
         self.box_item.hide()
+        self.crop_item = QGraphicsRectItem()
+        dashed = QPen(QColor(255, 214, 90), 1.5, Qt.PenStyle.DashLine)
+        dashed.setCosmetic(True)
+        self.crop_item.setPen(dashed)
+        self.crop_item.setZValue(4)
+        self.crop_item.hide()
         for item in (self.source_item, self.result_item, self.mask_item, *self.outline_items, self.cursor_item,
-                     self.box_item):
+                     self.box_item, self.crop_item):
             self.scene().addItem(item)
+        self.zoom_label = QLabel(self)
+        self.zoom_label.setStyleSheet("background: rgba(20, 20, 22, 170); color: #ddd; padding: 1px 5px;")
+        self.zoom_label.setToolTip("Zoom: 100% is one photo pixel per screen pixel (Ctrl+1); F fits the photo.")
         self.click_items: list[QGraphicsEllipseItem] = []
 
         self.tool = Tool.BRUSH
@@ -111,11 +133,19 @@ class Canvas(QGraphicsView):
         self._pan_from: QPointF | None = None
         self._space = False
         self._box_from: QPointF | None = None
+        self.fitted = True  # the view follows the window's size until the artist zooms or pans
+        self.bounding_masks: tuple[str, ...] = ("edit_mask",)
+        self.area: tuple[str | None, int, int] = (None, 32, 4)  # mode, padding, feather (pipeline.area)
+        self.working_side: int | None = None  # None until the engine is loaded: no crop is outlined
+        self.run_crop: Box | None = None  # the crop of the run whose previews are shown
+        self._serial = -1
 
         doc.imageChanged.connect(self._on_image)
         doc.maskChanged.connect(self._on_mask)
         session.currentResultChanged.connect(self.refresh_result)
         doc.referenceChanged.connect(self._on_reference)
+        session.runChanged.connect(self._on_run)
+        self.zoomChanged.connect(self._show_zoom)
 
     # -- document -> view -----------------------------------------------------------------------
     def picture(self) -> Image.Image | None:
@@ -141,11 +171,13 @@ class Canvas(QGraphicsView):
         self._fill = None
         self.refresh_result()
         self._on_mask(self.mask_name)
+        self._show_crop()
         if picture is not None:
-            self.scene().setSceneRect(QRectF(0, 0, picture.width, picture.height))
             self.fit()
 
     def _on_mask(self, name: str) -> None:
+        if name in self.bounding_masks and self._stroke is None:  # after a stroke, not at every dab
+            self._show_crop()
         if name != self.mask_name:
             return
         mask = self.doc.masks.get(name) if self.picture() is not None else None
@@ -203,9 +235,19 @@ class Canvas(QGraphicsView):
             picture = None  # results belong to the photo
         self._result_pixmap = self.session.pixmap(picture) if picture is not None else None
         if self._result_pixmap is not None and self.doc.image is not None:
-            scale = self.doc.image.width / self._result_pixmap.width()
-            self.result_item.setScale(scale)
+            left, top, right, bottom = self._shown_box()
+            pixmap = self._result_pixmap  # stretched onto its box in both directions: any aspect fits
+            self.result_item.setTransform(QTransform.fromScale((right - left) / pixmap.width(),
+                                                               (bottom - top) / pixmap.height()))
+            self.result_item.setPos(left, top)
         self._apply_split()
+
+    def _shown_box(self) -> Box:
+        """Where the shown picture lies on the photo: a run's step previews on its crop, results on the photo."""
+        image = self.doc.image
+        if self.override is not None and self.run_crop is not None:
+            return self.run_crop
+        return 0, 0, image.width, image.height
 
     def show_step(self, image: Image.Image | None) -> None:
         """Show a timeline step's picture in place of the result (None: back to the result)."""
@@ -228,10 +270,12 @@ class Canvas(QGraphicsView):
             self.result_item.setPixmap(QPixmap())
             self.split_line.hide()  # hidden, not shortened: a line of no length still draws a dot
         else:
-            width = max(int(round(pixmap.width() * self.split)), 0)
+            left, _, right, _ = self._shown_box()
+            x = self.doc.image.width * self.split  # the split, in photo pixels; the picture is clipped there
+            share = min(max((x - left) / (right - left), 0.0), 1.0)
+            width = max(int(round(pixmap.width() * share)), 0)
             shown = pixmap if width == pixmap.width() else pixmap.copy(0, 0, width, pixmap.height()) if width else QPixmap()
             self.result_item.setPixmap(shown)
-            x = self.doc.image.width * self.split
             self.split_line.setLine(x, 0, x, self.doc.image.height)
             self.split_line.setVisible(0.0 < self.split < 1.0)
         self._apply_overlay()
@@ -240,26 +284,111 @@ class Canvas(QGraphicsView):
     def zoom(self) -> float:
         return self.transform().m11()
 
+    def zoom_percent(self) -> int:
+        """The zoom as the artist reads it: 100 is one photo pixel per device pixel."""
+        return round(self.zoom() * self.devicePixelRatioF() * 100)
+
     def fit(self) -> None:
         if self.picture() is not None:
             self.fitInView(self.source_item, Qt.AspectRatioMode.KeepAspectRatio)
+            self._update_scene_rect()
+            self.centerOn(self.source_item)
+            self.fitted = True
             self.zoomChanged.emit(self.zoom())
 
     def actual_size(self) -> None:
         """100%: one photo pixel per device pixel on HiDPI screens too."""
         ratio = self.devicePixelRatioF()
+        centre = self.mapToScene(self.viewport().rect().center())
         self.resetTransform()
         self.scale(1 / ratio, 1 / ratio)
+        self._update_scene_rect()
+        self.centerOn(centre)
+        self.fitted = False
         self.zoomChanged.emit(self.zoom())
 
-    def zoom_by(self, factor: float) -> None:
+    def zoom_by(self, factor: float, at: QPointF | None = None) -> None:
+        """Zoom by `factor`, keeping the photo point under `at` (viewport pixels; default: the centre) there."""
+        at = QPointF(self.viewport().rect().center()) if at is None else at
+        anchor = self.mapToScene(at.toPoint())
         self.scale(factor, factor)
+        self._update_scene_rect()
+        moved = self.mapFromScene(anchor) - at.toPoint()  # where the anchor went, in viewport pixels
+        self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + moved.x())
+        self.verticalScrollBar().setValue(self.verticalScrollBar().value() + moved.y())
+        self.fitted = False
         self.zoomChanged.emit(self.zoom())
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         steps = event.angleDelta().y() / 120
         if steps:
-            self.zoom_by(ZOOM_STEP ** steps)
+            self.zoom_by(ZOOM_STEP ** steps, event.position())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._place_zoom_label()
+        if self.fitted:
+            self.fit()
+
+    def _show_zoom(self) -> None:
+        self.zoom_label.setText(f"{self.zoom_percent()}%")
+        self.zoom_label.adjustSize()
+        self._place_zoom_label()
+
+    def _place_zoom_label(self) -> None:
+        label, view = self.zoom_label, self.viewport().geometry()
+        label.move(view.right() - label.width() - 6, view.bottom() - label.height() - 6)
+        label.raise_()
+
+    def _update_scene_rect(self) -> None:
+        """The photo with a margin of one viewport around it, so any point of it can be brought under
+        the cursor (a scene no larger than the view could only sit centred)."""
+        picture = self.picture()
+        if picture is None:
+            return
+        zoom = max(self.zoom(), 1e-6)
+        margin_x, margin_y = self.viewport().width() / zoom, self.viewport().height() / zoom
+        self.scene().setSceneRect(QRectF(-margin_x, -margin_y, picture.width + 2 * margin_x,
+                                         picture.height + 2 * margin_y))
+
+    # -- the crop of the next run ---------------------------------------------------------------
+    def set_bounding_masks(self, names: tuple[str, ...]) -> None:
+        """The method's masks that bound an edit (the crop is made around them)."""
+        self.bounding_masks = names
+        self._show_crop()
+
+    def set_area(self, mode: str | None, padding: int, feather: int, working_side: int) -> None:
+        """The Tools panel's area choice and the working size it is made at (pipeline.area.choose_crop)."""
+        self.area, self.working_side = (mode, padding, feather), working_side
+        self._show_crop()
+
+    def planned_crop(self) -> Box | None:
+        """The box of the photo the next run will edit, as the engine chooses it; None: the whole photo."""
+        image = self.doc.image
+        if image is None or self.working_side is None:
+            return None
+        from pipeline.area import choose_crop
+
+        regions = [self.doc.masks[name] >= 128 for name in self.bounding_masks
+                   if name in self.doc.masks and name not in self.doc.mask_pictures]
+        mode, padding, feather = self.area
+        return choose_crop(mode, regions, image.size, self.working_side, padding, feather)
+
+    def _show_crop(self) -> None:
+        crop = self.planned_crop() if not self.on_reference() else None
+        if crop is not None:
+            left, top, right, bottom = crop
+            self.crop_item.setRect(QRectF(left, top, right - left, bottom - top))
+            self.crop_item.setToolTip(f"The next run edits this crop of {right - left}x{bottom - top} photo pixels "
+                                      "and pastes it back; everything outside it stays as it is.")
+        self.crop_item.setVisible(crop is not None)
+
+    def _on_run(self) -> None:
+        """A new run: its previews are pictures of the crop planned now."""
+        run = self.session.run
+        if run.running and run.serial != self._serial:
+            self._serial = run.serial
+            self.run_crop = self.planned_crop()
 
     # -- brush ----------------------------------------------------------------------------------
     def set_brush_size(self, size: float) -> None:
@@ -364,6 +493,7 @@ class Canvas(QGraphicsView):
         if self._pan_from is not None:
             delta = event.position() - self._pan_from
             self._pan_from = event.position()
+            self.fitted = False
             self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - int(delta.x()))
             self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(delta.y()))
         elif self._stroke is not None:

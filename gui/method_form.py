@@ -4,7 +4,8 @@ Nothing here knows any particular method: the registry lists them, `param_specs`
 parameter's kind, range, choices and help, and one editor per kind is made from that (sliders and
 spin boxes over the declared range, combo boxes for choices, tooltips from the help). Parameters of
 the inversion stage are marked, because changing them costs a new inversion. Presets are named
-parameter sets per method, kept in the settings.
+parameter sets per method, kept in the settings. The wheel changes a field only once it has focus;
+over an unfocused field it scrolls the panel (gui.wheel).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
 from gui.document import Document, method_defaults
 from gui.restore import checked_method
 from gui.settings import AppSettings
+from gui.wheel import guard_wheel
 
 SLIDER_STEPS = 1000
 
@@ -208,6 +210,7 @@ class MethodPanel(QWidget):
         layout.addWidget(self.form_host)
         layout.addStretch(1)
         self.setEnabled(False)
+        guard_wheel(self)
 
         self.method.activated.connect(lambda _i: doc.set_method(self.method.currentData()))
         self.presets.activated.connect(self._apply_preset)
@@ -252,6 +255,7 @@ class MethodPanel(QWidget):
             editor.edited.connect(lambda value, name=spec.name: self.doc.set_param(name, value))
             self.form.addRow(label, editor)
             self.editors[spec.name] = editor
+        guard_wheel(self)
         self._on_param("")
         self._fill_presets()
 

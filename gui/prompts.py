@@ -4,28 +4,66 @@ The chips are the text encoder's own words (pipeline.text.prompt_words), so a ch
 a word parameter can name. Clicking a chip adds it to, or removes it from, the word parameter chosen
 in "Chips set" (local blend, reweight with a factor, per-word replace fraction...): whatever
 parameters of kind words / word_values the method declares, so nobody types word lists.
+
+Every word parameter has a colour: a chip in it is filled with that colour (the one chosen in "Chips
+set" first, bold), a legend under the chips names each colour, and the sentence beside "Chips set"
+says what a click on a chip does now. The chip boxes show whole rows of chips.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QEvent, QModelIndex, QPersistentModelIndex, QRectF, QSize, Qt, QTimer
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter, QPen, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListView,
-    QListWidget, QListWidgetItem, QVBoxLayout, QWidget,
+    QListWidget, QListWidgetItem, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget,
 )
 
 from gui.document import Document
-from gui.theme import ACCENT
+from gui.panels import scrolling_rows
+from gui.wheel import guard_wheel
 
 CHECK_DELAY_MS = 250
-CHIP_ROWS_HEIGHT = 64
-CHOSEN = ACCENT
+MAX_CHIP_ROWS = 3  # more rows than this scroll, a whole row at a time
+ROLE_COLOURS = (QColor(46, 139, 87), QColor(190, 70, 70), QColor(204, 133, 36), QColor(64, 120, 200),
+                QColor(150, 90, 190), QColor(40, 150, 160))
+"""The colours of a method's word parameters, in the order "Chips set" lists them (local blend first)."""
+
+Role = tuple[str, str, QColor, dict[str, object]]  # parameter name, label, colour, word -> value (True for words)
+CHIP_PADDING = (7, 3)  # horizontal, vertical: around a chip's word
+
+
+class ChipDelegate(QStyledItemDelegate):
+    """Draws a word as a chip: a rounded box filled with its parameter's colour (or outlined when in none)."""
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
+        metrics = QFontMetrics(index.data(Qt.ItemDataRole.FontRole) or option.font)
+        return QSize(metrics.horizontalAdvance(str(index.data())) + 2 * CHIP_PADDING[0] + 2,
+                     metrics.height() + 2 * CHIP_PADDING[1] + 2)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        box = QRectF(option.rect).adjusted(0.5, 0.5, -0.5, -0.5)
+        fill = index.data(Qt.ItemDataRole.BackgroundRole)
+        filled = isinstance(fill, QBrush) and fill.style() != Qt.BrushStyle.NoBrush
+        hovered = bool(option.state & QStyle.StateFlag.State_MouseOver)
+        painter.setPen(QPen(fill.color().lighter(140) if filled else QColor(110, 110, 110) if not hovered
+                            else QColor(170, 170, 170), 1))
+        painter.setBrush(fill if filled else Qt.BrushStyle.NoBrush)
+        painter.drawRoundedRect(box, 6, 6)
+        painter.setFont(index.data(Qt.ItemDataRole.FontRole) or option.font)
+        colour = index.data(Qt.ItemDataRole.ForegroundRole)
+        painter.setPen(colour.color() if isinstance(colour, QBrush) else option.palette.text().color())
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, str(index.data()))
+        painter.restore()
 
 
 class ChipList(QListWidget):
-    """A prompt's words as a wrapping row of chips; the chosen ones are shown selected."""
+    """A prompt's words as a wrapping row of chips, each filled with the colour of the word parameter it is
+    in; as tall as its rows of chips (whole rows, up to MAX_CHIP_ROWS)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -33,9 +71,12 @@ class ChipList(QListWidget):
         self.setWrapping(True)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setSpacing(2)
+        self.setUniformItemSizes(False)
         self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.setFixedHeight(CHIP_ROWS_HEIGHT)
-        self.setStyleSheet("QListWidget::item { border: 1px solid #666; border-radius: 6px; padding: 1px 6px; }")
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.setMouseTracking(True)
+        self.setItemDelegate(ChipDelegate(self))
+        self._fit_rows()
 
     def words(self) -> list[str]:
         return [self.item(i).text() for i in range(self.count())]
@@ -48,18 +89,65 @@ class ChipList(QListWidget):
             item = QListWidgetItem(word)
             item.setFlags(Qt.ItemFlag.ItemIsEnabled)
             self.addItem(item)
+        self._fit_rows()
 
-    def mark(self, chosen: dict[str, object]) -> None:
+    def mark(self, roles: list[Role], current: str | None) -> None:
+        """Fill each chip with the colour of the word parameter it is in (`current`'s first); the chips of
+        `current` count as chosen."""
+        ordered = sorted(roles, key=lambda role: role[0] != current)
         for i in range(self.count()):
             item = self.item(i)
-            value = chosen.get(item.text())
-            item.setData(Qt.ItemDataRole.UserRole, value is not None)
-            item.setBackground(CHOSEN if value is not None else Qt.GlobalColor.transparent)
-            item.setToolTip(f"{item.text()}: {value:g}" if isinstance(value, (int, float)) and value is not True
-                            else f"Click to add or remove \"{item.text()}\" in the parameter chosen below.")
+            word = item.text()
+            inside = [role for role in ordered if word in role[3]]
+            item.setData(Qt.ItemDataRole.UserRole, bool(inside) and inside[0][0] == current)
+            item.setBackground(QBrush(inside[0][2]) if inside else QBrush())
+            item.setForeground(QBrush(QColor(255, 255, 255)) if inside else QBrush())
+            font = QFont(self.font())
+            font.setBold(bool(inside) and inside[0][0] == current)
+            item.setFont(font)
+            where = []
+            for _, label, _, values in inside:
+                value = values[word]
+                where.append(label if value is True else f"{label} ({value:g})")
+            item.setToolTip(f"\u201c{word}\u201d is in " + "; ".join(where) if where else
+                            f"Click to add \u201c{word}\u201d to the word parameter chosen in Chips set.")
+        self._fit_rows()
 
     def chosen(self) -> list[str]:
         return [self.item(i).text() for i in range(self.count()) if self.item(i).data(Qt.ItemDataRole.UserRole)]
+
+    def rows(self) -> int:
+        """How many rows of chips the words take at the current width."""
+        tops = {self.visualItemRect(self.item(i)).top() + self.verticalScrollBar().value() for i in range(self.count())}
+        return max(len(tops), 1)
+
+    def row_height(self) -> int:
+        """The distance from one row of chips to the next."""
+        if self.count():
+            return self.visualItemRect(self.item(0)).height() + 2 * self.spacing()
+        return self.fontMetrics().height() + 2 * CHIP_PADDING[1] + 2 + 2 * self.spacing()
+
+    def _fit_rows(self) -> None:
+        """As tall as the rows of chips, whole rows only (up to MAX_CHIP_ROWS; more scroll a row at a time)."""
+        self.doItemsLayout()
+        shown = min(self.rows(), MAX_CHIP_ROWS)
+        height = shown * self.row_height() + 2 * self.frameWidth() + self.spacing()
+        if self.height() != height or self.minimumHeight() != height:
+            self.setFixedHeight(height)
+        self.verticalScrollBar().setSingleStep(self.row_height())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self._fit_rows()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange):
+            self._fit_rows()
+
+    def sizeHint(self) -> QSize:
+        return QSize(super().sizeHint().width(), self.height())
 
 
 class PromptPanel(QWidget):
@@ -80,6 +168,12 @@ class PromptPanel(QWidget):
         self.factor.setSingleStep(0.1)
         self.factor.setToolTip("The value a clicked word gets in a word:value parameter.")
         self.chips = {"source": ChipList(), "target": ChipList()}
+        self.legend = QLabel()
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.purpose = QLabel()
+        self.purpose.setWordWrap(True)
+        self.purpose.setStyleSheet("color: #b8b8b8;")
         self.warning = QLabel()
         self.warning.setWordWrap(True)
         self.warning.setStyleSheet("color: #f0b050;")
@@ -94,7 +188,9 @@ class PromptPanel(QWidget):
         form.addRow("Target", self.target)
         form.addRow("", self.chips["target"])
         form.addRow("Chips set", role_row)
-        layout = QVBoxLayout(self)
+        form.addRow("", self.purpose)
+        form.addRow("", self.legend)
+        layout = scrolling_rows(self)
         layout.addLayout(form)
         layout.addWidget(self.warning)
         layout.addStretch(1)
@@ -111,6 +207,7 @@ class PromptPanel(QWidget):
         doc.paramsChanged.connect(lambda _name: self._check_timer.start())
         doc.methodChanged.connect(self._on_method)
         self._on_role()
+        guard_wheel(self)
 
     def set_tokenizer(self, tokenizer: Any) -> None:
         """The engine is loaded: words can be shown."""
@@ -147,6 +244,11 @@ class PromptPanel(QWidget):
 
     def _on_role(self) -> None:
         data = self.role.currentData()
+        self.purpose.setText("" if not data else f"A click on a chip puts its word in {self.role.currentText()} "
+                             "(or takes it out).")
+        self.purpose.setToolTip("" if not data else
+                                str(self.role.itemData(self.role.currentIndex(), Qt.ItemDataRole.ToolTipRole)))
+        self.purpose.setVisible(bool(data))
         is_values = bool(data) and data[1] == "word_values"
         self.factor.setVisible(is_values)
         if is_values:
@@ -169,19 +271,26 @@ class PromptPanel(QWidget):
             chips.set_words(self.words(which))
         self._mark_chips()
 
-    def _mark_chips(self) -> None:
-        chosen = self._chosen_words()
-        for chips in self.chips.values():
-            chips.mark(chosen)
+    def roles(self) -> list[Role]:
+        """The method's word parameters as "Chips set" lists them, each with its colour and its words."""
+        roles = []
+        for i in range(self.role.count()):
+            name, kind = self.role.itemData(i)[:2]
+            value = self.doc.params.get(name)
+            words = dict(value or {}) if kind == "word_values" else {word: True for word in value or ()}
+            roles.append((name, self.role.itemText(i), ROLE_COLOURS[i % len(ROLE_COLOURS)], words))
+        return roles
 
-    def _chosen_words(self) -> dict[str, Any]:
+    def _mark_chips(self) -> None:
+        roles = self.roles()
         data = self.role.currentData()
-        if not data:
-            return {}
-        value = self.doc.params.get(data[0])
-        if data[1] == "word_values":
-            return dict(value or {})
-        return {word: True for word in value or ()}
+        for chips in self.chips.values():
+            chips.mark(roles, data[0] if data else None)
+        self.legend.setText("&nbsp;&nbsp; ".join(
+            f"<span style='background:{colour.name()}; color:white'>&nbsp;{label}&nbsp;</span>"
+            for _, label, colour, _ in roles))
+        self.legend.setToolTip("The colour of a chip says which word parameter its word is in.")
+        self.legend.setVisible(bool(roles))
 
     # -- widgets -> document --------------------------------------------------------------------
     def toggle_word(self, word: str) -> None:

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.wheel import guard_wheel
 from pipeline.errors import shorten
 
 RECENT_LIMIT = 10
@@ -34,14 +35,18 @@ Steps and guidance keep the methods' defaults (50, 7.5), which the benchmark and
 DEFAULTS: dict[str, Any] = {
     "model": "demo", "device": "auto", "precision": "auto", "sam_checkpoint": "", "default_steps": 50,
     "max_side": 0, "projects_dir": "", "autosave_minutes": 2, "models_dir": "",
-    "image_encoder": "",
+    "image_encoder": "", "area": "", "area_padding": 32, "feather": 4,
 }
+"""`area` "" is automatic (a crop around the mask when the photo is larger than the working size), else
+"whole" or "region"; `area_padding` and `feather` are photo pixels (pipeline.area, pipeline.images)."""
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),  # or cuda:N, one GPU of several
     "precision": ("auto", "fp16", "bf16", "fp32"),  # the engine's sampling precisions (pipeline.models)
+    "area": ("", "whole", "region"),  # "": a crop around the mask when the photo is larger than the working size
 }
 CUDA_DEVICE = re.compile(r"cuda:\d{1,3}")
-RANGES: dict[str, tuple[int, int]] = {"default_steps": (1, 10_000), "max_side": (0, 4096), "autosave_minutes": (0, 600)}
+RANGES: dict[str, tuple[int, int]] = {"default_steps": (1, 10_000), "max_side": (0, 4096), "autosave_minutes": (0, 600),
+                                      "area_padding": (0, 512), "feather": (0, 512)}
 """Bounds of what the settings file may hold; what a value means is checked where it is used, as the
 command line checks it: the steps as the method's parameter, a working size by check_max_side."""
 
@@ -115,6 +120,13 @@ class AppSettings:
     def set_model_folders(self, folders: list[str]) -> None:
         self.store.setValue("model_folders", json.dumps(list(dict.fromkeys(folders))))
 
+    def working_side(self) -> int:
+        """The working size a new edit of a project without its own gets (the setting, else the model's own);
+        the Tools panel outlines the crop with it."""
+        from pipeline.models import native_side
+
+        return self.get("max_side") or native_side(self.get("model") or "demo")
+
     def new_project_params(self) -> dict[str, Any]:
         """Method parameters a new project starts with, over the method's defaults (where it has them;
         each is checked against the method when the project opens, gui.project_io)."""
@@ -127,7 +139,9 @@ class AppSettings:
         model = self.get("model") or "demo"
         options = {"model": model, "device": None if device == "auto" else device,
                    "dtype": None if precision == "auto" else precision,
-                   "max_side": self.get("max_side") or None}  # 0: the project's, else the model's own size
+                   "max_side": self.get("max_side") or None,  # 0: the project's, else the model's own size
+                   "area": self.get("area") or None, "area_padding": self.get("area_padding"),
+                   "feather": self.get("feather")}
         if encoder := self.get("image_encoder"):  # unset: the project's, else the one beside the model
             options["image_encoder"] = encoder
         return options
@@ -213,6 +227,7 @@ class SettingsDialog(QDialog):
         self.autosave.setValue(settings.get("autosave_minutes"))
         form.addRow("Autosave every", self.autosave)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        guard_wheel(self)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)

@@ -8,6 +8,10 @@ which the window shows at once and then decodes in full. Under the rows, the ste
 fractions the method's parameters control are drawn as bands and ticks over the edit's steps;
 dragging a band's edge or a tick changes that parameter (one undoable step per drag). The run's
 steps are the edit session's (gui.session.RunState); the bands are the document's parameters.
+
+The strip never draws one thing over another: before a run its hint takes the first row, the label
+column is as wide as its longest label, and the widget asks for the height of all its rows and lanes
+(its minimum), so a short window shrinks the canvas rather than cutting the bands off.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
+from PySide6.QtGui import QColor, QFontMetrics, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
 from PySide6.QtWidgets import QWidget
 
 from gui.document import Document
@@ -45,7 +49,8 @@ class Timeline(QWidget):
         self.chosen: tuple[str, int] | None = None
         self._rows = 0
         self.setMouseTracking(True)
-        self.setMinimumHeight(ROW_H + LANE_H + 2 * PAD)
+        self._label_w = LABEL_W
+        self._fit_rows()
         session.runChanged.connect(self._on_run)
         doc.methodChanged.connect(self.set_ready)
         doc.paramsChanged.connect(lambda _name: self.update())
@@ -57,12 +62,20 @@ class Timeline(QWidget):
 
         self.specs = [s for s in param_specs(get_method(self.doc.method_id).Params)
                       if s.kind in ("step_range", "step_fraction")]
-        self.updateGeometry()
+        self._fit_rows()
         self.update()
 
     def sizeHint(self) -> QSize:
-        rows = max(len(self.stages()), 1)
+        rows = max(len(self.stages()), 1)  # before a run, the hint takes the first row
         return QSize(600, rows * ROW_H + len(self.specs) * LANE_H + 3 * PAD)
+
+    def _fit_rows(self) -> None:
+        """Ask for the height of every row and lane, and a label column as wide as the longest label."""
+        metrics = QFontMetrics(self.font())
+        labels = [*self.stages(), *(spec.name.replace("_", " ") for spec in self.specs), "step 50/50"]
+        self._label_w = max(LABEL_W, max(metrics.horizontalAdvance(text) for text in labels) + 3 * PAD)
+        self.setMinimumHeight(self.sizeHint().height())
+        self.updateGeometry()
 
     def stages(self) -> list[str]:
         return [s for s, total in self.session.run.totals.items() if total > 1]
@@ -73,7 +86,7 @@ class Timeline(QWidget):
             self.chosen = None
         if len(self.stages()) != self._rows:  # a relayout of the window only when a row comes or goes
             self._rows = len(self.stages())
-            self.updateGeometry()
+            self._fit_rows()
         self.update()
 
     def _thumb(self, stage: str, step: int) -> QPixmap:
@@ -108,7 +121,7 @@ class Timeline(QWidget):
 
     # -- geometry -------------------------------------------------------------------------------
     def _strip(self) -> tuple[float, float]:
-        return LABEL_W, max(self.width() - LABEL_W - PAD, 10)
+        return self._label_w, max(self.width() - self._label_w - PAD, 10)
 
     def x_of(self, fraction: float) -> float:
         left, width = self._strip()
@@ -136,7 +149,7 @@ class Timeline(QWidget):
         return min(max(x, left), left + width - thumb_w)
 
     def _lanes_top(self) -> float:
-        return PAD + max(len(self.stages()), 1) * ROW_H  # below the rows, or below the note of an empty one
+        return PAD + max(len(self.stages()), 1) * ROW_H  # below the rows, or below the hint of an empty one
 
     # -- painting -------------------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:
@@ -153,7 +166,7 @@ class Timeline(QWidget):
             top = PAD + row * ROW_H
             total = run.totals[stage]
             painter.setPen(QColor(200, 200, 200))
-            painter.drawText(QRectF(PAD, top, LABEL_W - 2 * PAD, ROW_H), Qt.AlignmentFlag.AlignVCenter, stage)
+            painter.drawText(QRectF(PAD, top, self._label_w - 2 * PAD, ROW_H), Qt.AlignmentFlag.AlignVCenter, stage)
             painter.fillRect(QRectF(left, top + 2, width, ROW_H - 4), QColor(45, 45, 50))
             done = run.step if run.running and run.stage == stage else total
             for step in range(1, total + 1):
@@ -174,13 +187,13 @@ class Timeline(QWidget):
                 x = self.x_of(self.step_fraction(stage, chosen, total))
                 painter.setPen(QPen(QColor(255, 255, 255), 2))
                 painter.drawLine(QPointF(x, top), QPointF(x, top + ROW_H))
-                painter.drawText(QRectF(PAD, top + ROW_H - 16, LABEL_W - 2 * PAD, 14),
+                painter.drawText(QRectF(PAD, top + ROW_H - 16, self._label_w - 2 * PAD, 14),
                                  Qt.AlignmentFlag.AlignLeft, f"step {chosen}/{total}")
         top = self._lanes_top()
         for i, spec in enumerate(self.specs):
             y = top + i * LANE_H
             painter.setPen(QColor(170, 170, 170))
-            painter.drawText(QRectF(PAD, y, LABEL_W - 2 * PAD, LANE_H), Qt.AlignmentFlag.AlignVCenter,
+            painter.drawText(QRectF(PAD, y, self._label_w - 2 * PAD, LANE_H), Qt.AlignmentFlag.AlignVCenter,
                              spec.name.replace("_", " "))
             value = self.doc.params.get(spec.name, spec.default)
             colour = BAND_COLOURS[i % len(BAND_COLOURS)]

@@ -132,7 +132,7 @@ class MainWindow(QMainWindow):
 
         self.actions: dict[str, QAction] = {}
         self._make_actions()
-        self.tools = ToolPanel(self.doc, self.canvas, self.actions)
+        self.tools = ToolPanel(self.doc, self.canvas, self.actions, self.settings)
         self.prompts = PromptPanel(self.doc)
         self.method = MethodPanel(self.doc, self.settings)
         self.reference = ReferencePanel(self.doc)

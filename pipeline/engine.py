@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -30,8 +31,8 @@ from pipeline.errors import Cancelled, ImageError, OutOfMemoryError, RetakeError
 from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Failed, Notice, Progress, Stage
 from pipeline.fast import FastOptions
 from pipeline.files import write_atomically
-from pipeline.images import check_editable, composite_onto_photo, from_tensor, to_tensor
-from pipeline.methods.base import EditOutput, Inputs, Tensors, input_specs, stage_key_params, tunes
+from pipeline.images import check_editable, from_tensor, paste_result, region_at_photo_size, to_tensor
+from pipeline.methods.base import EDIT_MASK, EditOutput, Inputs, Tensors, input_specs, stage_key_params, tunes
 from pipeline.models import ModelBundle, default_cache_dir, load_model
 from pipeline.params import params_to_dict
 from pipeline.parts import part_identities, with_parts
@@ -153,7 +154,7 @@ class Engine:
                 if stored is not None:
                     return Inversion(key, stored, True)
                 ctx.start_stage(Stage.ENCODING, 1)
-                latent = ctx.encode_image(to_tensor(job.image, job.size))
+                latent = ctx.encode_image(to_tensor(job.working_image(), job.size))
                 ctx.advance(1)
                 tensors = {k: v.detach().cpu().contiguous()
                            for k, v in job.method.invert(ctx, latent, job.prompts, job.params, inputs).items()}
@@ -162,7 +163,7 @@ class Engine:
                     project = Project.create(job.project_path, job.image)
                 project.save_inversion(key, tensors, method=job.method_id, model_identity=bundle.identity,
                                        source_prompt=job.prompts.source, params=key_params, size=job.size,
-                                       steps=int(key_params.get("steps", 0)) or 1, parts=parts)
+                                       steps=int(key_params.get("steps", 0)) or 1, parts=parts, crop=job.crop)
                 return Inversion(key, tensors, False)
 
     @staticmethod
@@ -205,9 +206,20 @@ class Engine:
             cancel.check()
             ctx.start_stage(Stage.DECODING, 1)
             working = from_tensor(ctx.decode(output.target))
-            full = composite_onto_photo(job.image, working, None if output.region is None else output.region.cpu())
+            full = paste_result(job.image, working, job.crop, self._region(job, output), job.area.feather)
             ctx.advance(1)
             return EditResult(output, full, working, tuning_key)
+
+    @staticmethod
+    def _region(job: Job, output: EditOutput) -> np.ndarray | None:
+        """Where the edit may have changed the photo, at the photo's size: the painted mask itself when the
+        method's region is exactly that mask, else its region's latent cells over the crop (or photo)."""
+        if output.region is None:
+            return None
+        if output.region_input in job.photo_masks:
+            return job.photo_masks[output.region_input]
+        width, height = job.image.size
+        return region_at_photo_size(output.region.cpu(), job.crop or (0, 0, width, height), job.image.size)
 
     def _tune(self, job: Job, ctx: RunContext, inversion: Inversion) -> tuple[str | None, Tensors]:
         """The job's tuning key and tuned tensors: the project's when the key matches (kept in memory for
@@ -232,7 +244,8 @@ class Engine:
         project.save_inversion(key, tuned, method=job.method_id, model_identity=ctx.bundle.identity,
                                source_prompt=job.prompts.source, params=key_params, size=job.size,
                                steps=int(stage_key_params(job.params, "inversion").get("steps", 0)) or 1,
-                               parts=part_identities(ctx.bundle, job.method.parts), tuning_of=inversion.key)
+                               parts=part_identities(ctx.bundle, job.method.parts), tuning_of=inversion.key,
+                               crop=job.crop)
         self._tuned = ((job.project_path, key), tuned)
         return key, tuned
 
@@ -252,12 +265,13 @@ class Engine:
             extra = {"image_sha256": job.image_sha256, "working_size": list(job.size), "max_side": job.max_side}
             edit = project.save_state(
                 SettingsUpdate(job.prompts.source, job.method_id, params_json, model=model, max_side=job.max_side,
-                               image_encoder=SettingsUpdate.named_encoder(job.request.image_encoder)),
+                               image_encoder=SettingsUpdate.named_encoder(job.request.image_encoder), area=job.area),
                 inputs,
                 NewEdit(target_prompt=job.prompts.target, source_prompt=job.prompts.source, model=model,
                         method=job.method_id, params=params_json, seed=job.request.seed,
-                        inversion_key=inversion.key, result=result.image, mask=job.masks.get("edit_mask"),
-                        png_metadata=extra, tuning_key=result.tuning_key))
+                        inversion_key=inversion.key, result=result.image, mask=self._edit_mask(job),
+                        png_metadata=extra, tuning_key=result.tuning_key, crop=job.crop,
+                        feather=job.area.feather))
             assert edit is not None
             if job.output is not None:
                 try:
@@ -268,6 +282,12 @@ class Engine:
                         f"{shorten(job.output)} could not be written ({error.strerror or error}).") from None
             return Done(project.result_path(edit), job.output, job.project_path, edit.id, inversion.reused,
                         result.image)
+
+    @staticmethod
+    def _edit_mask(job: Job) -> torch.Tensor | None:
+        """The edit's painted mask, as the project keeps it with the edit: at the photo's own size."""
+        painted = job.photo_masks.get(EDIT_MASK.name)
+        return None if painted is None else torch.from_numpy(painted.astype(np.float32))[None, None]
 
     # -- the whole run --------------------------------------------------------------------------
     def run(self, request: EditRequest, emit: Emit, cancel: CancelToken | None = None) -> Event:

@@ -287,44 +287,110 @@ def check_editable(width: int, height: int, max_side: int, cell: int) -> None:
                          f"choose a larger working size (--max-side).")
 
 
-def composite_onto_photo(photo: Image.Image, result: Image.Image, region: torch.Tensor | None,
-                         feather: int = 6) -> Image.Image:
-    """The result at the photo's own size, with the photo's own pixels wherever the edit did not reach.
+Box = tuple[int, int, int, int]
+"""A rectangle of photo pixels: left, top, right, bottom (right and bottom excluded)."""
 
-    The model works at about 512 pixels; a 12-megapixel photo should not come back as a 512-pixel
-    one, nor lose its sharpness where nothing was edited. `result` (working size) is upsampled with
-    Lanczos to `photo.size`. Where `region` ([1, 1, h, w], working or latent resolution, > 0 where
-    the edit may have changed the picture) is 0, the photo's pixels are kept byte for byte. The
-    region is first grown by 2 * `feather` working pixels, so the decoder's spill past the edit's
-    own border stays in, then its edge is ramped over `feather` pixels so there is no seam.
-    With `region` None the whole upsampled result is returned.
-    """
-    photo, result = to_rgb(photo), to_rgb(result)
-    upsampled = result.copy() if result.size == photo.size else result.resize(photo.size, _RESIZE)
-    if region is None:
-        return upsampled
+DEFAULT_FEATHER = 4
+"""Pixels of the photo over which the result fades out past the edit's region (see `feather_alpha`)."""
+
+
+def bounding_box(mask: np.ndarray) -> Box | None:
+    """The smallest box holding every True pixel of `mask` (bool [H, W]); None for an empty mask."""
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return int(columns[0]), int(rows[0]), int(columns[-1]) + 1, int(rows[-1]) + 1
+
+
+def feather_alpha(region: np.ndarray, feather: int, box: Box | None = None) -> np.ndarray:
+    """How much of the result each photo pixel takes: 1 on `region` (bool [H, W]), and at `d` pixels
+    outside it (counted along rows, columns and diagonals: a square ring per pixel) 1 - d / (feather + 1)
+    for d = 1..feather, 0 beyond. Inside `box` only (None: the whole picture), where it also fades out
+    over the `feather` pixels along the box's edges that lie inside the photo, so nothing is cut hard.
+    float32 [H, W] in 0..1."""
+    if feather < 0:
+        raise ValueError(f"feather must be at least 0, not {feather}")
+    height, width = region.shape
+    left, top, right, bottom = box if box is not None else (0, 0, width, height)
+    out = np.zeros((height, width), np.float32)
+    reach = bounding_box(region[top:bottom, left:right])
+    if reach is None:
+        return out
+    # only around the region: its bounding box grown by the feather, inside the box
+    x0, y0 = max(left, left + reach[0] - feather), max(top, top + reach[1] - feather)
+    x1, y1 = min(right, left + reach[2] + feather), min(bottom, top + reach[3] + feather)
+    window = torch.from_numpy(np.ascontiguousarray(region[y0:y1, x0:x1], np.float32))[None, None]
+    alpha, grown = window.clone(), window
+    for d in range(1, feather + 1):  # one pixel of growth per step: the ramp is exactly linear in d
+        grown = F.max_pool2d(grown, 3, stride=1, padding=1)
+        alpha = torch.maximum(alpha, grown * (1.0 - d / (feather + 1)))
+    out[y0:y1, x0:x1] = alpha[0, 0].numpy()
+    if box is not None and feather > 0:  # the box's own edges fade too, where the photo goes on past them
+        rows = _edge_ramp(bottom - top, top > 0, bottom < height, feather)
+        columns = _edge_ramp(right - left, left > 0, right < width, feather)
+        out[top:bottom, left:right] *= np.minimum(rows[:, None], columns[None, :])
+    return out
+
+
+def _edge_ramp(n: int, fade_start: bool, fade_end: bool, feather: int) -> np.ndarray:
+    """Weights along one side of a box of `n` pixels: rising over its first `feather` pixels (k / (feather
+    + 1) at the k-th) if `fade_start`, falling over its last ones if `fade_end`, 1 elsewhere."""
+    steps = np.arange(1, n + 1, dtype=np.float32)
+    ramp = np.ones(n, np.float32)
+    if fade_start:
+        ramp = np.minimum(ramp, steps / (feather + 1))
+    if fade_end:
+        ramp = np.minimum(ramp, steps[::-1] / (feather + 1))
+    return ramp
+
+
+def region_at_photo_size(region: torch.Tensor, box: Box, photo_size: tuple[int, int]) -> np.ndarray:
+    """A region at working or latent resolution ([1, 1, h, w], > 0.5 inside) over the photo's `box`,
+    as bool [H, W] at the photo's size: bilinearly resized to the box (so a latent cell's square edge
+    becomes a smooth one), at least half in."""
     if region.dim() != 4 or tuple(region.shape[:2]) != (1, 1):
         raise ValueError(f"expected a [1, 1, h, w] region, got {tuple(region.shape)}")
-    width, height = result.size
-    grown = F.interpolate(region.detach().to("cpu", torch.float32), size=(height, width), mode="bilinear",
-                          align_corners=False) > 0
-    alpha = _box_blur(_dilate(grown.float(), 2 * feather), feather)
-    weights = Image.fromarray((alpha[0, 0] * 255).round().to(torch.uint8).numpy(), "L")
-    return Image.composite(upsampled, photo, weights.resize(photo.size, Image.Resampling.BILINEAR))
+    left, top, right, bottom = box
+    sized = F.interpolate(region.detach().to("cpu", torch.float32), size=(bottom - top, right - left),
+                          mode="bilinear", align_corners=False)[0, 0].numpy() >= 0.5
+    out = np.zeros((photo_size[1], photo_size[0]), bool)
+    out[top:bottom, left:right] = sized
+    return out
 
 
-def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Grow a [1, 1, H, W] 0/1 mask by `radius` pixels (a square, in two separable passes)."""
-    k = 2 * radius + 1
-    mask = F.max_pool2d(mask, (k, 1), stride=1, padding=(radius, 0))
-    return F.max_pool2d(mask, (1, k), stride=1, padding=(0, radius))
+def mask_at_photo_size(mask: Image.Image, photo_size: tuple[int, int]) -> np.ndarray:
+    """A greyscale mask at the photo's size (resized bilinearly if drawn at another), bool: >= 128."""
+    grey = mask.convert("L") if mask.mode != "L" else mask
+    if grey.size != tuple(photo_size):
+        grey = grey.resize(tuple(photo_size), Image.Resampling.BILINEAR)
+    return np.asarray(grey, np.uint8) >= 128
 
 
-def _box_blur(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over a (2 radius + 1) square, clipped at the borders: exactly 0 or 1 away from edges."""
-    k = 2 * radius + 1
-    mask = F.avg_pool2d(mask, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
-    return F.avg_pool2d(mask, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
+def paste_result(photo: Image.Image, result: Image.Image, box: Box | None, region: np.ndarray | None,
+                 feather: int = DEFAULT_FEATHER) -> Image.Image:
+    """The edit at the photo's own size: `result` (the working picture of `box`, or of the whole photo
+    for None) resized with Lanczos onto its box, taken where `feather_alpha(region, feather, box)` says,
+    and the photo's own pixels byte for byte wherever that is 0 (everything outside the box, and more
+    than `feather` pixels outside the region).
+
+    With `region` None the whole box is taken (fading in over `feather` pixels inside its edges); with
+    neither a box nor a region, the result is the whole upsampled picture."""
+    photo, result = to_rgb(photo), to_rgb(result)
+    if box is None and region is None:
+        return result.copy() if result.size == photo.size else result.resize(photo.size, _RESIZE)
+    left, top, right, bottom = box if box is not None else (0, 0, *photo.size)
+    if region is not None and region.shape != (photo.height, photo.width):
+        raise ValueError(f"the region is {region.shape[1]}x{region.shape[0]}, not the photo's "
+                         f"{photo.width}x{photo.height}")
+    inside = np.zeros((photo.height, photo.width), bool)
+    inside[top:bottom, left:right] = True
+    alpha = feather_alpha(inside if region is None else region & inside, feather,
+                          None if box is None else (left, top, right, bottom))
+    size = (right - left, bottom - top)
+    placed = photo.copy()
+    placed.paste(result if result.size == size else result.resize(size, _RESIZE), (left, top))
+    weights = Image.fromarray(np.round(alpha * 255).astype(np.uint8), "L")
+    return Image.composite(placed, photo, weights)
 
 
 # --------------------------------------------------------------------------------------------------

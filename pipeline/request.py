@@ -20,16 +20,19 @@ from typing import Any
 import torch
 from PIL import Image
 
+from pipeline.area import DEFAULT_PADDING, MAX_PADDING, MODES, choose_crop
 from pipeline.errors import (
     ImageError, ModelError, ParamError, ProjectError, PromptError, RetakeError, printable, shorten,
 )
-from pipeline.images import load_image, mask_tensor, read_mask_image, to_tensor, working_size
-from pipeline.methods.base import Method, Prompts, input_specs
+from pipeline.images import (
+    DEFAULT_FEATHER, Box, load_image, mask_at_photo_size, mask_tensor, read_mask_image, to_tensor, working_size,
+)
+from pipeline.methods.base import InputSpec, Method, Prompts, input_specs
 from pipeline.methods.registry import get_method
 from pipeline.models import native_side
 from pipeline.params import PROMPT_BOUND_KINDS, canonical_json, param_specs, params_from_dict
 from pipeline.preflight import check_max_side, check_output_path, check_project_folder, check_seed
-from pipeline.project import MANIFEST_FILE, Project, Settings, check_photo_fits
+from pipeline.project import MANIFEST_FILE, AreaSettings, Project, Settings, check_photo_fits
 
 DEFAULT_MODEL = "demo"
 DEFAULT_METHOD = "p2p"
@@ -44,8 +47,11 @@ class EditRequest:
     path means "without this input" (and the project forgets it when the edit is saved).
     `input_prompts` describes image inputs (a reference picture's prompt). `image_encoder` names the
     image encoder of a method that needs one (a folder or hub id, pipeline.parts): None takes the
-    project's, "" looks for one beside the model. `fast` takes the fast path on a GPU (pipeline.fast:
-    CUDA graphs, TF32 optimisation); off, every stage runs eagerly, as on the CPU.
+    project's, "" looks for one beside the model. `area` ("whole" or "region"), `area_padding` and
+    `feather` (photo pixels) choose the part of the photo the edit works on and how its result is
+    pasted back (pipeline.area); None takes the project's, else the default (a crop around the region
+    when the photo is larger than the working size, 32 and 4 pixels). `fast` takes the fast path on a
+    GPU (pipeline.fast: CUDA graphs, TF32 optimisation); off, every stage runs eagerly, as on the CPU.
     """
 
     target_prompt: str
@@ -64,6 +70,9 @@ class EditRequest:
     device: str | None = None
     dtype: str | None = None
     max_side: int | None = None
+    area: str | None = None
+    area_padding: int | None = None
+    feather: int | None = None
     allow_download: bool = False
     allow_pickle: bool = False
     preview_every: int = 0
@@ -103,6 +112,7 @@ class Job:
     """The image encoder named by the request or the project ("": looked for beside the model)."""
     max_side: int
     size: tuple[int, int]
+    """The working size: of the crop when there is one, else of the photo."""
     output: Path | None
     masks: dict[str, torch.Tensor]
     """The named mask inputs at working size, [1, 1, H, W] in 0..1, read once here."""
@@ -115,6 +125,16 @@ class Job:
     input_sources: dict[str, Image.Image | None] = field(default_factory=dict)
     """Each input as read at its own size (what the project keeps); None: the project forgets it."""
     notices: tuple[str, ...] = ()
+    crop: Box | None = None
+    """The box of the photo the edit works on (pipeline.area); None: the whole photo."""
+    area: AreaSettings = AreaSettings(None, DEFAULT_PADDING, DEFAULT_FEATHER)
+    """The area choice the job was made with (the project keeps it for the next re-edit)."""
+    photo_masks: dict[str, Any] = field(default_factory=dict)
+    """The named masks drawn on the photo, bool [H, W] at the photo's own size (for the paste-back)."""
+
+    def working_image(self) -> Image.Image:
+        """The photo, or its crop: what the model is given (at `size`)."""
+        return self.image if self.crop is None else self.image.crop(self.crop)
 
 
 def default_project_path(image: Path) -> Path:
@@ -175,8 +195,18 @@ def resolve(request: EditRequest, *, recover: bool = True) -> Job:
     method_id = request.method or (settings.method if settings is not None else None) or DEFAULT_METHOD
     method = get_method(method_id)
     params = params_from_dict(method.Params, inherit_params(settings, method_id, method, request.params))
-    size = working_size(*image.size, max_side=max_side)
-    inputs = _read_inputs(request, method_id, method, project, size)
+    area = _area(request, settings)
+    sources = _read_sources(request, method_id, method, project)
+    photo_masks = {name: mask_at_photo_size(source, image.size) for name, (spec, source) in sources.items()
+                   if spec.kind == "mask" and spec.picture is None and source is not None}
+    bounding = [photo_masks[name] for name, (spec, _) in sources.items() if spec.bounds and name in photo_masks]
+    crop = choose_crop(area.mode, bounding, image.size, max_side, area.padding, area.feather)
+    notices = list(project.recovered if project is not None else ())
+    if area.mode == "region" and crop is None and not any(m.any() for m in bounding):
+        notices.append("The whole photo was edited: no mask bounds this edit before it runs (blend words find "
+                       "their region only during the run); paint an edit region to edit a crop.")
+    size = working_size(*(image.size if crop is None else (crop[2] - crop[0], crop[3] - crop[1])), max_side=max_side)
+    inputs = _prepare_inputs(request, sources, project, size, crop, image.size)
     return Job(
         request=request, project_path=project_path, project=project, image=image, image_sha256=image_sha,
         prompts=Prompts(source or "", request.target_prompt), method_id=method_id, method=method, params=params,
@@ -185,9 +215,27 @@ def resolve(request: EditRequest, *, recover: bool = True) -> Job:
             settings.image_encoder if settings is not None and settings.image_encoder else ""),
         max_side=max_side,
         size=size, output=output, masks=inputs.masks, images=inputs.images, input_prompts=inputs.prompts,
-        input_digests=inputs.digests, input_sources=inputs.sources,
-        notices=project.recovered if project is not None else (),
+        input_digests=inputs.digests, input_sources=inputs.sources, notices=tuple(notices), crop=crop, area=area,
+        photo_masks=photo_masks,
     )
+
+
+def _area(request: EditRequest, settings: Settings | None) -> AreaSettings:
+    """The area choice: the request's, else the project's, else the defaults; checked like an argument."""
+    stored = settings.area if settings is not None and settings.area is not None else AreaSettings(
+        None, DEFAULT_PADDING, DEFAULT_FEATHER)
+    mode = request.area if request.area is not None else stored.mode
+    if mode not in (None, *MODES):
+        raise ParamError(f"The area must be {' or '.join(MODES)}, not {shorten(repr(mode))}.")
+    padding = _pixels("area_padding", request.area_padding, stored.padding)
+    return AreaSettings(mode, padding, _pixels("feather", request.feather, stored.feather))
+
+
+def _pixels(name: str, given: Any, kept: int) -> int:
+    value = kept if given is None else given
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PADDING:
+        raise ParamError(f"{name} must be a whole number of pixels from 0 to {MAX_PADDING}, not {shorten(repr(value))}.")
+    return value
 
 
 def made_meanwhile(job: Job) -> Project | None:
@@ -249,29 +297,44 @@ class _ReadInputs:
     sources: dict[str, Image.Image | None] = field(default_factory=dict)
 
 
-def _read_inputs(request: EditRequest, method_id: str, method: Method[Any], project: Project | None,
-                 size: tuple[int, int]) -> _ReadInputs:
-    """The method's named inputs, read once and checked now (not after the inversion): each from the
-    request's file, else from the project; every required one present."""
+def _read_sources(request: EditRequest, method_id: str, method: Method[Any],
+                  project: Project | None) -> dict[str, tuple[InputSpec, Image.Image | None]]:
+    """Every named input the method declares, read once at its own size and checked now (not after the
+    inversion): from the request's file, else from the project (None: without it); every required one present."""
     declared = {spec.name: spec for spec in input_specs(method.Params)}
     files = request.input_files()
     check_input_names(method_id, method, [*files, *request.input_prompts])
-    read = _ReadInputs()
+    read: dict[str, tuple[InputSpec, Image.Image | None]] = {}
     for name, spec in declared.items():
         given = files.get(name)
         if given == "":
-            read.sources[name] = None
             source = None
         elif given is not None:
             source = load_image(Path(given)) if spec.kind == "image" else read_mask_image(Path(given))
-            read.sources[name] = source
         else:
             source = project.input_image(name) if project is not None and name in project.input_names() else None
+        if source is None and spec.required:
+            raise ParamError(f"The method {method_id} needs {spec.label.lower()} ({spec.name}).")
+        read[name] = (spec, source)
+    return read
+
+
+def _prepare_inputs(request: EditRequest, sources: dict[str, tuple[InputSpec, Image.Image | None]],
+                    project: Project | None, size: tuple[int, int], crop: Box | None,
+                    photo_size: tuple[int, int]) -> _ReadInputs:
+    """The inputs at working size: a mask drawn on the photo cut to the crop first (a mask drawn on a
+    reference picture, and a reference picture, are taken whole)."""
+    files = request.input_files()
+    read = _ReadInputs()
+    for name, (spec, source) in sources.items():
+        given = files.get(name)
+        if given is not None:
+            read.sources[name] = source
         if source is None:
-            if spec.required:
-                raise ParamError(f"The method {method_id} needs {spec.label.lower()} ({spec.name}).")
             continue
         if spec.kind == "mask":
+            if spec.picture is None and crop is not None:
+                source = source.convert("L").resize(photo_size, Image.Resampling.BILINEAR).crop(crop)
             read.masks[name] = mask_tensor(source, size)
             read.digests[name] = _digest(read.masks[name])
         else:
@@ -297,6 +360,8 @@ def inversion_key(job: Job, model_identity: str, key_params: dict[str, Any], inp
     model parts it used among them: another image encoder is another inversion)."""
     data = {"image": job.image_sha256, "size": list(job.size), "model": model_identity, "method": job.method_id,
             "source_prompt": job.prompts.source, "params": key_params}
+    if job.crop is not None:  # a crop is another picture: its own inversion (the whole photo's keys are unchanged)
+        data["crop"] = list(job.crop)
     if input_digests:
         data["inputs"] = input_digests
     if parts:

@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Take docs/screenshot.png from a real Retake window on a virtual X display (Debian: apt-get install
-# xvfb). The window edits the demo-world house scene with the demo model on the CPU (about a minute).
+# Screenshots of a real Retake window on a virtual X display (Debian: apt-get install xvfb).
+#   bash scripts/screenshot.sh [OUT.png]        docs/screenshot.png: the window after the demo edit of the
+#                                               demo-world house scene with the demo model (about a minute)
+#   bash scripts/screenshot.sh first-hour [DIR] docs/screenshots/: the window at 1400x900 and 1280x800
+#                                               (scripts/first_hour_screenshots.py; nothing is run)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 command -v xvfb-run >/dev/null || { echo "xvfb-run is missing: apt-get install -y xvfb" >&2; exit 1; }
-HF_HUB_OFFLINE=1 QT_QPA_PLATFORM=xcb exec xvfb-run -a -s "-screen 0 1600x1000x24" \
-  .venv/bin/python scripts/screenshot.py "${1:-docs/screenshot.png}"
+if [[ "${1:-}" == first-hour ]]; then
+  set -- scripts/first_hour_screenshots.py "${2:-docs/screenshots}"
+else
+  set -- scripts/screenshot.py "${1:-docs/screenshot.png}"
+fi
+HF_HUB_OFFLINE=1 QT_QPA_PLATFORM=xcb exec xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python "$@"

@@ -10,12 +10,14 @@ import zlib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageCms
 
 from pipeline import files
 from pipeline.errors import ImageError
 from pipeline.images import (
-    check_editable, composite_onto_photo, from_tensor, load_image, load_mask, png_with_metadata, read_png_metadata,
+    bounding_box, check_editable, from_tensor, load_image, load_mask, paste_result, png_with_metadata,
+    read_png_metadata, region_at_photo_size,
     save_png, to_tensor, working_size,
 )
 from pipeline.files import write_atomically
@@ -244,43 +246,63 @@ def _noise(size, seed):
 
 
 @pytest.mark.parametrize("photo_size", [(640, 480), (1000, 700), (48, 40)])
-@pytest.mark.parametrize("at_latent", [True, False])
-def test_composite_keeps_the_photo_outside_the_region_and_the_result_inside(photo_size, at_latent):
+def test_paste_keeps_the_photo_beyond_the_feather_and_the_result_inside(photo_size):
     photo, result = _noise(photo_size, 1), _noise((512, 384), 2)
-    region = torch.zeros(1, 1, 384, 512)
-    region[..., 128:256, 192:320] = 1.0  # the middle third, in working pixels
-    if at_latent:
-        region = region[..., ::8, ::8].contiguous()
-    out = composite_onto_photo(photo, result, region)
+    width, height = photo_size
+    region = np.zeros((height, width), bool)
+    region[height // 3:2 * height // 3, width // 3:2 * width // 3] = True
+    out = paste_result(photo, result, None, region, feather=4)
     assert out.size == photo.size and out.mode == "RGB"
     got, kept = np.asarray(out), np.asarray(photo)
     edited = np.asarray(result.resize(photo.size, Image.Resampling.LANCZOS))
-    sx, sy = photo.size[0] / 512, photo.size[1] / 384
-    # well outside: 3 feathers (18 working pixels), half a latent cell of upsampling and a few of resampling
-    outside = np.ones(kept.shape[:2], bool)
-    outside[int((128 - 28) * sy):int((256 + 28) * sy) + 1, int((192 - 28) * sx):int((320 + 28) * sx) + 1] = False
-    assert np.array_equal(got[outside], kept[outside])
-    inside = (slice(int(np.ceil(130 * sy)), int(254 * sy)), slice(int(np.ceil(194 * sx)), int(318 * sx)))
-    assert np.array_equal(got[inside], edited[inside])
+    reach = torch.from_numpy(region.astype(np.float32))[None, None]
+    reach = F.max_pool2d(reach, 9, stride=1, padding=4)[0, 0].numpy() > 0  # the region grown by the feather
+    assert np.array_equal(got[~reach], kept[~reach])
+    assert np.array_equal(got[region], edited[region])
+    assert not np.array_equal(got[reach & ~region], kept[reach & ~region])  # the ramp takes some of the result
 
 
-def test_composite_edge_is_feathered_not_cut():
-    photo, result = Image.new("RGB", (512, 384), (0, 0, 0)), Image.new("RGB", (512, 384), (200, 200, 200))
-    region = torch.zeros(1, 1, 384, 512)
-    region[..., :, :256] = 1.0
-    row = np.asarray(composite_onto_photo(photo, result, region))[200, :, 0]
-    assert (row[:256 + 6] == 200).all() and (row[256 + 19:] == 0).all()  # grown by 12, ramp of 13
-    ramp = row[256 + 6:256 + 19]
-    assert (np.diff(ramp.astype(int)) <= 0).all() and 0 < ramp[6] < 200
+@pytest.mark.parametrize("feather", [0, 1, 4, 9])
+def test_paste_ramp_is_linear_over_the_feather_and_nothing_beyond(feather):
+    photo, result = Image.new("RGB", (64, 8), (0, 0, 0)), Image.new("RGB", (64, 8), (250, 250, 250))
+    region = np.zeros((8, 64), bool)
+    region[:, :20] = True
+    row = np.asarray(paste_result(photo, result, None, region, feather))[4, :, 0].astype(int)
+    assert (row[:20] == 250).all() and (row[20 + feather:] == 0).all()
+    expected = [round(round((1 - d / (feather + 1)) * 255) / 255 * 250) for d in range(1, feather + 1)]
+    assert np.abs(row[20:20 + feather] - expected).max(initial=0) <= 1
 
 
-def test_composite_without_a_region_is_the_upsampled_result():
-    photo, result = _noise((640, 480), 3), _noise((512, 384), 4)
-    out = composite_onto_photo(photo, result, None)
-    assert out.tobytes() == result.resize((640, 480), Image.Resampling.LANCZOS).tobytes()
-    assert composite_onto_photo(result, result, None).tobytes() == result.tobytes()
+def test_paste_of_a_crop_leaves_everything_outside_it_byte_for_byte():
+    photo, result = _noise((300, 200), 5), _noise((128, 128), 6)
+    box = (100, 50, 228, 178)
+    out = np.asarray(paste_result(photo, result, box, None, feather=3))
+    inside = np.zeros((200, 300), bool)
+    inside[50:178, 100:228] = True
+    assert np.array_equal(out[~inside], np.asarray(photo)[~inside])
+    core = (slice(53, 175), slice(103, 225))  # more than the feather inside the box's edges: the result itself
+    assert np.array_equal(out[core], np.asarray(result)[3:125, 3:125])
+    whole = paste_result(photo, result, (0, 0, 300, 200), None, feather=3)  # a box the size of the photo
+    assert whole.tobytes() == result.resize((300, 200), Image.Resampling.LANCZOS).tobytes()
+
+
+def test_region_at_photo_size_places_latent_cells_on_their_box():
+    region = torch.zeros(1, 1, 4, 4)
+    region[..., 1:3, 1:3] = 1.0
+    placed = region_at_photo_size(region, (10, 20, 50, 60), (80, 100))
+    assert placed.shape == (100, 80) and placed[40, 30] and not placed[:20].any() and not placed[:, :10].any()
+    assert bounding_box(placed) == (20, 30, 40, 50)  # the middle half of the 40-px box, edges kept by ">= 0.5"
     with pytest.raises(ValueError):
-        composite_onto_photo(photo, result, torch.ones(384, 512))
+        region_at_photo_size(torch.ones(4, 4), (0, 0, 8, 8), (8, 8))
+
+
+def test_paste_without_a_region_is_the_upsampled_result():
+    photo, result = _noise((640, 480), 3), _noise((512, 384), 4)
+    out = paste_result(photo, result, None, None)
+    assert out.tobytes() == result.resize((640, 480), Image.Resampling.LANCZOS).tobytes()
+    assert paste_result(result, result, None, None).tobytes() == result.tobytes()
+    with pytest.raises(ValueError):
+        paste_result(photo, result, None, np.ones((384, 512), bool))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pipeline.control.places import LayerPlace, layer_places
 from pipeline.engine import Engine
 from pipeline.errors import Cancelled
 from pipeline.events import CancelledEvent, CancelToken, Done, Progress, Stage
-from pipeline.images import composite_onto_photo, from_tensor
+from pipeline.images import from_tensor, paste_result
 from pipeline.inversion.ddim import ddim_invert
 from pipeline.inversion.kv_tuning import kv_tune
 from pipeline.inversion.null_text import null_text_optimise
@@ -272,7 +272,7 @@ def test_a_saved_project_re_edits_without_tuning_identically_to_a_fresh_edit(eng
     params = params_from_dict(KVInversionParams, edit.params)
     ctx = RunContext(demo_bundle, CancelToken(), lambda e: None)
     fresh = KVInversion().edit(ctx, stored, Prompts(SOURCE, edit.target_prompt), params, Inputs())
-    image = composite_onto_photo(project.image(), from_tensor(ctx.decode(fresh.target)), None)
+    image = paste_result(project.image(), from_tensor(ctx.decode(fresh.target)), None, None)
     assert image.tobytes() == again.image.tobytes()
 
 

@@ -22,7 +22,7 @@ from pipeline.project import folder as folder_module
 from pipeline.errors import ProjectError
 from pipeline.images import read_png_metadata
 from pipeline.project import (
-    SCHEMA_VERSION, ModelRecord, Project, SetAside, check_project, migrate_manifest, repair_project,
+    SCHEMA_VERSION, AreaSettings, ModelRecord, Project, SetAside, check_project, migrate_manifest, repair_project,
 )
 from bench.bench_project_io import counting_project_reads
 from tests.helpers import tree_digest
@@ -481,10 +481,20 @@ def test_migrations_run_in_order_without_touching_the_input():
         migrate_manifest({"schema_version": 4}, {}, target=3)
     with pytest.raises(ProjectError):
         migrate_manifest({"schema_version": 2}, {1: one_to_two}, target=3)
-    assert SCHEMA_VERSION == 5 and set(project_module.MIGRATIONS) == {1, 2, 3, 4}
+    assert SCHEMA_VERSION == 6 and set(project_module.MIGRATIONS) == {1, 2, 3, 4, 5}
+
+
+def _as_version_5(data):
+    data.update(schema_version=5)
+    del data["settings"]["area"]
+    for inversion in data["inversions"]:
+        del inversion["crop"]
+    for edit in data["edits"]:
+        del edit["crop"], edit["feather"]
 
 
 def _as_version_4(data):
+    _as_version_5(data)
     data.update(schema_version=4)
     del data["image"]["bytes"]
     for inversion in data["inversions"]:
@@ -514,13 +524,13 @@ def _as_version_2(data):
         del inversion["parts"]
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 def test_an_older_project_opens_and_the_next_save_writes_the_current_version(tmp_path, version):
     root = tmp_path / "p"
     make_project(root)
 
     def as_older(data):
-        {4: _as_version_4, 3: _as_version_3}.get(version, _as_version_2)(data)
+        {5: _as_version_5, 4: _as_version_4, 3: _as_version_3}.get(version, _as_version_2)(data)
         if version == 1:
             data.update(schema_version=1)
             del data["settings"]["max_side"], data["inputs"]
@@ -530,6 +540,8 @@ def test_an_older_project_opens_and_the_next_save_writes_the_current_version(tmp
     project = Project.open(root)
     assert tree_digest(root) == before  # upgraded in memory only
     assert project.settings.max_side is None and project.input_names() == ()
+    assert project.settings.area is None and project.inversions[0].crop is None
+    assert project.edits[0].crop is None and project.edits[0].feather is None
     if version < 3:
         assert project.settings.image_encoder is None and project.inversions[0].parts == {}
     assert project.inversions[0].tuning_of is None and project.edits[0].tuning_key is None
@@ -539,10 +551,13 @@ def test_an_older_project_opens_and_the_next_save_writes_the_current_version(tmp
     assert data["schema_version"] == SCHEMA_VERSION and data["settings"]["max_side"] == 384 and data["inputs"] == []
     assert data["settings"]["image_encoder"] is None and data["inversions"][0]["parts"] == {}
     assert data["inversions"][0]["tuning_of"] is None and data["edits"][0]["tuning_key"] is None
+    assert data["settings"]["area"] is None and data["inversions"][0]["crop"] is None
+    assert data["edits"][0]["crop"] is None and data["edits"][0]["feather"] is None
     # The sizes of files from before format 5 stay unknown (null): opening checks them by presence,
     # reading by checksum; files saved from now on record theirs.
-    assert data["image"]["bytes"] is None and data["edits"][0]["result"]["bytes"] is None
-    assert data["inversions"][0]["file_bytes"] is None
+    if version < 5:
+        assert data["image"]["bytes"] is None and data["edits"][0]["result"]["bytes"] is None
+        assert data["inversions"][0]["file_bytes"] is None
     reopened = Project.open(root)
     assert reopened.settings.max_side == 384 and reopened.image().size == (80, 60)
     new = add_edit(reopened, "after the upgrade")
@@ -566,6 +581,33 @@ def test_the_image_encoder_and_the_parts_of_an_inversion_round_trip(tmp_path):
     assert Project.open(root).settings.image_encoder is None and manifest(root)["settings"]["image_encoder"] is None
     with pytest.raises(ValueError, match="part"):
         save_inversion(project, "k3", parts={"../x": identity})
+
+
+def test_the_area_and_the_crops_round_trip_and_a_crop_outside_the_photo_is_damage(tmp_path):
+    root = tmp_path / "p"
+    project = make_project(root)  # an 80x60 photo
+    area = AreaSettings("region", 16, 3)
+    project.update_settings(model_spec="demo", model_identity=MODEL.identity, source_prompt="a house", method="p2p",
+                            params={}, area=area)
+    project.update_settings(model_spec="demo", model_identity=MODEL.identity, source_prompt="a house", method="p2p",
+                            params={})  # None keeps the one stored
+    save_inversion(project, "cropped", crop=(10, 5, 74, 59))
+    edit = project.add_edit(target_prompt="a castle", source_prompt="a house", model=MODEL, method="p2p", params={},
+                            seed=None, inversion_key="cropped", result=Image.new("RGB", (80, 60)),
+                            crop=(10, 5, 74, 59), feather=3)
+    again = Project.open(root)
+    assert again.settings.area == area and again.find_inversion("cropped").crop == (10, 5, 74, 59)
+    assert again.edits[-1].crop == (10, 5, 74, 59) and again.edits[-1].feather == 3
+    assert read_png_metadata(again.result_path(edit))["crop"] == [10, 5, 74, 59]
+    for bad in ((10, 5, 81, 59), (10, 5, 10, 59), (-1, 0, 5, 5)):
+        with pytest.raises(ValueError, match="crop"):
+            save_inversion(project, "bad", crop=bad)
+    _rewrite(root, lambda d: d["edits"][-1].update(crop=[10, 5, 90, 59]))
+    with pytest.raises(ProjectError, match=r"edits\[1\]\.crop .* outside the 80x60 photo"):
+        Project.open(root)
+    _rewrite(root, lambda d: d["edits"][-1].update(crop=[10, 5, 4, 59]))
+    with pytest.raises(ProjectError, match=r"crop must be \[left, top, right, bottom\]"):
+        Project.open(root)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -37,7 +37,9 @@ class InputSpec:
     "tuning" puts the input's content into that stage's key (and gives it to that stage); every input
     reaches `edit`. `picture` says which picture a mask is drawn on: the name of one of the method's
     image inputs (SpecRef's object mask is drawn on its reference), or None for the photo; a front
-    end shows and paints the mask over that picture.
+    end shows and paints the mask over that picture. `bounds`: the mask bounds what the edit may
+    change in the photo (grown as the method says), so the edit can work on a crop around it
+    (pipeline.area); a mask that only steers attention bounds nothing.
     """
 
     name: str
@@ -47,19 +49,22 @@ class InputSpec:
     stage: Stage = "edit"
     required: bool = False
     picture: str | None = None
+    bounds: bool = False
 
     def __post_init__(self) -> None:
         if self.picture is not None and self.kind != "mask":
             raise ValueError(f"input {self.name!r}: only a mask is drawn on a picture, not an {self.kind}")
+        if self.bounds and (self.kind != "mask" or self.picture is not None):
+            raise ValueError(f"input {self.name!r}: only a mask drawn on the photo bounds an edit")
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "label": self.label, "help": self.help,
-                "stage": self.stage, "required": self.required, "picture": self.picture}
+                "stage": self.stage, "required": self.required, "picture": self.picture, "bounds": self.bounds}
 
 
 EDIT_MASK = InputSpec(
     "edit_mask", "mask", "Edit region",
-    "Painted mask: white where the photo may change; everything else stays as the source.",
+    "Painted mask: white where the photo may change; everything else stays as the source.", bounds=True,
 )
 
 
@@ -105,12 +110,15 @@ class EditOutput:
 
     `region` [1, 1, h, w] in 0..1 is where the edit may have changed the photo (a painted mask, a
     local-blend region); None means anywhere. The engine keeps the photo's own pixels outside it
-    when it writes the full-resolution result.
+    when it writes the full-resolution result. `region_input` names the mask input `region` is (at
+    latent size), when it is exactly one: the engine then pastes the result back along that mask at
+    the photo's own resolution rather than along the latent cells.
     """
 
     target: torch.Tensor
     reconstruction: torch.Tensor | None = None
     region: torch.Tensor | None = None
+    region_input: str | None = None
 
 
 class Method(Protocol, Generic[P]):

@@ -63,7 +63,7 @@ LEARNING_RATES = {"full": 0.03, "low-rank": 0.1}
 SUBJECT_MASK = InputSpec(
     "subject_mask", "mask", "Subject in the photo",
     "White on the subject (painted or from segmentation): the edit stays on it, grown by mask_grow; "
-    "elsewhere the result follows the reconstruction.",
+    "elsewhere the result follows the reconstruction.", bounds=True,
 )
 
 
@@ -146,7 +146,8 @@ class KVInversion:
                        blend=None if region is None else MaskBlend(region))
         z_T = inversion["latents"][-1:].to(ctx.device).expand(2, -1, -1, -1)
         z = denoise(ctx, schedule, z_T, run, stage=Stage.EDITING)
-        return EditOutput(z[1:2], z[0:1], region)
+        painted_only = region is not None and SUBJECT_MASK.name not in inputs.masks
+        return EditOutput(z[1:2], z[0:1], region, EDIT_MASK.name if painted_only else None)
 
 
 def edit_region(inputs: Inputs, grow: float) -> torch.Tensor | None:

@@ -134,7 +134,7 @@ class MasaCtrl:
                        source.correct, None if edit_mask is None else MaskBlend(edit_mask))
         z_T = inversion["latents"][-1:].to(ctx.device).expand(2, -1, -1, -1)
         z = denoise(ctx, schedule, z_T, run, stage=Stage.EDITING)
-        return EditOutput(z[1:2], z[0:1], edit_mask)
+        return EditOutput(z[1:2], z[0:1], edit_mask, None if edit_mask is None else EDIT_MASK.name)
 
     def _word_maps(self, tok: Any, prompts: Prompts, params: MasaCtrlParams, device: torch.device) -> WordMaps:
         source_prompt = _source_prompt(prompts, params)

@@ -127,7 +127,8 @@ def p2p_edit(
     z_T = inversion["latents"][-1:].to(ctx.device).expand(2, -1, -1, -1)
     z = denoise(ctx, schedule, z_T, run, stage=Stage.EDITING)
     region = mask if mask is not None else None if local is None else local.region(z.shape[-2:])
-    return EditOutput(z[1:2], z[0:1], None if region is None else region[-1:].float())
+    return EditOutput(z[1:2], z[0:1], None if region is None else region[-1:].float(),
+                      EDIT_MASK.name if mask is not None else None)
 
 
 def p2p_controllers(

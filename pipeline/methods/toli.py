@@ -145,7 +145,7 @@ class Toli:
                        None if mask is None else MaskBlend(mask))
         z_T = inversion["latents"][-1:].to(ctx.device).expand(rows, -1, -1, -1)
         z = denoise(ctx, schedule, z_T, run, stage=Stage.EDITING)
-        return EditOutput(z[-1:], z[:1] if with_source else None, mask)
+        return EditOutput(z[-1:], z[:1] if with_source else None, mask, None if mask is None else EDIT_MASK.name)
 
 
 def text_schedule(source: torch.Tensor, edit: torch.Tensor, steps: int, switch: int) -> torch.Tensor:

@@ -19,7 +19,8 @@ from pipeline.project.folder import (
 from pipeline.project.health import ProjectHealth, check_project, repair_project
 from pipeline.project.lock import DEFAULT_LOCK_TIMEOUT_S, LOCK_STALE_AFTER_S, abandon_claim, making_project
 from pipeline.project.records import (
-    EditRecord, FileRecord, ImageRecord, InputKind, InputRecord, InversionRecord, Manifest, ModelRecord, Settings,
+    AreaSettings, EditRecord, FileRecord, ImageRecord, InputKind, InputRecord, InversionRecord, Manifest, ModelRecord,
+    Settings,
 )
 from pipeline.project.retention import KEEP_TUNINGS, Pruned
 from pipeline.project.state import KEEP, InputValue, NewEdit, SettingsUpdate
@@ -28,9 +29,9 @@ from pipeline.project.store import Project, SetAside, app_version, check_photo_f
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT_S", "FORMAT", "INPUTS_DIR", "INVERSIONS_DIR", "INVERSION_FORMAT", "INVERSION_METADATA_KEY",
     "KEEP", "KEEP_TUNINGS", "LOCK_FILE", "LOCK_STALE_AFTER_S", "MANIFEST_FILE", "MASKS_DIR", "MIGRATIONS",
-    "QUARANTINE_DIR", "RESULTS_DIR", "SCHEMA_VERSION", "SOURCE_FILE", "EditRecord", "FileRecord", "ImageRecord",
-    "InputKind", "InputRecord", "InputValue", "InversionRecord", "Manifest", "ModelRecord", "NewEdit", "Project",
-    "ProjectHealth", "Pruned", "SetAside", "Settings", "SettingsUpdate", "abandon_claim", "app_version",
+    "QUARANTINE_DIR", "RESULTS_DIR", "SCHEMA_VERSION", "SOURCE_FILE", "AreaSettings", "EditRecord", "FileRecord",
+    "ImageRecord", "InputKind", "InputRecord", "InputValue", "InversionRecord", "Manifest", "ModelRecord", "NewEdit",
+    "Project", "ProjectHealth", "Pruned", "SetAside", "Settings", "SettingsUpdate", "abandon_claim", "app_version",
     "check_photo_fits", "check_project", "making_project", "manifest_to_json", "migrate_manifest",
     "only_creation_remains", "repair_project",
 ]

@@ -18,11 +18,12 @@ from typing import NoReturn
 from pipeline.errors import ProjectError, printable, shorten
 from pipeline.project.folder import FILE_PATTERNS, INPUT_NAME, shown
 from pipeline.project.records import (
-    EditRecord, FileRecord, ImageRecord, InputRecord, InversionRecord, Json, Manifest, ModelRecord, Settings,
+    AreaSettings, Crop, EditRecord, FileRecord, ImageRecord, InputRecord, InversionRecord, Json, Manifest, ModelRecord,
+    Settings,
 )
 
 FORMAT = "retake-project"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 EDIT_ID = re.compile(r"e([0-9]{4,9})")
@@ -94,7 +95,21 @@ def _v4_to_v5(data: dict[str, Json]) -> dict[str, Json]:
     return data
 
 
-MIGRATIONS: Mapping[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
+def _v5_to_v6(data: dict[str, Json]) -> dict[str, Json]:
+    """Version 6 records the area an edit worked on: older inversions and edits worked on the whole
+    photo (crop null), older edits' feather is unknown (null: the composite of their day), and no
+    area choice is recorded."""
+    if isinstance(data.get("settings"), dict):
+        data["settings"].setdefault("area", None)
+    for name, keys in (("inversions", ("crop",)), ("edits", ("crop", "feather"))):
+        for item in data.get(name) if isinstance(data.get(name), list) else ():
+            if isinstance(item, dict):
+                for key in keys:
+                    item.setdefault(key, None)
+    return data
+
+
+MIGRATIONS: Mapping[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
 
 
 def _migrate(data: dict[str, Json], migrations: Mapping[int, Migration], target: int) -> dict[str, Json]:
@@ -145,6 +160,10 @@ def _file_json(record: FileRecord | None) -> Json:
     return None if record is None else {"file": record.file, "sha256": record.sha256, "bytes": record.nbytes}
 
 
+def _area_json(area: AreaSettings | None) -> Json:
+    return None if area is None else {"mode": area.mode, "padding": area.padding, "feather": area.feather}
+
+
 def manifest_to_json(manifest: Manifest) -> dict[str, Json]:
     """The JSON document for `manifest`, in the current schema."""
     m = manifest
@@ -163,6 +182,7 @@ def manifest_to_json(manifest: Manifest) -> dict[str, Json]:
             "params": m.settings.params,
             "max_side": m.settings.max_side,
             "image_encoder": m.settings.image_encoder,
+            "area": _area_json(m.settings.area),
         },
         "inversions": [
             {
@@ -170,7 +190,7 @@ def manifest_to_json(manifest: Manifest) -> dict[str, Json]:
                 "method": inv.method,
                 "model_identity": inv.model_identity, "source_prompt": inv.source_prompt,
                 "params": inv.params, "size": list(inv.size), "steps": inv.steps, "created": inv.created,
-                "parts": inv.parts, "tuning_of": inv.tuning_of,
+                "parts": inv.parts, "tuning_of": inv.tuning_of, "crop": None if inv.crop is None else list(inv.crop),
             }
             for inv in m.inversions
         ],
@@ -180,6 +200,7 @@ def manifest_to_json(manifest: Manifest) -> dict[str, Json]:
                 "target_prompt": e.target_prompt, "model": _model_json(e.model), "method": e.method,
                 "params": e.params, "seed": e.seed, "inversion_key": e.inversion_key,
                 "mask": _file_json(e.mask), "result": _file_json(e.result), "tuning_key": e.tuning_key,
+                "crop": None if e.crop is None else list(e.crop), "feather": e.feather,
             }
             for e in m.edits
         ],
@@ -309,6 +330,28 @@ def _items(data: dict[str, Json], key: str) -> list[tuple[str, dict[str, Json]]]
     return [(f"{key}[{i}]", _expect_dict(item, f"{key}[{i}]")) for i, item in enumerate(_list(data, key, ""))]
 
 
+def _crop(obj: dict[str, Json], where: str) -> Crop | None:
+    value = _field(obj, "crop", where)
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != 4
+            or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_IMAGE_SIDE for v in value)
+            or value[0] >= value[2] or value[1] >= value[3]):
+        raise Damage(f"{where}.crop must be [left, top, right, bottom] in pixels or null, not {show(value)}")
+    return value[0], value[1], value[2], value[3]
+
+
+def _area(value: Json, where: str) -> AreaSettings | None:
+    if value is None:
+        return None
+    obj = _expect_dict(value, where)
+    mode = _field(obj, "mode", where)
+    if mode not in (None, "whole", "region"):
+        raise Damage(f"{where}.mode must be \"whole\", \"region\" or null, not {show(mode)}")
+    return AreaSettings(mode=mode, padding=_int(obj, "padding", where, minimum=0, maximum=MAX_IMAGE_SIDE),
+                        feather=_int(obj, "feather", where, minimum=0, maximum=MAX_IMAGE_SIDE))
+
+
 def _inversion(obj: dict[str, Json], where: str) -> InversionRecord:
     size = _field(obj, "size", where)
     if (not isinstance(size, list) or len(size) != 2
@@ -328,6 +371,7 @@ def _inversion(obj: dict[str, Json], where: str) -> InversionRecord:
         created=_time(obj, "created", where),
         parts=_parts(obj, where),
         tuning_of=_str(obj, "tuning_of", where, nullable=True, pattern=KEY),
+        crop=_crop(obj, where),
     )
     if record.tuning_of == record.key:
         raise Damage(f"{where}.tuning_of names the record itself")
@@ -357,6 +401,8 @@ def _edit(obj: dict[str, Json], where: str) -> EditRecord:
         mask=_file_record(_field(obj, "mask", where), f"{where}.mask", "mask", nullable=True),
         result=_file_record(_field(obj, "result", where), f"{where}.result", "result", nullable=False),
         tuning_key=_str(obj, "tuning_key", where, nullable=True, pattern=KEY),
+        crop=_crop(obj, where),
+        feather=_int(obj, "feather", where, minimum=0, maximum=MAX_IMAGE_SIDE, nullable=True),
     )
 
 
@@ -389,6 +435,7 @@ def _manifest_from_json(data: dict[str, Json]) -> Manifest:
         params=_params(settings_obj, "params", "settings"),
         max_side=_int(settings_obj, "max_side", "settings", minimum=1, nullable=True),
         image_encoder=_str(settings_obj, "image_encoder", "settings", nullable=True, nonempty=True),
+        area=_area(_field(settings_obj, "area", "settings"), "settings.area"),
     )
     inversions = [_inversion(obj, where) for where, obj in _items(data, "inversions")]
     _unique([inv.key for inv in inversions], "inversions", "key")
@@ -410,7 +457,17 @@ def _manifest_from_json(data: dict[str, Json]) -> Manifest:
         inputs=tuple(inputs),
     )
     _one_record_per_file(manifest)
+    _crops_inside(manifest)
     return manifest
+
+
+def _crops_inside(manifest: Manifest) -> None:
+    """Every recorded crop lies inside the photo."""
+    width, height = manifest.image.width, manifest.image.height
+    for where, items in (("inversions", manifest.inversions), ("edits", manifest.edits)):
+        for i, item in enumerate(items):
+            if item.crop is not None and (item.crop[2] > width or item.crop[3] > height):
+                raise Damage(f"{where}[{i}].crop {show(list(item.crop))} reaches outside the {width}x{height} photo")
 
 
 def _unique(values: list[str], where: str, what: str) -> None:

@@ -43,13 +43,29 @@ class ModelRecord:
     identity: str
 
 
+Crop = tuple[int, int, int, int]
+"""A box of the photo's pixels an inversion or edit worked on: left, top, right, bottom (the last two excluded)."""
+
+
+@dataclass(frozen=True)
+class AreaSettings:
+    """Which part of the photo an edit works on (pipeline.area): `mode` "whole", "region" or None (a
+    crop around the region when the photo is larger than the working size), the crop's `padding` and
+    the `feather` of the paste-back, in photo pixels."""
+
+    mode: str | None
+    padding: int
+    feather: int
+
+
 @dataclass(frozen=True)
 class Settings:
     """The last settings used on this photo, restored when the project is reopened.
 
     `max_side` is the working-size bound (longest side in pixels) the inversion was computed at;
     None when no edit has said. `image_encoder` is the image encoder the user named (a folder or
-    hub id; pipeline.parts), None when none was: then it is looked for beside the model.
+    hub id; pipeline.parts), None when none was: then it is looked for beside the model. `area` is
+    the area choice the last edit used (None: none recorded).
     """
 
     model: ModelRecord | None
@@ -58,6 +74,7 @@ class Settings:
     params: dict[str, Json]
     max_side: int | None = None
     image_encoder: str | None = None
+    area: AreaSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +86,7 @@ class InversionRecord:
     is stored as a record too: `tuning_of` is the key of the inversion it was learned from (None for
     an inversion). The manifest lists these records in the order they were last used, oldest first
     (pipeline.project.retention). `file_nbytes` is the file's size (None when recorded before project
-    format 5).
+    format 5); `crop` is the box of the photo it was computed on (None: the whole photo).
     """
 
     key: str
@@ -85,12 +102,15 @@ class InversionRecord:
     parts: dict[str, str] = field(default_factory=dict)
     tuning_of: str | None = None
     file_nbytes: int | None = None
+    crop: Crop | None = None
 
 
 @dataclass(frozen=True)
 class EditRecord:
     """One edit in the history, with everything needed to reproduce it (`tuning_key`: the tuning record
-    it used, for a method that tunes; kept as history even if that record is later dropped)."""
+    it used, for a method that tunes; kept as history even if that record is later dropped). `crop` is
+    the box of the photo it edited (None: the whole photo) and `feather` the pixels over which its
+    result fades into the photo (None: made before schema 5, with the older composite)."""
 
     id: str
     created: str
@@ -104,6 +124,8 @@ class EditRecord:
     mask: FileRecord | None
     result: FileRecord
     tuning_key: str | None = None
+    crop: Crop | None = None
+    feather: int | None = None
 
 
 @dataclass(frozen=True)

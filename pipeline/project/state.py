@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from pipeline.project.records import InputKind, Json, ModelRecord, Settings
+from pipeline.project.records import AreaSettings, Crop, InputKind, Json, ModelRecord, Settings
 
 
 class Keep(enum.Enum):
@@ -31,7 +31,7 @@ KEEP = Keep.KEEP
 
 @dataclass(frozen=True)
 class SettingsUpdate:
-    """The settings a save writes. `model`, `max_side` and `image_encoder` left as KEEP keep what the
+    """The settings a save writes. `model`, `max_side`, `image_encoder` and `area` left as KEEP keep what the
     project holds when the save commits (read under the lock, so a run that recorded its model meanwhile
     is not undone by a Save that never knew it); None records "none" (for `image_encoder`: looked for
     beside the model)."""
@@ -42,6 +42,7 @@ class SettingsUpdate:
     model: ModelRecord | None | Keep = KEEP
     max_side: int | None | Keep = KEEP
     image_encoder: str | None | Keep = KEEP
+    area: AreaSettings | None | Keep = KEEP
 
     @staticmethod
     def named_encoder(option: str | None) -> str | None | Keep:
@@ -56,6 +57,7 @@ class SettingsUpdate:
             source_prompt=self.source_prompt, method=self.method, params=params,
             max_side=stored.max_side if self.max_side is KEEP else self.max_side,
             image_encoder=stored.image_encoder if self.image_encoder is KEEP else self.image_encoder,
+            area=stored.area if self.area is KEEP else self.area,
         )
 
 
@@ -84,3 +86,5 @@ class NewEdit:
     mask: torch.Tensor | Image.Image | None = None
     png_metadata: Mapping[str, Any] | None = None
     tuning_key: str | None = None
+    crop: Crop | None = None
+    feather: int | None = None

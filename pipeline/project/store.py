@@ -51,8 +51,8 @@ from pipeline.project.lock import DEFAULT_LOCK_TIMEOUT_S, ProjectLock
 from pipeline.project.recovery import set_aside
 from pipeline.project.retention import KEEP_TUNINGS, Pruned, superseded_tunings, unneeded
 from pipeline.project.records import (
-    EditRecord, FileRecord, ImageRecord, InputKind, InputRecord, InversionRecord, Json, Manifest, ModelRecord,
-    Settings,
+    AreaSettings, Crop, EditRecord, FileRecord, ImageRecord, InputKind, InputRecord, InversionRecord, Json, Manifest,
+    ModelRecord, Settings,
 )
 from pipeline.project.state import KEEP, InputValue, NewEdit, SettingsUpdate
 from pipeline.project.verify import CHECKSUM_MISMATCH, Problem, find_problems, what
@@ -231,6 +231,18 @@ class Project:
         """The named inputs (masks, reference images), in the order they were first set."""
         return self._manifest.inputs
 
+    def _check_crop(self, crop: Crop | None) -> Crop | None:
+        """`crop` as a tuple of four pixel coordinates inside the photo, or None."""
+        if crop is None:
+            return None
+        image = self._manifest.image
+        values = tuple(crop)
+        if (len(values) != 4 or any(isinstance(v, bool) or not isinstance(v, int) for v in values)
+                or not (0 <= values[0] < values[2] <= image.width and 0 <= values[1] < values[3] <= image.height)):
+            raise ValueError(f"a crop must be (left, top, right, bottom) inside the {image.width}x{image.height} "
+                             f"photo, not {crop!r}")
+        return values
+
     def image(self) -> Image.Image:
         """The source photo (RGB, upright, full resolution), checked against its SHA-256."""
         record = self._manifest.image
@@ -389,33 +401,37 @@ class Project:
 
     def update_settings(self, *, model_spec: str | None, model_identity: str | None, source_prompt: str,
                         method: str | None, params: Mapping[str, Any], max_side: int | None = None,
-                        image_encoder: str | None = None) -> Settings:
+                        image_encoder: str | None = None, area: AreaSettings | None = None) -> Settings:
         """Remember the current settings (restored on reopen). Writes only if something changed.
 
         `max_side` is the working-size bound the edit used (None: not known). `image_encoder` is the
-        image encoder the user named; None keeps the one stored, "" forgets it.
+        image encoder the user named; None keeps the one stored, "" forgets it. `area` is the area
+        choice the edit used; None keeps the one stored.
         """
         if (model_spec is None) != (model_identity is None):
             raise ValueError("model_spec and model_identity must be given together")
         model = None if model_spec is None else ModelRecord(model_spec, model_identity)  # type: ignore[arg-type]
         self.save_state(SettingsUpdate(source_prompt, method, params, model=model, max_side=max_side,
-                                       image_encoder=SettingsUpdate.named_encoder(image_encoder)))
+                                       image_encoder=SettingsUpdate.named_encoder(image_encoder),
+                                       area=KEEP if area is None else area))
         return self.settings
 
     def save_inversion(self, key: str, tensors: Mapping[str, torch.Tensor], *, method: str,
                        model_identity: str, source_prompt: str, params: Mapping[str, Any],
                        size: tuple[int, int], steps: int, parts: Mapping[str, str] | None = None,
                        tuning_of: str | None = None, keep_tunings: int = KEEP_TUNINGS,
-                       metadata: Mapping[str, str] | None = None) -> InversionRecord:
+                       metadata: Mapping[str, str] | None = None, crop: Crop | None = None) -> InversionRecord:
         """Store `tensors` (copied to contiguous CPU memory) as the inversion `key`; returns its record.
 
         `params` are the inversion-stage parameters; `parts` the identities of the extra model parts
         it was computed with, by name; `metadata` adds strings to the file's own header. A record
         with the same key is replaced (its old file is removed after the commit). `tuning_of` makes
         it a tuning learned from that inversion: the same commit then drops that inversion's tunings
-        beyond the `keep_tunings` most recently used (pipeline.project.retention).
+        beyond the `keep_tunings` most recently used (pipeline.project.retention). `crop` is the box of
+        the photo it was computed on (None: the whole photo).
         """
         _check_key(key)
+        crop = self._check_crop(crop)
         if tuning_of is not None and (_check_key(tuning_of) == key or keep_tunings < 1):
             raise ValueError(f"a tuning must name another inversion and keep itself, not {tuning_of!r}, "
                              f"keep {keep_tunings}")
@@ -457,7 +473,7 @@ class Project:
             record = InversionRecord(
                 key=key, file=rel, file_sha256=digest, method=method, model_identity=model_identity,
                 source_prompt=source_prompt, params=record_params, size=(width, height), steps=steps,
-                created=_now(), parts=dict(record_parts), tuning_of=tuning_of, file_nbytes=len(data),
+                created=_now(), parts=dict(record_parts), tuning_of=tuning_of, file_nbytes=len(data), crop=crop,
             )
             self._store(base, rel, digest, data)
             kept = tuple(inv for inv in base.inversions if inv.key != key)
@@ -472,16 +488,19 @@ class Project:
     def add_edit(self, *, target_prompt: str, source_prompt: str, model: ModelRecord, method: str,
                  params: Mapping[str, Any], seed: int | None, inversion_key: str | None,
                  result: Image.Image, mask: torch.Tensor | Image.Image | None = None,
-                 png_metadata: Mapping[str, Any] | None = None, tuning_key: str | None = None) -> EditRecord:
+                 png_metadata: Mapping[str, Any] | None = None, tuning_key: str | None = None,
+                 crop: Crop | None = None, feather: int | None = None) -> EditRecord:
         """Append an edit to the history: stores the result PNG (with every parameter in its text
         chunks, plus any `png_metadata` entries) and the mask if any; returns the new record.
 
         `tuning_key` names the tuning record the edit used; the inversion and tuning it used become
-        the most recently used (they move to the end of the manifest's list)."""
+        the most recently used (they move to the end of the manifest's list). `crop` is the box of the
+        photo the edit worked on (None: the whole photo), `feather` the pixels over which its result
+        fades into the photo (both also go into the PNG's metadata)."""
         record = self.save_state(edit=NewEdit(
             target_prompt=target_prompt, source_prompt=source_prompt, model=model, method=method, params=params,
             seed=seed, inversion_key=inversion_key, result=result, mask=mask, png_metadata=png_metadata,
-            tuning_key=tuning_key))
+            tuning_key=tuning_key, crop=crop, feather=feather))
         assert record is not None
         return record
 
@@ -549,6 +568,8 @@ class Project:
             _check_str(update.method, "method", nonempty=True)
         if update.image_encoder is not KEEP and update.image_encoder is not None:
             _check_str(update.image_encoder, "image_encoder")
+        if update.area is not KEEP and update.area is not None:
+            _check_area(update.area)
         params = _params_copy(update.params, "params")
         return lambda stored: update.resolve(stored, copy.deepcopy(params))
 
@@ -580,6 +601,10 @@ class Project:
         for used in (edit.inversion_key, edit.tuning_key):
             if used is not None:
                 _check_key(used)
+        self._check_crop(edit.crop)
+        if edit.feather is not None and (isinstance(edit.feather, bool) or not isinstance(edit.feather, int)
+                                         or edit.feather < 0):
+            raise ValueError(f"feather must be a whole number of pixels, not {edit.feather!r}")
         edit_params = _params_copy(edit.params, "params")
         if not isinstance(edit.result, Image.Image):
             raise TypeError(f"result must be a PIL image, not {type(edit.result).__name__}")
@@ -598,6 +623,8 @@ class Project:
             "tuning_key": edit.tuning_key,
             "source_image_sha256": self._manifest.image.sha256,
             "created": created,
+            "crop": None if edit.crop is None else list(edit.crop),
+            "feather": edit.feather,
         }
         extra = _params_copy(edit.png_metadata or {}, "png_metadata")
         clash = sorted(set(extra) & set(reproduce))
@@ -623,7 +650,7 @@ class Project:
             id=edit_id, created=prepared.created, source_prompt=edit.source_prompt,
             target_prompt=edit.target_prompt, model=edit.model, method=edit.method, params=prepared.params,
             seed=edit.seed, inversion_key=edit.inversion_key, mask=prepared.mask_record, result=result_record,
-            tuning_key=edit.tuning_key,
+            tuning_key=edit.tuning_key, crop=None if edit.crop is None else tuple(edit.crop), feather=edit.feather,
         )
         used = (edit.inversion_key, edit.tuning_key)
         inversions = (tuple(i for i in new.inversions if i.key not in used)
@@ -826,6 +853,12 @@ def _params_copy(value: Any, where: str) -> dict[str, Json]:
     if not isinstance(value, Mapping):
         raise TypeError(f"{where} must be a mapping, not {type(value).__name__}")
     return _json_copy(value, where)
+
+
+def _check_area(area: AreaSettings) -> None:
+    if not isinstance(area, AreaSettings) or area.mode not in (None, "whole", "region") or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in (area.padding, area.feather)):
+        raise ValueError(f"not an area choice: {area!r}")
 
 
 def _check_key(key: str) -> str:

@@ -20,17 +20,20 @@ MARGIN = 4  # pixels kept clear of the outline, which is 3 screen pixels wide on
 
 
 def render(window: MainWindow) -> np.ndarray:
-    """The canvas scene at one scene unit per pixel, as RGB, without the brush's cursor circle."""
+    """The canvas scene over the photo at one scene unit per pixel, as RGB, without the brush's cursor circle
+    and the next run's crop outline."""
     canvas = window.canvas
-    rect = canvas.sceneRect()
+    rect = canvas.source_item.sceneBoundingRect()
     image = QImage(int(rect.width()), int(rect.height()), QImage.Format.Format_RGB888)
     image.fill(Qt.GlobalColor.black)
-    cursor = canvas.cursor_item.isVisible()
-    canvas.cursor_item.hide()
+    shown = [(item, item.isVisible()) for item in (canvas.cursor_item, canvas.crop_item)]
+    for item, _ in shown:
+        item.hide()
     painter = QPainter(image)
     canvas.scene().render(painter, QRectF(0, 0, image.width(), image.height()), rect)
     painter.end()
-    canvas.cursor_item.setVisible(cursor)
+    for item, visible in shown:
+        item.setVisible(visible)
     rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
     return rows[:, : 3 * image.width()].reshape(image.height(), image.width(), 3).copy()
 

@@ -169,15 +169,17 @@ def test_presets_are_checked_when_applied(qtbot, window, photo, settings):
 
 def test_the_settings_file_is_checked_before_it_is_used(qtbot, settings, fake_engine, photo):
     for name, value in (("default_steps", "abc"), ("precision", "float16"), ("autosave_minutes", "-5"),
-                        ("device", "7"), ("model", ["a", "b"])):
+                        ("device", "7"), ("model", ["a", "b"]), ("area", "sideways"), ("feather", "-3")):
         settings.store.setValue(name, value)
     window = make_window(qtbot, settings, lambda: fake_engine)
     try:
         text = window.message.text.text()
         assert window.message.isVisible() and text.startswith("Some saved settings could not be used")
-        assert all(name in text for name in ("precision", "autosave_minutes", "device", "model"))
+        assert all(name in text for name in ("precision", "autosave_minutes", "device", "model", "area", "feather"))
         assert "precision 'float16' is not one of auto, fp16, bf16, fp32." in text
-        assert settings.request_options() == {"model": "demo", "device": None, "dtype": None, "max_side": None}
+        assert "feather '-3' is not between 0 and 512." in text
+        assert settings.request_options() == {"model": "demo", "device": None, "dtype": None, "max_side": None,
+                                              "area": None, "area_padding": 32, "feather": 4}
         open_photo(qtbot, window, photo)  # a new project: the default steps are read
         assert window.doc.params["steps"] == 50
         assert "default_steps 'abc' is not a whole number." in window.message.text.text()

@@ -87,7 +87,7 @@ def test_reference_loaded_prompted_masked_run_saved_reopened(qtbot, window, phot
     qtbot.mouseClick(panel.paint_mask, Qt.MouseButton.LeftButton)  # the canvas switches to the reference
     assert window.tools.purpose.currentData() == "reference_mask"
     assert window.canvas.picture() is reference.image
-    assert window.canvas.sceneRect().size().toSize().toTuple() == (200, 100)
+    assert window.canvas.source_item.pixmap().size().toTuple() == (200, 100)
     window.set_tool(Tool.BRUSH)
     window.canvas.set_brush_size(20)
     qtbot.mousePress(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_point(window, 40, 50))
@@ -99,7 +99,7 @@ def test_reference_loaded_prompted_masked_run_saved_reopened(qtbot, window, phot
 
     window.actions["next_mask"].trigger()  # the photo's mask: the canvas shows the photo again
     assert window.tools.purpose.currentData() == "edit_mask" and window.canvas.picture() is window.doc.image
-    assert window.canvas.sceneRect().size().toSize().toTuple() == (640, 480)
+    assert window.canvas.source_item.pixmap().size().toTuple() == (640, 480)
 
     type_prompts(qtbot, window)
     assert isinstance(run_and_wait(qtbot, window), Done)
