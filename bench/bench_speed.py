@@ -658,12 +658,12 @@ def main() -> int:
             with guarded(b, tuple(n for n in names if n in args.rows)):
                 stage(b)
             report()
-    if args.levers:
-        with guarded(b, ()):
-            levers(b)
     if args.profile:
         with guarded(b, ()):
             profiles(b)
+    if args.levers:
+        with guarded(b, ()):
+            levers(b)
     report()
     print(f"\n{'stage':>26} {'fast s':>8} {'eager s':>8} {'authors':>8} {'target':>7} {'peak':>6}  fidelity")
     for name in ROWS:
