@@ -363,6 +363,8 @@ def report(event: Event) -> int:
 
 def project_check(folder: Path, repair: bool) -> int:
     """Print a project's health; exit 0 when it is sound (or was repaired to sound), 1 otherwise."""
+    if not folder.exists():  # a mistyped path is the user's slip, not a damaged project
+        raise UsageError(f"There is no project at {shorten(str(folder), PATH_LIMIT)}.")
     health = repair_project(folder) if repair else check_project(folder)
     print(health.summary())
     return 0 if health.ok else EXIT_FAILED

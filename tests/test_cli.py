@@ -248,5 +248,8 @@ def test_project_check_and_repair(capsys, tmp_path):
     assert status == 1 and "damaged; `--repair` sets the damaged files aside" in out and "problem: " in out
     status, out, _ = _in_process(["project", "check", root, "--repair"], capsys)
     assert status == 0 and "sound" in out and "repaired: The stored inversion k1 was missing" in out
-    status, out, _ = _in_process(["project", "check", tmp_path / "nowhere"], capsys)
+    status, out, err = _in_process(["project", "check", tmp_path / "nowhere"], capsys)
+    assert (status, out, err) == (2, "", f"retake: There is no project at {tmp_path / 'nowhere'}.\n")
+    (tmp_path / "a-file").write_bytes(b"")
+    status, out, _ = _in_process(["project", "check", tmp_path / "a-file"], capsys)
     assert status == 1 and "not a folder" in out
