@@ -6,7 +6,7 @@ precision (sampling in the bundle's sample dtype under autocast, anything optimi
 encodes prompts and images, owns the step iterator every loop uses (cancellation before each step,
 progress with an ETA after it, previews at the requested cadence), and carries a torch.Generator of
 its own so that no run touches the global random state. On a GPU it takes the fast path
-(pipeline.fast) unless told not to: UNet calls without gradients replayed as CUDA graphs, optimised
+(pipeline.fast) when asked to: UNet calls without gradients replayed as CUDA graphs, optimised
 calls with TF32 matrix products.
 """
 
@@ -43,14 +43,15 @@ class RunOptions:
 
     `preview_map` turns a predicted clean latent into a picture cheaply (pipeline.preview's linear
     map); without it each preview is a full VAE decode. `fast`: the fast path's options, taken on a
-    GPU only (pipeline.fast); None runs everything eagerly there too.
+    GPU only (pipeline.fast); None (the default: the fast path has not yet been checked on a GPU, see
+    docs/architecture.md) runs everything eagerly there too.
     """
 
     preview_every: int = 0
     preview_side: int = 256
     seed: int | None = None
     preview_map: Callable[[torch.Tensor], Image.Image] | None = None
-    fast: FastOptions | None = FastOptions()
+    fast: FastOptions | None = None
 
 
 @dataclass(frozen=True)
