@@ -62,6 +62,17 @@ def method_defaults(method_id: str) -> dict[str, Any]:
     return {s.name: to_json_value(s.kind, s.default) for s in param_specs(get_method(method_id).Params)}
 
 
+def method_title(method_id: str) -> str:
+    """A method as the Method panel names it (Prompt-to-Prompt), or its id when this Retake has no such method."""
+    from pipeline.errors import ParamError
+    from pipeline.methods.registry import get_method
+
+    try:
+        return get_method(method_id).title
+    except ParamError:  # a project of another version: its id is all there is to show
+        return method_id
+
+
 def check_method_params(method_id: str, values: dict[str, Any]) -> Any:
     """`values` of `method_id` checked as the command line checks them (pipeline.params.CheckedParams);
     an unknown method raises ParamError."""
@@ -232,9 +243,12 @@ class Document(QObject):
         if not checked.ok:
             self.refused.emit(str(checked.first_error()))
             return False
+        from pipeline.params import param_label
+
         value = checked.json_values()[name]
         if self.params.get(name) != value:
-            self.undo.push(SetValue(self.write_param, name, self.params.get(name), value, f"Change {name}"))
+            self.undo.push(SetValue(self.write_param, name, self.params.get(name), value,
+                                    f"Change {param_label(name)}"))
         return True
 
     def write_param(self, name: str, value: Any) -> None:

@@ -14,9 +14,11 @@ from PySide6.QtCore import QSize, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
+from gui.document import method_title
 from gui.project_io import THUMBNAIL_SIDE
 from gui.qimage import to_pixmap
 from gui.session import EditSession
+from pipeline.params import param_label  # torch-free
 
 
 class HistoryPanel(QWidget):
@@ -42,9 +44,10 @@ class HistoryPanel(QWidget):
         self.list.blockSignals(True)
         self.list.clear()
         for entry in self.session.results:
-            item = QListWidgetItem(f"#{entry.edit_id}  {entry.target_prompt}\n{entry.method}")
-            item.setToolTip(f"Source: {entry.source_prompt}\nTarget: {entry.target_prompt}\nMethod: {entry.method}\n"
-                            f"{json.dumps(entry.params, indent=1)}")
+            method = method_title(entry.method)
+            item = QListWidgetItem(f"#{entry.edit_id}  {entry.target_prompt}\n{method}")
+            values = "\n".join(f"{param_label(name)}: {json.dumps(value)}" for name, value in entry.params.items())
+            item.setToolTip(f"Source: {entry.source_prompt}\nTarget: {entry.target_prompt}\nMethod: {method}\n{values}")
             if entry.thumbnail is not None:
                 item.setIcon(QIcon(to_pixmap(entry.thumbnail)))
             self.list.addItem(item)

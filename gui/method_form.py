@@ -10,17 +10,20 @@ over an unfocused field it scrolls the panel (gui.wheel).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QInputDialog, QLabel, QLineEdit, QPushButton,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QInputDialog, QLabel, QLineEdit, QMessageBox,
+    QPushButton,
     QSlider, QSpinBox, QVBoxLayout, QWidget,
 )
 
-from gui.document import Document, method_defaults
+from gui.document import Document
 from gui.restore import checked_method
 from gui.settings import AppSettings
+from gui.starting_params import starting_params
 from gui.wheel import guard_wheel
 
 SLIDER_STEPS = 1000
@@ -184,9 +187,10 @@ class MethodPanel(QWidget):
 
     problem = Signal(str)  # a preset value that could not be applied, for the window's message bar
 
-    def __init__(self, doc: Document, settings: AppSettings, parent: QWidget | None = None) -> None:
+    def __init__(self, doc: Document, settings: AppSettings, gpu: Callable[[], bool] = lambda: True,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.doc, self.settings = doc, settings
+        self.doc, self.settings, self.gpu = doc, settings, gpu
         self.editors: dict[str, Editor] = {}
         self.method = QComboBox()
         self.summary = QLabel("Loading the engine…")
@@ -195,6 +199,8 @@ class MethodPanel(QWidget):
         self.presets.setToolTip("Apply a saved parameter set of this method.")
         save, delete, reset = QPushButton("Save…"), QPushButton("Delete"), QPushButton("Reset to defaults")
         save.setToolTip("Save the current parameters as a preset.")
+        reset.setToolTip("The method's defaults; on a machine without a GPU, with its fastest faithful options "
+                         "(direct inversion where the method offers it).")
         self.form_host = QWidget()
         self.form = QFormLayout(self.form_host)
         presets_row = QHBoxLayout()
@@ -212,10 +218,10 @@ class MethodPanel(QWidget):
         self.setEnabled(False)
         guard_wheel(self)
 
-        self.method.activated.connect(lambda _i: doc.set_method(self.method.currentData()))
+        self.method.activated.connect(lambda _i: self.choose(self.method.currentData()))
         self.presets.activated.connect(self._apply_preset)
         save.clicked.connect(self._save_preset)
-        delete.clicked.connect(self._delete_preset)
+        delete.clicked.connect(self.delete_preset)
         reset.clicked.connect(self.reset)
         doc.methodChanged.connect(self.rebuild)
         doc.paramsChanged.connect(self._on_param)
@@ -250,7 +256,7 @@ class MethodPanel(QWidget):
             tip = spec.help + ("\n\nAn inversion parameter: changing it makes a new inversion." if
                                spec.stage == "inversion" else "")
             editor.setToolTip(tip)
-            label = QLabel(spec.name.replace("_", " ") + (" ⟲" if spec.stage == "inversion" else ""))
+            label = QLabel(spec.label + (" ⟲" if spec.stage == "inversion" else ""))
             label.setToolTip(tip)
             editor.edited.connect(lambda value, name=spec.name: self.doc.set_param(name, value))
             self.form.addRow(label, editor)
@@ -260,12 +266,19 @@ class MethodPanel(QWidget):
         self._fill_presets()
 
     def _on_param(self, name: str) -> None:
+        # With no project open the document has no parameters yet: the form shows what a new project
+        # would start with on this machine, not each editor's minimum.
+        shown = {**starting_params(self.doc.method_id, self.gpu()), **self.doc.params}
         for param_name, editor in self.editors.items():
-            if (not name or name == param_name) and param_name in self.doc.params:
-                editor.set_value(self.doc.params[param_name])
+            if (not name or name == param_name) and param_name in shown:
+                editor.set_value(shown[param_name])
+
+    def choose(self, method_id: str) -> None:
+        """Switch to `method_id` with what it starts with on this machine (gui.starting_params)."""
+        self.doc.set_method(method_id, starting_params(method_id, self.gpu()))
 
     def reset(self) -> None:
-        self.doc.set_method(self.doc.method_id, method_defaults(self.doc.method_id), "Reset parameters")
+        self.doc.set_method(self.doc.method_id, starting_params(self.doc.method_id, self.gpu()), "Reset parameters")
 
     def _fill_presets(self) -> None:
         self.presets.clear()
@@ -295,8 +308,14 @@ class MethodPanel(QWidget):
         if ok and name.strip():
             self.save_preset(name.strip())
 
-    def _delete_preset(self) -> None:
+    def delete_preset(self) -> None:
+        """Delete the chosen preset once the artist confirms (it cannot be undone)."""
         name = self.presets.currentData()
-        if name:
+        if not name:
+            return
+        answer = QMessageBox.question(self, "Delete preset", f"Delete the preset {name} of {self.method.currentText()}? "
+                                      "This cannot be undone.", QMessageBox.StandardButton.Yes
+                                      | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
+        if answer == QMessageBox.StandardButton.Yes:
             self.settings.delete_preset(self.doc.method_id, name)
             self._fill_presets()

@@ -183,6 +183,8 @@ class ModelsDialog(QDialog):
         self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.copy_progress = QProgressBar()
         self.copy_progress.hide()
+        self.close_button = QPushButton("Close")
+        self.close_button.clicked.connect(self.close)
         buttons = QHBoxLayout()
         for button in (self.use, self.import_button, add, self.remove):
             buttons.addWidget(button)
@@ -196,6 +198,10 @@ class ModelsDialog(QDialog):
         layout.addLayout(hub)
         layout.addWidget(self.copy_progress)
         layout.addWidget(self.note)
+        closing = QHBoxLayout()
+        closing.addStretch(1)
+        closing.addWidget(self.close_button)
+        layout.addLayout(closing)
 
         self._thread = QThread(self)
         self._copier = Copier()
@@ -243,8 +249,15 @@ class ModelsDialog(QDialog):
     def use_selected(self) -> None:
         if (model := self.selected()) is not None:
             self.chosen.emit(model.spec, False)
-            self.note.setText(f"{model.name} is the model now; it loads in the background (see the status bar).")
+            self.note.setText(f"Loading {model.name} (see the status bar): it becomes the model once it has "
+                              "loaded; if it does not load, the model in use stays.")
             self.refresh(model.spec)
+
+    def settled(self, said: str) -> None:
+        """The model chosen here loaded (`said` empty) or did not (`said` says why): show it in the list."""
+        if said:
+            self.note.setText(said)
+        self.refresh()
 
     # -- folders and imports --------------------------------------------------------------------
     def add_folder(self, folder: Path) -> int:
@@ -306,8 +319,8 @@ class ModelsDialog(QDialog):
             self.note.setText(reason)
             return False
         self.chosen.emit(repo, True)
-        self.note.setText(f"Downloading {repo} (about 2 to 4 GB for SD 1.5), then loading it; the status bar "
-                          "says when it is ready, and any error appears in the window.")
+        self.note.setText(f"Downloading {repo} (about 2 to 4 GB for SD 1.5), then loading it: it becomes the model "
+                          "once it has loaded; the status bar says when, and any error appears here.")
         return True
 
     def shutdown(self) -> None:

@@ -21,13 +21,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from gui.document import DocumentState, Reference, method_defaults, reference_masks
+from gui.document import DocumentState, Reference, method_defaults, method_title, reference_masks
 from gui.qimage import Shown
 from gui.restore import checked_method
 
 PROJECT_SUFFIX = ".retake"
 EXIF_IMAGE_DESCRIPTION = 0x010E
 THUMBNAIL_SIDE = 72
+LATENT_CELL = 8
+"""Pixels of one latent cell of every SD 1.x VAE and of the demo models': a photo narrower than one cannot
+be edited at all (pipeline.images.check_editable), so it is refused before a project is made for it."""
 SETTINGS_KEYS = ("source_prompt", "target_prompt", "method", "params")
 
 
@@ -84,11 +87,12 @@ def project_folder_for(image_path: Path, projects_dir: str = "") -> Path:
 
 def project_for_image(image_path: Path, projects_dir: str = "") -> Path:
     """The project of a photo: the existing one when it holds these pixels, else a new one."""
-    from pipeline.images import load_image
+    from pipeline.images import check_editable, load_image
     from pipeline.project import Project
     from pipeline.request import pixels_sha256
 
     image = load_image(image_path)
+    check_editable(*image.size, max_side=max(image.size), cell=LATENT_CELL)  # a 1x1 photo: said, no project
     wanted = pixels_sha256(image)
     base = project_folder_for(image_path, projects_dir)
     candidate, n = base, 1
@@ -113,7 +117,8 @@ def open_project(path: Path, new_params: Mapping[str, Any] | None = None) -> Ope
     notices = list(project.recovered)
     method, params, refused = checked_method(settings.method, settings.params) if settings.method else ("p2p", {}, [])
     if method is None:
-        notices.append(f"{path.name} was saved with {refused[0]}; p2p with its defaults is shown instead.")
+        notices.append(f"{path.name} was saved with {refused[0]}; {method_title('p2p')} with its defaults is shown "
+                       "instead.")
         method, params = "p2p", {}
     elif refused:
         notices.append(f"Some saved parameters of {path.name} could not be used ({'; '.join(refused)}); "

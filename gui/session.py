@@ -32,7 +32,7 @@ from gui.io_worker import IoWorker, Task
 from gui.project_io import OpenedProject, ProjectHistory, ResultEntry
 from gui.qimage import Shown, mask_outline, mask_overlay, to_pixmap
 from gui.theme import MASK_COLOUR
-from gui.worker import EngineClient, EngineFactory
+from gui.worker import EngineClient, EngineFactory, model_key
 
 DECODES_KEPT = 64  # full decodes of timeline steps kept per run (at 512 px, 0.75 MB each)
 
@@ -71,6 +71,7 @@ class EditSession(QObject):
     noticed = Signal(str)  # a Notice of the run
     stepDecoded = Signal(str, int, object)  # a step of the current run decoded in full
     modelChanged = Signal(str)  # the model's state changed; details (an error) or ""
+    preloaded = Signal(object, str)  # a preload ended: its options, and why it failed ("" when it loaded)
     historyChanged = Signal()
     currentResultChanged = Signal()
     ioChanged = Signal(str)  # what the project-I/O worker is doing ("" when idle)
@@ -84,6 +85,8 @@ class EditSession(QObject):
         self.run = RunState()
         self.model_state = "waiting for the engine"
         self.model: dict[str, Any] = {}  # the options of the model in use (or loading)
+        self.device = ""  # the engine's device as the status bar names it ("CPU", "NVIDIA H100 (cuda:0)")
+        self.unet_seconds: float | None = None  # one UNet evaluation of the model loaded (gui.estimate)
         self.tokenizer: Any = None
         self.results: list[ResultEntry] = []
         self.current_result = -1
@@ -99,8 +102,10 @@ class EditSession(QObject):
         self.engine.ready.connect(self._on_ready)
         self.engine.event.connect(self._on_event)
         self.engine.finished.connect(self._on_finished)
-        self.engine.modelState.connect(self._on_model_state)
+        self.engine.modelState.connect(self._on_preload_state)
         self.engine.decoded.connect(self._on_decoded)
+        self.engine.status.connect(self._on_status)
+        self.engine.unetTimed.connect(self._on_unet_timed)
         self.io.busyChanged.connect(self.ioChanged)
 
     # -- the engine and the model -----------------------------------------------------------------
@@ -119,11 +124,33 @@ class EditSession(QObject):
 
     def preload(self, options: dict[str, Any], download: bool = False) -> None:
         """Load the model `options` name in the background; `model_state` and `modelChanged` follow it."""
+        if model_key(options) != model_key(self.model):
+            self.unet_seconds = None
         self.model = dict(options)
         self.engine.preload(options, download)
 
+    @property
+    def gpu(self) -> bool:
+        """Whether the engine computes on a CUDA GPU (else the methods start with their fastest options)."""
+        return "(cuda:" in self.device
+
     def _on_ready(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
+
+    def _on_status(self, status: dict) -> None:
+        self.device = str(status.get("device", ""))
+
+    def _on_unet_timed(self, options: dict[str, Any], seconds: float) -> None:
+        """The engine timed one UNet evaluation of the model it loaded (kept only for the model in use)."""
+        if model_key(options) == model_key(self.model):
+            self.unet_seconds = seconds
+
+    def _on_preload_state(self, state: str, details: str, options: dict[str, Any]) -> None:
+        """A preload's state: whoever asked for it (gui.model_choice) hears how it ended in `preloaded`
+        and decides what to say of a failure."""
+        self._on_model_state(state, "")
+        if state in ("loaded", "not loaded"):
+            self.preloaded.emit(options, details)
 
     def _on_model_state(self, state: str, details: str) -> None:
         self.model_state = state

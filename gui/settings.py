@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ DEFAULTS: dict[str, Any] = {
 }
 """`area` "" is automatic (a crop around the mask when the photo is larger than the working size), else
 "whole" or "region"; `area_padding` and `feather` are photo pixels (pipeline.area, pipeline.images)."""
+LABELS = {"sam_checkpoint": "The Segment Anything checkpoint", "default_steps": "Default steps",
+          "max_side": "The working size", "projects_dir": "The projects folder",
+          "autosave_minutes": "Autosave every (minutes)", "models_dir": "The model folder",
+          "area_padding": "Crop padding", "feather": "Edge feather"}
+"""How the settings are named to people (as the Settings dialog names them): never by their file keys."""
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),  # or cuda:N, one GPU of several
     "precision": ("auto", "fp16", "bf16", "fp32"),  # the engine's sampling precisions (pipeline.models)
@@ -68,7 +74,8 @@ class AppSettings:
         try:
             return _checked(name, value, default)
         except ValueError as error:
-            self._problems[name] = f"{name} {shorten(repr(value), 40)} {error}."
+            label = LABELS.get(name, name.replace("_", " ").capitalize())
+            self._problems[name] = f"{label} {shorten(repr(value), 40)} {error}."
             return default
 
     def take_problems(self) -> list[str]:
@@ -80,12 +87,23 @@ class AppSettings:
         self.store.setValue(name, value)
 
     def recent(self) -> list[str]:
+        """Recent projects as absolute paths, newest first. An entry an older Retake stored relative (to the
+        folder it was started in, which is not known) is kept if it names a folder from here, else dropped."""
         value = self.store.value("recent", [])
         entries = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-        return [entry for entry in entries if isinstance(entry, str) and entry]
+        found = []
+        for entry in entries:
+            if not isinstance(entry, str) or not entry:
+                continue
+            path = Path(entry).expanduser()
+            if path.is_absolute() or path.exists():
+                found.append(str(path.absolute()))
+        return list(dict.fromkeys(found))
 
     def add_recent(self, path: Path) -> None:
-        entries = [str(path)] + [p for p in self.recent() if p != str(path)]
+        """Remember a project by its absolute path (a relative one means nothing once the app restarts)."""
+        entry = str(Path(path).expanduser().resolve())
+        entries = [entry] + [p for p in self.recent() if p != entry]
         self.store.setValue("recent", entries[:RECENT_LIMIT])
 
     def presets(self, method_id: str) -> dict[str, dict[str, Any]]:
@@ -127,16 +145,21 @@ class AppSettings:
 
         return self.get("max_side") or native_side(self.get("model") or "demo")
 
-    def new_project_params(self) -> dict[str, Any]:
+    def new_project_params(self, gpu: bool = True) -> dict[str, Any]:
         """Method parameters a new project starts with, over the method's defaults (where it has them;
-        each is checked against the method when the project opens, gui.project_io)."""
-        demo = DEMO_PARAMS if (self.get("model") or "demo") == "demo" else {}
-        return {"steps": self.get("default_steps"), **demo}
+        each is checked against the method when the project opens, gui.project_io): the demo model's,
+        and without a GPU the fastest faithful options (gui.starting_params)."""
+        from gui.starting_params import FAST_WITHOUT_GPU
 
-    def request_options(self) -> dict[str, Any]:
-        """The EditRequest fields the settings decide ("auto" leaves the engine to choose)."""
-        device, precision = self.get("device"), self.get("precision")
-        model = self.get("model") or "demo"
+        demo = DEMO_PARAMS if (self.get("model") or "demo") == "demo" else {}
+        return {"steps": self.get("default_steps"), **demo, **({} if gpu else FAST_WITHOUT_GPU)}
+
+    def request_options(self, trying: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The EditRequest fields the settings decide ("auto" leaves the engine to choose); `trying`
+        holds model, device or precision values tried before they are recorded (gui.model_choice)."""
+        trying = trying or {}
+        device, precision = trying.get("device", self.get("device")), trying.get("precision", self.get("precision"))
+        model = trying.get("model", self.get("model")) or "demo"
         options = {"model": model, "device": None if device == "auto" else device,
                    "dtype": None if precision == "auto" else precision,
                    "max_side": self.get("max_side") or None,  # 0: the project's, else the model's own size
@@ -265,10 +288,15 @@ class SettingsDialog(QDialog):
         if path := QFileDialog.getExistingDirectory(self, "Where projects live"):
             self.projects_dir.setText(path)
 
+    def load_values(self) -> dict[str, str]:
+        """The model, device and precision chosen: the window tries them, and they are recorded only once
+        the model has loaded (gui.model_choice)."""
+        return {"model": self.model.text().strip() or "demo", "device": self.device.currentText(),
+                "precision": self.precision.currentText()}
+
     def accept(self) -> None:
-        values = {"model": self.model.text().strip() or "demo", "image_encoder": self.image_encoder.text().strip(),
-                  "device": self.device.currentText(),
-                  "precision": self.precision.currentText(), "sam_checkpoint": self.sam.text().strip(),
+        """Record what takes effect at once; the model, device and precision wait for the model to load."""
+        values = {"image_encoder": self.image_encoder.text().strip(), "sam_checkpoint": self.sam.text().strip(),
                   "default_steps": self.steps.value(), "max_side": self.max_side.value(),
                   "projects_dir": self.projects_dir.text().strip(), "autosave_minutes": self.autosave.value()}
         for name, value in values.items():

@@ -11,7 +11,8 @@ steps are the edit session's (gui.session.RunState); the bands are the document'
 
 The strip never draws one thing over another: before a run its hint takes the first row, the label
 column is as wide as its longest label, and the widget asks for the height of all its rows and lanes
-(its minimum), so a short window shrinks the canvas rather than cutting the bands off.
+(its minimum), so a short window shrinks the canvas rather than cutting the bands off; its dock
+scrolls it, so a run of many stages on a small screen never makes the window taller than the screen.
 """
 
 from __future__ import annotations

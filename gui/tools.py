@@ -73,10 +73,6 @@ class ToolPanel(QWidget):
             button = QToolButton()
             button.setDefaultAction(actions[name])
             mask_actions.addWidget(button, i // 2, i % 2)
-        self.segment_note = QLabel()
-        self.segment_note.setWordWrap(True)
-        self.segment_note.setStyleSheet("color: #f0b050;")
-        self.segment_note.hide()
 
         form = QFormLayout()
         form.addRow("Size", self.size)
@@ -94,7 +90,6 @@ class ToolPanel(QWidget):
         column.addLayout(form)
         column.addLayout(mask_actions)
         column.addWidget(self.show_mask)
-        column.addWidget(self.segment_note)
         column.addLayout(edge)
         column.addWidget(QLabel("Before ◂ compare ▸ after"))
         column.addWidget(self.compare)
@@ -177,7 +172,3 @@ class ToolPanel(QWidget):
         self.size.setValue(int(self.canvas.brush_size))
         self.size.blockSignals(False)
         self.size_label.setText(f"{self.canvas.brush_size:.0f} px   ([ and ] change it)")
-
-    def show_segment_note(self, text: str) -> None:
-        self.segment_note.setText(text)
-        self.segment_note.setVisible(bool(text))

@@ -169,7 +169,7 @@ class WelcomeView(QFrame):
         scene = self.scenes[index]
         if (self.main.settings.get("model") or "demo") != "demo":
             self.main.use_model("demo")
-            self.main.message.show_message("The demo scenes use the demo model, which is the model now "
+            self.main.message.show_message("The demo scenes use the demo model, which loads now "
                                              "(Model > Models switches back).", error=False)
         open_with_prompts(self.main, demo_copy(scene.image), scene.source, scene.target)
 
@@ -209,8 +209,8 @@ class WelcomeView(QFrame):
 
     def _on_downloaded(self, path: str) -> None:
         self._download_ended()
-        self.note.setText(f"{Path(path).name} is downloaded, checked and the model now; it loads in the "
-                          "background (see the status bar). Open a photo to edit it.")
+        self.note.setText(f"{Path(path).name} is downloaded and checked; it becomes the model once it has loaded "
+                          "in the background (see the status bar). Open a photo to edit it.")
         self.main.use_model(path)
 
     def _on_download_failed(self, message: str) -> None:

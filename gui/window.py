@@ -19,24 +19,29 @@ import numpy as np
 from PySide6.QtCore import QByteArray, QStandardPaths, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
-    QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton,
-    QScrollArea, QVBoxLayout, QWidget,
+    QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QScrollArea, QVBoxLayout, QWidget,
 )
 
 from gui import batch_dialog, project_io, restore
 from gui.canvas import Canvas, Tool
 from gui.document import Document
+from gui.estimate import LONG_RUN_S, Estimate, estimate, stored_stages
 from gui.guard import explain, guarded
+from gui.guide import GuideWindow, guide_path
 from gui.history import HistoryPanel
 from gui.io_worker import Task
+from gui.message_bar import MessageBar
 from gui.method_form import MethodPanel
+from gui.model_choice import ModelChoice, model_name
 from gui.models_dialog import ModelsDialog
 from gui.project_io import ResultEntry
 from gui.prompts import PromptPanel
 from gui.qimage import from_qimage
 from gui.reference import ReferencePanel
 from gui.session import EditSession
+from gui.segment_help import SegmentHelp, chosen_checkpoint
 from gui.settings import AppSettings, SettingsDialog
+from gui.shortcuts import ShortcutsDialog
 from gui.timeline import Timeline
 from gui.tools import ToolPanel
 from gui.welcome import WelcomeView
@@ -71,36 +76,9 @@ def sam_factory(settings: AppSettings) -> Callable[[], Any]:
     def make() -> Any:
         from pipeline.segment import load_segmenter
 
-        return load_segmenter(settings.get("sam_checkpoint"), settings.request_options()["device"])
+        return load_segmenter(chosen_checkpoint(settings), settings.request_options()["device"])
 
     return make
-
-
-class MessageBar(QFrame):
-    """Errors and notices above the canvas, with details to copy; the app keeps working."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.text = QLabel()
-        self.text.setWordWrap(True)
-        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.details = ""
-        copy, close = QPushButton("Copy details"), QPushButton("✕")
-        close.setFixedWidth(28)
-        layout = QHBoxLayout(self)
-        layout.addWidget(self.text, 1)
-        layout.addWidget(copy)
-        layout.addWidget(close)
-        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.details or self.text.text()))
-        close.clicked.connect(self.hide)
-        self.hide()
-
-    def show_message(self, text: str, details: str = "", error: bool = True) -> None:
-        self.text.setText(text)
-        self.details = details or text
-        self.setStyleSheet("MessageBar { background: %s; }" % ("#5a2a2a" if error else "#2a3f5a"))
-        self.show()
 
 
 class MainWindow(QMainWindow):
@@ -118,6 +96,7 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._io_said = ""  # what the status bar last said of project I/O
         self.models_dialog: ModelsDialog | None = None
+        self.model_choice = ModelChoice(self.settings)
         self.setAcceptDrops(True)
         self.resize(1400, 900)
 
@@ -134,7 +113,7 @@ class MainWindow(QMainWindow):
         self._make_actions()
         self.tools = ToolPanel(self.doc, self.canvas, self.actions, self.settings)
         self.prompts = PromptPanel(self.doc)
-        self.method = MethodPanel(self.doc, self.settings)
+        self.method = MethodPanel(self.doc, self.settings, lambda: self.session.gpu)
         self.reference = ReferencePanel(self.doc)
         self.history = HistoryPanel(self.session)
         self.timeline = Timeline(self.doc, self.session)
@@ -144,7 +123,7 @@ class MainWindow(QMainWindow):
             "method": self._dock("Method", self.method, Qt.DockWidgetArea.RightDockWidgetArea, scroll=True),
             "reference": self._dock("Reference", self.reference, Qt.DockWidgetArea.RightDockWidgetArea),
             "history": self._dock("History", self.history, Qt.DockWidgetArea.LeftDockWidgetArea),
-            "timeline": self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea),
+            "timeline": self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea, scroll=True),
         }
         self.tabifyDockWidget(self.docks["method"], self.docks["reference"])
         self.docks["method"].raise_()
@@ -158,6 +137,7 @@ class MainWindow(QMainWindow):
         session = self.session
         session.historyChanged.connect(self._update_inversion)
         session.modelChanged.connect(guard("loading the model")(self._on_model_state))
+        session.preloaded.connect(guard("loading the model")(self._on_preloaded))
         session.progressed.connect(guard("showing the run's progress")(self._on_progress))
         session.previewed.connect(guard("showing a step of the run")(self._on_preview))
         session.noticed.connect(lambda text: self.message.show_message(text, error=False))
@@ -175,14 +155,14 @@ class MainWindow(QMainWindow):
         self.history.restoreRequested.connect(guard("restoring settings")(self.restore_entry))
         self.canvas.segmentRequested.connect(guard("segmenting")(self._segment))
         self.segmenter.masked.connect(guard("applying a segmentation")(self._on_segment_mask))
-        self.segmenter.unavailable.connect(self.tools.show_segment_note)
+        self.segment_help = SegmentHelp(self)
         self.tools.show_mask.toggled.connect(self.actions["show_mask"].setChecked)
         self.timeline.stepChosen.connect(guard("showing a step")(self.show_step))
         self.timeline.resultChosen.connect(self.show_result)
         self.reference.paintMaskRequested.connect(self._paint_reference_mask)
         self.autosave_timer = QTimer(self)
         self.autosave_timer.timeout.connect(guard("autosaving")(self.autosave_now))
-        self._apply_settings()
+        self.apply_settings()
         self._restore_layout()
         self._update_title()
         self._update_actions()
@@ -226,6 +206,25 @@ class MainWindow(QMainWindow):
         self.actions[name] = action
         return action
 
+    def _history_action(self, text: str, which: str) -> QAction:
+        """Undo or Redo with a fixed text, the command it would undo in its tooltip: Qt's own actions put
+        the command in their text ("Undo Change blend words"), so the toolbar buttons changed width
+        with every edit and Run moved under the artist's mouse."""
+        stack, word = self.doc.undo, text.replace("&", "")
+        action = QAction(text, self)
+        action.triggered.connect(getattr(stack, which))
+        can = getattr(stack, f"can{word}")
+        getattr(stack, f"can{word}Changed").connect(action.setEnabled)
+        action.setEnabled(can())
+
+        def tell(command: str) -> None:
+            action.setToolTip(f"{word} {command}" if command else f"Nothing to {which}")
+            action.setStatusTip(action.toolTip())
+
+        getattr(stack, f"{which}TextChanged").connect(tell)
+        tell(getattr(stack, f"{which}Text")())
+        return action
+
     def _make_actions(self) -> None:
         k = QKeySequence.StandardKey
         a = self._action
@@ -239,9 +238,8 @@ class MainWindow(QMainWindow):
         a("apply_folder", "&Apply to a folder…", lambda: batch_dialog.apply_to_folder(self), "Ctrl+B")
         a("settings", "Se&ttings…", self.open_settings, "Ctrl+,")
         a("quit", "&Quit", self.close, k.Quit)
-        undo = self.doc.undo.createUndoAction(self, "&Undo")
+        undo, redo = self._history_action("&Undo", "undo"), self._history_action("&Redo", "redo")
         undo.setShortcuts(key_sequences(k.Undo))
-        redo = self.doc.undo.createRedoAction(self, "&Redo")
         redo_keys = key_sequences(k.Redo)
         if QKeySequence("Ctrl+Shift+Z") not in redo_keys:  # the other platforms' redo, on every platform
             redo_keys.append(QKeySequence("Ctrl+Shift+Z"))
@@ -283,6 +281,7 @@ class MainWindow(QMainWindow):
         a("run", "&Run edit", self.run_edit, "Ctrl+Return", tip="Invert (once) and edit (Ctrl+Enter)")
         a("cancel", "&Cancel", self.cancel_run, "Esc", tip="Stop the run (Esc)")
         a("shortcuts", "&Keyboard shortcuts", self.show_shortcuts, "F1")
+        a("guide", "&User guide", self.show_guide, "Shift+F1")
         a("about", "&About Retake", self._about)
         self.actions["tool_brush"].setChecked(True)
 
@@ -299,7 +298,7 @@ class MainWindow(QMainWindow):
                        "mask_invert", "segment_clear"],
             "&Run": ["run", "cancel"],
             "&Project": ["free_space", "apply_folder"],
-            "&Help": ["shortcuts", "about"],
+            "&Help": ["guide", "shortcuts", "about"],
         }
         for title, names in menus.items():
             menu = bar.addMenu(title)
@@ -347,7 +346,8 @@ class MainWindow(QMainWindow):
         self._update_model_status()
 
     # -- settings and layout --------------------------------------------------------------------
-    def _apply_settings(self) -> None:
+    def apply_settings(self) -> None:
+        """Take in the settings that apply at once (autosave, the segmenter's checkpoint, the status bar)."""
         minutes = self.settings.get("autosave_minutes")
         if minutes > 0:
             self.autosave_timer.start(minutes * 60_000)
@@ -358,9 +358,13 @@ class MainWindow(QMainWindow):
 
     def open_settings(self) -> None:
         before = self.settings.request_options()
-        if SettingsDialog(self.settings, self).exec():
-            self._apply_settings()
-            if self.settings.request_options() != before:
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec():
+            self.apply_settings()
+            chosen = dialog.load_values()
+            if any(self.settings.get(name) != value for name, value in chosen.items()):
+                self.choose_model(chosen)
+            elif self.settings.request_options() != before:
                 self._preload()
 
     def open_models(self) -> ModelsDialog:
@@ -375,14 +379,33 @@ class MainWindow(QMainWindow):
         return self.models_dialog
 
     def use_model(self, spec: str, download: bool = False) -> None:
-        """Make `spec` the model and load it now (`download`: fetch a Hugging Face id first)."""
-        self.settings.set("model", spec)
-        self._update_model_status()
-        self._preload(download)
+        """Load `spec` now (`download`: fetch a Hugging Face id first); it becomes the model once loaded."""
+        self.choose_model({"model": spec}, download)
 
-    def _preload(self, download: bool = False) -> None:
-        self.session.preload(self.settings.request_options(), download)
+    def choose_model(self, values: dict[str, Any], download: bool = False) -> None:
+        """Try a model, device or precision (gui.model_choice): recorded once loaded, else the one in use stays."""
+        self.session.preload(self.model_choice.choose(values), download)
+        self._update_model_status()
         self._show_settings_problems()
+
+    def _preload(self) -> None:
+        """Load the model the settings record."""
+        self.session.preload(self.settings.request_options())
+        self._show_settings_problems()
+
+    def _on_preloaded(self, options: dict[str, Any], error: str) -> None:
+        """A preload ended: a choice that loaded is recorded; one that failed is said, and the model in use
+        is loaded again (the engine let it go to try the new one)."""
+        said = self.model_choice.settle(options, error)
+        if said is None:
+            if error and self.model_choice.pending is None:  # the recorded model itself did not load
+                self.message.show_message(error)
+        elif said:
+            self.message.show_message(said, error)
+            self._preload()
+        self._update_model_status()
+        if self.models_dialog is not None and self.models_dialog.isVisible():
+            self.models_dialog.settled(said or "")
 
     def _show_settings_problems(self) -> None:
         """Saved settings that could not be used (each replaced by its default), said once, after what the
@@ -431,8 +454,12 @@ class MainWindow(QMainWindow):
             self.message.show_message(details)
 
     def _update_model_status(self) -> None:
-        self.status_model.setText(f"Model: {Path(self.settings.get('model')).name or 'demo'} "
-                                  f"({self.session.model_state})")
+        """The recorded model and its state; while another is tried, that one's state beside it."""
+        name = model_name(self.settings.get("model"))
+        if trying := self.model_choice.pending_name():
+            self.status_model.setText(f"Model: {name}; {trying} {self.session.model_state}")
+        else:
+            self.status_model.setText(f"Model: {name} ({self.session.model_state})")
         self.status_model.setToolTip(self.settings.get("model"))
 
     def _update_inversion(self) -> None:
@@ -518,7 +545,7 @@ class MainWindow(QMainWindow):
         if self._refused_while_busy() or not self._confirm_discard():
             return False
         task = self.session.io.wait(self.session.open(Path(path), self.settings.get("projects_dir"),
-                                                      self.settings.new_project_params()))
+                                                      self.settings.new_project_params(self.session.gpu)))
         if not task.ok:
             self._report_task(task, f"opening {Path(path).name}", "The window shows what it showed before.")
             return False
@@ -678,6 +705,29 @@ class MainWindow(QMainWindow):
 
         self.session.save(done)
 
+    def _confirm_close(self) -> bool:
+        """Before closing: a run in flight is named and cancelled only if the artist says so (saving the
+        changes first if there are any); otherwise the usual question about unsaved changes."""
+        if not self.session.running:
+            return self._confirm_discard()
+        run, dirty = self.session.run, self.doc.dirty and self.doc.project_path is not None
+        box = QMessageBox(self)
+        box.setWindowTitle("A run is in progress")
+        doing = f" ({run.stage}, step {run.step} of {run.total})" if run.stage else ""
+        box.setText(f"An edit is running{doing}. Closing cancels it; an inversion it has finished is kept"
+                    + (f", and {self.doc.project_path.name} has unsaved changes." if dirty else "."))
+        save = box.addButton("Cancel the run, save and close", QMessageBox.ButtonRole.AcceptRole) if dirty else None
+        close = box.addButton("Cancel the run and close" + (" without saving" if dirty else ""),
+                              QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep running", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)
+        box.exec()
+        clicked = box.clickedButton()
+        if clicked not in (save, close) or clicked is None:
+            return False
+        self.cancel_run()
+        return self.save() if clicked == save else True
+
     def _confirm_discard(self) -> bool:
         """Ask before unsaved changes are lost: save them (and stay if that fails), drop them, or stay."""
         if not self.doc.dirty or self.doc.project_path is None:
@@ -710,9 +760,18 @@ class MainWindow(QMainWindow):
             self.save_as(Path(path if path.endswith(".retake") else path + ".retake"))
 
     def _choose_export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export result", "", "PNG (*.png);;JPEG (*.jpg);;WebP (*.webp)")
+        path, _ = QFileDialog.getSaveFileName(self, "Export result", str(self.export_suggestion() or ""),
+                                              "PNG (*.png);;JPEG (*.jpg);;WebP (*.webp)")
         if path:
             self.export(Path(path))
+
+    def export_suggestion(self) -> Path | None:
+        """Where Export starts: beside the project (so beside the photo, unless projects live elsewhere),
+        named for the photo and the edit shown ("house-edit-3.png")."""
+        project, entry = self.doc.project_path, self.session.result()
+        if project is None or entry is None:
+            return None
+        return project.parent / f"{project.stem}-edit-{entry.edit_id}.png"
 
     def _choose_png_settings(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Result PNG", "", "PNG (*.png)")
@@ -757,7 +816,6 @@ class MainWindow(QMainWindow):
             self.segmenter.predict(picture, points, labels, box)
 
     def _on_segment_mask(self, mask: Any) -> None:
-        self.tools.show_segment_note("")
         self.status_stage.setText("")
         picture = self.canvas.picture()
         if picture is not None and mask.shape == (picture.height, picture.width):
@@ -777,9 +835,25 @@ class MainWindow(QMainWindow):
             return False
         if self.session.running or not self.session.ready or self._refused_while_busy():
             return False
+        if trying := self.model_choice.pending_name():  # the engine is busy with it; the run would wait
+            self.message.show_message(f"{trying} is still loading: run once the status bar says it has loaded.",
+                                      error=False)
+            return False
         self.message.hide()
         self.timeline.back_to_result()
-        return self.session.start_run(self.doc.project_path, self.doc.snapshot(), self.settings.request_options())
+        long_run = self.run_estimate()
+        started = self.session.start_run(self.doc.project_path, self.doc.snapshot(), self.settings.request_options())
+        if started and long_run is not None and long_run.seconds > LONG_RUN_S:
+            self.message.show_message(long_run.sentence(), error=False)
+        return started
+
+    def run_estimate(self) -> Estimate | None:
+        """How long a run of the document would take (gui.estimate), once the engine has timed the model."""
+        if self.session.unet_seconds is None:
+            return None
+        doc = self.doc
+        stored = stored_stages(doc.method_id, doc.source_prompt, doc.target_prompt, doc.params, self.session.results)
+        return estimate(doc.method_id, doc.params, stored, self.session.unet_seconds)
 
     def cancel_run(self) -> None:
         if self.session.running:
@@ -794,7 +868,8 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, max(event.total, 1))
         self.progress.setValue(event.step)
         eta = f", about {event.eta_s:.0f} s left" if event.eta_s else ""
-        self.status_stage.setText(f"{event.stage.capitalize()}: {event.step}/{event.total}{eta}")
+        stage = str(event.stage)  # its label: "DDIM inversion" (str.capitalize would write "Ddim")
+        self.status_stage.setText(f"{stage[:1].upper()}{stage[1:]}: {event.step}/{event.total}{eta}")
 
     def _on_preview(self, event: Any) -> None:
         if self.timeline.chosen is None:  # follow the run unless the artist chose a step
@@ -836,12 +911,26 @@ class MainWindow(QMainWindow):
         return [(action.text().replace("&", ""), action.shortcut().toString(QKeySequence.SequenceFormat.NativeText))
                 for action in self.actions.values() if not action.shortcut().isEmpty()]
 
-    def show_shortcuts(self) -> None:
-        rows = "".join(f"<tr><td>{name}</td><td><b>{keys}</b></td></tr>" for name, keys in self.shortcut_table())
-        rows += ("<tr><td>Pan</td><td><b>Space-drag, middle button</b></td></tr>"
-                 "<tr><td>Zoom to cursor</td><td><b>Mouse wheel</b></td></tr>"
-                 "<tr><td>Segment: include / exclude / box</td><td><b>Left click / right click / drag</b></td></tr>")
-        QMessageBox.information(self, "Keyboard shortcuts", f"<table cellpadding=3>{rows}</table>")
+    def show_shortcuts(self) -> ShortcutsDialog:
+        """Help > Keyboard shortcuts: a table that scrolls, sized to the screen (window-modal, not blocking)."""
+        rows = [*self.shortcut_table(), ("Pan", "Space-drag, middle button"), ("Zoom to cursor", "Mouse wheel"),
+                ("Segment: include / exclude / box", "Left click / right click / drag")]
+        dialog = ShortcutsDialog(rows, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        return dialog
+
+    def show_guide(self) -> GuideWindow | None:
+        """Help > User guide: the guide shipped with this Retake, in a window of its own."""
+        path = guide_path()
+        if path is None:
+            self.message.show_message("The user guide was not found with this Retake (docs/user-guide.md, installed "
+                                      "as retake_docs): reinstall Retake to get it back.")
+            return None
+        guide = GuideWindow(path, self)
+        guide.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        guide.show()
+        return guide
 
     def _about(self) -> None:
         QMessageBox.about(self, "About Retake", "Retake edits a photo by changing its description: diffusion "
@@ -866,7 +955,7 @@ class MainWindow(QMainWindow):
             return
         self._closing = True
         try:
-            closing = bool(self._guard("closing")(self._confirm_discard)())
+            closing = bool(self._guard("closing")(self._confirm_close)())
         finally:
             self._closing = False
         if not closing:

@@ -93,8 +93,9 @@ class EngineWorker(QObject):
     event = Signal(object)
     finished = Signal(object)
     status = Signal(dict)
-    modelState = Signal(str, str)  # state, details
+    modelState = Signal(str, str, object)  # state, details, the options of the model preloaded
     decoded = Signal(object, object)  # the key it was asked under, the picture
+    unetTimed = Signal(object, float)  # the options of the model loaded, seconds of one UNet evaluation
 
     def __init__(self, engine_factory: EngineFactory, decodes: Latest) -> None:
         super().__init__()
@@ -128,7 +129,7 @@ class EngineWorker(QObject):
         fetches a Hugging Face id first (only when the artist asked for it)."""
         from pipeline.errors import RetakeError
 
-        self.modelState.emit("downloading…" if download else "loading…", "")
+        self.modelState.emit("downloading…" if download else "loading…", "", options)
         if self._models_loaded and self._loaded != model_key(options):
             gc.unfreeze()  # the model loaded before may go now, cycles and all
         self._loaded = None
@@ -138,18 +139,32 @@ class EngineWorker(QObject):
                 self._engine.preload(model, device, dtype, allow_download=True)
             bundle = self._engine.preload(model, device, dtype)
         except RetakeError as error:
-            self.modelState.emit("not loaded", str(error))
+            self.modelState.emit("not loaded", str(error), options)
             return
         except Exception as error:  # noqa: BLE001 - a bug or a broken model file; the user sees it
             log.exception("model preload failed")
-            self.modelState.emit("not loaded", f"The model could not be loaded ({type(error).__name__}: {error}).")
+            self.modelState.emit("not loaded", f"The model could not be loaded ({type(error).__name__}: {error}).",
+                                 options)
             return
         finally:
             keep_out_of_collections()
         self._models_loaded += 1
         self._loaded = model_key(options)
         self.status.emit(device_summary(getattr(bundle, "device", None)))
-        self.modelState.emit("loaded", "")
+        self.modelState.emit("loaded", "", options)
+        self._time_unet(bundle, options)
+
+    def _time_unet(self, bundle: Any, options: dict) -> None:
+        """Time one UNet evaluation of the model just loaded, the unit of the window's estimate of a run
+        (gui.estimate); a bundle that cannot be timed (a test's stand-in) leaves the estimate out."""
+        from pipeline.speed import unet_seconds
+
+        try:
+            seconds = unet_seconds(bundle)
+        except Exception as error:  # noqa: BLE001 - only the estimate is lost; the log says why
+            log.info("the UNet was not timed (%s: %s); runs are not estimated", type(error).__name__, error)
+            return
+        self.unetTimed.emit(options, seconds)
 
     @Slot(object, object)
     def run(self, make_request: Callable[[], EditRequest], cancel: Any) -> None:
@@ -200,7 +215,8 @@ class EngineClient(QObject):
     event = Signal(object)
     finished = Signal(object)
     status = Signal(dict)
-    modelState = Signal(str, str)
+    modelState = Signal(str, str, object)  # state, details, the options of the model preloaded
+    unetTimed = Signal(object, float)
     busyChanged = Signal(bool)
     decoded = Signal(object, object)
     _startUp = Signal()
@@ -224,6 +240,7 @@ class EngineClient(QObject):
         self._decode.connect(self._worker.decode)
         self._worker.decoded.connect(self.decoded)
         self._worker.modelState.connect(self.modelState)
+        self._worker.unetTimed.connect(self.unetTimed)
         self._worker.ready.connect(self._on_ready)
         self._worker.loadFailed.connect(self.loadFailed)
         self._worker.event.connect(self.event)
@@ -284,6 +301,7 @@ class SegmentWorker(QObject):
 
     masked = Signal(object)
     unavailable = Signal(str)
+    needsCheckpoint = Signal(str)  # why there is no checkpoint to load (the window offers one)
 
     def __init__(self) -> None:
         super().__init__()
@@ -296,7 +314,7 @@ class SegmentWorker(QObject):
 
     @Slot(object, object, object, object)
     def predict(self, image: Any, points: list, labels: list, box: Any) -> None:
-        from pipeline.segment import SegmentUnavailable
+        from pipeline.segment import CheckpointMissing, SegmentUnavailable
 
         try:
             if self._segmenter is None:
@@ -304,6 +322,8 @@ class SegmentWorker(QObject):
                 self._segmenter = self._factory()
             self._segmenter.set_image(image)
             self.masked.emit(self._segmenter.predict(points, labels, box))
+        except CheckpointMissing as error:
+            self.needsCheckpoint.emit(error.reason)
         except SegmentUnavailable as error:
             self.unavailable.emit(str(error))
         except Exception as error:  # noqa: BLE001 - out of GPU memory, or a bug: said, and painting goes on
@@ -316,6 +336,7 @@ class SegmentClient(QObject):
 
     masked = Signal(object)
     unavailable = Signal(str)
+    needsCheckpoint = Signal(str)
     _configure = Signal(object)
     _predict = Signal(object, object, object, object)
 
@@ -329,6 +350,7 @@ class SegmentClient(QObject):
         self._predict.connect(self._worker.predict)
         self._worker.masked.connect(self.masked)
         self._worker.unavailable.connect(self.unavailable)
+        self._worker.needsCheckpoint.connect(self.needsCheckpoint)
         self._thread.start()
         self._stop = stop_with(self, self._thread, wait_ms=5000)
         self.set_factory(factory)

@@ -25,6 +25,11 @@ Stage = Literal["inversion", "tuning", "edit"]
 PROMPT_BOUND_KINDS = ("words", "word_values")
 
 
+def param_label(name: str) -> str:
+    """A parameter as people read it (blend words): its name is the command line's and the files' word."""
+    return name.replace("_", " ")
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     """How one parameter is shown, parsed and checked."""
@@ -37,6 +42,10 @@ class ParamSpec:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return param_label(self.name)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -55,6 +55,15 @@ class SegmentUnavailable(RetakeError):
     """Segment Anything cannot run here; the message says what to install or download."""
 
 
+class CheckpointMissing(SegmentUnavailable):
+    """No checkpoint is set, or none is where the setting says: `reason` says which (the window offers to
+    download one), the message adds where to get one."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason} {checkpoint_help()}")
+        self.reason = reason
+
+
 class Segmenter(Protocol):
     """Masks from clicks on one image at a time."""
 
@@ -188,8 +197,6 @@ def _build(architecture: str | dict[str, Any]) -> Any:
 
 def _load_state(model: Any, state: Any, path: Path, architecture: str | dict[str, Any]) -> None:
     """Load `state` into `model`, or say in one sentence how it does not fit."""
-    import torch
-
     name, size = shorten(path.name), architecture if isinstance(architecture, str) else "configured"
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
@@ -244,10 +251,10 @@ def load_segmenter(checkpoint: str | Path | None, device: str | None = None) -> 
     from pipeline.models import resolve_device
 
     if not checkpoint:
-        raise SegmentUnavailable(f"No Segment Anything checkpoint is set. {checkpoint_help()}")
+        raise CheckpointMissing("No Segment Anything checkpoint is set.")
     path = Path(checkpoint)
     if not path.is_file():
-        raise SegmentUnavailable(f"The Segment Anything checkpoint {path} does not exist. {checkpoint_help()}")
+        raise CheckpointMissing(f"The Segment Anything checkpoint {path} does not exist.")
     try:
         target = resolve_device(device)
     except ModelError as exc:

@@ -40,9 +40,12 @@ class FakeEngine:
         self.decodes: list = []  # the latent values decoded in full
         self.decode_delay = 0.0
         self.missing_models: set[str] = set()
+        self.preload_gate: threading.Event | None = None  # set: a preload waits for it (a slow load)
 
     def preload(self, model_spec, device=None, dtype=None, *, allow_download=False, allow_pickle=False, emit=None):
         self.preloads.append((model_spec, device, dtype, allow_download))
+        if self.preload_gate is not None:
+            self.preload_gate.wait(30)
         if model_spec in self.missing_models:
             raise ModelError(f"There is no model at '{model_spec}': no such file or folder.")
         return SimpleNamespace(device="cpu")

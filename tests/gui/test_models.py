@@ -103,8 +103,8 @@ def test_model_manager_adds_a_folder_imports_a_checkpoint_and_uses_it(qtbot, win
     assert not dialog.import_checkpoint(ckpt) and "run code" in dialog.note.text()
 
     dialog.use.click()
-    assert settings.get("model") == str(imported)
     qtbot.waitUntil(lambda: fake_engine.preloads[-1] == (str(imported), None, None, False), timeout=5000)
+    qtbot.waitUntil(lambda: settings.get("model") == str(imported), timeout=5000)  # recorded once loaded
     qtbot.waitUntil(lambda: window.session.model_state == "loaded", timeout=5000)
     assert window.status_model.text() == "Model: fresh.safetensors (loaded)"
 
@@ -129,5 +129,5 @@ def test_download_only_when_asked_and_online(qtbot, window, fake_engine, monkeyp
     qtbot.waitUntil(lambda: window.session.model_state == "loaded" and len(fake_engine.preloads) == 3, timeout=5000)
     assert fake_engine.preloads[1:] == [("someone/sd15-finetune", None, None, True),
                                         ("someone/sd15-finetune", None, None, False)]
-    assert window.settings.get("model") == "someone/sd15-finetune"
+    qtbot.waitUntil(lambda: window.settings.get("model") == "someone/sd15-finetune", timeout=5000)  # once loaded
     dialog.close()

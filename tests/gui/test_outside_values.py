@@ -124,7 +124,7 @@ def test_a_project_written_by_another_retake_opens_with_what_this_one_knows(qtbo
     window.doc.undo.setClean()
     assert window.open_path(root)
     assert window.message.text.text() == ("house.retake was saved with method 'future-method' is unknown to this "
-                                          f"Retake ({app_version()}); p2p with its defaults is shown instead.")
+                                          f"Retake ({app_version()}); Prompt-to-Prompt with its defaults is shown instead.")
     assert window.doc.method_id == "p2p" and window.doc.source_prompt == "a house"
 
 
@@ -175,14 +175,15 @@ def test_the_settings_file_is_checked_before_it_is_used(qtbot, settings, fake_en
     try:
         text = window.message.text.text()
         assert window.message.isVisible() and text.startswith("Some saved settings could not be used")
-        assert all(name in text for name in ("precision", "autosave_minutes", "device", "model", "area", "feather"))
-        assert "precision 'float16' is not one of auto, fp16, bf16, fp32." in text
-        assert "feather '-3' is not between 0 and 512." in text
+        assert all(name in text for name in ("Precision", "Autosave every (minutes)", "Device", "Model", "Area",
+                                             "Edge feather"))
+        assert "Precision 'float16' is not one of auto, fp16, bf16, fp32." in text and "_" not in text
+        assert "Edge feather '-3' is not between 0 and 512." in text
         assert settings.request_options() == {"model": "demo", "device": None, "dtype": None, "max_side": None,
                                               "area": None, "area_padding": 32, "feather": 4}
         open_photo(qtbot, window, photo)  # a new project: the default steps are read
         assert window.doc.params["steps"] == 50
-        assert "default_steps 'abc' is not a whole number." in window.message.text.text()
+        assert "Default steps 'abc' is not a whole number." in window.message.text.text()
 
         settings.store.setValue("default_steps", "1")  # a whole number, but not a number of steps
         window.doc.undo.setClean()

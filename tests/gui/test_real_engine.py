@@ -22,6 +22,7 @@ def test_demo_model_edit_re_edit_and_cancel(qtbot, settings, photo):
         type_prompts(qtbot, window)
         window.method.editors["steps"].spin.setValue(5)
         window.method.editors["inner_steps"].spin.setValue(1)
+        window.method.editors["inversion"].combo.setCurrentText("null-text")  # this CPU starts p2p with direct
         final = run_and_wait(qtbot, window, timeout=300_000)
         assert isinstance(final, Done), final
         assert not final.reused_inversion

@@ -94,9 +94,9 @@ def test_a_segmenter_that_fails_is_said_and_the_tool_keeps_working(qtbot, settin
         open_photo(qtbot, window, photo)
         window.set_tool(Tool.SEGMENT)
         qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_point(window, 200, 200))
-        qtbot.waitUntil(lambda: window.tools.segment_note.isVisibleTo(window.tools), timeout=5000)
-        assert window.tools.segment_note.text() == ("Segmenting failed (RuntimeError: CUDA out of memory); "
-                                                    "painting still works.")
+        qtbot.waitUntil(window.message.isVisible, timeout=5000)
+        assert window.message.text.text() == "Segmenting failed (RuntimeError: CUDA out of memory); painting still works."
+        assert window.status_stage.text() == ""
         window.actions["mask_fill"].trigger()
         assert window.doc.masks["edit_mask"].all()
     finally:
@@ -114,8 +114,8 @@ def test_sam_runs_on_the_device_chosen_in_settings(qtbot, settings, fake_engine,
         open_photo(qtbot, window, photo)
         window.set_tool(Tool.SEGMENT)
         qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_point(window, 200, 200))
-        qtbot.waitUntil(lambda: window.tools.segment_note.isVisibleTo(window.tools), timeout=5000)
-        assert window.tools.segment_note.text().startswith("Device 'cuda:99' was requested")
+        qtbot.waitUntil(window.message.isVisible, timeout=5000)
+        assert window.message.text.text().startswith("Device 'cuda:99' was requested")
     finally:
         window.doc.undo.setClean()
         window.close()

@@ -56,11 +56,12 @@ def test_offline_the_download_says_so_and_how_to_add_the_file(window, monkeypatc
     assert not window.welcome.downloader.running
 
 
-def test_a_file_already_downloaded_is_used_without_downloading(window, tmp_path) -> None:
+def test_a_file_already_downloaded_is_used_without_downloading(qtbot, window, tmp_path) -> None:
     folder = tmp_path / "models"
     folder.mkdir()
     (folder / "v1-5-pruned-emaonly.safetensors").write_bytes(b"checked earlier")
     window.settings.set("models_dir", str(folder))
     assert window.welcome.download()
-    assert window.settings.get("model") == str(folder / "v1-5-pruned-emaonly.safetensors")
+    chosen = str(folder / "v1-5-pruned-emaonly.safetensors")
+    qtbot.waitUntil(lambda: window.settings.get("model") == chosen, timeout=5000)  # recorded once it loaded
     assert not window.welcome.downloader.running

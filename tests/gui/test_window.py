@@ -115,9 +115,9 @@ def test_segment_without_a_checkpoint_explains_and_painting_still_works(qtbot, s
         open_photo(qtbot, window, photo)
         window.set_tool(Tool.SEGMENT)
         qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=view_point(window, 200, 200))
-        qtbot.waitUntil(lambda: window.tools.segment_note.isVisibleTo(window.tools), timeout=5000)
-        assert "checkpoint" in window.tools.segment_note.text()
-        assert "sam_vit_b" in window.tools.segment_note.text()
+        qtbot.waitUntil(window.message.isVisible, timeout=5000)
+        assert "checkpoint" in window.message.text.text()
+        assert "sam_vit_b" in window.message.text.text()
         window.actions["mask_fill"].trigger()
         assert window.doc.masks["edit_mask"].all()
     finally:
