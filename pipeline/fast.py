@@ -56,12 +56,18 @@ class FastOptions:
     """How the fast path runs where it runs (CUDA; anywhere with `emulate`).
 
     graphs: replay the UNet calls of a run as CUDA graphs.
+    optimisation_graphs: capture each optimisation loop's whole iteration (pipeline.optimise.Minimiser).
+        Off by default: on an H100 (bench/results/speed-nvidia-h100-80gb-hbm3.md) null-text's and TOLI's
+        captured iterations matched eager, but the first capture at demo-tiny's shapes failed in cuBLASLt
+        and left the allocator recording into the graphs' pool (later captures then failed), and the
+        mapping training's one graph per step grew the pool to 67 GiB before running out of memory.
     optimise: precision of the matrix products of what is optimised: "tf32" or "fp32" (the eager path's).
     emulate: capture by recording and replaying operations instead of CUDA graphs, on any device
         (tests only: it is slower than eager).
     """
 
     graphs: bool = True
+    optimisation_graphs: bool = False
     optimise: str = "tf32"
     emulate: bool = False
 

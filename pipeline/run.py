@@ -125,7 +125,7 @@ class RunContext:
 
         if self.graphs is not None and not torch.is_grad_enabled():
             return self.graphs(noise, z, t, emb, control, precise)
-        if self._capture is not None and isinstance(t, int):  # a captured iteration cannot make it from the host
+        if self._optimisation_capture is not None and isinstance(t, int):  # a captured iteration cannot make it from the host
             if t not in self._timesteps:
                 self._timesteps[t] = torch.tensor(t, dtype=torch.int64, device=self.device)
             t = self._timesteps[t]
@@ -134,11 +134,16 @@ class RunContext:
     # -- optimisation ---------------------------------------------------------------------------
     def minimiser(self, params: Sequence[torch.Tensor], loss: Loss) -> Minimiser:
         """Adam on `params` against `loss`, its iterations captured on the fast path (pipeline.optimise)."""
-        return Minimiser(params, loss, self.cancel, self._capture)
+        return Minimiser(params, loss, self.cancel, self._optimisation_capture)
 
     def loop_inputs(self) -> LoopInputs:
         """The inputs of a minimiser's loss (pipeline.optimise.LoopInputs), static on the fast path."""
-        return LoopInputs(self.device, static=self._capture is not None)
+        return LoopInputs(self.device, static=self._optimisation_capture is not None)
+
+    @property
+    def _optimisation_capture(self) -> Capture | None:
+        captured = self.fast is not None and self.fast.optimisation_graphs
+        return self._capture if captured else None
 
     # -- text and images ------------------------------------------------------------------------
     def encode_text(self, prompts: list[str]) -> torch.Tensor:

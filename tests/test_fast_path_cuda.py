@@ -4,8 +4,10 @@ SD-1.5-sized weights). The emulated tests (tests/test_fast_path.py) prove the co
 bit for bit; what only a GPU shows is here: a capture CUDA refuses (a host sync the CPU does not need,
 a copy from pageable memory), a memory pool shared by a run's graphs overwriting what one of them keeps,
 and TF32 moving an optimisation. Gates: every method's fast edit within 40 dB PSNR of its eager edit
-with no capture falling back to eager; null-text's reconstruction error on the fast path (captured
-Adam, TF32, early stop decided on the GPU) within 5% of the eager fp32 path's."""
+with no capture falling back to eager; null-text's reconstruction error on the fast path (TF32, its
+calls without gradients replayed) within 5% of the eager fp32 path's. The captured Adam iteration
+(FastOptions.optimisation_graphs, off by default) is not gated here: its first capture at demo-tiny's
+shapes failed on an H100 (pipeline.fast says how)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 import torch
 
 from pipeline.events import CancelToken
+from pipeline.fast import FastOptions
 from pipeline.images import load_image, to_tensor
 from pipeline.methods.base import Inputs
 from pipeline.methods.p2p import P2PParams, PromptToPrompt
@@ -40,7 +43,7 @@ def gpu_bundle(cache_dir):
 
 
 def _context(bundle: Any, fast: bool) -> RunContext:
-    return RunContext(bundle, CancelToken(), lambda event: None, RunOptions(seed=0, **({} if fast else {"fast": None})))
+    return RunContext(bundle, CancelToken(), lambda event: None, RunOptions(seed=0, fast=FastOptions() if fast else None))
 
 
 def _on_device(inputs: Inputs) -> Inputs:

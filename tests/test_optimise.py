@@ -48,7 +48,7 @@ def test_a_captured_iteration_is_adam_with_the_same_early_stop():
 def test_null_text_through_the_captured_iteration_lands_where_eager_does(demo_bundle, demo_latent):
     schedule = DDIMSchedule(demo_bundle.scheduler, 4)
     results = []
-    for options in (RunOptions(), RunOptions(fast=FastOptions(emulate=True))):
+    for options in (RunOptions(), RunOptions(fast=FastOptions(emulate=True, optimisation_graphs=True))):
         ctx = RunContext(demo_bundle, CancelToken(), lambda event: None, options)
         cond, null = ctx.encode_text(["a house"]), ctx.encode_text([""])
         trajectory = ddim_invert(ctx, schedule, demo_latent, cond)
@@ -62,7 +62,7 @@ def test_stylediffusion_training_through_the_captured_iteration_lands_where_eage
     bundle = with_parts(demo_bundle, (IMAGE_ENCODER,))
     schedule = DDIMSchedule(bundle.scheduler, 3)
     results = []
-    for options in (RunOptions(), RunOptions(fast=FastOptions(emulate=True))):
+    for options in (RunOptions(), RunOptions(fast=FastOptions(emulate=True, optimisation_graphs=True))):
         ctx = RunContext(bundle, CancelToken(), lambda event: None, options)
         cond, uncond = ctx.encode_text(["a house in a meadow"]), ctx.encode_text([""])
         maps = CrossMaps()
