@@ -1,9 +1,10 @@
 """Adam on a loss, for the gradient loops (null-text's per-step embeddings, TOLI's text embedding,
-StyleDiffusion's mapping networks): eagerly as the authors' code does it, or on the fast path as one
-captured iteration replayed.
+StyleDiffusion's mapping networks): eagerly as the authors' code does it, or on the fast path with
+`FastOptions.optimisation_graphs` (off by default: pipeline.fast says why) as one captured iteration
+replayed.
 
 Eagerly, each iteration is PyTorch's Adam after a backward pass, and an early stop reads the loss on
-the host (`loss.item()`), as before the fast path. On the fast path the whole iteration (the UNet
+the host (`loss.item()`), as before the fast path. When captured, the whole iteration (the UNet
 forward in fp32, the backward, the Adam update and the early-stop rule) is captured once as a CUDA
 graph and replayed: the loss never goes to the host, so a run of iterations is launched without a
 single wait for the GPU. The early stop is the same rule decided on the device: the iteration whose

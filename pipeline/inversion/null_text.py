@@ -5,8 +5,8 @@ DDIM inversion at guidance 1 gives the pivot trajectory z*_0..z*_T. Guided sampl
 drifts away from it; for each step we optimise the unconditional embedding so that one guided DDIM
 step from the current latent lands on z*_{t-1}, then advance with it. Everything here runs in
 fp32, whatever the sampling precision (the optimisation fails in fp16); on the fast path with TF32
-matrix products, and each step's Adam iterations replay one captured CUDA graph with the early stop
-decided on the GPU (pipeline.optimise.Minimiser).
+matrix products, where with `FastOptions.optimisation_graphs` each step's Adam iterations replay one
+captured CUDA graph with the early stop decided on the GPU (pipeline.optimise.Minimiser).
 
 The authors' schedule is stated for 50 steps: learning rate 1e-2 * (1 - i/100) and early-stop
 tolerance 1e-5 + i * 2e-5. For other step counts we keep the same start and end values, scaling i

@@ -15,8 +15,8 @@ at 30 steps), each a guided DDIM step at 7.5 from the current latent with the ""
 computed once without gradients, loss = MSE to z*_{t-1} + weight * the sum over the 16x16 (at 512 px)
 cross-attention layers of the down and up blocks of the MSE between the maps and those DDIM inversion
 made (weight 1); stop early below 1e-5 + i * 2e-5; then advance the latent with the trained network.
-Everything runs in fp32 (TF32 matrix products on the fast path, where each step's iterations replay
-one captured CUDA graph with the early stop decided on the GPU: pipeline.optimise.Minimiser). For
+Everything runs in fp32 (TF32 matrix products on the fast path, where each step's iterations may
+replay one captured CUDA graph with the early stop decided on the GPU: pipeline.optimise.Minimiser). For
 step counts other than the authors' 30, i is scaled by 30 / steps in the
 learning rate, the iteration count and the tolerance, so they keep their start and end values.
 
