@@ -115,6 +115,13 @@ class Canvas(QGraphicsView):
         self.zoom_label = QLabel(self)
         self.zoom_label.setStyleSheet("background: rgba(20, 20, 22, 170); color: #ddd; padding: 1px 5px;")
         self.zoom_label.setToolTip("Zoom: 100% is one photo pixel per screen pixel (Ctrl+1); F fits the photo.")
+        self.draft_badge = QLabel("Draft — not saved; Run makes the result", self)
+        self.draft_badge.setObjectName("draftBadge")
+        self.draft_badge.setStyleSheet("background: rgba(190, 120, 20, 220); color: white; font-weight: 600; "
+                                       "padding: 3px 8px; border-radius: 3px;")
+        self.draft_badge.setToolTip("A live draft of your change, from the stored inversion: nothing is written "
+                                    "into the project until you press Run (Run > Live drafts turns drafts off).")
+        self.draft_badge.hide()
         self.click_items: list[QGraphicsEllipseItem] = []
 
         self.tool = Tool.BRUSH
@@ -124,6 +131,7 @@ class Canvas(QGraphicsView):
         self.mask_visible = True
         self.split = 1.0  # the share of the width (from the left) that shows the result
         self.override: Image.Image | None = None  # a timeline step shown instead of the result
+        self.draft: Image.Image | None = None  # a live draft shown instead of the result (below a step)
         self.points: list[tuple[float, float]] = []
         self.labels: list[int] = []
         self._result_pixmap: QPixmap | None = None
@@ -230,9 +238,11 @@ class Canvas(QGraphicsView):
     def refresh_result(self) -> None:
         """Show the override (a timeline step) or the current result (read by the session's I/O thread),
         clipped by the compare split."""
-        picture = self.override if self.override is not None else self.session.result_image
+        picture = next((p for p in (self.override, self.draft, self.session.result_image) if p is not None), None)
         if self.on_reference():
             picture = None  # results belong to the photo
+        self.draft_badge.setVisible(picture is not None and picture is self.draft)
+        self._place_badge()
         self._result_pixmap = self.session.pixmap(picture) if picture is not None else None
         if self._result_pixmap is not None and self.doc.image is not None:
             left, top, right, bottom = self._shown_box()
@@ -255,6 +265,19 @@ class Canvas(QGraphicsView):
         if image is not None and self.split == 0.0:
             self.split = 1.0
         self.refresh_result()
+
+    def show_draft(self, image: Image.Image | None) -> None:
+        """Show a live draft (at the photo's size) in place of the result, badged as a draft (None: no draft)."""
+        self.draft = image
+        if image is not None and self.split == 0.0:
+            self.split = 1.0
+        self.refresh_result()
+
+    def _place_badge(self) -> None:
+        view = self.viewport().geometry()
+        self.draft_badge.adjustSize()
+        self.draft_badge.move(view.left() + 6, view.top() + 6)
+        self.draft_badge.raise_()
 
     def set_split(self, fraction: float) -> None:
         self.split = min(max(fraction, 0.0), 1.0)
@@ -327,6 +350,7 @@ class Canvas(QGraphicsView):
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         self._place_zoom_label()
+        self._place_badge()
         if self.fitted:
             self.fit()
 

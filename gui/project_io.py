@@ -202,8 +202,9 @@ def save_document(path: Path, state: DocumentState) -> None:
 
 
 def build_request(project: Path, state: DocumentState, options: dict[str, Any], scratch: Path,
-                  preview_side: int = 160) -> Any:
-    """The EditRequest of the document as it stands, with a cheap preview at every step.
+                  preview_side: int = 160, preview_every: int = 1) -> Any:
+    """The EditRequest of the document as it stands, with a cheap preview every `preview_every` steps
+    (0: none, a draft's).
 
     Every input the method declares is given as the window shows it: masks and reference pictures as
     PNG files in `scratch`, with the reference's prompt; an input the document lacks (an unpainted
@@ -229,7 +230,7 @@ def build_request(project: Path, state: DocumentState, options: dict[str, Any], 
             prompts[spec.name] = ref.prompt
     return EditRequest(target_prompt=state.target_prompt, source_prompt=state.source_prompt,
                        project=str(project), method=state.method_id, params=dict(state.params), inputs=inputs,
-                       input_prompts=prompts, preview_every=1, preview_side=preview_side, **options)
+                       input_prompts=prompts, preview_every=preview_every, preview_side=preview_side, **options)
 
 
 def png_settings(path: Path) -> dict[str, Any] | None:

@@ -3,7 +3,8 @@
 The Document (gui.document) holds what the artist edits and Undo undoes. The session holds the rest,
 in one place a window, the timeline and later features read: the engine client and whether it is
 ready (`engine`), the model in use and its state (`model_state`, `model`), the run in flight and the
-previews, latents and decodes of the latest run (`run`), the project's history of results
+previews, latents and decodes of the latest run (`run`), the live draft in flight or on screen
+(`draft`: a run without its commit, `Engine.draft`, which writes nothing), the project's history of results
 (`results`, `current_result`, `inversions`, `result_image`, and what the I/O thread made ready for
 the screen), and the project-I/O worker that opens, saves, refreshes and prunes projects off the UI
 thread (`io`, `io_busy`). As krita-ai-diffusion keeps its client, job queue and document apart, the
@@ -61,11 +62,30 @@ class RunState:
     model: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class DraftState:
+    """The live draft: the one asked for last (`serial`, made from the document `state`), whether it is
+    in flight and how far, and what is on screen: its picture, or `note` saying why there is none
+    (the settings need a run, or the draft failed)."""
+
+    serial: int = 0
+    state: DocumentState | None = None
+    running: bool = False
+    stage: str = ""
+    step: int = 0
+    total: int = 0
+    image: Image.Image | None = None
+    seconds: float = 0.0
+    note: str = ""
+    model: dict[str, Any] = field(default_factory=dict)
+
+
 class EditSession(QObject):
     """The engine client, the model, the run, the project's history and the project-I/O worker."""
 
     runChanged = Signal()
     runFinished = Signal(object)  # the final event, once the session has taken it in
+    draftChanged = Signal()  # the draft started, progressed, ended, was shown or cleared
     progressed = Signal(object)  # a Progress event of the run
     previewed = Signal(object)  # a Preview event of the run
     noticed = Signal(str)  # a Notice of the run
@@ -83,6 +103,11 @@ class EditSession(QObject):
         self.engine = EngineClient(engine_factory, self)
         self.io = IoWorker(self)
         self.run = RunState()
+        self.draft = DraftState()
+        self._job = ""  # what the engine is doing for this session: "run", "draft" or ""
+        self._queued_run: tuple[Path, DocumentState, dict[str, Any]] | None = None  # waits for a draft to stop
+        self._draft_started = 0.0
+        self._draft_in_flight = 0  # the serial of the draft the engine is making
         self.model_state = "waiting for the engine"
         self.model: dict[str, Any] = {}  # the options of the model in use (or loading)
         self.device = ""  # the engine's device as the status bar names it ("CPU", "NVIDIA H100 (cuda:0)")
@@ -115,7 +140,12 @@ class EditSession(QObject):
 
     @property
     def running(self) -> bool:
-        return self.engine.busy
+        """A run (not a draft) is in flight or waits for the draft in flight to stop."""
+        return (self.engine.busy and self._job == "run") or self._queued_run is not None
+
+    @property
+    def drafting(self) -> bool:
+        return self.engine.busy and self._job == "draft"
 
     @property
     def io_busy(self) -> str:
@@ -158,9 +188,18 @@ class EditSession(QObject):
 
     # -- runs ---------------------------------------------------------------------------------------
     def start_run(self, project: Path, state: DocumentState, options: dict[str, Any]) -> bool:
-        """Send the document's state to the engine (False when it is not ready or already running)."""
-        if self.engine.busy or not self.engine.is_ready:
+        """Send the document's state to the engine (False when it is not ready or already running); a
+        draft in flight is cancelled and the run starts once it has stopped. The draft on screen goes."""
+        if self.running or not self.engine.is_ready:
             return False
+        self.clear_draft()
+        if self.drafting:  # cancelled by clear_draft: the run starts when it has stopped
+            self._queued_run = (project, state, dict(options))
+            self.runChanged.emit()
+            return True
+        if self.engine.busy:
+            return False
+        self._job = "run"
         scratch = Path(self._scratch.name)
         self.run = RunState(running=True, serial=self.run.serial + 1, model=dict(options))
         self._decode_asked.clear()
@@ -171,21 +210,85 @@ class EditSession(QObject):
         return started
 
     def cancel(self) -> None:
-        self.engine.cancel()
+        """Stop the run (a run waiting for a draft to stop is dropped)."""
+        if self._queued_run is not None:
+            self._queued_run = None
+            self.runChanged.emit()
+        if self._job == "run":
+            self.engine.cancel()
+
+    # -- live drafts --------------------------------------------------------------------------------
+    def start_draft(self, project: Path, state: DocumentState, options: dict[str, Any]) -> bool:
+        """Make a draft of the document's state (`Engine.draft`: the stored inversion only, nothing
+        written); False when the engine is busy or not ready. Its picture is shown (`draft.image`) only
+        if it is still the draft asked for last and the document still is `state` when it comes."""
+        if self.engine.busy or not self.engine.is_ready:
+            return False
+        scratch = Path(self._scratch.name)
+        self._job = "draft"
+        self.draft.serial += 1
+        self._draft_in_flight = self.draft.serial
+        self.draft.state, self.draft.running = state, True
+        self.draft.stage, self.draft.step, self.draft.total = "", 0, 0
+        self.draft.model = dict(options)
+        self._draft_started = time.monotonic()
+        started = self.engine.submit(lambda: project_io.build_request(project, state, options, scratch,
+                                                                      preview_every=0), draft=True)
+        self.draftChanged.emit()
+        return started
+
+    def cancel_draft(self) -> None:
+        """Stop the draft in flight (its picture, if it still comes, is not shown)."""
+        if self.drafting:
+            self.draft.serial += 1  # whatever the draft in flight makes is stale now
+            self.engine.cancel()
+
+    def clear_draft(self) -> None:
+        """Take the draft off the screen (a run, another project)."""
+        self.cancel_draft()
+        if self.draft.image is not None or self.draft.note:
+            self.draft.image, self.draft.note = None, ""
+            self.draftChanged.emit()
+
+    def _on_draft_event(self, event: Any) -> None:
+        from pipeline.events import Progress
+
+        if isinstance(event, Progress):  # previews and notices of a draft are not shown (a run's are)
+            draft = self.draft
+            self._on_loading(event, draft.model)
+            draft.stage, draft.step, draft.total = event.stage, event.step, event.total
+            self.draftChanged.emit()
+
+    def _on_draft_finished(self, final: Any, serial: int) -> None:
+        from pipeline.events import Drafted, Failed
+
+        draft = self.draft
+        draft.running = False
+        current = serial == draft.serial and draft.state is not None and self.doc.matches(draft.state)
+        if current and isinstance(final, Drafted):
+            draft.image, draft.note = final.image, ""
+            draft.seconds = time.monotonic() - self._draft_started
+        elif current and isinstance(final, Failed):
+            draft.image, draft.note = None, final.message
+        self.draftChanged.emit()
+        if self._queued_run is not None:
+            queued, self._queued_run = self._queued_run, None
+            self.start_run(*queued)
 
     def run_seconds(self) -> float:
         return time.monotonic() - self._run_started
 
     def _on_event(self, event: Any) -> None:
-        from pipeline.events import Notice, Preview, Progress, Stage
+        from pipeline.events import Notice, Preview, Progress
 
+        if self._job == "draft":
+            self._on_draft_event(event)
+            return
         run = self.run
         if isinstance(event, Progress):
             if event.total > 1:
                 run.totals[event.stage] = event.total
-            if event.stage == Stage.LOADING_MODEL:
-                self.model = dict(run.model)
-                self._on_model_state("loading…" if event.step < event.total else "loaded", "")
+            self._on_loading(event, run.model)
             run.stage, run.step, run.total, run.eta_s = event.stage, event.step, event.total, event.eta_s
             self.progressed.emit(event)
         elif isinstance(event, Preview):
@@ -200,9 +303,21 @@ class EditSession(QObject):
             self.noticed.emit(event.message)
         self.runChanged.emit()
 
+    def _on_loading(self, event: Any, options: dict[str, Any]) -> None:
+        """A run or a draft loads the model `options` name: it is the model in use now."""
+        from pipeline.events import Stage
+
+        if event.stage == Stage.LOADING_MODEL:
+            self.model = dict(options)
+            self._on_model_state("loading…" if event.step < event.total else "loaded", "")
+
     def _on_finished(self, final: Any) -> None:
         from pipeline.events import Done
 
+        job, self._job = self._job, ""
+        if job == "draft":
+            self._on_draft_finished(final, self._draft_in_flight)
+            return
         self.run.running = False
         if isinstance(final, Done):
             self._on_model_state("loaded", "")
@@ -252,10 +367,11 @@ class EditSession(QObject):
         self.currentResultChanged.emit()
 
     def set_current_result(self, index: int) -> None:
-        """Show another result of the history (its picture is read on the I/O thread)."""
+        """Show another result of the history (its picture is read on the I/O thread) instead of a draft."""
         index = index if -1 <= index < len(self.results) else -1
         if index == self.current_result:
             return
+        self.clear_draft()  # the artist asked to see that result
         self.current_result, self.result_image = index, None
         self.currentResultChanged.emit()
         if index >= 0 and (project := self.doc.project_path) is not None:
@@ -310,6 +426,7 @@ class EditSession(QObject):
         def done(task: Task) -> None:
             if task.ok:
                 opened: OpenedProject = task.result
+                self.clear_draft()
                 self.run = RunState(serial=self.run.serial + 1)
                 self.shown = opened.shown
                 self.doc.load(opened.path, opened.image, opened.state)

@@ -36,19 +36,21 @@ Steps and guidance keep the methods' defaults (50, 7.5), which the benchmark and
 DEFAULTS: dict[str, Any] = {
     "model": "demo", "device": "auto", "precision": "auto", "sam_checkpoint": "", "default_steps": 50,
     "max_side": 0, "projects_dir": "", "autosave_minutes": 2, "models_dir": "",
-    "image_encoder": "", "area": "", "area_padding": 32, "feather": 4,
+    "image_encoder": "", "area": "", "area_padding": 32, "feather": 4, "live_drafts": "auto",
 }
 """`area` "" is automatic (a crop around the mask when the photo is larger than the working size), else
-"whole" or "region"; `area_padding` and `feather` are photo pixels (pipeline.area, pipeline.images)."""
+"whole" or "region"; `area_padding` and `feather` are photo pixels (pipeline.area, pipeline.images);
+`live_drafts` "auto" drafts a change when the engine's device is a GPU (gui.drafts)."""
 LABELS = {"sam_checkpoint": "The Segment Anything checkpoint", "default_steps": "Default steps",
           "max_side": "The working size", "projects_dir": "The projects folder",
           "autosave_minutes": "Autosave every (minutes)", "models_dir": "The model folder",
-          "area_padding": "Crop padding", "feather": "Edge feather"}
+          "area_padding": "Crop padding", "feather": "Edge feather", "live_drafts": "Live drafts"}
 """How the settings are named to people (as the Settings dialog names them): never by their file keys."""
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),  # or cuda:N, one GPU of several
     "precision": ("auto", "fp16", "bf16", "fp32"),  # the engine's sampling precisions (pipeline.models)
     "area": ("", "whole", "region"),  # "": a crop around the mask when the photo is larger than the working size
+    "live_drafts": ("auto", "on", "off"),  # auto: on with a GPU, off on a CPU
 }
 CUDA_DEVICE = re.compile(r"cuda:\d{1,3}")
 RANGES: dict[str, tuple[int, int]] = {"default_steps": (1, 10_000), "max_side": (0, 4096), "autosave_minutes": (0, 600),
@@ -249,6 +251,13 @@ class SettingsDialog(QDialog):
         self.autosave.setSuffix(" min (0: off)")
         self.autosave.setValue(settings.get("autosave_minutes"))
         form.addRow("Autosave every", self.autosave)
+        self.live_drafts = QComboBox()
+        for text, value in (("automatic: on with a GPU, off on a CPU", "auto"), ("on", "on"), ("off", "off")):
+            self.live_drafts.addItem(text, value)
+        self.live_drafts.setCurrentIndex(self.live_drafts.findData(settings.get("live_drafts")))
+        self.live_drafts.setToolTip("Once a photo's inversion is stored, draft each change of the target prompt, a "
+                                    "word or a parameter after a short pause, without saving it (Run > Live drafts).")
+        form.addRow("Live drafts", self.live_drafts)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         guard_wheel(self)
         buttons.accepted.connect(self.accept)
@@ -298,7 +307,8 @@ class SettingsDialog(QDialog):
         """Record what takes effect at once; the model, device and precision wait for the model to load."""
         values = {"image_encoder": self.image_encoder.text().strip(), "sam_checkpoint": self.sam.text().strip(),
                   "default_steps": self.steps.value(), "max_side": self.max_side.value(),
-                  "projects_dir": self.projects_dir.text().strip(), "autosave_minutes": self.autosave.value()}
+                  "projects_dir": self.projects_dir.text().strip(), "autosave_minutes": self.autosave.value(),
+                  "live_drafts": self.live_drafts.currentData()}
         for name, value in values.items():
             self.settings.set(name, value)
         super().accept()

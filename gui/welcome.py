@@ -1,55 +1,41 @@
 """The welcome view: what an empty window offers, so a new user's first minute goes somewhere.
 
 It lies over the canvas while no photo or project is open (a fresh install's first start, or after
-closing a project) and offers three ways in: try a bundled demo scene (each scene of
-pipeline.demo_model.DEMO_SCENES, with its prompts filled in, on the demo model, copied into the app's
-data folder so its project is not written inside the installation); use a Stable Diffusion 1.x model
-the machine already has (the Models dialog: diffusers folders, single-file .safetensors, the Hugging
-Face cache, AUTOMATIC1111 and ComfyUI model folders); or download SD 1.5 when the user presses
-Download, with progress, resume and checksum (gui.download), saying plainly offline how to add the
-file by hand. Opening any photo or project hides it.
+closing a project) and offers three ways in: try a bundled demo scene (each scene of the registry,
+pipeline.demo_scenes, listed and opened by gui.demo_scenes as File > Open demo scene does); use a Stable
+Diffusion 1.x model the machine already has (the Models dialog: diffusers folders, single-file
+.safetensors, the Hugging Face cache, AUTOMATIC1111 and ComfyUI model folders); or download SD 1.5 when
+the user presses Download, with progress, resume and checksum (gui.download), saying plainly offline how
+to add the file by hand. Opening any photo or project hides it.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QEvent, QObject, QStandardPaths, Qt
+from PySide6.QtCore import QEvent, QObject, QSize, Qt
 from PySide6.QtWidgets import (
-    QFileDialog, QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout,
+    QFileDialog, QFrame, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout,
 )
 
+from gui.demo_scenes import ICON_SIDE, describe, open_demo_scene, read_scenes, scene_icon
 from gui.download import CATALOGUE, Downloadable, Downloader
+from gui.io_worker import Task
 from gui.models_dialog import offline_reason
 
 if TYPE_CHECKING:
     from gui.window import MainWindow
+    from pipeline.demo_scenes import DemoScene
 
+SCENE_TITLE_WIDTH = 290
+"""Pixels of a scene button's title (two columns in the card); a longer title is elided, whole in its tooltip."""
 STYLE = """
 #welcome { background: palette(window); }
 #welcomeCard { background: palette(base); border: 1px solid palette(mid); border-radius: 10px; }
 #welcomeTitle { font-size: 20pt; font-weight: 600; }
 #welcomeSection { font-size: 12pt; font-weight: 600; margin-top: 10px; }
 """
-
-
-def demo_scenes() -> list:
-    """The demo scenes to offer (imported late: pipeline.demo_model is light, but keeps the window's start free)."""
-    from pipeline.demo_model import DEMO_SCENES
-
-    return list(DEMO_SCENES)
-
-
-def demo_copy(image: Path) -> Path:
-    """A copy of a bundled scene in the app's data folder, where its project may be written."""
-    folder = Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "demo-scenes"
-    target = folder / image.name
-    if not target.exists() or target.read_bytes() != image.read_bytes():
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(image, target)
-    return target
 
 
 class WelcomeView(QFrame):
@@ -60,7 +46,7 @@ class WelcomeView(QFrame):
         self.main = window
         self.setObjectName("welcome")
         self.setStyleSheet(STYLE)
-        self.scenes = demo_scenes()
+        self.scenes: list[DemoScene] = []
         self.downloader = Downloader(self)
 
         card = QFrame()
@@ -75,15 +61,11 @@ class WelcomeView(QFrame):
                                     "what it should become. Or start here:"))
 
         column.addWidget(self._section("Try a demo scene"))
-        self.scene_buttons = []
-        for index, scene in enumerate(self.scenes):
-            button = QPushButton(f"{scene.image.stem.replace('_', ' ').capitalize()}:  “{scene.source}”  →  "
-                                 f"“{scene.target}”")
-            button.setToolTip("Opens the scene with its prompts filled in, on the demo model "
-                              "(a small model trained on such toy scenes, not on photos): press Run edit.")
-            button.clicked.connect(lambda _checked=False, i=index: self.try_scene(i))
-            column.addWidget(button)
-            self.scene_buttons.append(button)
+        self.scenes_note = self._text("The demo scenes are listed once the engine has loaded…")
+        column.addWidget(self.scenes_note)
+        self.scene_grid = QGridLayout()
+        column.addLayout(self.scene_grid)
+        self.scene_buttons: list[QPushButton] = []
 
         column.addWidget(self._section("Use a Stable Diffusion 1.x model you have"))
         column.addWidget(self._text("A diffusers folder, a single-file .safetensors checkpoint, a model in the "
@@ -133,7 +115,10 @@ class WelcomeView(QFrame):
         self.downloader.failed.connect(self._on_download_failed)
         window.doc.projectChanged.connect(self.update_visibility)
         window.engine.ready.connect(lambda _tokenizer: self._set_model_buttons(True))
+        window.engine.ready.connect(lambda _tokenizer: self.read_scenes())
         self._set_model_buttons(window.engine.is_ready)
+        if window.engine.is_ready:
+            self.read_scenes()
         window.canvas.installEventFilter(self)
         self.setGeometry(window.canvas.rect())
         self.update_visibility()
@@ -162,16 +147,30 @@ class WelcomeView(QFrame):
             button.setToolTip("" if ready else "Available once the engine has loaded (see the status bar).")
 
     # -- demo scenes ----------------------------------------------------------------------------------
-    def try_scene(self, index: int) -> None:
-        """Open demo scene `index` on the demo model, its prompts filled in."""
-        from gui.app import open_with_prompts  # gui.app imports the window, which imports this module
+    def read_scenes(self) -> Task:
+        """Read the registry on the project-I/O thread, then offer a button per scene."""
+        return self.main.session.io.submit("Reading the demo scenes", read_scenes, self._show_scenes, exclusive=False)
 
-        scene = self.scenes[index]
-        if (self.main.settings.get("model") or "demo") != "demo":
-            self.main.use_model("demo")
-            self.main.message.show_message("The demo scenes use the demo model, which loads now "
-                                             "(Model > Models switches back).", error=False)
-        open_with_prompts(self.main, demo_copy(scene.image), scene.source, scene.target)
+    def _show_scenes(self, task: Task) -> None:
+        if not task.ok:
+            self.scenes_note.setText(f"The demo scenes could not be read: {task.error}")
+            return
+        self.scenes = task.result
+        self.scenes_note.setText("Each opens with its prompts and settings filled in, on the demo model (a small "
+                                 "model trained on such toy scenes, not on photos): press Run edit.")
+        for index, scene in enumerate(self.scenes):
+            title = self.fontMetrics().elidedText(scene.title, Qt.TextElideMode.ElideRight, SCENE_TITLE_WIDTH)
+            button = QPushButton(scene_icon(scene), title)
+            button.setIconSize(QSize(ICON_SIDE // 2, ICON_SIDE // 2))
+            button.setStyleSheet("text-align: left; padding: 4px;")
+            button.setToolTip(describe(scene))
+            button.clicked.connect(lambda _checked=False, i=index: self.try_scene(i))
+            self.scene_grid.addWidget(button, index // 2, index % 2)
+            self.scene_buttons.append(button)
+
+    def try_scene(self, index: int) -> bool:
+        """Open demo scene `index` (gui.demo_scenes.open_demo_scene)."""
+        return open_demo_scene(self.main, self.scenes[index])
 
     # -- models the user has --------------------------------------------------------------------------
     def _choose_folder(self) -> None:

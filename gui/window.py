@@ -24,7 +24,9 @@ from PySide6.QtWidgets import (
 
 from gui import batch_dialog, project_io, restore
 from gui.canvas import Canvas, Tool
+from gui.demo_scenes import choose_demo_scene
 from gui.document import Document
+from gui.drafts import LiveDrafts
 from gui.estimate import LONG_RUN_S, Estimate, estimate, stored_stages
 from gui.guard import explain, guarded
 from gui.guide import GuideWindow, guide_path
@@ -50,7 +52,7 @@ from pipeline.events import Stage
 
 BRUSH_STEP = 1.25
 MANIFEST_NAME = "project.json"  # a project's manifest, dropped or chosen: its folder is opened
-BLOCKED_BY_IO = ("new", "open", "save_as", "load_png", "paste", "free_space")
+BLOCKED_BY_IO = ("new", "open", "demo_scene", "save_as", "load_png", "paste", "free_space")
 """Actions refused while a project is being opened, saved, copied or pruned (Run too; Save waits)."""
 SAVE_FAILED_KEEPS = ("Your changes are kept in this window, unsaved; the project folder holds its last "
                      "complete save.")
@@ -109,6 +111,7 @@ class MainWindow(QMainWindow):
         column.addWidget(self.canvas, 1)
         self.setCentralWidget(centre)
 
+        self.drafts = LiveDrafts(self.doc, self.session, self.settings, self._draft_options, self)
         self.actions: dict[str, QAction] = {}
         self._make_actions()
         self.tools = ToolPanel(self.doc, self.canvas, self.actions, self.settings)
@@ -142,6 +145,7 @@ class MainWindow(QMainWindow):
         session.previewed.connect(guard("showing a step of the run")(self._on_preview))
         session.noticed.connect(lambda text: self.message.show_message(text, error=False))
         session.runFinished.connect(guard("showing the run's result")(self._on_finished))
+        session.draftChanged.connect(guard("showing the draft")(self._on_draft))
         session.stepDecoded.connect(guard("showing a decoded step")(self._on_decoded))
         session.ioChanged.connect(guard("showing the project's state")(self._on_io))
         session.io.failed.connect(lambda task: self._report_task(task, task.label.lower()))
@@ -230,6 +234,8 @@ class MainWindow(QMainWindow):
         a = self._action
         a("new", "&New project from image…", self._choose_image, k.New)
         a("open", "&Open project…", self._choose_project, k.Open)
+        a("demo_scene", "Open &demo scene…", lambda: choose_demo_scene(self), "Ctrl+Shift+N",
+          tip="A demo-world picture for each method, with its prompts and settings filled in")
         a("save", "&Save", self.save, k.Save)
         a("save_as", "Save &as…", self._choose_save_as, k.SaveAs)
         a("export", "&Export result…", self._choose_export, "Ctrl+E")
@@ -280,6 +286,9 @@ class MainWindow(QMainWindow):
         a("show_result", "Back to the &result", lambda: self.timeline.back_to_result(), "R")
         a("run", "&Run edit", self.run_edit, "Ctrl+Return", tip="Invert (once) and edit (Ctrl+Enter)")
         a("cancel", "&Cancel", self.cancel_run, "Esc", tip="Stop the run (Esc)")
+        a("live_drafts", "&Live drafts", lambda: self.drafts.set_enabled(self.actions["live_drafts"].isChecked()),
+          "Ctrl+L", checkable=True,
+          tip="Draft each change after a short pause, from the stored inversion, without saving it")
         a("shortcuts", "&Keyboard shortcuts", self.show_shortcuts, "F1")
         a("guide", "&User guide", self.show_guide, "Shift+F1")
         a("about", "&About Retake", self._about)
@@ -288,15 +297,15 @@ class MainWindow(QMainWindow):
     def _make_menus(self) -> None:
         bar = self.menuBar()
         menus = {
-            "&File": ["new", "open", "recent", "save", "save_as", None, "export", "load_png", "save_recipe", None,
-                      "models", "settings", None, "quit"],
+            "&File": ["new", "open", "recent", "demo_scene", "save", "save_as", None, "export", "load_png",
+                      "save_recipe", None, "models", "settings", None, "quit"],
             "&Edit": ["undo", "redo", None, "paste", None, "reference_load", "reference_paste"],
             "&View": ["fit", "actual", "zoom_in", "zoom_out", None, "compare", "show_mask", None, "step_prev",
                       "step_next", "show_result"],
             "&Tools": ["tool_brush", "tool_eraser", "tool_segment", "tool_pan", None, "brush_bigger",
                        "brush_smaller", "softer", "harder", None, "next_mask", "mask_fill", "mask_clear",
                        "mask_invert", "segment_clear"],
-            "&Run": ["run", "cancel"],
+            "&Run": ["run", "cancel", None, "live_drafts"],
             "&Project": ["free_space", "apply_folder"],
             "&Help": ["guide", "shortcuts", "about"],
         }
@@ -335,10 +344,13 @@ class MainWindow(QMainWindow):
         self.status_memory = QLabel("GPU memory: …")
         self.status_inversion = QLabel("Inversion: none")
         self.status_stage = QLabel()
+        self.status_draft = QLabel()
+        self.status_draft.setObjectName("statusDraft")
+        self.status_draft.setStyleSheet("color: rgb(230, 160, 50);")
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
         self.progress.setTextVisible(True)
-        for widget in (self.status_stage, self.progress):
+        for widget in (self.status_stage, self.progress, self.status_draft):
             bar.addWidget(widget)
         for widget in (self.status_inversion, self.status_model, self.status_device, self.status_memory,
                        self.status_engine):
@@ -347,7 +359,8 @@ class MainWindow(QMainWindow):
 
     # -- settings and layout --------------------------------------------------------------------
     def apply_settings(self) -> None:
-        """Take in the settings that apply at once (autosave, the segmenter's checkpoint, the status bar)."""
+        """Take in the settings that apply at once (live drafts, autosave, the SAM checkpoint, the status bar)."""
+        self.actions["live_drafts"].setChecked(self.drafts.enabled())
         minutes = self.settings.get("autosave_minutes")
         if minutes > 0:
             self.autosave_timer.start(minutes * 60_000)
@@ -447,6 +460,7 @@ class MainWindow(QMainWindow):
     def _on_status(self, status: dict) -> None:
         self.status_device.setText(f"Device: {status.get('device', '?')}")
         self.status_memory.setText(status.get("memory", ""))
+        self.actions["live_drafts"].setChecked(self.drafts.enabled())
 
     def _on_model_state(self, details: str) -> None:
         self._update_model_status()
@@ -564,6 +578,7 @@ class MainWindow(QMainWindow):
         path = self.doc.project_path
         if path is None or self.session.running or self._refused_while_busy():
             return False
+        self.session.clear_draft()  # a draft in flight reads the inversion this may drop
         task = self._run_io(f"Measuring what {path.name} can free", lambda: project_io.prunable(path))
         if not task.ok:
             self._report_task(task, f"measuring {path.name}", "Nothing was dropped.")
@@ -843,6 +858,7 @@ class MainWindow(QMainWindow):
         self.timeline.back_to_result()
         long_run = self.run_estimate()
         started = self.session.start_run(self.doc.project_path, self.doc.snapshot(), self.settings.request_options())
+        self._update_actions()  # a run waiting for a draft to stop is already a run: Cancel stops it
         if started and long_run is not None and long_run.seconds > LONG_RUN_S:
             self.message.show_message(long_run.sentence(), error=False)
         return started
@@ -890,6 +906,24 @@ class MainWindow(QMainWindow):
         elif isinstance(final, Failed):
             self.status_stage.setText("The run failed.")
             self.message.show_message(final.message)
+
+    def _draft_options(self) -> dict[str, Any] | None:
+        """What a draft runs with: a run's options, or None while a model choice loads (as Run waits)."""
+        return None if self.model_choice.pending_name() else self.settings.request_options()
+
+    def _on_draft(self) -> None:
+        """Show the live draft (gui.drafts) on the canvas, and in the status bar how it stands."""
+        draft = self.session.draft
+        self.canvas.show_draft(draft.image)
+        if draft.running:
+            steps = f" {draft.step}/{draft.total}" if draft.total > 1 else ""
+            text = f"Draft: {draft.stage or 'starting'}{steps}…"
+        elif draft.image is not None:
+            text = f"Draft ({draft.seconds:.1f} s), not saved: Run makes the result."
+        else:
+            text = f"No draft: {draft.note}" if draft.note else ""
+        self.status_draft.setText(text)
+        self.status_draft.setToolTip(draft.note)
 
     # -- timeline steps -------------------------------------------------------------------------
     def show_step(self, stage: str, step: int) -> None:
@@ -964,6 +998,7 @@ class MainWindow(QMainWindow):
         self._save_layout()
         self.autosave_timer.stop()
         self.prompts.stop_checks()
+        self.drafts.shutdown()
         if self.models_dialog is not None:
             self.models_dialog.shutdown()
         self.session.shutdown()

@@ -38,19 +38,19 @@ def real_engine() -> EditEngine:
     return Engine()
 
 
-def device_summary(device: Any = None) -> dict[str, str]:
+def device_summary(device: Any = None) -> dict[str, Any]:
     """The device (the loaded model's, else the default one) and GPU memory as the status bar shows
-    them (called on the worker thread)."""
+    them, and whether it is a GPU (called on the worker thread)."""
     import torch
 
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type != "cuda":
-        return {"device": device.type.upper(), "memory": "GPU memory: n/a"}
+        return {"device": device.type.upper(), "memory": "GPU memory: n/a", "gpu": False}
     index = device.index if device.index is not None else torch.cuda.current_device()
     used = torch.cuda.memory_allocated(index) / 2**30
     total = torch.cuda.get_device_properties(index).total_memory / 2**30
     return {"device": f"{torch.cuda.get_device_name(index)} (cuda:{index})",
-            "memory": f"GPU memory: {used:.1f} / {total:.0f} GiB"}
+            "memory": f"GPU memory: {used:.1f} / {total:.0f} GiB", "gpu": True}
 
 
 def keep_out_of_collections() -> None:
@@ -166,9 +166,10 @@ class EngineWorker(QObject):
             return
         self.unetTimed.emit(options, seconds)
 
-    @Slot(object, object)
-    def run(self, make_request: Callable[[], EditRequest], cancel: Any) -> None:
-        """Build the request (its inputs are written as files here, not on the UI thread) and run it."""
+    @Slot(object, object, bool)
+    def run(self, make_request: Callable[[], EditRequest], cancel: Any, draft: bool) -> None:
+        """Build the request (its inputs are written as files here, not on the UI thread) and run it, or
+        make its draft (`Engine.draft`: nothing written)."""
         from pipeline.events import Failed, Progress, Stage
 
         try:
@@ -186,7 +187,7 @@ class EngineWorker(QObject):
             if isinstance(event, Progress) and event.step and event.stage != Stage.LOADING_MODEL:
                 self.decode()  # between two steps, on this thread: a scrubbed step need not wait for the run
 
-        final = self._engine.run(request, emit, cancel)
+        final = (self._engine.draft if draft else self._engine.run)(request, emit, cancel)
         self.status.emit(device_summary(request.device))
         self.finished.emit(final)
 
@@ -220,7 +221,7 @@ class EngineClient(QObject):
     busyChanged = Signal(bool)
     decoded = Signal(object, object)
     _startUp = Signal()
-    _run = Signal(object, object)
+    _run = Signal(object, object, bool)
     _preload = Signal(object, bool)
     _decode = Signal()
 
@@ -250,16 +251,16 @@ class EngineClient(QObject):
         self._stop = stop_with(self, self._thread, lambda box=self._cancel: box[0] and box[0].cancel(), 10_000)
         self._startUp.emit()
 
-    def submit(self, make_request: Callable[[], EditRequest]) -> bool:
-        """Start a run of the request `make_request()` builds on the worker thread; False when the engine
-        is not ready or already busy."""
+    def submit(self, make_request: Callable[[], EditRequest], draft: bool = False) -> bool:
+        """Start a run of the request `make_request()` builds on the worker thread (its draft, with
+        `draft`); False when the engine is not ready or already busy."""
         if self.busy or not self.is_ready:
             return False
         from pipeline.events import CancelToken
 
         self._cancel[0] = CancelToken()
         self._set_busy(True)
-        self._run.emit(make_request, self._cancel[0])
+        self._run.emit(make_request, self._cancel[0], draft)
         return True
 
     def preload(self, options: dict[str, Any], download: bool = False) -> None:

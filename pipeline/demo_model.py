@@ -55,9 +55,6 @@ DEMO_EDIT = DemoEdit(RESOURCES / "demo_world" / "house.png", "a red house in a m
                      "a blue house in a meadow under a blue sky")
 """What the self-test and the screenshot edit (scripts/demo.sh and scripts/app.sh spell it out too)."""
 
-DEMO_SCENES: tuple[DemoEdit, ...] = (DEMO_EDIT,)
-"""The demo scenes the window's welcome view offers, in order (add a scene here to offer it)."""
-
 
 def demo_model_dir(name: str = "demo") -> Path:
     """The diffusers folder of the shipped demo model `name` (a key of DEMO_MODELS)."""

@@ -89,18 +89,20 @@ class DemoScene:
         }
 
 
-def scene_names(folder: Path = SCENES_DIR) -> list[str]:
-    """The names of the scenes in `folder` (one per NAME.json), sorted."""
+def scene_names(folder: Path | None = None) -> list[str]:
+    """The names of the scenes in `folder` (default: the registry, SCENES_DIR; one per NAME.json), sorted."""
+    folder = folder or SCENES_DIR
     return sorted(path.stem for path in folder.glob("*.json") if NAME.fullmatch(path.stem))
 
 
-def list_scenes(folder: Path = SCENES_DIR) -> list[DemoScene]:
+def list_scenes(folder: Path | None = None) -> list[DemoScene]:
     """Every scene of the registry, in name order; a damaged scene file raises its RetakeError."""
     return [load_scene(name, folder) for name in scene_names(folder)]
 
 
-def load_scene(name: str, folder: Path = SCENES_DIR) -> DemoScene:
+def load_scene(name: str, folder: Path | None = None) -> DemoScene:
     """Read and check the scene `name`; ParamError names the scene and what is wrong with it."""
+    folder = folder or SCENES_DIR
     known = scene_names(folder)
     if name not in known:
         raise ParamError(f"There is no demo scene {shorten(name)!r}; the scenes are: {', '.join(known) or 'none'}.")

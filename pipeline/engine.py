@@ -1,11 +1,13 @@
 """The engine: a request goes in, events come out, in stages a front end can call one by one.
 
-`run` does everything in order; a GUI calls the stages itself (`resolve`, `load_model`, `invert`,
-`edit` as often as the artist likes, `commit`; `edit` first tunes, or reuses the project's tuning,
-for a method with a tuning stage) so the model stays loaded and an inversion is made
-once. One engine serves one model and runs one job at a time: every stage holds the engine's lock,
-so a second thread's run waits its turn instead of sharing the UNet. No stage changes shared state:
-controllers travel with each UNet call, and each run has its own torch.Generator.
+`run` does everything in order; a GUI calls the stages itself (`resolve`, `load_model`, `invert`, `edit`
+as often as the artist likes, `commit`; `edit` first tunes, or reuses the project's tuning, for a method
+with a tuning stage) so the model stays loaded and an inversion is made once. `draft` is a run without
+its commit that only reuses: the stored inversion (and tuning) the request's key names, else it stops at
+once (NeedsRun); it writes nothing anywhere, and its result is the one a run of the same request would
+commit, pixel for pixel. One engine serves one model and runs one job at a time: every stage holds the
+engine's lock, so a second thread's run waits its turn instead of sharing the UNet. No stage changes
+shared state: controllers travel with each UNet call, and each run has its own torch.Generator.
 
 A failure becomes one Failed event with a sentence for the user that says truly what was kept; a
 cancelled or failed run writes nothing half-made: the project gains an inversion only once it is
@@ -27,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.errors import Cancelled, ImageError, OutOfMemoryError, RetakeError, shorten
-from pipeline.events import CancelledEvent, CancelToken, Done, Emit, Event, Failed, Notice, Progress, Stage
+from pipeline.errors import Cancelled, ImageError, NeedsRun, OutOfMemoryError, RetakeError, shorten
+from pipeline.events import CancelledEvent, CancelToken, Done, Drafted, Emit, Event, Failed, Notice, Progress, Stage
 from pipeline.fast import FastOptions
 from pipeline.files import write_atomically
 from pipeline.images import check_editable, from_tensor, paste_result, region_at_photo_size, to_tensor
@@ -78,6 +80,8 @@ class EditEngine(Protocol):
                 emit: Emit | None = None) -> ModelBundle: ...
 
     def run(self, request: EditRequest, emit: Emit, cancel: CancelToken | None = None) -> Event: ...
+
+    def draft(self, request: EditRequest, emit: Emit, cancel: CancelToken | None = None) -> Event: ...
 
     def decode(self, bundle: ModelBundle, latent: torch.Tensor) -> Image.Image: ...
 
@@ -144,7 +148,7 @@ class Engine:
             inputs = self._inputs(job, ctx, "inversion")
             key_params = stage_key_params(job.params, "inversion")
             parts = part_identities(bundle, job.method.parts)
-            key = inversion_key(job, bundle.identity, key_params, self._digests(job, "inversion"), parts)
+            key = self._inversion_key(job, bundle)
             with contextlib.ExitStack() as first_edit:
                 project = job.project
                 if project is None:
@@ -165,6 +169,12 @@ class Engine:
                                        source_prompt=job.prompts.source, params=key_params, size=job.size,
                                        steps=int(key_params.get("steps", 0)) or 1, parts=parts, crop=job.crop)
                 return Inversion(key, tensors, False)
+
+    def _inversion_key(self, job: Job, bundle: ModelBundle) -> str:
+        """The key the job's inversion is stored under (its photo, crop, model, parts, inversion
+        parameters and inversion-stage inputs)."""
+        return inversion_key(job, bundle.identity, stage_key_params(job.params, "inversion"),
+                             self._digests(job, "inversion"), part_identities(bundle, job.method.parts))
 
     @staticmethod
     def _stored(project: Project | None, key: str, emit: Emit) -> Tensors | None:
@@ -193,14 +203,16 @@ class Engine:
 
         return waiting
 
-    def edit(self, job: Job, bundle: ModelBundle, inversion: Inversion, emit: Emit, cancel: CancelToken) -> EditResult:
+    def edit(self, job: Job, bundle: ModelBundle, inversion: Inversion, emit: Emit, cancel: CancelToken, *,
+             stored_only: bool = False) -> EditResult:
         """Sample the target from an inversion (tuned first, for a method that tunes) and decode it.
 
-        Nothing is written but a finished tuning, which the project keeps under its own key.
+        Nothing is written but a finished tuning, which the project keeps under its own key; with
+        `stored_only` (a draft) a tuning the project has not stored raises NeedsRun instead.
         """
         with self._busy:
             ctx = self._context(job, bundle, emit, cancel)
-            tuning_key, tuned = self._tune(job, ctx, inversion)
+            tuning_key, tuned = self._tune(job, ctx, inversion, stored_only)
             tensors = {**inversion.tensors, **tuned}
             output = job.method.edit(ctx, tensors, job.prompts, job.params, self._inputs(job, ctx, "edit"))
             cancel.check()
@@ -221,10 +233,12 @@ class Engine:
         width, height = job.image.size
         return region_at_photo_size(output.region.cpu(), job.crop or (0, 0, width, height), job.image.size)
 
-    def _tune(self, job: Job, ctx: RunContext, inversion: Inversion) -> tuple[str | None, Tensors]:
+    def _tune(self, job: Job, ctx: RunContext, inversion: Inversion,
+              stored_only: bool = False) -> tuple[str | None, Tensors]:
         """The job's tuning key and tuned tensors: the project's when the key matches (kept in memory for
         the next edit), else learned and stored (the project then drops the inversion's tunings used
-        least recently, pipeline.project.retention); (None, {}) for a method that does not tune."""
+        least recently, pipeline.project.retention), or NeedsRun with `stored_only`; (None, {}) for a
+        method that does not tune."""
         if not tunes(job.method):
             return None, {}
         key_params = stage_key_params(job.params, "tuning")
@@ -235,6 +249,9 @@ class Engine:
             if self._tuned is None or self._tuned[0] != (job.project_path, key):
                 self._tuned = ((job.project_path, key), project.load_inversion(key))
             return key, self._tuned[1]
+        if stored_only:
+            raise NeedsRun(f"{job.method_id} must tune again for these settings (the target prompt, or a tuning "
+                           "parameter, changed); press Run.")
         tuned = job.method.tune(ctx, inversion.tensors, job.prompts, job.params, self._inputs(job, ctx, "tuning"))
         tuned = {name: t.detach().cpu().contiguous() for name, t in tuned.items()}
         clash = sorted(set(tuned) & set(inversion.tensors))
@@ -293,6 +310,19 @@ class Engine:
     def run(self, request: EditRequest, emit: Emit, cancel: CancelToken | None = None) -> Event:
         """Run one request to its end; the final event (Done, Failed or CancelledEvent) is also returned."""
         cancel = cancel or CancelToken()
+        return self._to_the_end(lambda tracking, state: self._run(request, tracking, cancel, state), emit)
+
+    def draft(self, request: EditRequest, emit: Emit, cancel: CancelToken | None = None) -> Event:
+        """A run without its commit, from the stored inversion only: the Drafted event carries the result
+        the same request's run would commit; nothing is written (the project is opened without recovery,
+        no inversion, tuning, result or output file is made). NeedsRun (a Failed event of that kind) when
+        the project holds no inversion, or tuning, for the request's key. The final event is returned."""
+        cancel = cancel or CancelToken()
+        return self._to_the_end(lambda tracking, _state: self._draft(request, tracking, cancel), emit)
+
+    def _to_the_end(self, work: Callable[[Emit, dict], Done | Drafted], emit: Emit) -> Event:
+        """Run `work(emit, state)` under the lock; its final event (or the one a failure or a cancel
+        becomes, naming the stage it stopped in) is emitted and returned."""
         state = {"stage": str(Stage.RESOLVING), "kept": False}
 
         def tracking(event: Event) -> None:
@@ -301,9 +331,23 @@ class Engine:
             emit(event)
 
         with self._busy:
-            final = self._guarded(lambda: self._run(request, tracking, cancel, state), state)
+            final = self._guarded(lambda: work(tracking, state), state)
             emit(final)
         return final
+
+    def _draft(self, request: EditRequest, emit: Emit, cancel: CancelToken) -> Drafted:
+        job = resolve(request, recover=False)
+        cancel.check()
+        bundle = self.load_model(job, emit)
+        check_editable(*job.image.size, max_side=job.max_side, cell=bundle.vae_scale_factor)
+        key = self._inversion_key(job, bundle)
+        if job.project is None or job.project.find_inversion(key) is None:
+            raise NeedsRun("These settings need a new inversion of the photo (the photo's description, the "
+                           "model, the crop or an inversion parameter changed); press Run.")
+        cancel.check()
+        inversion = Inversion(key, job.project.load_inversion(key), True)
+        result = self.edit(job, bundle, inversion, emit, cancel, stored_only=True)
+        return Drafted(result.image, key)
 
     def _run(self, request: EditRequest, emit: Emit, cancel: CancelToken, state: dict) -> Done:
         job = self.resolve(request)
@@ -320,7 +364,7 @@ class Engine:
         emit(Progress(Stage.SAVING, 1, 1, 0.0))
         return done
 
-    def _guarded(self, work: Callable[[], Done], state: dict) -> Event:
+    def _guarded(self, work: Callable[[], Done | Drafted], state: dict) -> Event:
         def kept() -> str:
             return ("the finished inversion was kept in the project, nothing else was written" if state["kept"]
                     else "nothing was written")

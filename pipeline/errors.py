@@ -40,6 +40,11 @@ class Cancelled(RetakeError):
     """The user cancelled the run; nothing was written."""
 
 
+class NeedsRun(RetakeError):
+    """A draft cannot be made without work that only a run does: the project has no stored inversion (or,
+    for a method that tunes, no stored tuning) for the settings as they stand."""
+
+
 def shorten(value: object, limit: int = 60) -> str:
     """`value` as text for a message, cut in the middle with an ellipsis when longer than `limit`.
 

@@ -85,6 +85,14 @@ class Done:
 
 
 @dataclass(frozen=True)
+class Drafted:
+    """A draft edit (`Engine.draft`): the result a run of the same request would commit, written nowhere."""
+
+    image: Image.Image
+    inversion_key: str
+
+
+@dataclass(frozen=True)
 class Failed:
     """The run stopped on an error; `message` is one sentence for the user.
 
@@ -104,7 +112,7 @@ class CancelledEvent:
     stage: str
 
 
-Event = Progress | Preview | Notice | Done | Failed | CancelledEvent
+Event = Progress | Preview | Notice | Done | Drafted | Failed | CancelledEvent
 Emit = Callable[[Event], None]
 
 

@@ -8,10 +8,19 @@ Per size, two pictures of a real window (the real engine and the demo model; not
 - `crop-WxH.png`: a 1536x1024 photo with an edit region painted over the house: the dashed box of the
   crop the next run edits, the Tools panel's Area, Crop padding and Edge feather, the zoom in the
   canvas's corner after zooming towards the house with the wheel.
+
+At 1400x900 only (`--drafts`, minutes on a CPU: a run and a draft of the demo model):
+- `welcome-1400x900.png` and `open-demo-scene.png`: the welcome view's scene buttons and the File > Open
+  demo scene dialog over it, the scene "cat-from-reference" selected;
+- `draft-1400x900.png`: the scene "house-colour" after one Run, its target changed to a green house and
+  drafted live: the canvas shows the draft with its badge, the status bar says so.
+The window's data folder (where a scene's project is made) is in the scratch folder (XDG_DATA_HOME), so
+every run starts from a fresh scene project.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -27,6 +36,7 @@ from PySide6.QtGui import QWheelEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from gui.app import make_app, wait_until  # noqa: E402
+from gui.demo_scenes import DemoSceneDialog, open_demo_scene, read_scenes  # noqa: E402
 from gui.settings import AppSettings  # noqa: E402
 from gui.window import MainWindow  # noqa: E402
 from pipeline.demo_scenes import load_scene, make_scene_project  # noqa: E402
@@ -88,11 +98,41 @@ def crop_shot(app: QApplication, work: Path, size: tuple[int, int], out: Path) -
     window.close()
 
 
-def main(folder: Path) -> int:
+def demo_scene_shots(app: QApplication, work: Path, folder: Path) -> None:
+    """The welcome view's scenes and the Open demo scene dialog; then a scene run once and drafted."""
+    window = new_window(work, SIZES[0])
+    window.settings.set("live_drafts", "on")
+    wait_until(lambda: len(window.welcome.scene_buttons) > 0, 60)
+    pause(app)
+    window.screen().grabWindow(window.winId()).save(str(folder / "welcome-1400x900.png"))
+    scenes = read_scenes()
+    dialog = DemoSceneDialog(scenes, window)
+    dialog.list.setCurrentRow([scene.name for scene in scenes].index("cat-from-reference"))
+    dialog.show()
+    pause(app)
+    dialog.grab().save(str(folder / "open-demo-scene.png"))
+    dialog.close()
+    open_demo_scene(window, next(scene for scene in scenes if scene.name == "house-colour"))
+    window.run_edit()
+    wait_until(lambda: not window.session.running and window.session.inversions > 0, 900)
+    window.doc.set_prompt("target", "a big green house on the beach at night")
+    wait_until(lambda: window.session.draft.image is not None, 900)
+    pause(app)
+    window.screen().grabWindow(window.winId()).save(str(folder / "draft-1400x900.png"))
+    print(f"draft: {window.status_draft.text()}")
+    window.doc.undo.setClean()
+    window.close()
+
+
+def main(folder: Path, drafts: bool) -> int:
     app = make_app()
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="retake-shots-") as scratch:
         work = Path(scratch)
+        os.environ["XDG_DATA_HOME"] = str(work / "data")  # the app's data folder: demo scenes' projects
+        if drafts:
+            demo_scene_shots(app, work, folder)
+            return 0
         for size in SIZES:
             for name, shot in (("scene", scene_shot), ("crop", crop_shot)):
                 out = folder / f"{name}-{size[0]}x{size[1]}.png"
@@ -102,4 +142,5 @@ def main(folder: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screenshots"))
+    arguments = [a for a in sys.argv[1:] if a != "--drafts"]
+    sys.exit(main(Path(arguments[0]) if arguments else ROOT / "docs" / "screenshots", "--drafts" in sys.argv))

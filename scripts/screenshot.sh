@@ -4,12 +4,16 @@
 #                                               demo-world house scene with the demo model (about a minute)
 #   bash scripts/screenshot.sh first-hour [DIR] docs/screenshots/: the window at 1400x900 and 1280x800
 #                                               (scripts/first_hour_screenshots.py; nothing is run)
+#   bash scripts/screenshot.sh drafts [DIR]     docs/screenshots/: the demo scenes (welcome, File > Open demo
+#                                               scene) and a live draft (a run and a draft: minutes on a CPU)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 command -v xvfb-run >/dev/null || { echo "xvfb-run is missing: apt-get install -y xvfb" >&2; exit 1; }
 if [[ "${1:-}" == first-hour ]]; then
   set -- scripts/first_hour_screenshots.py "${2:-docs/screenshots}"
+elif [[ "${1:-}" == drafts ]]; then
+  set -- scripts/first_hour_screenshots.py "${2:-docs/screenshots}" --drafts
 else
   set -- scripts/screenshot.py "${1:-docs/screenshot.png}"
 fi

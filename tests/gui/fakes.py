@@ -4,7 +4,9 @@ FakeEngine follows krita-ai-diffusion's MockClient: it implements pipeline.engin
 by tests/test_engine_protocol.py), speaks the real event protocol (Progress and Preview with typed
 stages, Preview with its latent, Done, Failed, CancelledEvent), honours the CancelToken between steps, and
 writes real inversions and results into the real project, so reopening and re-editing behave as with
-the engine. Its full decode of a step is a flat picture whose red level is the step's latent value
+the engine. Its draft writes nothing, needs the stored inversion of the request's key (else NeedsRun, as
+the engine) and is a flat picture whose colour is `draft_colour(target prompt)`, so a test can tell
+which draft is on the canvas. Its full decode of a step is a flat picture whose red level is the step's latent value
 times 5, so a test can tell which step was decoded.
 """
 
@@ -22,10 +24,23 @@ import torch
 from PIL import Image
 
 from pipeline.errors import Cancelled, ModelError
-from pipeline.events import CancelledEvent, CancelToken, Done, Failed, Preview, Progress, Stage
+from pipeline.events import CancelledEvent, CancelToken, Done, Drafted, Failed, Preview, Progress, Stage
 from pipeline.project import ModelRecord, Project
 
 INVERSION, EDITING = Stage.DDIM_INVERSION, Stage.EDITING
+
+
+def draft_colour(target_prompt: str) -> tuple[int, int, int]:
+    """The flat colour of FakeEngine's draft for a target prompt."""
+    digest = hashlib.sha256(target_prompt.encode()).digest()
+    return digest[0], digest[1], digest[2]
+
+
+def inversion_key(request) -> str:
+    """FakeEngine's inversion key: the source prompt, the method and its inversion parameters."""
+    params = {k: v for k, v in request.params.items() if k in ("steps", "inversion", "guidance")}
+    return hashlib.sha256(json.dumps([request.source_prompt, request.method, params],
+                                     sort_keys=True).encode()).hexdigest()[:32]
 
 
 class FakeEngine:
@@ -40,6 +55,9 @@ class FakeEngine:
         self.decodes: list = []  # the latent values decoded in full
         self.decode_delay = 0.0
         self.missing_models: set[str] = set()
+        self.drafts: list = []  # the request of every draft asked for
+        self.drafts_finished: list = []  # the final event of every draft
+        self.cancel_ignored = False  # a draft runs to its end though cancelled (one cancelled too late)
         self.preload_gate: threading.Event | None = None  # set: a preload waits for it (a slow load)
 
     def preload(self, model_spec, device=None, dtype=None, *, allow_download=False, allow_pickle=False, emit=None):
@@ -65,8 +83,7 @@ class FakeEngine:
             project = Project.open(request.project)
             image = project.image()
             inv_params = {k: v for k, v in request.params.items() if k in ("steps", "inversion", "guidance")}
-            key = hashlib.sha256(json.dumps([request.source_prompt, request.method, inv_params],
-                                            sort_keys=True).encode()).hexdigest()[:32]
+            key = inversion_key(request)
             reused = project.find_inversion(key) is not None
             emit(Progress(Stage.LOADING_MODEL, 0, 1, None))
             emit(Progress(Stage.LOADING_MODEL, 1, 1, 0.0))
@@ -88,6 +105,26 @@ class FakeEngine:
                 final = Done(project.result_path(edit), None, Path(request.project), edit.id, reused, result)
         except Cancelled:
             final = CancelledEvent(stage)
+        emit(final)
+        return final
+
+    def draft(self, request, emit, cancel=None):
+        cancel = cancel or CancelToken()
+        self.drafts.append(request)
+        stage = Stage.RESOLVING
+        try:
+            project = Project.open(request.project)  # without recovery: writes nothing
+            key = inversion_key(request)
+            if project.find_inversion(key) is None:
+                final = Failed("These settings need a new inversion of the photo; press Run.", "NeedsRun")
+            else:
+                stage = EDITING
+                self._steps(EDITING, emit, CancelToken() if self.cancel_ignored else cancel, project.image(),
+                            latent_base=10)
+                final = Drafted(Image.new("RGB", project.image().size, draft_colour(request.target_prompt)), key)
+        except Cancelled:
+            final = CancelledEvent(stage)
+        self.drafts_finished.append(final)
         emit(final)
         return final
 
