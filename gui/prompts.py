@@ -6,8 +6,9 @@ in "Chips set" (local blend, reweight with a factor, per-word replace fraction..
 parameters of kind words / word_values the method declares, so nobody types word lists.
 
 Every word parameter has a colour: a chip in it is filled with that colour (the one chosen in "Chips
-set" first, bold), a legend under the chips names each colour, and the sentence beside "Chips set"
-says what a click on a chip does now. The chip boxes show whole rows of chips.
+set" first, bold), a legend names each colour, and the sentence under "Chips set" says what a click
+on a chip does now; these come above the prompts, so they show in a short panel (at 1280x800 the
+panel's last rows are scrolled away). The chip boxes show whole rows of chips.
 """
 
 from __future__ import annotations
@@ -183,13 +184,13 @@ class PromptPanel(QWidget):
         role_row.addWidget(self.role, 1)
         role_row.addWidget(self.factor)
         form = QFormLayout()
+        form.addRow("Chips set", role_row)
+        form.addRow("", self.purpose)
+        form.addRow("", self.legend)
         form.addRow("Source", self.source)
         form.addRow("", self.chips["source"])
         form.addRow("Target", self.target)
         form.addRow("", self.chips["target"])
-        form.addRow("Chips set", role_row)
-        form.addRow("", self.purpose)
-        form.addRow("", self.legend)
         layout = scrolling_rows(self)
         layout.addLayout(form)
         layout.addWidget(self.warning)

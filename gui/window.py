@@ -34,6 +34,7 @@ from gui.history import HistoryPanel
 from gui.io_worker import Task
 from gui.message_bar import MessageBar
 from gui.method_form import MethodPanel
+from gui.panels import FittingScrollArea
 from gui.model_choice import ModelChoice, model_name
 from gui.models_dialog import ModelsDialog
 from gui.project_io import ResultEntry
@@ -126,7 +127,7 @@ class MainWindow(QMainWindow):
             "method": self._dock("Method", self.method, Qt.DockWidgetArea.RightDockWidgetArea, scroll=True),
             "reference": self._dock("Reference", self.reference, Qt.DockWidgetArea.RightDockWidgetArea),
             "history": self._dock("History", self.history, Qt.DockWidgetArea.LeftDockWidgetArea),
-            "timeline": self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea, scroll=True),
+            "timeline": self._dock("Timeline", FittingScrollArea(self.timeline), Qt.DockWidgetArea.BottomDockWidgetArea),
         }
         self.tabifyDockWidget(self.docks["method"], self.docks["reference"])
         self.docks["method"].raise_()
@@ -468,10 +469,11 @@ class MainWindow(QMainWindow):
             self.message.show_message(details)
 
     def _update_model_status(self) -> None:
-        """The recorded model and its state; while another is tried, that one's state beside it."""
+        """The recorded model and its state; while another is tried, that it is being loaded (the
+        session's state may still be the model in use's, until the engine takes the choice up)."""
         name = model_name(self.settings.get("model"))
         if trying := self.model_choice.pending_name():
-            self.status_model.setText(f"Model: {name}; {trying} {self.session.model_state}")
+            self.status_model.setText(f"Model: {name}; {trying} loading…")
         else:
             self.status_model.setText(f"Model: {name} ({self.session.model_state})")
         self.status_model.setToolTip(self.settings.get("model"))

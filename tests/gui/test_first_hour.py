@@ -87,8 +87,8 @@ def test_the_canvas_re_fits_when_docks_resize_until_the_artist_zooms_and_shows_t
     canvas = window.canvas
     canvas.fit()
     fitted = canvas.zoom()
-    window.docks["tools"].hide()  # the canvas gets wider and taller than the photo needs at this zoom
-    window.docks["timeline"].hide()
+    for name in ("tools", "history", "timeline"):  # the canvas gets wider and taller than the photo needs
+        window.docks[name].hide()
     qtbot.waitUntil(lambda: canvas.zoom() > fitted * 1.05, timeout=3000)
     shown = canvas.mapFromScene(canvas.source_item.sceneBoundingRect()).boundingRect()
     view = canvas.viewport().rect()
@@ -136,6 +136,8 @@ def test_the_tools_rows_keep_their_height_with_a_note_and_a_tall_timeline(qtbot,
     ("stylediffusion", {"DDIM inversion": 30, "training the mapping networks": 30, "editing": 30}),
 ])
 def test_a_tall_timeline_never_makes_the_window_taller_than_a_1280x800_screen(qtbot, window, photo, method, totals):
+    from gui.timeline import PAD, ROW_H
+
     open_photo(qtbot, window, photo)
     window.doc.set_method(method)
     set_run(window, totals=totals)
@@ -145,6 +147,11 @@ def test_a_tall_timeline_never_makes_the_window_taller_than_a_1280x800_screen(qt
     assert window.minimumSizeHint().height() <= 700 and window.height() == 760
     timeline = window.timeline  # it scrolls in its dock instead, every band still whole inside
     assert timeline._lanes_top() + len(timeline.specs) * 16 <= timeline.height()
+    viewport = window.docks["timeline"].widget().viewport()
+    settle(qtbot, window, (1280, 800))  # the docks on the right leave room for two rows; the rest scrolls
+    assert viewport.height() >= 2 * ROW_H + 2 * PAD, viewport.height()
+    settle(qtbot, window, (1400, 900))  # where the screen allows, every row and band shows unscrolled
+    assert viewport.height() >= timeline.minimumHeight(), (viewport.height(), timeline.minimumHeight())
 
 
 @pytest.mark.parametrize("size", [(1400, 900), (1280, 800)])
@@ -209,6 +216,18 @@ def test_chips_are_filled_with_their_parameters_colour_named_in_a_legend(qtbot, 
     legend = prompts.legend.text()
     assert all(label in legend and colour in legend for label, colour in colours.items())
     assert "blend words" in item["castle"].toolTip() and "2" in item["meadow"].toolTip()
+
+
+@pytest.mark.parametrize("size", [(1400, 900), (1280, 800)])
+def test_what_a_click_on_a_chip_does_and_the_legend_show_without_scrolling(qtbot, window, photo, size):
+    open_photo(qtbot, window, photo)
+    type_prompts(qtbot, window)
+    settle(qtbot, window, size)
+    prompts = window.prompts
+    for label in (prompts.role, prompts.purpose, prompts.legend):
+        viewport = label.parentWidget().parentWidget()  # the rows' scroll area's viewport
+        box = QRect(label.mapTo(viewport, QPoint(0, 0)), label.size())
+        assert viewport.rect().contains(box), (type(label).__name__, box, viewport.rect())
 
 
 # --------------------------------------------------------------------------------------------------

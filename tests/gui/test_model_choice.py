@@ -22,6 +22,9 @@ def test_a_folder_that_is_not_a_model_is_not_kept_and_the_model_in_use_still_run
     fake_engine.missing_models.add(str(folder))
     fake_engine.preload_gate = threading.Event()  # the load takes its time
     window.use_model(str(folder))
+    # Before the engine takes the choice up (it may be busy with a run), the model in use is the one
+    # loaded: the status must not pair that state with the name being tried.
+    assert "holiday-photos loaded" not in window.status_model.text(), window.status_model.text()
     qtbot.waitUntil(lambda: window.session.model_state == "loading…", timeout=5000)
     assert settings.get("model") == "demo"  # not recorded while it loads
     assert "(loaded)" not in window.status_model.text() and "holiday-photos loading" in window.status_model.text()
