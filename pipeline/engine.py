@@ -31,6 +31,7 @@ from PIL import Image
 
 from pipeline.errors import Cancelled, ImageError, NeedsRun, OutOfMemoryError, RetakeError, shorten
 from pipeline.events import CancelledEvent, CancelToken, Done, Drafted, Emit, Event, Failed, Notice, Progress, Stage
+from pipeline.fast import FastOptions
 from pipeline.files import write_atomically
 from pipeline.images import check_editable, from_tensor, paste_result, region_at_photo_size, to_tensor
 from pipeline.methods.base import EDIT_MASK, EditOutput, Inputs, Tensors, input_specs, stage_key_params, tunes
@@ -410,7 +411,8 @@ class Engine:
                     bundle, self.cache_dir or default_cache_dir())
             scale = bundle.vae_scale_factor
             preview_map = lambda x0: latent_rgb(x0, scale=scale)  # noqa: E731
-        options = RunOptions(request.preview_every, request.preview_side, request.seed, preview_map)
+        options = RunOptions(request.preview_every, request.preview_side, request.seed, preview_map,
+                             FastOptions() if request.fast else None)
         return RunContext(bundle, cancel, emit, options)
 
     def _inputs(self, job: Job, ctx: RunContext, stage: str) -> Inputs:

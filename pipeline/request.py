@@ -50,7 +50,9 @@ class EditRequest:
     project's, "" looks for one beside the model. `area` ("whole" or "region"), `area_padding` and
     `feather` (photo pixels) choose the part of the photo the edit works on and how its result is
     pasted back (pipeline.area); None takes the project's, else the default (a crop around the region
-    when the photo is larger than the working size, 32 and 4 pixels).
+    when the photo is larger than the working size, 32 and 4 pixels). `fast` takes the fast path on a
+    GPU (pipeline.fast: CUDA graphs, TF32 optimisation; off by default until it has been checked on a
+    GPU); off, every stage runs eagerly, as on the CPU.
     """
 
     target_prompt: str
@@ -76,6 +78,7 @@ class EditRequest:
     allow_pickle: bool = False
     preview_every: int = 0
     preview_side: int = 256
+    fast: bool = False
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

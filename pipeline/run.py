@@ -5,7 +5,9 @@ Methods receive a RunContext instead of reaching for globals: it runs the UNet a
 precision (sampling in the bundle's sample dtype under autocast, anything optimised in fp32),
 encodes prompts and images, owns the step iterator every loop uses (cancellation before each step,
 progress with an ETA after it, previews at the requested cadence), and carries a torch.Generator of
-its own so that no run touches the global random state.
+its own so that no run touches the global random state. On a GPU it takes the fast path
+(pipeline.fast) when asked to: UNet calls without gradients replayed as CUDA graphs, optimised
+calls with TF32 matrix products.
 """
 
 from __future__ import annotations
@@ -19,9 +21,20 @@ import torch
 from PIL import Image
 
 from pipeline.control.contract import ControlState
+from pipeline.control.places import layer_places
 from pipeline.events import CancelToken, Emit, Preview, Progress, Stage
+from pipeline.fast import (
+    Capture,
+    CudaGraphCapture,
+    EmulatedCapture,
+    FastOptions,
+    UNetGraphs,
+    applies,
+    optimisation_precision,
+)
 from pipeline.images import from_tensor
 from pipeline.models import ModelBundle
+from pipeline.optimise import LoopInputs, Loss, Minimiser
 
 
 @dataclass(frozen=True)
@@ -29,13 +42,16 @@ class RunOptions:
     """How a run reports itself: previews every `preview_every` steps (0: none), at most `preview_side` px.
 
     `preview_map` turns a predicted clean latent into a picture cheaply (pipeline.preview's linear
-    map); without it each preview is a full VAE decode.
+    map); without it each preview is a full VAE decode. `fast`: the fast path's options, taken on a
+    GPU only (pipeline.fast); None (the default: the fast path has not yet been checked on a GPU, see
+    docs/architecture.md) runs everything eagerly there too.
     """
 
     preview_every: int = 0
     preview_side: int = 256
     seed: int | None = None
     preview_map: Callable[[torch.Tensor], Image.Image] | None = None
+    fast: FastOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,13 @@ class RunContext:
         self._total = 0
         self._started = 0.0
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._timesteps: dict[int, torch.Tensor] = {}  # on the device, made outside any capture
+        self.fast = options.fast if applies(options.fast, bundle.device) else None
+        self.graphs: UNetGraphs | None = None
+        self._capture: Capture | None = None  # one memory pool for every graph of the run: one runs at a time
+        if self.fast is not None and self.fast.graphs:
+            self._capture = EmulatedCapture() if self.fast.emulate else CudaGraphCapture()
+            self.graphs = UNetGraphs(layer_places(bundle.unet), self._capture)
 
     @property
     def device(self) -> torch.device:
@@ -77,19 +100,50 @@ class RunContext:
     # -- precision -----------------------------------------------------------------------------
     def _autocast(self, precise: bool) -> contextlib.AbstractContextManager:
         dtype = self.bundle.sample_dtype
+        if precise and self.fast is not None:
+            return optimisation_precision(self.fast)
         if precise or dtype == torch.float32:
             return contextlib.nullcontext()
+        if self.fast is not None:  # no cast is cached (the weights never require grad); a graph keeps none
+            return torch.autocast(self.device.type, dtype=dtype, cache_enabled=False)
         return torch.autocast(self.device.type, dtype=dtype)
 
     def unet_noise(
-        self, z: torch.Tensor, t: int, emb: torch.Tensor, *, precise: bool = False, control: ControlState | None = None
+        self, z: torch.Tensor, t: int | torch.Tensor, emb: torch.Tensor, *, precise: bool = False,
+        control: ControlState | None = None,
     ) -> torch.Tensor:
         """The UNet's noise prediction in fp32; `precise` runs it in fp32 (for optimisation); `control`
-        reaches the attention processors through cross_attention_kwargs."""
-        kwargs = {"control": control} if control is not None else None
-        with self._autocast(precise):
-            eps = self.bundle.unet(z, t, encoder_hidden_states=emb, cross_attention_kwargs=kwargs, return_dict=False)[0]
-        return eps.float()
+        reaches the attention processors through cross_attention_kwargs. Without gradients, on the
+        fast path, the call may be a replay of a captured CUDA graph (pipeline.fast)."""
+
+        def noise(z: torch.Tensor, t: int | torch.Tensor, emb: torch.Tensor, control: ControlState | None) -> torch.Tensor:
+            kwargs = {"control": control} if control is not None else None
+            with self._autocast(precise):
+                eps = self.bundle.unet(z, t, encoder_hidden_states=emb, cross_attention_kwargs=kwargs,
+                                       return_dict=False)[0]
+            return eps.float()
+
+        if self.graphs is not None and not torch.is_grad_enabled():
+            return self.graphs(noise, z, t, emb, control, precise)
+        if self._optimisation_capture is not None and isinstance(t, int):  # a captured iteration cannot make it from the host
+            if t not in self._timesteps:
+                self._timesteps[t] = torch.tensor(t, dtype=torch.int64, device=self.device)
+            t = self._timesteps[t]
+        return noise(z, t, emb, control)
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def minimiser(self, params: Sequence[torch.Tensor], loss: Loss) -> Minimiser:
+        """Adam on `params` against `loss`, its iterations captured on the fast path (pipeline.optimise)."""
+        return Minimiser(params, loss, self.cancel, self._optimisation_capture)
+
+    def loop_inputs(self) -> LoopInputs:
+        """The inputs of a minimiser's loss (pipeline.optimise.LoopInputs), static on the fast path."""
+        return LoopInputs(self.device, static=self._optimisation_capture is not None)
+
+    @property
+    def _optimisation_capture(self) -> Capture | None:
+        captured = self.fast is not None and self.fast.optimisation_graphs
+        return self._capture if captured else None
 
     # -- text and images ------------------------------------------------------------------------
     def encode_text(self, prompts: list[str]) -> torch.Tensor:

@@ -46,6 +46,10 @@ class DDIMSchedule:
         """z_t -> z_{t-stride}: the deterministic (eta = 0) DDIM update."""
         return _move(z, eps, self.alpha(t), self.alpha(t - self.stride))
 
+    def step_coefficients(self, t: int) -> tuple[float, float, float, float]:
+        """The four numbers of `step` at timestep t, for `move` (a captured step takes them as data)."""
+        return _coefficients(self.alpha(t), self.alpha(t - self.stride))
+
     def inverse_step(self, eps: torch.Tensor, t: int, z: torch.Tensor) -> torch.Tensor:
         """z_{t-stride} -> z_t with the noise predicted at timestep t (DDIM inversion)."""
         return _move(z, eps, self.alpha(t - self.stride), self.alpha(t))
@@ -57,16 +61,28 @@ class DDIMSchedule:
 
 def _move(z: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> torch.Tensor:
     """Re-noise z from level a_from to a_to along the predicted noise: the DDIM step both ways."""
-    x0 = (z - (1.0 - a_from) ** 0.5 * eps) / a_from**0.5
-    return a_to**0.5 * x0 + (1.0 - a_to) ** 0.5 * eps
+    return move(z, eps, _coefficients(a_from, a_to))
+
+
+def _coefficients(a_from: float, a_to: float) -> tuple[float, float, float, float]:
+    return (1.0 - a_from) ** 0.5, a_from**0.5, a_to**0.5, (1.0 - a_to) ** 0.5
+
+
+def move(z: torch.Tensor, eps: torch.Tensor, c: tuple[float, float, float, float] | torch.Tensor) -> torch.Tensor:
+    """The DDIM move with its coefficients c (`DDIMSchedule.step_coefficients`), as floats or one tensor."""
+    x0 = (z - c[0] * eps) / c[1]
+    return c[2] * x0 + c[3] * eps
 
 
 def control_state(
     controllers: Sequence[Controller], layout: RowLayout, step: Step, z: torch.Tensor
 ) -> ControlState | None:
-    """The per-call state the attention processors read; None when no controller takes part."""
+    """The per-call state the attention processors read; None when no controller takes part. Each
+    controller first prepares the step (`Controller.begin_step`: what it reads of this step, on the device)."""
     if not controllers:
         return None
+    for controller in controllers:
+        controller.begin_step(step.index, step.timestep, z.device)
     return ControlState(tuple(controllers), layout, step.index, step.timestep, (z.shape[-2], z.shape[-1]))
 
 

@@ -17,13 +17,22 @@ per head and the additive mask) in three optional phases, run in the order the c
 Nothing here detaches or runs under no_grad, so gradients reach learned tensors a controller puts in
 k or v. Per-call state (controllers, layout, step) arrives with the UNet call as a `ControlState` in
 `cross_attention_kwargs`; the installed processors hold no run state, so two runs never share any.
+
+A UNet call may be captured once as a CUDA graph and replayed at later steps (pipeline.fast): the
+Python of the call then runs only at capture. A controller that allows it says so (`graph_safe`) and
+keeps to three rules: whatever its Python decides per call depends on the place and step alone and
+is named by `graph_key`; anything that changes from step to step reaches the kernels as data
+(`AttentionCall.per_step` for a table with one row per step, `begin_step` to copy a step's stored
+tensors into buffers the graph reads); state kept across steps is updated in place in tensors made
+outside a capture (every controller's first active call runs eagerly). It never reads a tensor's value
+on the host during a call (`.item()`, `bool(t)`): decisions on values are made with `torch.where`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +90,8 @@ class AttentionCall:
 
     `bias` is an additive mask broadcastable to [batch, heads, queries, keys] (-inf hides a key), or
     None. `spatial` is the query grid (h, w) of self-attention and cross-attention alike.
+    `step_index` is the step as a one-element int64 tensor on the device when the call is captured as
+    a CUDA graph (None otherwise); read per-step tables with `per_step`, never by `step` directly.
     """
 
     place: LayerPlace
@@ -93,14 +104,33 @@ class AttentionCall:
     bias: torch.Tensor | None
     scale: float
     spatial: tuple[int, int]
+    step_index: torch.Tensor | None = None
+
+    def per_step(self, table: torch.Tensor) -> torch.Tensor:
+        """table[step] of a tensor with one row per step: indexed by the step as data under a CUDA graph."""
+        if self.step_index is None:
+            return table[self.step]
+        return table.index_select(0, self.step_index)[0]
 
 
 class Controller:
     """A controller that does nothing; subclasses override the phases they need (see the module doc)."""
 
+    graph_safe: ClassVar[bool] = False
+    """Whether a call it takes part in may be captured as a CUDA graph (see the module doc)."""
+
     def active(self, place: LayerPlace, step: int) -> bool:
         """Whether this controller takes part in the call at `place` and `step`."""
         return False
+
+    def graph_key(self, place: LayerPlace, step: int) -> Hashable:
+        """Everything the Python of a call at `place` and `step` decides: calls with equal keys at every
+        place may share one CUDA graph. By default, whether the controller is active."""
+        return self.active(place, step)
+
+    def begin_step(self, step: int, timestep: int, device: torch.device) -> None:
+        """Before each UNet call of a step (outside any graph): copy what this step reads into the
+        buffers the calls use. Called once per call; repeat calls within a step must be cheap."""
 
     def rewrite(self, call: AttentionCall) -> None:
         """Replace call.k / call.v / call.bias for some rows, or observe q, k, v."""
@@ -127,6 +157,8 @@ class ControlState:
     step: int
     timestep: int
     latent_size: tuple[int, int]
+    step_index: torch.Tensor | None = None
+    """The step as a device tensor when the call is captured as a CUDA graph (AttentionCall.per_step)."""
 
     def active(self, place: LayerPlace) -> list[Controller]:
         return [c for c in self.controllers if c.active(place, self.step)]
@@ -148,6 +180,21 @@ def probabilities(q: torch.Tensor, k: torch.Tensor, scale: float, bias: torch.Te
     scores = torch.baddbmm(base, q.reshape(b * h, n, d), k.reshape(b * h, keys, d).transpose(-1, -2),
                            beta=beta, alpha=scale)
     return scores.softmax(dim=-1).to(q.dtype).view(b, h, n, keys)
+
+
+def take_rows(tensor: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+    """tensor[rows] along the first axis without an index tensor made from host data (on a GPU a copy
+    from host memory, which a CUDA graph cannot capture): a view for a rising run, else the rows stacked."""
+    rows = list(rows)
+    if rows and rows == list(range(rows[0], rows[-1] + 1)):
+        return tensor[rows[0] : rows[-1] + 1]
+    return torch.stack([tensor[r] for r in rows])
+
+
+def put_rows(tensor: torch.Tensor, rows: Sequence[int], values: torch.Tensor) -> None:
+    """tensor[rows] = values (one row each, or one row for all) in place, as `take_rows` reads them."""
+    for i, row in enumerate(rows):
+        tensor[row] = values[i if values.shape[0] > 1 else 0]
 
 
 def key_bias(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -36,13 +36,13 @@ paper's best), the encoder's, the middle block's, or all.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 
-from pipeline.control.contract import AttentionCall, Controller
+from pipeline.control.contract import AttentionCall, Controller, take_rows
 from pipeline.control.places import LayerPlace
 
 LAYER_CHOICES = ("decoder", "encoder", "middle", "all")
@@ -96,8 +96,8 @@ class LearnedKV:
 def _hat(parts: tuple[torch.Tensor, ...], halves: list[int], own: torch.Tensor) -> torch.Tensor:
     """K-hat for these halves: the stored tensor, or the source's own keys plus the low-rank delta."""
     if len(parts) == 1:
-        return parts[0][halves].to(own)
-    tokens, channels = (p[halves].to(own) for p in parts)
+        return take_rows(parts[0], halves).to(own)
+    tokens, channels = (take_rows(p, halves).to(own) for p in parts)
     rows, heads, count, head_dim = own.shape
     delta = (tokens @ channels).view(rows, count, heads, head_dim).transpose(1, 2)
     return own + delta
@@ -107,6 +107,10 @@ class KVSource(Protocol):
     """Where a CP controller gets psi: learned tensors being tuned, or stored ones."""
 
     def covers(self, place: LayerPlace, step: int) -> bool: ...
+
+    def begin_step(self, step: int, device: torch.device) -> None:
+        """Before a step's UNet calls: bring that step's psi to the device (see Controller.begin_step)."""
+        ...
 
     def learned(self, call: AttentionCall, k: torch.Tensor, v: torch.Tensor) -> LearnedKV:
         """psi at the call's place and step; k, v are the source rows (both halves) before the upgrade."""
@@ -118,6 +122,8 @@ class CPAttention(Controller):
     """Upgrades the source rows' self-attention to CP-attention; from `start_step` on, the target rows
     (if the layout has any) attend with the source rows' upgraded keys and values."""
 
+    graph_safe: ClassVar[bool] = True
+
     psi: KVSource
     start_step: int = 0
     source: int = 0
@@ -126,12 +132,19 @@ class CPAttention(Controller):
     def active(self, place: LayerPlace, step: int) -> bool:
         return self.psi.covers(place, step)
 
+    def graph_key(self, place: LayerPlace, step: int) -> Hashable:
+        return self.active(place, step), step >= self.start_step
+
+    def begin_step(self, step: int, timestep: int, device: torch.device) -> None:
+        self.psi.begin_step(step, device)
+
     def rewrite(self, call: AttentionCall) -> None:
         layout = call.layout
         present = [(h, rows[0]) for h, branch in enumerate(HALVES) if (rows := layout.select(branch, self.source))]
         halves, rows = [h for h, _ in present], [r for _, r in present]
-        psi = self.psi.learned(call, call.k[rows], call.v[rows])
-        k_bar, v_bar = psi.apply(halves, call.k[rows], call.v[rows])
+        k, v = take_rows(call.k, rows), take_rows(call.v, rows)
+        psi = self.psi.learned(call, k, v)
+        k_bar, v_bar = psi.apply(halves, k, v)
         keys, values = list(call.k.unbind(0)), list(call.v.unbind(0))  # rebuilt, so gradients reach psi
         for i, row in enumerate(rows):
             keys[row], values[row] = k_bar[i], v_bar[i]
@@ -147,6 +160,9 @@ class StoredKV:
     Fields: `weights` [steps, 4]; full form `k_hat`, `v_hat` [steps, 2, heads, tokens, head_dim];
     low-rank form `k_tokens`, `v_tokens` [steps, 2, tokens, r] and `k_channels`, `v_channels`
     [steps, 2, r, channels]. Names that are not `kv.` tensors (the inversion's latents) are ignored.
+    The tensors stay where they are (the project's, on the CPU: the full form is gigabytes); before
+    each step its slices are copied into one device buffer per field, which every step reuses (and a
+    CUDA graph reads).
     """
 
     def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
@@ -159,6 +175,8 @@ class StoredKV:
             raise ValueError("no learned keys and values (kv.* tensors) in this inversion")
         self._layers = layers
         self.steps = min(int(f["weights"].shape[0]) for f in layers.values())
+        self._staged: dict[int, dict[str, torch.Tensor]] = {}
+        self._staged_step = -1
 
     @property
     def layers(self) -> frozenset[int]:
@@ -167,18 +185,28 @@ class StoredKV:
     def covers(self, place: LayerPlace, step: int) -> bool:
         return place.index in self._layers and 0 <= step < self.steps
 
-    def learned(self, call: AttentionCall, k: torch.Tensor, v: torch.Tensor) -> LearnedKV:
-        return self.at(call.step, call.place.index)
+    def begin_step(self, step: int, device: torch.device) -> None:
+        if step == self._staged_step or not 0 <= step < self.steps:
+            return
+        for layer, fields in self._layers.items():
+            staged = self._staged.setdefault(layer, {})
+            for name, tensor in fields.items():
+                if name not in staged:
+                    staged[name] = torch.empty(tensor.shape[1:], dtype=tensor.dtype, device=device)
+                staged[name].copy_(tensor[step])
+        self._staged_step = step
 
-    def at(self, step: int, layer: int) -> LearnedKV:
-        f = self._layers[layer]
+    def learned(self, call: AttentionCall, k: torch.Tensor, v: torch.Tensor) -> LearnedKV:
+        if call.step != self._staged_step:  # a caller that skipped begin_step (one UNet call on its own)
+            self.begin_step(call.step, k.device)
+        f = self._staged[call.place.index]
 
         def parts(name: str) -> tuple[torch.Tensor, ...]:
             if f"{name}_hat" in f:
-                return (f[f"{name}_hat"][step],)
-            return f[f"{name}_tokens"][step], f[f"{name}_channels"][step]
+                return (f[f"{name}_hat"],)
+            return f[f"{name}_tokens"], f[f"{name}_channels"]
 
-        return LearnedKV(f["weights"][step], parts("k"), parts("v"))
+        return LearnedKV(f["weights"], parts("k"), parts("v"))
 
     @staticmethod
     def stack(per_step: list[dict[int, LearnedKV]]) -> dict[str, torch.Tensor]:
@@ -200,6 +228,9 @@ class FixedKV:
 
     def covers(self, place: LayerPlace, step: int) -> bool:
         return step == self.step and place.index in self.layers
+
+    def begin_step(self, step: int, device: torch.device) -> None:
+        """psi is on the device already."""
 
     def learned(self, call: AttentionCall, k: torch.Tensor, v: torch.Tensor) -> LearnedKV:
         return self.layers[call.place.index]
@@ -224,6 +255,9 @@ class TunableKV:
 
     def covers(self, place: LayerPlace, step: int) -> bool:
         return step == self.step and upgrades_layer(place, self.layers)
+
+    def begin_step(self, step: int, device: torch.device) -> None:
+        """psi is made on the device at the first call."""
 
     def learned(self, call: AttentionCall, k: torch.Tensor, v: torch.Tensor) -> LearnedKV:
         layer = call.place.index

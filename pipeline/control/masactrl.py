@@ -12,7 +12,8 @@ Mask-guided variant (their MutualSelfAttentionControlMask): the target's queries
 the source's foreground keys (keys outside mask_s hidden) and once to its background keys; the two
 outputs are combined by mask_t. Masks are resized to each layer's grid with nearest-neighbour
 interpolation, as theirs. Where a mask leaves one side empty (no foreground or no background key at
-this resolution), that side falls back to plain mutual attention instead of a softmax over nothing.
+this resolution), the layer falls back to plain mutual attention instead of a softmax over nothing
+(decided on the device, so the call can be captured as a CUDA graph).
 Automatic masks (their MaskAuto) come from the cross-attention maps of chosen words at the 16x16
 level (at 512 px) of the current step, averaged over heads and layers, min-max normalised and
 thresholded at 0.1; before any map of the current step exists, plain mutual attention runs.
@@ -22,11 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from pipeline.control.contract import AttentionCall, Controller, attend, key_bias
+from pipeline.control.contract import AttentionCall, Controller, attend, key_bias, take_rows
 from pipeline.control.p2p import BLEND_LEVEL
 from pipeline.control.places import LayerPlace
 
@@ -52,6 +54,8 @@ class WordMaps(Controller):
     """Stores this step's cross-attention maps of chosen words (row 0: source, row 1: target) at the
     16x16 level, and gives them as min-max-normalised masks thresholded at `threshold`."""
 
+    graph_safe: ClassVar[bool] = True  # its sum starts afresh at each step, within the call's own kernels
+
     words: torch.Tensor  # [2, 77] 0/1: the words' tokens in the source and in the target prompt
     threshold: float = 0.1
     _step: int = -1
@@ -68,7 +72,7 @@ class WordMaps(Controller):
     def edit_probs(self, call: AttentionCall, rows: Sequence[int], probs: torch.Tensor) -> torch.Tensor:
         if call.step != self._step:
             self._step, self._sum, self._count = call.step, None, 0
-        pair = probs[[rows.index(r) for r in self.prob_rows(call)]].float().mean(1)  # [2, queries, 77]
+        pair = take_rows(probs, [rows.index(r) for r in self.prob_rows(call)]).float().mean(1)  # [2, queries, 77]
         maps = (pair * self.words.to(pair)[:, None, :]).sum(-1)  # [2, queries]
         self._sum = maps if self._sum is None else self._sum + maps
         self._count += 1
@@ -94,13 +98,16 @@ class MutualSelfAttention(Controller):
     `masks` gives fixed (mask_s, mask_t) at latent size; `word_maps` derives them per step instead.
     """
 
+    graph_safe: ClassVar[bool] = True
+
     start_step: int
     layers: str
     masks: tuple[torch.Tensor, torch.Tensor] | None = None
     word_maps: WordMaps | None = None
     source: int = 0
     target: int = 1
-    _grids: dict[tuple[int, tuple[int, int]], tuple[torch.Tensor | None, torch.Tensor]] = field(default_factory=dict)
+    _grids: dict[tuple[int, tuple[int, int]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict)
 
     def active(self, place: LayerPlace, step: int) -> bool:
         return step >= self.start_step and controls_layer(place, self.layers)
@@ -109,7 +116,7 @@ class MutualSelfAttention(Controller):
         order = list(range(len(call.layout)))
         for s, t in call.layout.pairs(self.source, self.target):
             order[t] = s
-        call.k, call.v = call.k[order], call.v[order]
+        call.k, call.v = take_rows(call.k, order), take_rows(call.v, order)
 
     def rewrite_output(self, call: AttentionCall, out: torch.Tensor) -> torch.Tensor:
         masks = self.masks if self.word_maps is None else self.word_maps.masks(call.step)
@@ -118,9 +125,7 @@ class MutualSelfAttention(Controller):
         key = (call.step if self.word_maps is not None else -1, call.spatial)  # fixed masks: once per grid
         if key not in self._grids:
             self._grids[key] = _at_grid(masks, call.spatial)
-        keys_fg, queries_fg = self._grids[key]
-        if keys_fg is None:
-            return out  # one side has no keys at this resolution: plain mutual attention
+        keys_fg, queries_fg, split = self._grids[key]
         fg_bias = key_bias(keys_fg, call.q.dtype).view(1, 1, 1, -1)
         bg_bias = key_bias(~keys_fg, call.q.dtype).view(1, 1, 1, -1)
         queries_fg = queries_fg.to(out.dtype)[:, None]
@@ -128,15 +133,16 @@ class MutualSelfAttention(Controller):
         for s, t in call.layout.pairs(self.source, self.target):
             q, k, v = call.q[t : t + 1], call.k[t : t + 1], call.v[t : t + 1]  # k, v: the source's, after rewrite
             fg, bg = attend(q, k, v, fg_bias), attend(q, k, v, bg_bias)
-            out[t] = (fg * queries_fg + bg * (1 - queries_fg))[0].to(out.dtype)
+            # where one side has no keys at this resolution: plain mutual attention
+            out[t] = torch.where(split, (fg * queries_fg + bg * (1 - queries_fg))[0].to(out.dtype), out[t])
         return out
 
 
 def _at_grid(masks: tuple[torch.Tensor, torch.Tensor], grid: tuple[int, int]
-             ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(source keys in the foreground, target queries in the foreground) at a layer's grid; the keys
-    are None when the grid leaves no foreground or no background key."""
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(source keys in the foreground, target queries in the foreground, whether the keys have both a
+    foreground and a background at this grid) at a layer's grid; the last as a tensor, never read
+    on the host."""
     keys_fg = grid_mask(masks[0], grid)
     queries_fg = grid_mask(masks[1], grid)
-    covered = int(keys_fg.sum())  # one read of the GPU per call
-    return (keys_fg if 0 < covered < keys_fg.numel() else None), queries_fg
+    return keys_fg, queries_fg, keys_fg.any() & ~keys_fg.all()

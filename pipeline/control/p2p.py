@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from pipeline.control.blend import blend_towards_source
-from pipeline.control.contract import AttentionCall, Controller
+from pipeline.control.contract import AttentionCall, Controller, take_rows
 from pipeline.control.places import LayerPlace
 
 # maps the source's [heads, queries, 77] cross-attention (and the target's own) to the target's
@@ -60,6 +61,8 @@ class PromptToPromptEditor(Controller):
     (1 inside the token's replace range, 0 outside), so per-word ranges need no special case.
     """
 
+    graph_safe: ClassVar[bool] = True
+
     cross_edit: CrossEdit
     cross_alpha: torch.Tensor  # [steps, 77]
     self_span: tuple[int, int]
@@ -82,7 +85,7 @@ class PromptToPromptEditor(Controller):
         src, tgt = (rows.index(r) for r in _cond_pair(call))
         base, target = probs[src], probs[tgt]
         if call.place.kind == "cross":
-            alpha = self.cross_alpha[call.step].to(probs)
+            alpha = call.per_step(self.cross_alpha).to(probs)
             target = self.cross_edit(base, target) * alpha + target * (1 - alpha)
         else:
             target = base
@@ -106,8 +109,11 @@ class LocalBlend(Controller):
     AFTER the edit, as the reference executes (its AttentionStore appends the probability tensor
     that AttentionControlEdit.forward then overwrites in place, so LocalBlend averages edited maps:
     a swapped word's target row holds the source word's map inside the cross-replace steps, the
-    target's own after them).
+    target's own after them). The sums are kept in place in tensors made at the first call, so a
+    CUDA graph that replays a call adds to them.
     """
+
+    graph_safe: ClassVar[bool] = True
 
     words: torch.Tensor  # [2, 77] 0/1
     threshold: float
@@ -122,11 +128,14 @@ class LocalBlend(Controller):
         return _cond_pair(call)
 
     def edit_probs(self, call: AttentionCall, rows: Sequence[int], probs: torch.Tensor) -> torch.Tensor:
-        pair = probs[[rows.index(r) for r in _cond_pair(call)]].float()
+        pair = take_rows(probs, [rows.index(r) for r in _cond_pair(call)]).float()
         for key, tokens in (("words", self.words), ("subtract", self.subtract)):
             if tokens is not None:
                 contribution = (pair * tokens.to(pair.device)[:, None, None, :]).sum(-1).mean(1)
-                self._sums[key] = self._sums.get(key, 0) + contribution
+                if key in self._sums:
+                    self._sums[key].add_(contribution)
+                else:
+                    self._sums[key] = contribution
         return probs
 
     def region(self, size: torch.Size) -> torch.Tensor | None:

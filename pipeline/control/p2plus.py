@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -30,6 +31,8 @@ def _uncond_pair(call: AttentionCall) -> tuple[int, int]:
 @dataclass
 class UnconditionalSelfReplace(Controller):
     """The target's unconditional self-attention maps replaced by the source's in steps [start, end)."""
+
+    graph_safe: ClassVar[bool] = True
 
     span: tuple[int, int]
     min_level: int = PromptToPromptEditor.self_min_level

@@ -17,7 +17,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from pipeline.control.contract import AttentionCall, Controller, ControlState, attend, probabilities
+from pipeline.control.contract import AttentionCall, Controller, ControlState, attend, probabilities, put_rows, take_rows
 from pipeline.control.places import LayerPlace, layer_places
 
 
@@ -86,7 +86,8 @@ class ControlledProcessor:
             key = attn.norm_k(key)
 
         call = AttentionCall(self.place, control.step, control.timestep, control.layout, query, key, value, bias,
-                             attn.scale, _grid(query.shape[2], control.latent_size, self.place.level))
+                             attn.scale, _grid(query.shape[2], control.latent_size, self.place.level),
+                             control.step_index)
         for controller in active:
             controller.rewrite(call)
         out = _attention(call, active)
@@ -107,31 +108,30 @@ def _attention(call: AttentionCall, active: list[Controller]) -> torch.Tensor:
     wanted = sorted({r for c in active for r in c.prob_rows(call)})
     if not wanted:
         return attend(call.q, call.k, call.v, call.bias)
-    rows = _index(wanted)
-    probs = probabilities(call.q[rows], call.k[rows], call.scale, _rows(call.bias, rows))
+    probs = probabilities(take_rows(call.q, wanted), take_rows(call.k, wanted), call.scale, _rows(call.bias, wanted))
     for controller in active:
         probs = controller.edit_probs(call, wanted, probs)
-    explicit = probs.to(call.v.dtype) @ call.v[rows]
+    explicit = probs.to(call.v.dtype) @ take_rows(call.v, wanted)
     others = [i for i in range(len(call.layout)) if i not in wanted]
     if not others:
         return explicit
-    rest = _index(others)
-    plain = attend(call.q[rest], call.k[rest], call.v[rest], _rows(call.bias, rest))
-    if isinstance(rows, slice) and isinstance(rest, slice):  # e.g. [uncond..., cond...]: no scatter
-        return torch.cat([plain, explicit] if rest.start < rows.start else [explicit, plain])
+    plain = attend(take_rows(call.q, others), take_rows(call.k, others), take_rows(call.v, others),
+                   _rows(call.bias, others))
+    if _rising(wanted) and _rising(others):  # e.g. [uncond..., cond...]: no scatter
+        return torch.cat([plain, explicit] if others[0] < wanted[0] else [explicit, plain])
     out = call.q.new_empty(*call.q.shape[:-1], call.v.shape[-1])
-    out[others] = plain.to(out.dtype)
-    out[wanted] = explicit.to(out.dtype)
+    put_rows(out, others, plain.to(out.dtype))
+    put_rows(out, wanted, explicit.to(out.dtype))
     return out
 
 
-def _index(rows: list[int]) -> slice | list[int]:
-    """A slice for a contiguous run of rows (a view, no gather), else the list."""
-    return slice(rows[0], rows[-1] + 1) if rows == list(range(rows[0], rows[-1] + 1)) else rows
+def _rising(rows: list[int]) -> bool:
+    """Whether the rows are a contiguous rising run (read as one view)."""
+    return rows == list(range(rows[0], rows[-1] + 1))
 
 
-def _rows(bias: torch.Tensor | None, rows: slice | list[int]) -> torch.Tensor | None:
-    return bias if bias is None or bias.shape[0] == 1 else bias[rows]
+def _rows(bias: torch.Tensor | None, rows: list[int]) -> torch.Tensor | None:
+    return bias if bias is None or bias.shape[0] == 1 else take_rows(bias, rows)
 
 
 def _grid(queries: int, latent_size: tuple[int, int], level: int) -> tuple[int, int]:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,8 @@ from pipeline.control.places import LayerPlace
 
 Grid = tuple[int, int]
 Region = Callable[[int, Grid], "torch.Tensor | None"]
-"""mask_t: (step, a layer's grid) -> the queries [h*w] (bool) that take the reference, or None for none."""
+"""mask_t: (step, a layer's grid) -> the queries [h*w] (bool) that take the reference (maybe none), or
+None where none can (no map yet, an empty painted mask)."""
 KV_PREFIX = "reference_kv."
 """Stored tensors: KV_PREFIX + transformer index -> [steps, 2 (key, value), heads, tokens, head_dim] fp16."""
 TIMESTEPS = "reference_timesteps"
@@ -69,6 +71,7 @@ class KeyValueRecorder(Controller):
 
     Storage is allocated once per layer on the first call ([steps, 2, heads, tokens, head_dim], fp16 on
     the CPU) and each call's k and v are copied into their slot, so nothing of them stays on the GPU.
+    Never captured as a CUDA graph (graph_safe stays False): each call copies to the host.
     """
 
     layers: str
@@ -121,16 +124,18 @@ class TargetWordRegion(Controller):
     It stores, from the target's conditional row of the cross-attention layers at BLEND_LEVEL in the
     down and up blocks (16x16 at 512 px), the maps averaged over heads and summed over the words'
     tokens; the region is that sum, min-max normalised, resized to a layer's grid (nearest) and
-    thresholded.
+    thresholded. The sum is kept in place in the tensor of the first call, and the region is formed
+    from it at every call that asks (no cache keyed by host state), so a CUDA graph that replays
+    calls sees the sum grow; an empty region is an all-False tensor, never decided on the host.
     """
+
+    graph_safe: ClassVar[bool] = True
 
     words: torch.Tensor  # [77] 0/1: the words' token positions in the target prompt
     threshold: float = 0.5
     target: int = 1
     _sum: torch.Tensor | None = None
-    _count: int = 0
     _grid: Grid = (0, 0)
-    _cached: tuple[tuple[int, Grid], torch.Tensor | None] | None = None
 
     def active(self, place: LayerPlace, step: int) -> bool:
         return place.kind == "cross" and place.block != "mid" and place.level == BLEND_LEVEL
@@ -141,22 +146,20 @@ class TargetWordRegion(Controller):
     def edit_probs(self, call: AttentionCall, rows: Sequence[int], probs: torch.Tensor) -> torch.Tensor:
         row = probs[rows.index(self.prob_rows(call)[0])].float().mean(0)  # [queries, 77]
         maps = row @ self.words.to(row)
-        self._sum = maps if self._sum is None else self._sum + maps
-        self._count += 1
+        if self._sum is None:
+            self._sum = maps
+        else:
+            self._sum.add_(maps)
         self._grid = call.spatial
         return probs
 
     def __call__(self, step: int, grid: Grid) -> torch.Tensor | None:
         if self._sum is None:
             return None  # no map yet (a layer that runs before the first 16x16 cross-attention)
-        key = (self._count, grid)  # the sum changes with every stored map, not only between steps
-        if self._cached is None or self._cached[0] != key:
-            maps = self._sum.view(1, 1, *self._grid)
-            low, high = maps.amin(), maps.amax()
-            maps = (maps - low) / (high - low).clamp_min(torch.finfo(maps.dtype).tiny)
-            queries = F.interpolate(maps, size=grid, mode="nearest").flatten() >= self.threshold
-            self._cached = (key, queries if bool(queries.any()) else None)
-        return self._cached[1]
+        maps = self._sum.view(1, 1, *self._grid)
+        low, high = maps.amin(), maps.amax()
+        maps = (maps - low) / (high - low).clamp_min(torch.finfo(maps.dtype).tiny)
+        return F.interpolate(maps, size=grid, mode="nearest").flatten() >= self.threshold
 
 
 @dataclass
@@ -164,9 +167,11 @@ class ReferenceAttention(Controller):
     """SR-attention (see the module doc) in the layers `reference` holds and the steps [span).
 
     reference: transformer index -> [steps, 2, heads, tokens, head_dim] (fp16, on the CPU), filed by
-    `timesteps`. Only the current step's slices are on the GPU: they are moved there at the step's
-    first controlled call and dropped when the next step begins.
+    `timesteps`. Only the current step's slices are on the GPU: before each step (`begin_step`) they
+    are copied into one device buffer per layer, which every step reuses (and a CUDA graph reads).
     """
+
+    graph_safe: ClassVar[bool] = True
 
     reference: Mapping[int, torch.Tensor]
     timesteps: Sequence[int]
@@ -180,6 +185,19 @@ class ReferenceAttention(Controller):
 
     def active(self, place: LayerPlace, step: int) -> bool:
         return place.kind == "self" and place.transformer in self.reference and self.span[0] <= step < self.span[1]
+
+    def begin_step(self, step: int, timestep: int, device: torch.device) -> None:
+        if step == self._step or not self.span[0] <= step < self.span[1]:
+            return
+        try:
+            index = list(self.timesteps).index(timestep)
+        except ValueError:
+            raise ValueError(f"no reference keys were recorded at timestep {timestep}") from None
+        for layer, stored in self.reference.items():
+            if layer not in self._loaded:
+                self._loaded[layer] = torch.empty(stored.shape[1:], dtype=stored.dtype, device=device)
+            self._loaded[layer].copy_(stored[index])
+        self._step = step
 
     def rewrite_output(self, call: AttentionCall, out: torch.Tensor) -> torch.Tensor:
         keys = self._object_keys(call.spatial)
@@ -205,15 +223,7 @@ class ReferenceAttention(Controller):
         return self._keys[grid]
 
     def _kv(self, call: AttentionCall) -> torch.Tensor:
-        """This layer's [2, heads, tokens, head_dim] of the call's timestep, on the call's device and dtype."""
-        if call.step != self._step:
-            self._step, self._loaded = call.step, {}  # the previous step's slices are freed here
-        layer = call.place.transformer
-        kv = self._loaded.get(layer)
-        if kv is None:
-            try:
-                index = list(self.timesteps).index(call.timestep)
-            except ValueError:
-                raise ValueError(f"no reference keys were recorded at timestep {call.timestep}") from None
-            kv = self._loaded[layer] = self.reference[layer][index].to(call.q.device, call.q.dtype)
-        return kv
+        """This layer's [2, heads, tokens, head_dim] of the call's timestep, in the call's dtype."""
+        if call.step != self._step:  # a caller that skipped begin_step (one UNet call on its own)
+            self.begin_step(call.step, call.timestep, call.q.device)
+        return self._loaded[call.place.transformer].to(call.q.dtype)

@@ -13,13 +13,14 @@ and "up_cross" maps of 16x16 queries); recorded during training they keep their 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from diffusers import UNet2DConditionModel
 
-from pipeline.control.contract import AttentionCall, Controller
+from pipeline.control.contract import AttentionCall, Controller, put_rows
 from pipeline.control.p2p import BLEND_LEVEL
 from pipeline.control.places import LayerPlace, layer_places
 
@@ -43,19 +44,33 @@ class ValueInput(Controller):
     `values[(step, prompt)]` is a [tokens, width] embedding (the width of the text embedding): at that
     step, every cross-attention layer computes the values of that prompt's conditional row from it
     with its own `to_v`, instead of from the prompt's embedding; the keys stay the prompt's.
-    Unconditional rows and (step, prompt) pairs without an entry are left as they are.
+    Unconditional rows and (step, prompt) pairs without an entry are left as they are. Each prompt's
+    embeddings are stacked into one table with a row per step (zeros where it has none), read by the
+    step as data (`AttentionCall.per_step`), so a CUDA graph can replay the calls of many steps.
     """
+
+    graph_safe: ClassVar[bool] = True
 
     projections: Mapping[str, torch.nn.Module]
     values: Mapping[tuple[int, int], torch.Tensor]
-    _prompts: dict[int, list[int]] = field(default_factory=dict)
+    _prompts: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    _tables: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        by_step: dict[int, list[int]] = {}
         for step, prompt in sorted(self.values):
-            self._prompts.setdefault(step, []).append(prompt)
+            by_step.setdefault(step, []).append(prompt)
+        self._prompts = {step: tuple(prompts) for step, prompts in by_step.items()}
+        for prompt in sorted({p for _, p in self.values}):
+            steps = {s: t for (s, p), t in self.values.items() if p == prompt}
+            blank = torch.zeros_like(next(iter(steps.values())))
+            self._tables[prompt] = torch.stack([steps.get(s, blank) for s in range(max(steps) + 1)])
 
     def active(self, place: LayerPlace, step: int) -> bool:
         return place.kind == "cross" and step in self._prompts
+
+    def graph_key(self, place: LayerPlace, step: int) -> Hashable:
+        return self._prompts.get(step) if self.active(place, step) else None
 
     def rewrite(self, call: AttentionCall) -> None:
         project = self.projections[call.place.name]
@@ -64,15 +79,16 @@ class ValueInput(Controller):
         for prompt in self._prompts[call.step]:
             rows = call.layout.select("cond", prompt)
             if rows:
-                value = project(self.values[(call.step, prompt)].to(call.v.device))
-                v[rows] = value.view(1, -1, heads, head_dim).transpose(1, 2).to(v.dtype)
+                value = project(call.per_step(self._tables[prompt]).to(call.v.device))
+                put_rows(v, rows, value.view(1, -1, heads, head_dim).transpose(1, 2).to(v.dtype))
         call.v = v
 
 
 @dataclass
 class CrossMaps(Controller):
     """Records, per step, the cross-attention maps [heads, queries, tokens] of one prompt's conditional
-    row at BLEND_LEVEL in the down and up blocks, in execution order (float32, gradients kept)."""
+    row at BLEND_LEVEL in the down and up blocks, in execution order (float32, gradients kept). Never
+    captured as a CUDA graph (graph_safe stays False): it keeps every call's maps."""
 
     prompt: int = 0
     maps: dict[int, list[torch.Tensor]] = field(default_factory=dict)

@@ -11,8 +11,10 @@ pipeline does (batch 1, learning rate 1e-3, no schedule).
 Departures from the authors' code (state them where they matter):
 - Every draw comes from the run's own generator (`RunContext.generator`), timesteps first, then one
   noise per iteration, so a seeded run is reproducible and no run touches the global random state.
-- The UNet runs in fp32 (`precise=True`), as everything optimised here does; so does the authors'
-  training: accelerate only scales the loss there, and every UNet call runs with autocast off.
+- The UNet runs in fp32 (`precise=True`), as everything optimised here does (TF32 matrix products
+  on the fast path, where each iteration may replay one captured CUDA graph: pipeline.optimise); so
+  does the authors' training: accelerate only scales the loss there, and every UNet call runs with
+  autocast off.
 - The photo's latent is the VAE's mean (the latent the inversion starts from, z*_0) where the
   authors draw one sample from the VAE's posterior.
 - No previews: a random timestep's prediction is not a picture of anything the user is heading for.
@@ -62,15 +64,18 @@ def optimise_text_embedding(
     """
     z0 = latent.detach().float()
     learned = embedding.detach().float().clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([learned], lr=learning_rate)
+    inputs = ctx.loop_inputs()
+    minimiser = ctx.minimiser([learned], lambda: F.mse_loss(ctx.unet_noise(inputs.noisy, inputs.t, learned,
+                                                                             precise=True), inputs.noise))
+    minimiser.restart(learning_rate)
     losses = []
+    timesteps = draw_timesteps(ctx, iterations)
+    # every iteration's noise drawn at once and moved to the device in one copy (no wait per iteration)
+    noises = [torch.randn(z0.shape, generator=ctx.generator) for _ in timesteps]
+    noises = torch.stack(noises).to(z0.device) if noises else z0.new_empty(0, *z0.shape)
     with torch.enable_grad():
-        for step in ctx.steps(draw_timesteps(ctx, iterations), stage):
-            noise = torch.randn(z0.shape, generator=ctx.generator).to(z0.device)
-            prediction = ctx.unet_noise(noised(ctx, z0, noise, step.timestep), step.timestep, learned, precise=True)
-            loss = F.mse_loss(prediction, noise)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            losses.append(loss.detach())
-    return TextOptimisation(learned.detach(), torch.stack(losses).cpu() if losses else torch.zeros(0))
+        for step in ctx.steps(timesteps, stage):
+            noise = noises[step.index]
+            inputs.set(noisy=noised(ctx, z0, noise, step.timestep), t=step.timestep, noise=noise)
+            losses.append(minimiser.run(1).losses)
+    return TextOptimisation(learned.detach(), torch.cat(losses).cpu() if losses else torch.zeros(0))

@@ -15,7 +15,9 @@ at 30 steps), each a guided DDIM step at 7.5 from the current latent with the ""
 computed once without gradients, loss = MSE to z*_{t-1} + weight * the sum over the 16x16 (at 512 px)
 cross-attention layers of the down and up blocks of the MSE between the maps and those DDIM inversion
 made (weight 1); stop early below 1e-5 + i * 2e-5; then advance the latent with the trained network.
-Everything runs in fp32. For step counts other than the authors' 30, i is scaled by 30 / steps in the
+Everything runs in fp32 (TF32 matrix products on the fast path, where each step's iterations may
+replay one captured CUDA graph with the early stop decided on the GPU: pipeline.optimise.Minimiser). For
+step counts other than the authors' 30, i is scaled by 30 / steps in the
 learning rate, the iteration count and the tolerance, so they keep their start and end values.
 
 Departures, on purpose:
@@ -43,8 +45,8 @@ from torch import nn
 
 from pipeline.control.value_input import CrossMaps, ValueInput, value_projections
 from pipeline.events import Stage
-from pipeline.run import RunContext
-from pipeline.sampling import DDIMSchedule, guided_noise
+from pipeline.run import RunContext, Step
+from pipeline.sampling import DDIMSchedule, guided_noise, move
 
 REFERENCE_STEPS = 30
 TOKENS = 77
@@ -143,36 +145,39 @@ def train_mappings(
     iterations = inner_iterations(inner, steps)
     network = MappingNetwork(features.shape[1], cond.shape[1]).reset(torch.Generator().manual_seed(0)).to(device)
     z = trajectory[-1:].float().to(device)
-    networks, reached, losses = [], [z], torch.zeros(steps, 2, 2)
+    networks, reached, measured = [], [z], []
     for step in ctx.steps(schedule.timesteps, stage):
         i, t = step.index, step.timestep
         progress = i * REFERENCE_STEPS / steps
         if i > 0:
             network = copy.deepcopy(networks[-1])
         network.requires_grad_(True)
-        optimiser = torch.optim.Adam(network.parameters(), lr=1e-2 * (1.0 - progress / 100.0))
         target = trajectory[steps - i - 1 : steps - i].float().to(device)
         target_maps = [m.to(device) for m in maps[steps - 1 - i]]  # the inversion step at this timestep
         with torch.no_grad():
             eps_uncond = ctx.unet_noise(z, t, uncond, precise=True)
-        for j in range(iterations[i]):
-            ctx.cancel.check()
+
+        coefficients = schedule.step_coefficients(t)  # numbers, not read from a tensor in a captured call
+
+        def loss(network: MappingNetwork = network, step: Step = step, z: torch.Tensor = z,
+                 eps_uncond: torch.Tensor = eps_uncond, target: torch.Tensor = target,
+                 target_maps: list[torch.Tensor] = target_maps,
+                 coefficients: tuple[float, ...] = coefficients) -> tuple[torch.Tensor, torch.Tensor]:
             recorder = CrossMaps()
-            value = ValueInput(projections, {(i, 0): network.value_input(features, cond)[0]})
+            value = ValueInput(projections, {(step.index, 0): network.value_input(features, cond)[0]})
             eps_cond = guided_noise(ctx, z, step, cond, None, 1.0, [value, recorder], precise=True)
             eps = eps_uncond + scale * (eps_cond - eps_uncond)
-            latent_loss = F.mse_loss(schedule.step(eps, t, z), target)
-            attention_loss = sum(F.mse_loss(m, g) for m, g in zip(recorder.maps[i], target_maps, strict=True))
-            loss = latent_loss + attention_weight * attention_loss
-            measured = torch.stack([latent_loss.detach(), attention_loss.detach()]).cpu()
-            if j == 0:
-                losses[i, 0] = measured
-            losses[i, 1] = measured
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            if early_stop and loss.item() < 1e-5 + progress * 2e-5:
-                break
+            latent_loss = F.mse_loss(move(z, eps, coefficients), target)
+            attention_loss = sum(F.mse_loss(m, g) for m, g in
+                                 zip(recorder.maps[step.index], target_maps, strict=True))
+            return latent_loss + attention_weight * attention_loss, torch.stack([latent_loss, attention_loss])
+
+        # a minimiser per step (each step trains its own network): on the fast path one capture per step
+        minimiser = ctx.minimiser(list(network.parameters()), loss)
+        minimiser.restart(1e-2 * (1.0 - progress / 100.0))
+        descent = minimiser.run(iterations[i], 1e-5 + progress * 2e-5 if early_stop else None)
+        assert descent.figures is not None
+        measured.append(torch.stack([descent.figures[0], descent.figures[descent.last]]))
         networks.append(network.requires_grad_(False))
         with torch.no_grad():
             value = ValueInput(projections, {(i, 0): network.value_input(features, cond)[0]})
@@ -181,4 +186,5 @@ def train_mappings(
                 step.preview(schedule.predict_x0(eps, t, z))
             z = schedule.step(eps, t, z)
         reached.append(z)
+    losses = torch.stack(measured).cpu() if measured else torch.zeros(0, 2, 2)
     return MappingResult(networks, torch.cat(reached), losses)
