@@ -268,7 +268,8 @@ class MethodPanel(QWidget):
     def _on_param(self, name: str) -> None:
         # With no project open the document has no parameters yet: the form shows what a new project
         # would start with on this machine, not each editor's minimum.
-        shown = {**starting_params(self.doc.method_id, self.gpu()), **self.doc.params}
+        missing = self.editors.keys() - self.doc.params.keys()
+        shown = {**(starting_params(self.doc.method_id, self.gpu()) if missing else {}), **self.doc.params}
         for param_name, editor in self.editors.items():
             if (not name or name == param_name) and param_name in shown:
                 editor.set_value(shown[param_name])
