@@ -25,6 +25,8 @@ compile Retake's own modules again).
     python bench/bench_startup.py --model demo --label before
     python bench/bench_startup.py --model sd15 --label before   # SD-1.5-sized random weights (4.2 GB,
                                                                 # written once to --model-dir)
+    git archive BEFORE | tar -x -C /tmp/before && ln -s $PWD/.venv /tmp/before/.venv
+    python bench/bench_startup.py --model demo --label after --baseline /tmp/before   # interleaved with BEFORE
 
 It writes bench/results/startup-<model>-<label>-<machine>.json. On a shared machine the load average
 is recorded with each figure: compare figures taken at similar loads.
@@ -76,6 +78,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--label", default="now", help="names the report: before, after, ...")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout of the code before a change (`git worktree add DIR COMMIT`): every process "
+                             "row runs there too, alternating with this tree, so that both see the same load")
     parser.add_argument("--phases-child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phases_child is not None:
@@ -89,20 +94,23 @@ def main() -> int:
     edit = edit_command(model, work, args)
     first = timed_process(edit(first=True), env)
     print(f"first edit (inverts): {first:.2f} s", flush=True)
+    if args.baseline is not None:  # its own modules' bytecode, as this tree's first edit wrote this tree's
+        timed_process([sys.executable, str(ROOT / "main.py"), "edit", "--help"], env, args.baseline)
 
     report: dict[str, Any] = {"model": args.model, "size": args.size, "steps": args.steps, "device": args.device,
-                              "repeats": args.repeats, "first_edit_s": round(first, 3), "results": {}}
+                              "repeats": args.repeats, "first_edit_s": round(first, 3), "baseline": baseline_commit(args),
+                              "results": {}}
     results = report["results"]
-    results["python start"] = repeated("python start", [sys.executable, "-c", "pass"], env, args.repeats)
+    results["python start"] = repeated("python start", [sys.executable, "-c", "pass"], env, args)
     imports = [sys.executable, str(ROOT / "main.py"), "edit", "--help"]
-    results["imports and exit"] = repeated("imports and exit", imports, env, args.repeats)
+    results["imports and exit"] = repeated("imports and exit", imports, env, args)
     results["imports and exit"]["importtime_self_s_by_package"] = import_summary(env)
     results["imports and exit, no bytecode yet"] = repeated(
-        "imports and exit, no bytecode yet", imports, env, args.repeats,
+        "imports and exit, no bytecode yet", imports, env, args,
         before=lambda: shutil.rmtree(work / "bytecode", True))
-    results["cli re-edit wall"] = repeated("cli re-edit wall", edit(), env, args.repeats)
+    results["cli re-edit wall"] = repeated("cli re-edit wall", edit(), env, args)
     results["cli re-edit wall, cold hash cache"] = repeated(
-        "cli re-edit wall, cold hash cache", edit(), env, args.repeats, before=lambda: shutil.rmtree(work / "cache", True))
+        "cli re-edit wall, cold hash cache", edit(), env, args, before=lambda: shutil.rmtree(work / "cache", True))
     results["phases"] = phases(edit(), env)
     results["model identity"] = identity_times(model, work, env)
     from sd15 import write_report  # torch and diffusers only now, after the child processes
@@ -110,6 +118,15 @@ def main() -> int:
     write_report(f"startup-{re.sub(r'[^a-z0-9]+', '-', Path(args.model).name.lower())}-{args.label}", report, args.out)
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def baseline_commit(args: argparse.Namespace) -> str | None:
+    """What the baseline tree is: its commit, when it is a git checkout; its path otherwise."""
+    if args.baseline is None:
+        return None
+    done = subprocess.run(["git", "-C", str(args.baseline), "log", "-1", "--format=%h %s"], capture_output=True,
+                          text=True)
+    return done.stdout.strip()[:120] if done.returncode == 0 else str(args.baseline)
 
 
 def edit_command(model: str, work: Path, args: argparse.Namespace) -> Callable[..., list[str]]:
@@ -129,24 +146,34 @@ def edit_command(model: str, work: Path, args: argparse.Namespace) -> Callable[.
     return command
 
 
-def timed_process(command: list[str], env: dict[str, str]) -> float:
+def timed_process(command: list[str], env: dict[str, str], root: Path = ROOT) -> float:
+    """Seconds of `command` run to its end in the tree `root` (its main.py, and its packages first)."""
+    command = [str(root / "main.py") if arg == str(ROOT / "main.py") else arg for arg in command]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{command[1:3]}: exit {done.returncode}: {done.stderr[-2000:]}")
     return seconds
 
 
-def repeated(label: str, command: list[str], env: dict[str, str], repeats: int,
+def repeated(label: str, command: list[str], env: dict[str, str], args: argparse.Namespace,
              before: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    runs = []
-    for _ in range(repeats):
+    """The median of --repeats runs of `command`; with --baseline, each run is preceded by one in the baseline."""
+    runs, baseline = [], []
+    for _ in range(args.repeats):
+        if args.baseline is not None:
+            before()
+            baseline.append(round(timed_process(command, env, args.baseline), 3))
         before()
         runs.append(round(timed_process(command, env), 3))
-    load = round(os.getloadavg()[0], 2)
-    print(f"{label:>36}: median {statistics.median(runs):.2f} s of {runs} (load {load})", flush=True)
-    return {"median_s": statistics.median(runs), "runs_s": runs, "load_average": load}
+    found = {"median_s": statistics.median(runs), "runs_s": runs, "load_average": round(os.getloadavg()[0], 2)}
+    shown = f"median {found['median_s']:.2f} s of {runs}"
+    if baseline:
+        found.update(baseline_median_s=statistics.median(baseline), baseline_runs_s=baseline)
+        shown += f", baseline {found['baseline_median_s']:.2f} s of {baseline}"
+    print(f"{label:>36}: {shown} (load {found['load_average']})", flush=True)
+    return found
 
 
 def import_summary(env: dict[str, str], top: int = 14) -> dict[str, float]:
