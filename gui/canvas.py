@@ -115,7 +115,7 @@ class Canvas(QGraphicsView):
         self.zoom_label = QLabel(self)
         self.zoom_label.setStyleSheet("background: rgba(20, 20, 22, 170); color: #ddd; padding: 1px 5px;")
         self.zoom_label.setToolTip("Zoom: 100% is one photo pixel per screen pixel (Ctrl+1); F fits the photo.")
-        self.draft_badge = QLabel("Draft — not saved; Run makes the result", self)
+        self.draft_badge = QLabel("Draft — not saved; Run saves it", self)
         self.draft_badge.setObjectName("draftBadge")
         self.draft_badge.setStyleSheet("background: rgba(190, 120, 20, 220); color: white; font-weight: 600; "
                                        "padding: 3px 8px; border-radius: 3px;")
