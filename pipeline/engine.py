@@ -5,13 +5,14 @@ as often as the artist likes, `commit`; `edit` first tunes, or reuses the projec
 with a tuning stage) so the model stays loaded and an inversion is made once. `draft` is a run without
 its commit that only reuses: the stored inversion (and tuning) the request's key names, else it stops at
 once (NeedsRun); it writes nothing anywhere, and its result is the one a run of the same request would
-commit, pixel for pixel. So the engine keeps the last draft's result, by everything that result was made
-from (`_result_identity`); a run whose job has that identity, while the project still holds the
-inversion (and tuning) it used, commits it instead of editing again (Done.from_draft). The inversion last
-read or made is kept too (one, by project, key and file digest), so a draft after a draft or a run reads
-nothing from the project; `forget` drops what is kept when the front end closes the project. One engine serves one model and runs one job at a time: every stage holds the
-engine's lock, so a second thread's run waits its turn instead of sharing the UNet. No stage changes
-shared state: controllers travel with each UNet call, and each run has its own torch.Generator.
+commit, pixel for pixel. So the engine keeps the last draft's result, by everything that result was
+made from (`_result_identity`); a run whose job has that identity, while the project still holds the
+inversion (and tuning) it used, commits it instead of editing again (Done.from_draft). The inversion
+last read or made is kept too (one, by project, key and file digest), so a draft after a draft or a run
+reads nothing from the project; `forget` drops what is kept when the front end closes the project.
+One engine serves one model and runs one job at a time: every stage holds the engine's lock, so a
+second thread's run waits its turn instead of sharing the UNet. No stage changes shared state:
+controllers travel with each UNet call, and each run has its own torch.Generator.
 
 A failure becomes one Failed event with a sentence for the user that says truly what was kept; a
 cancelled or failed run writes nothing half-made: the project gains an inversion only once it is
@@ -190,7 +191,7 @@ class Engine:
                                                 source_prompt=job.prompts.source, params=key_params, size=job.size,
                                                 steps=int(key_params.get("steps", 0)) or 1, parts=parts,
                                                 crop=job.crop)
-                self._inverted = ((job.project_path, key, record.file_sha256), tensors)
+                self._inverted = ((project.path, key, record.file_sha256), tensors)
                 return Inversion(key, tensors, False)
 
     def _inversion_key(self, job: Job, bundle: ModelBundle) -> str:

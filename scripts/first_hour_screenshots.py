@@ -13,7 +13,9 @@ Per size, three pictures of a real window (the real engine and the demo model; n
 At 1400x900 only (`--drafts`, minutes on a CPU: a run and a draft of the demo model):
 - `open-demo-scene.png`: the File > Open demo scene dialog, the scene "cat-from-reference" selected;
 - `draft-1400x900.png`: the scene "house-colour" after one Run, its target changed to a green house and
-  drafted live: the canvas shows the draft with its badge, the status bar says so.
+  drafted live: the canvas shows the draft with its badge, the status bar says so;
+- `draft-saved-1400x900.png`: Run pressed on that draft: the draft's picture saved as the result (in the
+  history), not computed again, as the status bar says.
 The window's data folder (where a scene's project is made) is in the scratch folder (XDG_DATA_HOME), so
 every run starts from a fresh scene project.
 """
@@ -125,6 +127,11 @@ def demo_scene_shots(app: QApplication, work: Path, folder: Path) -> None:
     pause(app)
     window.screen().grabWindow(window.winId()).save(str(folder / "draft-1400x900.png"))
     print(f"draft: {window.status_draft.text()}")
+    window.run_edit()
+    wait_until(lambda: not window.session.running and len(window.session.results) == 2, 900)
+    pause(app)
+    window.screen().grabWindow(window.winId()).save(str(folder / "draft-saved-1400x900.png"))
+    print(f"run: {window.status_stage.text()}")
     window.doc.undo.setClean()
     window.close()
 

@@ -6,9 +6,10 @@ stages, Preview with its latent, Done, Failed, CancelledEvent), honours the Canc
 writes real inversions and results into the real project, so reopening and re-editing behave as with
 the engine. Its draft writes nothing, needs the stored inversion of the request's key (else NeedsRun, as
 the engine) and is a flat picture whose colour is `draft_colour(target prompt)`, so a test can tell
-which draft is on the canvas; as the engine, a run of the last draft's request (its inputs' bytes and all,
-previews aside) commits that picture without steps (Done.from_draft). Its full decode of a step is a flat picture whose red level is the step's latent value
-times 5, so a test can tell which step was decoded.
+which draft is on the canvas; as the engine, a run of the last draft's request (its inputs' bytes and
+all, previews aside) commits that picture without steps (Done.from_draft), and a target prompt of more
+than WINDOW_WORDS words gets the engine's Notice. Its full decode of a step is a flat picture whose red
+level is the step's latent value times 5, so a test can tell which step was decoded.
 """
 
 from __future__ import annotations
