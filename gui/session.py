@@ -241,6 +241,12 @@ class EditSession(QObject):
         self.draftChanged.emit()
         return started
 
+    def draft_is_current(self) -> bool:
+        """A draft's picture is on screen and the document still is what it was made from: a Run now
+        saves it without computing (Engine.run, which checks the same on what it is sent)."""
+        draft = self.draft
+        return draft.image is not None and draft.state is not None and self.doc.matches(draft.state)
+
     def cancel_draft(self) -> None:
         """Stop the draft in flight (its picture, if it still comes, is not shown)."""
         if self.drafting:

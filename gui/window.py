@@ -859,7 +859,7 @@ class MainWindow(QMainWindow):
             return False
         self.message.hide()
         self.timeline.back_to_result()
-        long_run = self.run_estimate()
+        long_run = None if self.session.draft_is_current() else self.run_estimate()  # a draft is saved at once
         started = self.session.start_run(self.doc.project_path, self.doc.snapshot(), self.settings.request_options())
         self._estimated_run = (self.doc.method_id, dict(self.doc.params))
         self._update_actions()  # a run waiting for a draft to stop is already a run: Cancel stops it

@@ -261,3 +261,18 @@ def test_a_drafts_notice_is_shown_once_not_for_every_draft(qtbot, window, photo,
     window.doc.set_prompt("target", LONG)  # the same words cut again, after a draft that cut none
     qtbot.waitUntil(lambda: len(said) == 2, timeout=WAIT_MS)
     assert said[1] == said[0] and window.message.isVisible()
+
+
+def test_run_on_the_draft_on_screen_announces_no_long_run(qtbot, window, photo, fake_engine):
+    """Saving the draft takes no time: the 'This run takes about 4 min' warning a long run gets is not given."""
+    edited_once(qtbot, window, photo)
+    window.session.unet_seconds = 1.0  # an edit alone would take minutes
+    window.doc.set_prompt("target", "a castle at noon")
+    qtbot.waitUntil(lambda: window.canvas.draft is not None, timeout=WAIT_MS)
+    window.message.hide()
+    assert run_and_wait(qtbot, window).from_draft
+    assert not window.message.isVisible()
+    window.session.unet_seconds = 1.0
+    window.doc.set_prompt("target", "a castle at dusk")  # no draft of it yet: a run, announced
+    assert not run_and_wait(qtbot, window).from_draft
+    assert window.message.text.text().startswith("This run takes about")
