@@ -179,3 +179,11 @@ def test_every_welcome_button_shows_its_whole_text(qtbot, settings, fake_engine,
             for button in buttons)
     finally:
         window.close()
+
+
+def test_the_empty_window_shows_no_zoom_box_over_the_welcome_view(qtbot, window, photo) -> None:
+    """The zoom percentage, empty before a photo is shown, was a dark box over the welcome card's corner."""
+    assert window.welcome.isVisible() and not window.canvas.zoom_label.isVisible()
+    assert window.open_path(photo)
+    qtbot.waitUntil(lambda: window.canvas.zoom_label.isVisible(), timeout=5000)
+    assert window.canvas.zoom_label.text().endswith("%")
