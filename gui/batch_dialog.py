@@ -44,6 +44,9 @@ def recipe_from_window(window: Any) -> dict[str, Any]:
         data["dtype"] = options["dtype"]
     if options.get("image_encoder"):
         data["image_encoder"] = options["image_encoder"]
+    if options.get("area"):  # unset: automatic, as the window's runs
+        data["area"] = options["area"]
+    data.update({name: options[name] for name in ("area_padding", "feather") if options.get(name) is not None})
     return recipe_from_json(data, "The recipe").to_json()
 
 

@@ -115,7 +115,8 @@ class Canvas(QGraphicsView):
         self.zoom_label = QLabel(self)
         self.zoom_label.setStyleSheet("background: rgba(20, 20, 22, 170); color: #ddd; padding: 1px 5px;")
         self.zoom_label.setToolTip("Zoom: 100% is one photo pixel per screen pixel (Ctrl+1); F fits the photo.")
-        self.draft_badge = QLabel("Draft — not saved; Run makes the result", self)
+        self.zoom_label.hide()  # until there is a picture to zoom (empty, it is a dark box over the welcome view)
+        self.draft_badge = QLabel("Draft — not saved; Run saves it", self)
         self.draft_badge.setObjectName("draftBadge")
         self.draft_badge.setStyleSheet("background: rgba(190, 120, 20, 220); color: white; font-weight: 600; "
                                        "padding: 3px 8px; border-radius: 3px;")
@@ -182,6 +183,8 @@ class Canvas(QGraphicsView):
         self._show_crop()
         if picture is not None:
             self.fit()
+        else:
+            self.zoom_label.hide()
 
     def _on_mask(self, name: str) -> None:
         if name in self.bounding_masks and self._stroke is None:  # after a stroke, not at every dab
@@ -357,6 +360,7 @@ class Canvas(QGraphicsView):
     def _show_zoom(self) -> None:
         self.zoom_label.setText(f"{self.zoom_percent()}%")
         self.zoom_label.adjustSize()
+        self.zoom_label.setVisible(self.picture() is not None)
         self._place_zoom_label()
 
     def _place_zoom_label(self) -> None:

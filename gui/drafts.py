@@ -5,7 +5,10 @@ is slow on the hand and writes a result each time. A draft is a run without its 
 (`Engine.draft` through the session's `start_draft`): the same stages, the stored inversion (and
 tuning) only, nothing written, so it never starts an inversion and the project, its manifest and the
 undo history stay as they are. Its picture is the result a Run would commit, shown on the canvas with
-a Draft badge; Run makes the result and records it.
+a Draft badge; Run then commits that very result without computing it again (the engine keeps the last
+draft and commits it when the run's job is the draft's, `Engine.run`; after any change it computes).
+A draft's notices (a prompt longer than the text window) are shown as a run's, but not again by each
+draft after it that says the same (the session remembers what the last drafts said).
 
 Every change goes through the undo stack (gui.commands), so a change of the stack's index is a change
 to draft: the draft in flight is cancelled at once (its picture would be stale) and a new one starts

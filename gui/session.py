@@ -108,6 +108,8 @@ class EditSession(QObject):
         self._queued_run: tuple[Path, DocumentState, dict[str, Any]] | None = None  # waits for a draft to stop
         self._draft_started = 0.0
         self._draft_in_flight = 0  # the serial of the draft the engine is making
+        self._notices_said: set[str] = set()  # what the last drafts (or the run) said: not said again
+        self._notices_heard: set[str] = set()  # what the draft in flight said
         self.model_state = "waiting for the engine"
         self.model: dict[str, Any] = {}  # the options of the model in use (or loading)
         self.device = ""  # the engine's device as the status bar names it ("CPU", "NVIDIA H100 (cuda:0)")
@@ -132,6 +134,7 @@ class EditSession(QObject):
         self.engine.status.connect(self._on_status)
         self.engine.unetTimed.connect(self._on_unet_timed)
         self.io.busyChanged.connect(self.ioChanged)
+        doc.projectChanged.connect(self.engine.forget)  # what the engine keeps of the last project is not needed
 
     # -- the engine and the model -----------------------------------------------------------------
     @property
@@ -231,11 +234,18 @@ class EditSession(QObject):
         self.draft.state, self.draft.running = state, True
         self.draft.stage, self.draft.step, self.draft.total = "", 0, 0
         self.draft.model = dict(options)
+        self._notices_heard = set()
         self._draft_started = time.monotonic()
         started = self.engine.submit(lambda: project_io.build_request(project, state, options, scratch,
                                                                       preview_every=0), draft=True)
         self.draftChanged.emit()
         return started
+
+    def draft_is_current(self) -> bool:
+        """A draft's picture is on screen and the document still is what it was made from: a Run now
+        saves it without computing (Engine.run, which checks the same on what it is sent)."""
+        draft = self.draft
+        return draft.image is not None and draft.state is not None and self.doc.matches(draft.state)
 
     def cancel_draft(self) -> None:
         """Stop the draft in flight (its picture, if it still comes, is not shown)."""
@@ -251,19 +261,27 @@ class EditSession(QObject):
             self.draftChanged.emit()
 
     def _on_draft_event(self, event: Any) -> None:
-        from pipeline.events import Progress
+        from pipeline.events import Notice, Progress
 
-        if isinstance(event, Progress):  # previews and notices of a draft are not shown (a run's are)
+        if isinstance(event, Progress):  # a draft's previews are not shown (a run's are)
             draft = self.draft
             self._on_loading(event, draft.model)
             draft.stage, draft.step, draft.total = event.stage, event.step, event.total
             self.draftChanged.emit()
+        elif isinstance(event, Notice):  # said as a run's are, unless the drafts before said it already
+            if event.message not in self._notices_said | self._notices_heard:
+                self.noticed.emit(event.message)
+            self._notices_heard.add(event.message)
 
     def _on_draft_finished(self, final: Any, serial: int) -> None:
-        from pipeline.events import Drafted, Failed
+        from pipeline.events import CancelledEvent, Drafted, Failed
 
         draft = self.draft
         draft.running = False
+        if isinstance(final, CancelledEvent):  # it may have stopped before saying what the last one said
+            self._notices_said |= self._notices_heard
+        else:  # a notice this draft did not say is said again by the next draft that does
+            self._notices_said = set(self._notices_heard)
         current = serial == draft.serial and draft.state is not None and self.doc.matches(draft.state)
         if current and isinstance(final, Drafted):
             draft.image, draft.note = final.image, ""
@@ -301,6 +319,7 @@ class EditSession(QObject):
             self.previewed.emit(event)
         elif isinstance(event, Notice):
             self.noticed.emit(event.message)
+            self._notices_said.add(event.message)  # a draft of the same settings need not say it again
         self.runChanged.emit()
 
     def _on_loading(self, event: Any, options: dict[str, Any]) -> None:
@@ -427,6 +446,7 @@ class EditSession(QObject):
             if task.ok:
                 opened: OpenedProject = task.result
                 self.clear_draft()
+                self._notices_said = set()
                 self.run = RunState(serial=self.run.serial + 1)
                 self.shown = opened.shown
                 self.doc.load(opened.path, opened.image, opened.state)

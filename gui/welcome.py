@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, QSize, Qt
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
-    QFileDialog, QFrame, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout,
+    QFileDialog, QFrame, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget,
 )
 
 from gui.demo_scenes import ICON_SIDE, describe, open_demo_scene, read_scenes, scene_icon
@@ -28,14 +29,47 @@ if TYPE_CHECKING:
     from gui.window import MainWindow
     from pipeline.demo_scenes import DemoScene
 
-SCENE_TITLE_WIDTH = 290
-"""Pixels of a scene button's title (two columns in the card); a longer title is elided, whole in its tooltip."""
 STYLE = """
 #welcome { background: palette(window); }
 #welcomeCard { background: palette(base); border: 1px solid palette(mid); border-radius: 10px; }
 #welcomeTitle { font-size: 20pt; font-weight: 600; }
 #welcomeSection { font-size: 12pt; font-weight: 600; margin-top: 10px; }
 """
+
+
+class SceneButton(QPushButton):
+    """A demo scene's button: its icon and its whole title, wrapped onto more lines where the card is
+    narrow (a push button's own text is one line, cut by the button at 1280x800), never elided."""
+
+    def __init__(self, icon: QIcon, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAccessibleName(title)
+        side = ICON_SIDE // 2
+        picture = QLabel()
+        picture.setPixmap(icon.pixmap(side, side))
+        self.title = QLabel(title)
+        self.title.setWordWrap(True)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(6, 4, 6, 4)
+        row.addWidget(picture)
+        row.addWidget(self.title, 1)
+        for label in (picture, self.title):  # a click on the picture or the title is the button's
+            label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        size_policy = self.sizePolicy()
+        size_policy.setHeightForWidth(True)
+        self.setSizePolicy(size_policy)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return self.layout().sizeHint()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return self.layout().minimumSize()
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt's name
+        return True
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt's name
+        return self.layout().totalHeightForWidth(width)
 
 
 class WelcomeView(QFrame):
@@ -65,7 +99,7 @@ class WelcomeView(QFrame):
         column.addWidget(self.scenes_note)
         self.scene_grid = QGridLayout()
         column.addLayout(self.scene_grid)
-        self.scene_buttons: list[QPushButton] = []
+        self.scene_buttons: list[SceneButton] = []
 
         column.addWidget(self._section("Use a Stable Diffusion 1.x model you have"))
         column.addWidget(self._text("A diffusers folder, a single-file .safetensors checkpoint, a model in the "
@@ -159,10 +193,7 @@ class WelcomeView(QFrame):
         self.scenes_note.setText("Each opens with its prompts and settings filled in, on the demo model (a small "
                                  "model trained on such toy scenes, not on photos): press Run edit.")
         for index, scene in enumerate(self.scenes):
-            title = self.fontMetrics().elidedText(scene.title, Qt.TextElideMode.ElideRight, SCENE_TITLE_WIDTH)
-            button = QPushButton(scene_icon(scene), title)
-            button.setIconSize(QSize(ICON_SIDE // 2, ICON_SIDE // 2))
-            button.setStyleSheet("text-align: left; padding: 4px;")
+            button = SceneButton(scene_icon(scene), scene.title)
             button.setToolTip(describe(scene))
             button.clicked.connect(lambda _checked=False, i=index: self.try_scene(i))
             self.scene_grid.addWidget(button, index // 2, index % 2)

@@ -859,7 +859,7 @@ class MainWindow(QMainWindow):
             return False
         self.message.hide()
         self.timeline.back_to_result()
-        long_run = self.run_estimate()
+        long_run = None if self.session.draft_is_current() else self.run_estimate()  # a draft is saved at once
         started = self.session.start_run(self.doc.project_path, self.doc.snapshot(), self.settings.request_options())
         self._estimated_run = (self.doc.method_id, dict(self.doc.params))
         self._update_actions()  # a run waiting for a draft to stop is already a run: Cancel stops it
@@ -910,7 +910,11 @@ class MainWindow(QMainWindow):
 
         self.timeline.back_to_result()
         self._update_actions()
-        if isinstance(final, Done):
+        if isinstance(final, Done) and final.from_draft:  # nothing computed: no lesson for the estimate
+            self._update_model_status()
+            self.status_stage.setText(f"Edit #{final.edit_id} saved from the draft on screen in "
+                                      f"{self.session.run_seconds():.1f} s (its result, not computed again).")
+        elif isinstance(final, Done):
             self._update_model_status()
             reused = "reused the stored inversion" if final.reused_inversion else "made and stored the inversion"
             self.status_stage.setText(f"Edit #{final.edit_id} done in {self.session.run_seconds():.1f} s ({reused}).")
@@ -934,7 +938,7 @@ class MainWindow(QMainWindow):
             steps = f" {draft.step}/{draft.total}" if draft.total > 1 else ""
             text = f"Draft: {draft.stage or 'starting'}{steps}…"
         elif draft.image is not None:
-            text = f"Draft ({draft.seconds:.1f} s), not saved: Run makes the result."
+            text = f"Draft ({draft.seconds:.1f} s), not saved: Run saves it as the result."
         else:
             text = f"No draft: {draft.note}" if draft.note else ""
         self.status_draft.setText(text)

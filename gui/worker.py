@@ -192,6 +192,11 @@ class EngineWorker(QObject):
         self.finished.emit(final)
 
     @Slot()
+    def forget(self) -> None:
+        """The window closed its project: the engine drops what it keeps of it (Engine.forget)."""
+        self._engine.forget()
+
+    @Slot()
     def decode(self) -> None:
         """Decode the newest step asked for in full, with the model the engine holds; a step of a run
         made with another model is left as its preview (the model is not reloaded for it)."""
@@ -224,6 +229,7 @@ class EngineClient(QObject):
     _run = Signal(object, object, bool)
     _preload = Signal(object, bool)
     _decode = Signal()
+    _forget = Signal()
 
     def __init__(self, engine_factory: EngineFactory = real_engine, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -239,6 +245,7 @@ class EngineClient(QObject):
         self._run.connect(self._worker.run)
         self._preload.connect(self._worker.preload)
         self._decode.connect(self._worker.decode)
+        self._forget.connect(self._worker.forget)
         self._worker.decoded.connect(self.decoded)
         self._worker.modelState.connect(self.modelState)
         self._worker.unetTimed.connect(self.unetTimed)
@@ -274,6 +281,12 @@ class EngineClient(QObject):
         if self.is_ready and latent is not None:
             self._decodes.put((key, dict(options), latent))
             self._decode.emit()
+
+    def forget(self) -> None:
+        """The window closed its project (or opened another): the engine drops the inversion, tuning and
+        draft it keeps of it in memory, after the job in flight (queued on the engine's thread)."""
+        if self.is_ready:
+            self._forget.emit()
 
     def cancel(self) -> None:
         """Ask the run to stop; it does before its next UNet call (the token is thread-safe)."""

@@ -5,9 +5,14 @@ as often as the artist likes, `commit`; `edit` first tunes, or reuses the projec
 with a tuning stage) so the model stays loaded and an inversion is made once. `draft` is a run without
 its commit that only reuses: the stored inversion (and tuning) the request's key names, else it stops at
 once (NeedsRun); it writes nothing anywhere, and its result is the one a run of the same request would
-commit, pixel for pixel. One engine serves one model and runs one job at a time: every stage holds the
-engine's lock, so a second thread's run waits its turn instead of sharing the UNet. No stage changes
-shared state: controllers travel with each UNet call, and each run has its own torch.Generator.
+commit, pixel for pixel. So the engine keeps the last draft's result, by everything that result was
+made from (`_result_identity`); a run whose job has that identity, while the project still holds the
+inversion (and tuning) it used, commits it instead of editing again (Done.from_draft). The inversion
+last read or made is kept too (one, by project, key and file digest), so a draft after a draft or a run
+reads nothing from the project; `forget` drops what is kept when the front end closes the project.
+One engine serves one model and runs one job at a time: every stage holds the engine's lock, so a
+second thread's run waits its turn instead of sharing the UNet. No stage changes shared state:
+controllers travel with each UNet call, and each run has its own torch.Generator.
 
 A failure becomes one Failed event with a sentence for the user that says truly what was kept; a
 cancelled or failed run writes nothing half-made: the project gains an inversion only once it is
@@ -17,10 +22,11 @@ complete (and keeps it if a later stage fails), a result only once it is decoded
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -36,7 +42,7 @@ from pipeline.files import write_atomically
 from pipeline.images import check_editable, from_tensor, paste_result, region_at_photo_size, to_tensor
 from pipeline.methods.base import EDIT_MASK, EditOutput, Inputs, Tensors, input_specs, stage_key_params, tunes
 from pipeline.models import ModelBundle, default_cache_dir, load_model
-from pipeline.params import params_to_dict
+from pipeline.params import canonical_json, params_to_dict
 from pipeline.parts import part_identities, with_parts
 from pipeline.preview import LatentRGB, fit_latent_rgb
 from pipeline.project import InputValue, ModelRecord, NewEdit, Project, SetAside, SettingsUpdate, making_project
@@ -68,6 +74,15 @@ class EditResult:
     """The key of the tuning the edit used (a method that tunes), recorded with the edit."""
 
 
+@dataclass(frozen=True)
+class _Drafted:
+    """The last draft's result, with the identity of what it was made from (`Engine._result_identity`)."""
+
+    identity: str
+    inversion: Inversion
+    result: EditResult
+
+
 @runtime_checkable
 class EditEngine(Protocol):
     """What a front end drives: load a model ahead of the first edit, run a request to its end while
@@ -85,6 +100,8 @@ class EditEngine(Protocol):
 
     def decode(self, bundle: ModelBundle, latent: torch.Tensor) -> Image.Image: ...
 
+    def forget(self) -> None: ...
+
 
 class Engine:
     """Runs edit requests one at a time; keeps the last loaded model so repeated edits do not reload it."""
@@ -96,6 +113,11 @@ class Engine:
         self._tuned: tuple[tuple[Path, str], Tensors] | None = None
         """The last tuning used, by project and key: a re-edit does not read it from disk again (a
         specref reference's features are a gigabyte at 512 px)."""
+        self._inverted: tuple[tuple[Path, str, str], Tensors] | None = None
+        """The last inversion read or made, by project, key and its file's digest: a draft (or run) after
+        it does not read it from disk again; another file under the key (the project made anew) is read."""
+        self._drafted: _Drafted | None = None
+        """The last draft's result: the next run of the same job commits it instead of editing again."""
         self._busy = threading.RLock()
 
     # -- stages ---------------------------------------------------------------------------------
@@ -165,9 +187,11 @@ class Engine:
                 cancel.check()
                 if project is None:
                     project = Project.create(job.project_path, job.image)
-                project.save_inversion(key, tensors, method=job.method_id, model_identity=bundle.identity,
-                                       source_prompt=job.prompts.source, params=key_params, size=job.size,
-                                       steps=int(key_params.get("steps", 0)) or 1, parts=parts, crop=job.crop)
+                record = project.save_inversion(key, tensors, method=job.method_id, model_identity=bundle.identity,
+                                                source_prompt=job.prompts.source, params=key_params, size=job.size,
+                                                steps=int(key_params.get("steps", 0)) or 1, parts=parts,
+                                                crop=job.crop)
+                self._inverted = ((project.path, key, record.file_sha256), tensors)
                 return Inversion(key, tensors, False)
 
     def _inversion_key(self, job: Job, bundle: ModelBundle) -> str:
@@ -176,17 +200,30 @@ class Engine:
         return inversion_key(job, bundle.identity, stage_key_params(job.params, "inversion"),
                              self._digests(job, "inversion"), part_identities(bundle, job.method.parts))
 
-    @staticmethod
-    def _stored(project: Project | None, key: str, emit: Emit) -> Tensors | None:
+    def _stored(self, project: Project | None, key: str, emit: Emit) -> Tensors | None:
         """The project's inversion `key`, or None: absent, or found damaged when read and set aside (a
-        project opened with recovery; the Notice says so), so it is computed again."""
-        if project is None or project.find_inversion(key) is None:
+        project opened with recovery; the Notice says so), so it is computed again. The one kept in
+        memory when it is this project's file under this key, else read and kept."""
+        record = project.find_inversion(key) if project is not None else None
+        if record is None:
             return None
+        assert project is not None
+        kept_as = (project.path, key, record.file_sha256)
+        if self._inverted is not None and self._inverted[0] == kept_as:
+            return self._inverted[1]
         try:
-            return project.load_inversion(key)
+            tensors = project.load_inversion(key)
         except SetAside as aside:
             emit(Notice(str(aside)))
             return None
+        self._inverted = (kept_as, tensors)
+        return tensors
+
+    def forget(self) -> None:
+        """The front end closed the project (or opened another): drop what is kept of it in memory (the
+        last inversion, tuning and draft); the next job reads what it needs from its project."""
+        with self._busy:
+            self._inverted = self._tuned = self._drafted = None
 
     @staticmethod
     def _waiting(job: Job, emit: Emit, cancel: CancelToken) -> Callable[[str], None]:
@@ -337,16 +374,20 @@ class Engine:
 
     def _draft(self, request: EditRequest, emit: Emit, cancel: CancelToken) -> Drafted:
         job = resolve(request, recover=False)
+        for notice in job.notices:
+            emit(Notice(notice))
         cancel.check()
         bundle = self.load_model(job, emit)
         check_editable(*job.image.size, max_side=job.max_side, cell=bundle.vae_scale_factor)
         key = self._inversion_key(job, bundle)
-        if job.project is None or job.project.find_inversion(key) is None:
+        stored = self._stored(job.project, key, emit)
+        if stored is None:
             raise NeedsRun("These settings need a new inversion of the photo (the photo's description, the "
                            "model, the crop or an inversion parameter changed); press Run.")
         cancel.check()
-        inversion = Inversion(key, job.project.load_inversion(key), True)
+        inversion = Inversion(key, stored, True)
         result = self.edit(job, bundle, inversion, emit, cancel, stored_only=True)
+        self._drafted = _Drafted(self._result_identity(job, bundle, key), inversion, result)
         return Drafted(result.image, key)
 
     def _run(self, request: EditRequest, emit: Emit, cancel: CancelToken, state: dict) -> Done:
@@ -356,13 +397,45 @@ class Engine:
         cancel.check()
         bundle = self.load_model(job, emit)
         cancel.check()
-        inversion = self.invert(job, bundle, emit, cancel)
-        state["kept"] = not inversion.reused
-        result = self.edit(job, bundle, inversion, emit, cancel)
+        drafted = self._the_draft_of(job, bundle)
+        if drafted is not None:
+            inversion, result = drafted.inversion, drafted.result
+        else:
+            inversion = self.invert(job, bundle, emit, cancel)
+            state["kept"] = not inversion.reused
+            result = self.edit(job, bundle, inversion, emit, cancel)
         emit(Progress(Stage.SAVING, 0, 1, None))
         done = self.commit(job, bundle, inversion, result)
         emit(Progress(Stage.SAVING, 1, 1, 0.0))
-        return done
+        return replace(done, from_draft=drafted is not None)
+
+    def _the_draft_of(self, job: Job, bundle: ModelBundle) -> _Drafted | None:
+        """The last draft, taken (it is committed once), when it is this job's result: made from exactly
+        what the job is made from, with the inversion (and tuning) it used still in the project."""
+        drafted, self._drafted = self._drafted, None
+        if drafted is None or job.project is None:
+            return None
+        if drafted.identity != self._result_identity(job, bundle, self._inversion_key(job, bundle)):
+            return None
+        used = (drafted.inversion.key, drafted.result.tuning_key)
+        return drafted if all(job.project.find_inversion(key) is not None for key in used if key) else None
+
+    @staticmethod
+    def _result_identity(job: Job, bundle: ModelBundle, inversion_key: str) -> str:
+        """Everything an edit's result is made from, hashed: the inversion's key (the photo, its crop and
+        working size, the model and its parts, the method, the source prompt, the inversion's parameters
+        and inputs), the project, the target prompt, every parameter, the seed, every input (and the
+        masks at the photo's size, which the paste-back follows), the area, the device and precision.
+        Only the previews and the output file are left out: they do not change the result."""
+        masks = {name: hashlib.sha256(np.ascontiguousarray(mask).tobytes()).hexdigest()
+                 for name, mask in sorted(job.photo_masks.items())}
+        data = {"inversion": inversion_key, "project": str(job.project_path), "target": job.prompts.target,
+                "method": job.method_id, "params": params_to_dict(job.params), "seed": job.request.seed,
+                "inputs": job.input_digests, "input_prompts": job.input_prompts, "masks": masks,
+                "area": [job.area.mode, job.area.padding, job.area.feather], "crop": job.crop,
+                "size": list(job.size), "model": bundle.identity, "device": str(bundle.device),
+                "dtype": str(bundle.sample_dtype), "fast": job.request.fast}
+        return hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
     def _guarded(self, work: Callable[[], Done | Drafted], state: dict) -> Event:
         def kept() -> str:

@@ -74,7 +74,8 @@ class Notice:
 
 @dataclass(frozen=True)
 class Done:
-    """The edit was written: `result_path` inside the project, `output_path` where asked for."""
+    """The edit was written: `result_path` inside the project, `output_path` where asked for.
+    `from_draft`: the result is the last draft's, committed without editing again (Engine.run)."""
 
     result_path: Path
     output_path: Path | None
@@ -82,6 +83,7 @@ class Done:
     edit_id: str
     reused_inversion: bool
     image: Image.Image
+    from_draft: bool = False
 
 
 @dataclass(frozen=True)

@@ -225,15 +225,21 @@ def _area(request: EditRequest, settings: Settings | None) -> AreaSettings:
     """The area choice: the request's, else the project's, else the defaults; checked like an argument."""
     stored = settings.area if settings is not None and settings.area is not None else AreaSettings(
         None, DEFAULT_PADDING, DEFAULT_FEATHER)
-    mode = request.area if request.area is not None else stored.mode
-    if mode not in (None, *MODES):
+    mode = check_area_mode(request.area if request.area is not None else stored.mode)
+    padding = check_pixels("area_padding", stored.padding if request.area_padding is None else request.area_padding)
+    return AreaSettings(mode, padding, check_pixels("feather", stored.feather if request.feather is None else
+                                                    request.feather))
+
+
+def check_area_mode(mode: Any) -> str | None:
+    """An area choice from outside (a request, a recipe): one of MODES, or None (automatic)."""
+    if mode is not None and (not isinstance(mode, str) or mode not in MODES):
         raise ParamError(f"The area must be {' or '.join(MODES)}, not {shorten(repr(mode))}.")
-    padding = _pixels("area_padding", request.area_padding, stored.padding)
-    return AreaSettings(mode, padding, _pixels("feather", request.feather, stored.feather))
+    return mode
 
 
-def _pixels(name: str, given: Any, kept: int) -> int:
-    value = kept if given is None else given
+def check_pixels(name: str, value: Any) -> int:
+    """A crop padding or feather from outside: a whole number of photo pixels, 0 to MAX_PADDING."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PADDING:
         raise ParamError(f"{name} must be a whole number of pixels from 0 to {MAX_PADDING}, not {shorten(repr(value))}.")
     return value

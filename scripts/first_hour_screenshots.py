@@ -1,7 +1,8 @@
 """Screenshots of the window at 1400x900 and 1280x800 for the user guide (docs/screenshots/): what issue 21's
 first-hour fixes look like (run through `bash scripts/screenshot.sh first-hour`, which starts a virtual display).
 
-Per size, two pictures of a real window (the real engine and the demo model; nothing is run):
+Per size, three pictures of a real window (the real engine and the demo model; nothing is run):
+- `welcome-WxH.png`: the empty window's welcome view, every demo scene's button with its whole title;
 - `scene-WxH.png`: the demo scene "house-to-car" opened as File > Open demo scene will open it: the word
   chips filled with their parameter's colour (blend words), their legend and what a click does, whole
   rows of chips, the Method panel, the timeline's hint above its bands;
@@ -10,10 +11,11 @@ Per size, two pictures of a real window (the real engine and the demo model; not
   canvas's corner after zooming towards the house with the wheel.
 
 At 1400x900 only (`--drafts`, minutes on a CPU: a run and a draft of the demo model):
-- `welcome-1400x900.png` and `open-demo-scene.png`: the welcome view's scene buttons and the File > Open
-  demo scene dialog over it, the scene "cat-from-reference" selected;
+- `open-demo-scene.png`: the File > Open demo scene dialog, the scene "cat-from-reference" selected;
 - `draft-1400x900.png`: the scene "house-colour" after one Run, its target changed to a green house and
-  drafted live: the canvas shows the draft with its badge, the status bar says so.
+  drafted live: the canvas shows the draft with its badge, the status bar says so;
+- `draft-saved-1400x900.png`: Run pressed on that draft: the draft's picture saved as the result (in the
+  history), not computed again, as the status bar says.
 The window's data folder (where a scene's project is made) is in the scratch folder (XDG_DATA_HOME), so
 every run starts from a fresh scene project.
 """
@@ -62,6 +64,14 @@ def new_window(work: Path, size: tuple[int, int]) -> MainWindow:
     return window
 
 
+def welcome_shot(app: QApplication, work: Path, size: tuple[int, int], out: Path) -> None:
+    window = new_window(work, size)
+    wait_until(lambda: len(window.welcome.scene_buttons) > 0, 60)
+    pause(app)
+    window.screen().grabWindow(window.winId()).save(str(out))
+    window.close()
+
+
 def scene_shot(app: QApplication, work: Path, size: tuple[int, int], out: Path) -> None:
     scene = load_scene("house-to-car")
     window = new_window(work, size)
@@ -102,9 +112,6 @@ def demo_scene_shots(app: QApplication, work: Path, folder: Path) -> None:
     """The welcome view's scenes and the Open demo scene dialog; then a scene run once and drafted."""
     window = new_window(work, SIZES[0])
     window.settings.set("live_drafts", "on")
-    wait_until(lambda: len(window.welcome.scene_buttons) > 0, 60)
-    pause(app)
-    window.screen().grabWindow(window.winId()).save(str(folder / "welcome-1400x900.png"))
     scenes = read_scenes()
     dialog = DemoSceneDialog(scenes, window)
     dialog.list.setCurrentRow([scene.name for scene in scenes].index("cat-from-reference"))
@@ -120,6 +127,11 @@ def demo_scene_shots(app: QApplication, work: Path, folder: Path) -> None:
     pause(app)
     window.screen().grabWindow(window.winId()).save(str(folder / "draft-1400x900.png"))
     print(f"draft: {window.status_draft.text()}")
+    window.run_edit()
+    wait_until(lambda: not window.session.running and len(window.session.results) == 2, 900)
+    pause(app)
+    window.screen().grabWindow(window.winId()).save(str(folder / "draft-saved-1400x900.png"))
+    print(f"run: {window.status_stage.text()}")
     window.doc.undo.setClean()
     window.close()
 
@@ -134,7 +146,7 @@ def main(folder: Path, drafts: bool) -> int:
             demo_scene_shots(app, work, folder)
             return 0
         for size in SIZES:
-            for name, shot in (("scene", scene_shot), ("crop", crop_shot)):
+            for name, shot in (("welcome", welcome_shot), ("scene", scene_shot), ("crop", crop_shot)):
                 out = folder / f"{name}-{size[0]}x{size[1]}.png"
                 shot(app, work, size, out)
                 print(f"wrote {out}")

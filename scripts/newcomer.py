@@ -347,7 +347,7 @@ class Newcomer(Driver):
         shot = self.shot("start")
 
         def seen() -> tuple[bool, list[str], list[str]]:
-            scenes = [_plain(b.text()) for b in w.welcome.scene_buttons if b.isVisible()]
+            scenes = [_plain(b.accessibleName()) for b in w.welcome.scene_buttons if b.isVisible()]
             return w.welcome.isVisible(), scenes, _visible_texts(w.welcome)
 
         visible, scenes, texts = self.gui(seen)

@@ -2,10 +2,11 @@
 # Screenshots of a real Retake window on a virtual X display (Debian: apt-get install xvfb).
 #   bash scripts/screenshot.sh [OUT.png]        docs/screenshot.png: the window after the demo edit of the
 #                                               demo-world house scene with the demo model (about a minute)
-#   bash scripts/screenshot.sh first-hour [DIR] docs/screenshots/: the window at 1400x900 and 1280x800
-#                                               (scripts/first_hour_screenshots.py; nothing is run)
-#   bash scripts/screenshot.sh drafts [DIR]     docs/screenshots/: the demo scenes (welcome, File > Open demo
-#                                               scene) and a live draft (a run and a draft: minutes on a CPU)
+#   bash scripts/screenshot.sh first-hour [DIR] docs/screenshots/: the window at 1400x900 and 1280x800, the
+#                                               welcome view's among them (scripts/first_hour_screenshots.py;
+#                                               nothing is run)
+#   bash scripts/screenshot.sh drafts [DIR]     docs/screenshots/: File > Open demo scene, a live draft and the
+#                                               draft saved by Run (a run and a draft: minutes on a CPU)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -19,11 +19,15 @@ from pipeline.batch.plan import Layout, make_plan
 from pipeline.batch.recipe import RecipeError, Template, read_recipe, recipe_from_json
 from pipeline.batch.sheet import contact_sheet_html
 from pipeline.batch.work import BatchWorker, task_json
+from pipeline.area import DEFAULT_PADDING
 from pipeline.errors import ParamError
+from pipeline.images import DEFAULT_FEATHER
 from pipeline.methods.registry import get_method
 from pipeline.models import FileHashes, model_identity
 from pipeline.params import params_from_dict
 from pipeline.preflight import check_max_side
+from pipeline.project import AreaSettings
+from pipeline.request import resolve
 from tests.batch_photos import RECIPE, make_photos, write_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -311,3 +315,53 @@ def test_the_contact_sheet_escapes_what_users_wrote(tmp_path):
     page = contact_sheet_html("t", "s", [row], tmp_path)
     assert "<script>" not in page and "&lt;script&gt;" in page and "a&lt;b" in page
     assert 'src="thumbs/a%20b.before.jpg"' in page and 'class="card failed"' in page
+
+
+# -- the area: which part of each photo is edited, as `retake edit --area/--area-padding/--feather` ------------
+
+def test_a_recipes_area_reaches_every_edit_and_its_key(tmp_path):
+    """`area`, `area_padding` and `feather` are what `retake edit --area --area-padding --feather` take; left
+    out, each edit takes its project's, else the defaults (as the command line does), and the keys of a
+    recipe without them are those of before."""
+    make_photos(tmp_path / "photos", 1)
+    area = {"area": "whole", "area_padding": 48, "feather": 0}
+    recipe = recipe_from_json({**RECIPE, **area})
+    assert (recipe.area, recipe.area_padding, recipe.feather) == ("whole", 48, 0)
+    assert recipe_from_json(recipe.to_json()) == recipe and {**RECIPE, **area}.items() <= recipe.to_json().items()
+    plain = recipe_from_json(RECIPE)
+    assert (plain.area, plain.area_padding, plain.feather) == (None, None, None)
+    assert not {"area", "area_padding", "feather"} & set(plain.to_json())
+    plan = _plan(tmp_path, tmp_path / "photos", {**RECIPE, **area})
+    request = plan.request(plan.items[0])
+    assert (request.area, request.area_padding, request.feather) == ("whole", 48, 0)
+    plan.layout.make()
+    job = resolve(request)
+    assert (job.area.mode, job.area.padding, job.area.feather) == ("whole", 48, 0)
+    default = _plan(tmp_path, tmp_path / "photos")
+    request = default.request(default.items[0])
+    assert (request.area, request.area_padding, request.feather) == (None, None, None)
+    assert resolve(request).area == AreaSettings(None, DEFAULT_PADDING, DEFAULT_FEATHER)
+    keys = {json.dumps(change): _plan(tmp_path, tmp_path / "photos", {**RECIPE, **change}).items[0].key
+            for change in ({}, {"area": "whole"}, {"area": "region"}, {"area_padding": 8}, {"feather": 9})}
+    assert len(set(keys.values())) == len(keys)  # each changes what is made: its own key
+    assert keys["{}"] == default.items[0].key
+
+
+@pytest.mark.parametrize("change, cli_args", [
+    ({"area": "crop"}, ["--area", "crop"]),
+    ({"area_padding": -1}, ["--area-padding", "-1"]),
+    ({"area_padding": 100_000}, ["--area-padding", "100000"]),
+    ({"feather": 2.5}, ["--feather", "2.5"]),
+    ({"feather": "4"}, None),
+    ({"feather": True}, None),
+    ({"area": 1}, None),
+])
+def test_a_recipes_area_is_refused_where_the_command_line_refuses_it(tmp_path, capsys, change, cli_args):
+    with pytest.raises(RecipeError) as error:
+        recipe_from_json({**RECIPE, **change})
+    _one_sentence(str(error.value))
+    assert next(iter(change)) in str(error.value)
+    if cli_args is not None:  # the command line refuses the same value
+        with pytest.raises(SystemExit):
+            cli_main(["edit", str(tmp_path / "p.png"), "--target", "t", *cli_args])
+        assert next(iter(change)).replace("_", "-") in capsys.readouterr().err

@@ -21,7 +21,7 @@ def shape(function) -> list[tuple[str, object, bool]]:
 
 
 def test_the_protocol_names_what_the_window_drives():
-    assert sorted(MEMBERS) == ["decode", "draft", "preload", "run"]
+    assert sorted(MEMBERS) == ["decode", "draft", "forget", "preload", "run"]
 
 
 @pytest.mark.parametrize("implementation", [Engine, FakeEngine])

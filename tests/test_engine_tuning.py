@@ -112,13 +112,13 @@ def test_tuning_is_kept_and_reused_and_redone_only_when_its_inputs_change(engine
     assert Tuned.calls[-1]["prompt"] == "a blue cat"
 
 
-def test_a_reedit_takes_the_tuning_from_memory_not_from_disk(engine, tmp_path, monkeypatch):
+def test_a_reedit_takes_the_inversion_and_tuning_from_memory_not_from_disk(engine, tmp_path, monkeypatch):
     run(engine, tmp_path)
     reads = []
     original = Project.load_inversion
     monkeypatch.setattr(Project, "load_inversion", lambda self, key: reads.append(key) or original(self, key))
     run(engine, tmp_path, params={**QUICK, "self_replace": "0,0.5"})
-    assert len(reads) == 1 and len(Tuned.calls) == 1  # the inversion only; the tuning was neither read nor redone
+    assert reads == [] and len(Tuned.calls) == 1  # both kept in memory; the tuning was not redone either
     assert torch.equal(Tuned.seen[1]["tuned"], Tuned.seen[0]["tuned"])
 
 

@@ -157,7 +157,8 @@ class Plan:
             image_encoder=recipe.image_encoder, method=recipe.method, params=dict(item.params),
             inputs=dict(item.inputs), input_prompts=dict(item.input_prompts),
             output=str(self.layout.result(item.name)), seed=recipe.seed, dtype=recipe.dtype,
-            max_side=recipe.max_side, allow_pickle=self.allow_pickle)
+            max_side=recipe.max_side, area=recipe.area, area_padding=recipe.area_padding, feather=recipe.feather,
+            allow_pickle=self.allow_pickle)
 
 
 def make_plan(recipe: Recipe, inputs: Inputs, layout: Layout, model_identity: str, hashes: FileHashes, *,
@@ -217,6 +218,8 @@ def _item(recipe: Recipe, method: Any, declared: list[str], row: Row, name: str,
                 "source": prompts["source"], "target": prompts["target"], "inputs": digests,
                 "input_prompts": input_prompts, "seed": recipe.seed, "dtype": recipe.dtype,
                 "image_encoder": recipe.image_encoder}
+    key_data.update({name: getattr(recipe, name) for name in ("area", "area_padding", "feather")  # given only:
+                     if getattr(recipe, name) is not None})  # a recipe without them keeps its keys
     return Item(name=name, project_name=row.photo.stem, photo=row.photo, where=where, source=prompts["source"],
                 target=prompts["target"], params=params,
                 inputs={spec: str(files[spec]) if spec in files else "" for spec in declared},

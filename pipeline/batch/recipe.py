@@ -1,9 +1,12 @@
 """A recipe: one edit written once and applied to many photos (`retake batch`, Project > Apply to a folder).
 
-A recipe is a JSON object. `model`, `method`, `params` and `max_side` are what `retake edit` takes as
---model, --method, --param and --max-side, and are checked by the very functions that check those
+A recipe is a JSON object. `model`, `method`, `params`, `max_side`, `area`, `area_padding` and
+`feather` are what `retake edit` takes as --model, --method, --param, --max-side, --area,
+--area-padding and --feather, and are checked by the very functions that check those
 (pipeline.methods.registry, pipeline.params, pipeline.preflight, pipeline.request), so a recipe the
-command line would refuse is refused here, in the same words, before any work starts. `source`,
+command line would refuse is refused here, in the same words, before any work starts. An area value
+left out is left to each edit as the command line leaves it: the project's, else the default (a crop
+around the region a mask bounds when the photo is larger than the working size; 32 and 4 pixels). `source`,
 `target`, `mask`, `inputs` and `input_prompts` are the per-photo text and files, written as
 templates whose `{field}`s are filled for each photo (`{stem}`, `{name}`, `{folder}`, and any extra
 column of a manifest, pipeline.batch.manifest). Unknown keys are refused: a misspelt `trget` must
@@ -28,12 +31,13 @@ from pipeline.methods.registry import get_method
 from pipeline.models import SAMPLE_DTYPES, native_side
 from pipeline.params import params_from_dict, params_to_dict
 from pipeline.preflight import check_max_side
-from pipeline.request import DEFAULT_MODEL, DEFAULT_METHOD, check_input_names
+from pipeline.request import DEFAULT_MODEL, DEFAULT_METHOD, check_area_mode, check_input_names, check_pixels
 
 RECIPE_FORMAT = "retake-recipe-1"
 _MAX_RECIPE_BYTES = 1 << 20
 _KEYS = ("format", "model", "method", "params", "max_side", "source", "target", "mask", "inputs",
-         "input_prompts", "seed", "dtype", "image_encoder")
+         "input_prompts", "seed", "dtype", "image_encoder", "area", "area_padding", "feather")
+_AREA_KEYS = ("area", "area_padding", "feather")
 
 
 class RecipeError(RetakeError):
@@ -91,6 +95,12 @@ class Recipe:
     given_params: dict[str, Any] = field(default_factory=dict)
     """The parameters as the recipe wrote them (what a saved copy repeats)."""
     given_max_side: int | None = None
+    area: str | None = None
+    """"whole" or "region" (`--area`); None: each edit's project's choice, else automatic."""
+    area_padding: int | None = None
+    """Pixels of context around the region in the crop (`--area-padding`); None: the project's, else 32."""
+    feather: int | None = None
+    """Pixels over which the result fades into the photo (`--feather`); None: the project's, else 4."""
 
     def template_fields(self) -> frozenset[str]:
         """Every field any of the recipe's templates names."""
@@ -115,6 +125,9 @@ class Recipe:
                 data[name] = getattr(self, name)
         if self.image_encoder:
             data["image_encoder"] = self.image_encoder
+        for name in _AREA_KEYS:
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
         return data
 
 
@@ -161,6 +174,9 @@ def recipe_from_json(data: Any, where: str = "The recipe") -> Recipe:
             inputs = {"edit_mask": Template.parse(data["mask"], f"{where}'s mask"), **inputs}
         input_prompts = _templates(data, "input_prompts", where)
         check_input_names(method_id, method, [*inputs, *input_prompts])
+        area = check_area_mode(data.get("area"))
+        padding, feather = (None if data.get(name) is None else check_pixels(name, data[name])
+                            for name in ("area_padding", "feather"))
     except RecipeError:
         raise
     except RetakeError as error:
@@ -177,6 +193,7 @@ def recipe_from_json(data: Any, where: str = "The recipe") -> Recipe:
         target=Template.parse(data["target"], f"{where}'s target") if "target" in data else None,
         inputs=inputs, input_prompts=input_prompts, seed=seed, dtype=dtype,
         image_encoder=_text(data, "image_encoder", where, ""), given_params=dict(given), given_max_side=given_side,
+        area=area, area_padding=padding, feather=feather,
     )
 
 

@@ -6,8 +6,10 @@ stages, Preview with its latent, Done, Failed, CancelledEvent), honours the Canc
 writes real inversions and results into the real project, so reopening and re-editing behave as with
 the engine. Its draft writes nothing, needs the stored inversion of the request's key (else NeedsRun, as
 the engine) and is a flat picture whose colour is `draft_colour(target prompt)`, so a test can tell
-which draft is on the canvas. Its full decode of a step is a flat picture whose red level is the step's latent value
-times 5, so a test can tell which step was decoded.
+which draft is on the canvas; as the engine, a run of the last draft's request (its inputs' bytes and
+all, previews aside) commits that picture without steps (Done.from_draft), and a target prompt of more
+than WINDOW_WORDS words gets the engine's Notice. Its full decode of a step is a flat picture whose red
+level is the step's latent value times 5, so a test can tell which step was decoded.
 """
 
 from __future__ import annotations
@@ -24,10 +26,19 @@ import torch
 from PIL import Image
 
 from pipeline.errors import Cancelled, ModelError
-from pipeline.events import CancelledEvent, CancelToken, Done, Drafted, Failed, Preview, Progress, Stage
+from pipeline.events import CancelledEvent, CancelToken, Done, Drafted, Failed, Notice, Preview, Progress, Stage
 from pipeline.project import ModelRecord, Project
 
 INVERSION, EDITING = Stage.DDIM_INVERSION, Stage.EDITING
+WINDOW_WORDS = 20  # FakeEngine's text window: a target prompt of more words gets the engine's Notice
+
+
+def say_overflow(request, emit) -> None:
+    """The Notice the engine gives a target prompt longer than its text encoder's window."""
+    words = request.target_prompt.split()
+    if len(words) > WINDOW_WORDS:
+        emit(Notice(f"The target prompt is longer than the text encoder's {WINDOW_WORDS}-word window; these "
+                    f"words are ignored: {' '.join(words[WINDOW_WORDS:])}."))
 
 
 def draft_colour(target_prompt: str) -> tuple[int, int, int]:
@@ -41,6 +52,13 @@ def inversion_key(request) -> str:
     params = {k: v for k, v in request.params.items() if k in ("steps", "inversion", "guidance")}
     return hashlib.sha256(json.dumps([request.source_prompt, request.method, params],
                                      sort_keys=True).encode()).hexdigest()[:32]
+
+
+def request_identity(request) -> str:
+    """What FakeEngine's result is made from: the request, previews aside, and its input files' bytes."""
+    fields = {**json.loads(request.to_json()), "preview_every": None, "preview_side": None}
+    files = {name: Path(path).read_bytes().hex() if path else "" for name, path in request.input_files().items()}
+    return hashlib.sha256(json.dumps([fields, files], sort_keys=True).encode()).hexdigest()
 
 
 class FakeEngine:
@@ -59,6 +77,8 @@ class FakeEngine:
         self.drafts_finished: list = []  # the final event of every draft
         self.cancel_ignored = False  # a draft runs to its end though cancelled (one cancelled too late)
         self.preload_gate: threading.Event | None = None  # set: a preload waits for it (a slow load)
+        self.forgotten = 0  # how many times the window said it closed its project (Engine.forget)
+        self._drafted: tuple[str, Image.Image] | None = None  # the last draft: its request's identity, picture
 
     def preload(self, model_spec, device=None, dtype=None, *, allow_download=False, allow_pickle=False, emit=None):
         self.preloads.append((model_spec, device, dtype, allow_download))
@@ -87,6 +107,7 @@ class FakeEngine:
             reused = project.find_inversion(key) is not None
             emit(Progress(Stage.LOADING_MODEL, 0, 1, None))
             emit(Progress(Stage.LOADING_MODEL, 1, 1, 0.0))
+            say_overflow(request, emit)
             if not reused:
                 stage = INVERSION
                 self._steps(INVERSION, emit, cancel, Image.new("RGB", image.size, "grey"), climbing=True)
@@ -95,14 +116,17 @@ class FakeEngine:
                                        params=inv_params, size=(64, 64), steps=self.steps)
                 self.inversions_made += 1
             stage = EDITING
-            result = self._steps(EDITING, emit, cancel, image, latent_base=10)
+            drafted, self._drafted = self._drafted, None
+            from_draft = drafted is not None and drafted[0] == request_identity(request)
+            result = drafted[1] if from_draft else self._steps(EDITING, emit, cancel, image, latent_base=10)
             if self.fail:
                 final = Failed(self.fail)
             else:
                 edit = project.add_edit(target_prompt=request.target_prompt, source_prompt=request.source_prompt,
                                         model=ModelRecord("fake", "sha256:fake"), method=request.method,
                                         params=request.params, seed=request.seed, inversion_key=key, result=result)
-                final = Done(project.result_path(edit), None, Path(request.project), edit.id, reused, result)
+                final = Done(project.result_path(edit), None, Path(request.project), edit.id, reused, result,
+                             from_draft)
         except Cancelled:
             final = CancelledEvent(stage)
         emit(final)
@@ -114,6 +138,7 @@ class FakeEngine:
         stage = Stage.RESOLVING
         try:
             project = Project.open(request.project)  # without recovery: writes nothing
+            say_overflow(request, emit)
             key = inversion_key(request)
             if project.find_inversion(key) is None:
                 final = Failed("These settings need a new inversion of the photo; press Run.", "NeedsRun")
@@ -122,11 +147,16 @@ class FakeEngine:
                 self._steps(EDITING, emit, CancelToken() if self.cancel_ignored else cancel, project.image(),
                             latent_base=10)
                 final = Drafted(Image.new("RGB", project.image().size, draft_colour(request.target_prompt)), key)
+                self._drafted = (request_identity(request), final.image)
         except Cancelled:
             final = CancelledEvent(stage)
         self.drafts_finished.append(final)
         emit(final)
         return final
+
+    def forget(self):
+        self.forgotten += 1
+        self._drafted = None
 
     def _steps(self, stage, emit, cancel, image, latent_base=0, climbing=False):
         """A preview per step; step i's latent is filled with latent_base + i; timesteps rise from 1

@@ -33,6 +33,11 @@ def test_save_recipe_writes_the_window_s_edit_as_a_recipe_retake_batch_reads(win
     assert recipe.params["inversion"] == "direct" and recipe.params["steps"] == 5
     assert recipe.params["cross_replace"] == [0.0, 0.5]
     assert json.loads(path.read_text())["format"] == "retake-recipe-1"
+    assert (recipe.area, recipe.area_padding, recipe.feather) == (None, 32, 4)  # the window's area settings
+    window.settings.set("area", "whole")
+    window.settings.set("feather", 12)
+    recipe = read_recipe(batch_dialog.save_recipe(window, tmp_path / "whole.recipe.json"))
+    assert (recipe.area, recipe.area_padding, recipe.feather) == ("whole", 32, 12)
     assert window.actions["save_recipe"].shortcut().toString() == "Ctrl+Shift+B"
 
 

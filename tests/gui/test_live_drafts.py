@@ -1,6 +1,6 @@
 """Live drafts (issue 21; gui.drafts, the session's drafts, Engine.draft): after a pause, a change is drafted
 from the stored inversion, shown badged as a draft, never written into the project, never inverted for,
-never painted once stale; Run makes the result."""
+never painted once stale; Run saves the draft on screen as the result (and computes after any change)."""
 
 from __future__ import annotations
 
@@ -192,3 +192,87 @@ def test_no_draft_while_a_model_choice_loads(qtbot, window, photo, fake_engine, 
     window.doc.set_prompt("target", "a castle at dawn")
     qtbot.waitUntil(lambda: window.canvas.draft is not None, timeout=WAIT_MS)
     assert [request.model for request in fake_engine.drafts] == [str(tmp_path / "sd15")]
+
+
+def test_run_after_the_draft_saves_the_draft_as_the_result_and_says_so(qtbot, window, photo, fake_engine):
+    """The draft is the result a Run of the same settings commits: Run saves it without computing again."""
+    project = edited_once(qtbot, window, photo)
+    window.doc.set_prompt("target", "a castle at noon")
+    qtbot.waitUntil(lambda: window.canvas.draft is not None, timeout=WAIT_MS)
+    inversions = fake_engine.inversions_made
+    final = run_and_wait(qtbot, window)
+    assert final.__class__.__name__ == "Done" and final.from_draft
+    assert fake_engine.requests[-1].target_prompt == "a castle at noon"
+    assert "saved from the draft" in window.status_stage.text() and "not computed again" in window.status_stage.text()
+    qtbot.waitUntil(lambda: len(window.session.results) == 2, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.session.result_image is not None, timeout=WAIT_MS)
+    assert colour_of(window.session.result_image) == draft_colour("a castle at noon")  # the draft's picture, saved
+    assert window.session.results[-1].path.parent.parent == project
+    assert window.canvas.draft is None and fake_engine.inversions_made == inversions
+
+
+def test_run_after_a_change_since_the_draft_computes_the_result(qtbot, window, photo, fake_engine):
+    """A draft of other settings is never saved: Run computes, and says so as for any run."""
+    edited_once(qtbot, window, photo)
+    window.doc.set_prompt("target", "a castle at noon")
+    qtbot.waitUntil(lambda: window.canvas.draft is not None, timeout=WAIT_MS)
+    window.doc.set_prompt("target", "a castle at night")  # Run before the next draft
+    final = run_and_wait(qtbot, window)
+    assert final.__class__.__name__ == "Done" and not final.from_draft
+    assert "done in" in window.status_stage.text()
+    qtbot.waitUntil(lambda: window.session.result_image is not None and len(window.session.results) == 2,
+                    timeout=WAIT_MS)
+    assert colour_of(window.session.result_image) != draft_colour("a castle at noon")
+
+
+def test_the_engine_forgets_a_project_the_window_no_longer_shows(qtbot, window, photo, fake_engine, tmp_path):
+    edited_once(qtbot, window, photo)
+    forgotten = fake_engine.forgotten
+    other = tmp_path / "other.png"
+    other.write_bytes(photo.read_bytes())
+    window.doc.undo.setClean()  # no question about saving the typed prompts
+    assert window.open_path(other)
+    qtbot.waitUntil(lambda: fake_engine.forgotten > forgotten, timeout=WAIT_MS)
+
+
+LONG = " ".join(["a castle"] * 12)  # 24 words: past the fake engine's 20-word window
+
+
+def test_a_drafts_notice_is_shown_once_not_for_every_draft(qtbot, window, photo, fake_engine):
+    """A draft's notices (a prompt longer than the text window) are shown as a run's are, in the message
+    bar; the drafts after it that say the same do not show it again, until a draft without it."""
+    edited_once(qtbot, window, photo)
+    said: list = []
+    window.session.noticed.connect(said.append)
+    window.doc.set_prompt("target", LONG)
+    qtbot.waitUntil(lambda: window.canvas.draft is not None, timeout=WAIT_MS)
+    assert len(said) == 1 and "longer than the text encoder" in said[0]
+    assert window.message.isVisible() and "these words are ignored" in window.message.text.text()
+    window.message.hide()
+    for end in (0.4, 0.5):  # two more drafts of the same long prompt
+        drafts = len(fake_engine.drafts_finished)
+        assert window.doc.set_param("cross_replace", [0.0, end])
+        qtbot.waitUntil(lambda: len(fake_engine.drafts_finished) > drafts and not window.session.drafting,
+                        timeout=WAIT_MS)
+    assert len(said) == 1 and not window.message.isVisible()
+    window.doc.set_prompt("target", "a castle")
+    qtbot.waitUntil(lambda: window.canvas.draft is not None and colour_of(window.canvas.draft) == draft_colour(
+        "a castle"), timeout=WAIT_MS)
+    window.doc.set_prompt("target", LONG)  # the same words cut again, after a draft that cut none
+    qtbot.waitUntil(lambda: len(said) == 2, timeout=WAIT_MS)
+    assert said[1] == said[0] and window.message.isVisible()
+
+
+def test_run_on_the_draft_on_screen_announces_no_long_run(qtbot, window, photo, fake_engine):
+    """Saving the draft takes no time: the 'This run takes about 4 min' warning a long run gets is not given."""
+    edited_once(qtbot, window, photo)
+    window.session.unet_seconds = 1.0  # an edit alone would take minutes
+    window.doc.set_prompt("target", "a castle at noon")
+    qtbot.waitUntil(lambda: window.canvas.draft is not None, timeout=WAIT_MS)
+    window.message.hide()
+    assert run_and_wait(qtbot, window).from_draft
+    assert not window.message.isVisible()
+    window.session.unet_seconds = 1.0
+    window.doc.set_prompt("target", "a castle at dusk")  # no draft of it yet: a run, announced
+    assert not run_and_wait(qtbot, window).from_draft
+    assert window.message.text.text().startswith("This run takes about")

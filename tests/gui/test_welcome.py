@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtWidgets import QDialog
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialog, QLabel, QPushButton, QStyle, QStyleOptionButton
 
 from gui.demo_scenes import DemoSceneDialog, choose_demo_scene
 from pipeline.demo_scenes import SCENES_DIR, list_scenes
@@ -47,8 +48,8 @@ def test_an_empty_window_offers_every_scene_of_the_registry(qtbot, settings, fak
     try:
         assert window.welcome.isVisible() and window.welcome.geometry() == window.canvas.rect()
         buttons = scene_buttons(qtbot, window)
-        for scene, button in zip(SCENES, buttons):  # the title (elided if long), whole with its note in the tooltip
-            assert scene.title.startswith(button.text().rstrip("\u2026")) and button.text()
+        for scene, button in zip(SCENES, buttons):  # the whole title (wrapped), with its note in the tooltip
+            assert button.title.text() == scene.title == button.accessibleName()
             assert button.toolTip().startswith(scene.title) and scene.note in button.toolTip()
         assert window.welcome.choose_model.isEnabled()  # the engine is ready
     finally:
@@ -137,3 +138,52 @@ def test_a_file_already_downloaded_is_used_without_downloading(qtbot, window, tm
     chosen = str(folder / "v1-5-pruned-emaonly.safetensors")
     qtbot.waitUntil(lambda: window.settings.get("model") == chosen, timeout=5000)  # recorded once it loaded
     assert not window.welcome.downloader.running
+
+
+def cut_texts(view) -> list[str]:
+    """The texts of the view's visible buttons that do not fit whole in the space the button gives them:
+    a push button's one line in its contents rect (less its icon), a wrapped label's lines in its rect."""
+    cut = []
+    for button in view.findChildren(QPushButton):
+        if not button.isVisible():
+            continue
+        if button.text():
+            option = QStyleOptionButton()
+            button.initStyleOption(option)
+            room = button.style().subElementRect(QStyle.SubElement.SE_PushButtonContents, option, button).width()
+            if not button.icon().isNull():
+                room -= button.iconSize().width() + 4
+            if button.fontMetrics().horizontalAdvance(button.text()) > room:
+                cut.append(button.text())
+        for label in button.findChildren(QLabel):
+            if label.text() and label.isVisible():
+                needed = label.fontMetrics().boundingRect(label.contentsRect(), Qt.TextFlag.TextWordWrap, label.text())
+                if needed.width() > label.contentsRect().width() or needed.height() > label.contentsRect().height():
+                    cut.append(label.text())
+    return cut
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1400, 900)])
+def test_every_welcome_button_shows_its_whole_text(qtbot, settings, fake_engine, app_data, size) -> None:
+    """At 1280x800 the first scene's title was cut by its button ("This cat, from a reference picture,")."""
+    window = make_window(qtbot, settings, lambda: fake_engine)
+    try:
+        window.resize(*size)
+        buttons = scene_buttons(qtbot, window)
+        qtbot.wait(200)  # the layout settles at the new size
+        assert window.size().toTuple() == size
+        assert [button.accessibleName() for button in buttons] == [scene.title for scene in SCENES]
+        assert cut_texts(window.welcome) == []
+        assert all(button.isVisible() and window.welcome.rect().contains(button.geometry().translated(
+            button.parentWidget().mapTo(window.welcome, button.geometry().topLeft()) - button.geometry().topLeft()))
+            for button in buttons)
+    finally:
+        window.close()
+
+
+def test_the_empty_window_shows_no_zoom_box_over_the_welcome_view(qtbot, window, photo) -> None:
+    """The zoom percentage, empty before a photo is shown, was a dark box over the welcome card's corner."""
+    assert window.welcome.isVisible() and not window.canvas.zoom_label.isVisible()
+    assert window.open_path(photo)
+    qtbot.waitUntil(lambda: window.canvas.zoom_label.isVisible(), timeout=5000)
+    assert window.canvas.zoom_label.text().endswith("%")
