@@ -2,7 +2,8 @@
 
 On an NVIDIA GPU it runs the real method code on SD-1.5-sized networks with random weights (bench/sd15.py)
 at 512x512, 50 steps (StyleDiffusion: its authors' 30), each stage first on the fast path (pipeline.fast:
-CUDA graphs, TF32 optimisation) and then eagerly, and writes bench/results/speed-<gpu>.json with, per
+CUDA graphs of the calls without gradients on the UNet copy held in fp16, TF32 optimisation; --optimise
+and --optimisation-graphs choose other options) and then eagerly, and writes bench/results/speed-<gpu>.json with, per
 stage, the fast path's seconds and peak GPU memory, the eager path's seconds, the fidelity of the fast
 result to the eager one (PSNR of decoded edits; relative error of inversions; null-text's reconstruction
 error against the eager path's), the authors' figure where the issue records one, and the target.
@@ -58,7 +59,8 @@ from pipeline import models  # noqa: E402
 from pipeline.control.value_input import CrossMaps  # noqa: E402
 from pipeline.errors import Cancelled  # noqa: E402
 from pipeline.events import CancelToken, Event, Progress  # noqa: E402
-from pipeline.fast import FastOptions  # noqa: E402
+from pipeline.fast import OPTIMISE_PRECISIONS, FastOptions  # noqa: E402
+from pipeline.held_weights import with_sampling_unet  # noqa: E402
 from pipeline.inversion.ddim import ddim_invert  # noqa: E402
 from pipeline.inversion.kv_tuning import kv_tune  # noqa: E402
 from pipeline.inversion.value_mapping import inner_iterations, to_tensors, train_mappings  # noqa: E402
@@ -100,11 +102,13 @@ class Bench:
         self.args = args
         self.device = bench_device()
         self.cuda = self.device.type == "cuda"
-        self.fast_options = FastOptions(emulate=not self.cuda)
+        self.fast_options = FastOptions(optimise=args.optimise, optimisation_graphs=args.optimisation_graphs,
+                                        emulate=not self.cuda)
         dtype = torch.float16 if self.cuda else torch.float32
         self.bundle = (random_sd15(self.device, dtype) if args.model is None else
                        dataclasses.replace(models.load_model(args.model, device=str(self.device)), sample_dtype=dtype))
         self.fp32 = dataclasses.replace(self.bundle, sample_dtype=torch.float32)
+        self.fast_bundle = with_sampling_unet(self.bundle) if self.cuda else self.bundle  # as the engine makes it
         self.width = self.bundle.unet.config.cross_attention_dim  # of text embeddings and image features
         side = args.size // 8
         g = torch.Generator().manual_seed(0)
@@ -119,7 +123,8 @@ class Bench:
     def context(self, fast: bool, bundle: Any = None, emit: Callable[[Event], None] | None = None,
                 cancel: CancelToken | None = None, options: FastOptions | None = None) -> RunContext:
         fast_options = (options or self.fast_options) if fast else None
-        return RunContext(bundle or self.bundle, cancel or CancelToken(), emit or (lambda event: None),
+        bundle = bundle or (self.fast_bundle if fast else self.bundle)
+        return RunContext(bundle, cancel or CancelToken(), emit or (lambda event: None),
                           RunOptions(seed=0, fast=fast_options))
 
     # -- timing ---------------------------------------------------------------------------------------
@@ -443,15 +448,17 @@ def failed(b: Bench, name: str, error: BaseException) -> None:
 
 
 def levers(b: Bench) -> None:
-    """Each lever alone on the p2p edit (local blend) and on null-text's first steps."""
+    """Each lever alone: on the p2p edit (local blend), the weights held in fp16 with and without the UNet
+    graphs; on null-text's first steps, TF32, the UNet graphs, the captured Adam iteration and bf16."""
     p2p = PromptToPrompt()
     params = dataclasses.replace(b.p2p(inversion="null-text", inner_steps=1), blend_words=("cat", "tiger"))
     inversion = b.kept.get("null-text") or p2p.invert(b.context(True), b.latent, PROMPTS, params, NONE)
-    half = dataclasses.replace(b.bundle, unet=_half_copy(b.bundle.unet)) if b.cuda else b.bundle
+    emulate = not b.cuda
+    autocast = FastOptions(held_weights=False, emulate=emulate)
     variants = {"eager, fp32 weights under autocast (before)": (b.bundle, None),
-                "eager, fp16 weights held": (half, None),
-                "graphs, fp32 weights under autocast": (b.bundle, b.fast_options),
-                "graphs, fp16 weights held": (half, b.fast_options)}
+                "eager, fp16 weights held": (b.fast_bundle, FastOptions(graphs=False, emulate=emulate)),
+                "graphs, fp32 weights under autocast": (b.bundle, autocast),
+                "graphs, fp16 weights held": (b.fast_bundle, b.fast_options)}
     found: dict[str, dict[str, float]] = {}
     reference = None
     for label, (bundle, options) in variants.items():
@@ -461,22 +468,26 @@ def levers(b: Bench) -> None:
         found[f"p2p edit: {label}"] = {"seconds": round(seconds, 3), "peak_gib": round(peak, 2),
                                        "psnr_vs_before": b.psnr(out.target, reference)}
         print(f"lever p2p edit, {label}: {seconds:.2f} s, peak {peak:.2f} GiB", flush=True)
-    del half
     null = b.p2p(inversion="null-text", inner_steps=10, early_stop=False)
     n = min(b.args.eager_steps, b.args.steps)
-    for label, options in (("eager fp32", None), ("TF32 only", FastOptions(graphs=False, emulate=not b.cuda)),
-                           ("TF32 and graphs", b.fast_options)):
+    for label, options in (("eager fp32", None), ("TF32 only", FastOptions(graphs=False, emulate=emulate)),
+                           ("TF32 and graphs", b.fast_options),
+                           ("TF32, graphs and the captured Adam iteration",
+                            FastOptions(optimisation_graphs=True, emulate=emulate)),
+                           ("bf16 and graphs", FastOptions(optimise="bf16", emulate=emulate)),
+                           ("bf16, graphs and the captured Adam iteration",
+                            FastOptions(optimise="bf16", optimisation_graphs=True, emulate=emulate))):
         token = CancelToken()
 
         def stop(event: Event, token: CancelToken = token) -> None:
             if isinstance(event, Progress) and str(event.stage) == "null-text inversion" and event.step >= n:
                 token.cancel()
 
-        ctx = RunContext(b.bundle, token, stop, RunOptions(seed=0, fast=options))
+        ctx = b.context(options is not None, emit=stop, cancel=token, options=options)
         _, seconds, peak = b.timed(lambda: _cancelled(lambda: p2p.invert(ctx, b.latent, PROMPTS, null, NONE)))
         found[f"null-text, first {n} steps with DDIM inversion: {label}"] = {"seconds": round(seconds, 3),
                                                                              "peak_gib": round(peak, 2)}
-        print(f"lever null-text {label}: {seconds:.2f} s", flush=True)
+        print(f"lever null-text {label}: {seconds:.2f} s, peak {peak:.2f} GiB", flush=True)
     b.extra["levers"] = found
 
 
@@ -529,16 +540,6 @@ def floors(b: Bench) -> None:
 def _cancelled(work: Callable[[], Any]) -> None:
     with contextlib.suppress(Cancelled):
         work()
-
-
-def _half_copy(unet: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    from pipeline.control.processor import install
-
-    half = copy.deepcopy(unet).half()
-    install(half)
-    return half
 
 
 def profiles(b: Bench) -> None:
@@ -606,6 +607,10 @@ def main() -> int:
     parser.add_argument("--full-null-text", action="store_true", help="run eager null-text in full (its fidelity gate)")
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated row names (default: all)")
     parser.add_argument("--levers", action="store_true", help="also measure each lever alone")
+    parser.add_argument("--optimise", default=FastOptions.optimise, choices=OPTIMISE_PRECISIONS,
+                        help="the fast path's precision of what is optimised")
+    parser.add_argument("--optimisation-graphs", action="store_true",
+                        help="the fast path captures each optimisation loop's Adam iteration")
     parser.add_argument("--profile", action="store_true", help="also write torch.profiler summaries (profiles.txt)")
     parser.add_argument("--model", default=None, help="a model to load instead of the random SD-1.5 networks "
                         "(demo-tiny: a quick check of the script on the CPU)")
@@ -625,10 +630,10 @@ def main() -> int:
     def report() -> None:
         write_report("speed", {
             "size": args.size, "steps": args.steps, "stylediffusion_steps": SD_STEPS,
-            "note": "random SD-1.5-sized weights; 'seconds' and 'peak_gib': the fast path (CUDA graphs of the UNet "
-                    "calls, TF32 optimisation), captures included; 'eager_seconds': the same stage with the fast "
-                    "path off (results bit for bit those before the fast path); authors' and the issue's figures "
-                    "from issue 19's table",
+            "note": "random SD-1.5-sized weights; 'seconds' and 'peak_gib': the fast path ('fast_options'), "
+                    "captures included; 'eager_seconds': the same stage with the fast path off (results bit for "
+                    "bit those before the fast path); authors' and the issue's figures from issue 19's table",
+            "fast_options": dataclasses.asdict(b.fast_options),
             "peak_target_gib": PEAK_TARGET_GIB,
             "results": {name: b.results[name] for name in ROWS if name in b.results},
             **b.extra,
