@@ -5,7 +5,7 @@ region, 50 steps at the demo model's 128 px) is made into a fresh project and ru
 made and stored); then each target of `--targets` is drafted, as the window drafts a changed target
 prompt, timed from the request to the picture (resolving, the stored inversion read, sampling, decoding,
 the paste-back), with the model's objects kept out of the garbage collector's walks as the window's
-engine thread keeps them (gui.worker.keep_out_of_collections); then the last target is run for real
+engine thread keeps them (pipeline.collector.keep_out_of_collections); then the last target is run for real
 (inversion reused, the result committed) and its result is checked to be the last draft's, pixel for
 pixel. Wall times and the process's CPU seconds (on a shared machine the wall time is inflated by the
 other processes; the CPU seconds less so), the project's files before and after the drafts (they must be
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sd15 import RESULTS, bench_device, measure, write_report  # noqa: E402
 
-from gui.worker import keep_out_of_collections  # noqa: E402
+from pipeline.collector import keep_out_of_collections  # noqa: E402
 from pipeline.demo_scenes import DemoScene, load_scene, make_scene_project  # noqa: E402
 from pipeline.images import load_image  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402

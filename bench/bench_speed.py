@@ -60,7 +60,7 @@ from pipeline.control.value_input import CrossMaps  # noqa: E402
 from pipeline.errors import Cancelled  # noqa: E402
 from pipeline.events import CancelToken, Event, Progress  # noqa: E402
 from pipeline.fast import OPTIMISE_PRECISIONS, FastOptions  # noqa: E402
-from pipeline.held_weights import with_sampling_unet  # noqa: E402
+from pipeline.held_weights import sampling_copy, with_sampling_unet  # noqa: E402
 from pipeline.inversion.ddim import ddim_invert  # noqa: E402
 from pipeline.inversion.kv_tuning import kv_tune  # noqa: E402
 from pipeline.inversion.value_mapping import inner_iterations, to_tensors, train_mappings  # noqa: E402
@@ -448,18 +448,28 @@ def failed(b: Bench, name: str, error: BaseException) -> None:
 
 
 def levers(b: Bench) -> None:
-    """Each lever alone: on the p2p edit (local blend), the weights held in fp16 with and without the UNet
-    graphs; on null-text's first steps, TF32, the UNet graphs, the captured Adam iteration and bf16."""
+    """Each lever alone: on the p2p edit (local blend), the weights held in fp16 (in the default layout and
+    channels-last) with and without the UNet graphs; on null-text's first steps, TF32, the UNet graphs,
+    the captured Adam iteration and bf16. `--levers` says which of the two groups run."""
+    found: dict[str, dict[str, float]] = b.extra.setdefault("levers", {})
+    if "edit" in b.args.levers:
+        edit_levers(b, found)
+    if "null-text" in b.args.levers:
+        null_text_levers(b, found)
+
+
+def edit_levers(b: Bench, found: dict[str, dict[str, float]]) -> None:
     p2p = PromptToPrompt()
     params = dataclasses.replace(b.p2p(inversion="null-text", inner_steps=1), blend_words=("cat", "tiger"))
     inversion = b.kept.get("null-text") or p2p.invert(b.context(True), b.latent, PROMPTS, params, NONE)
     emulate = not b.cuda
     autocast = FastOptions(held_weights=False, emulate=emulate)
+    plain = dataclasses.replace(b.bundle, sampling_unet=sampling_copy(b.bundle.unet, b.bundle.sample_dtype))
     variants = {"eager, fp32 weights under autocast (before)": (b.bundle, None),
-                "eager, fp16 weights held": (b.fast_bundle, FastOptions(graphs=False, emulate=emulate)),
+                "eager, fp16 weights held": (plain, FastOptions(graphs=False, emulate=emulate)),
                 "graphs, fp32 weights under autocast": (b.bundle, autocast),
-                "graphs, fp16 weights held": (b.fast_bundle, b.fast_options)}
-    found: dict[str, dict[str, float]] = {}
+                "graphs, fp16 weights held": (plain, b.fast_options),
+                "graphs, fp16 weights held channels-last (the fast path)": (b.fast_bundle, b.fast_options)}
     reference = None
     for label, (bundle, options) in variants.items():
         ctx = RunContext(bundle, CancelToken(), lambda event: None, RunOptions(seed=0, fast=options))
@@ -468,6 +478,11 @@ def levers(b: Bench) -> None:
         found[f"p2p edit: {label}"] = {"seconds": round(seconds, 3), "peak_gib": round(peak, 2),
                                        "psnr_vs_before": b.psnr(out.target, reference)}
         print(f"lever p2p edit, {label}: {seconds:.2f} s, peak {peak:.2f} GiB", flush=True)
+
+
+def null_text_levers(b: Bench, found: dict[str, dict[str, float]]) -> None:
+    p2p = PromptToPrompt()
+    emulate = not b.cuda
     null = b.p2p(inversion="null-text", inner_steps=10, early_stop=False)
     n = min(b.args.eager_steps, b.args.steps)
     for label, options in (("eager fp32", None), ("TF32 only", FastOptions(graphs=False, emulate=emulate)),
@@ -488,7 +503,6 @@ def levers(b: Bench) -> None:
         found[f"null-text, first {n} steps with DDIM inversion: {label}"] = {"seconds": round(seconds, 3),
                                                                              "peak_gib": round(peak, 2)}
         print(f"lever null-text {label}: {seconds:.2f} s, peak {peak:.2f} GiB", flush=True)
-    b.extra["levers"] = found
 
 
 def floors(b: Bench) -> None:
@@ -606,7 +620,8 @@ def main() -> int:
                         help="steps of the eager mapping training measured (the first, longest ones)")
     parser.add_argument("--full-null-text", action="store_true", help="run eager null-text in full (its fidelity gate)")
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated row names (default: all)")
-    parser.add_argument("--levers", action="store_true", help="also measure each lever alone")
+    parser.add_argument("--levers", default="", help="also measure each lever alone: edit, null-text or both "
+                        "(comma-separated)")
     parser.add_argument("--optimise", default=FastOptions.optimise, choices=OPTIMISE_PRECISIONS,
                         help="the fast path's precision of what is optimised")
     parser.add_argument("--optimisation-graphs", action="store_true",
@@ -618,6 +633,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON report")
     args = parser.parse_args()
     args.rows = set(args.rows.split(","))
+    args.levers = set(filter(None, args.levers.split(",")))
+    if args.levers - {"edit", "null-text"}:
+        parser.error(f"unknown levers: {', '.join(sorted(args.levers - {'edit', 'null-text'}))}")
     unknown = args.rows - set(ROWS)
     if unknown:
         parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
@@ -646,14 +664,14 @@ def main() -> int:
         if "cli re-edit wall" in args.rows:
             cli_re_edit(b)
 
-    stages: list[tuple[tuple[str, ...], Callable[[Bench], None]]] = [  # the GPU stages, the short ones first
+    stages: list[tuple[tuple[str, ...], Callable[[Bench], None]]] = [  # the short ones first
         (("ddim inversion", "direct inversion", "negative-prompt inversion"), inversions),
         (("p2p edit", "masactrl edit", "specref edit", "toli edit", "stylediffusion edit", "kv-inversion edit"), edits),
+        (("model load", "cli re-edit wall"), processes),  # whole processes, apart from the GPU code
         (("null-text inversion",), null_text),
         (("toli text optimisation",), text_optimisation),
         (("kv tuning",), kv_tuning),
         (("stylediffusion training",), mapping_training),
-        (("model load", "cli re-edit wall"), processes),  # whole processes, apart from the GPU code
     ]
     if args.rows - {"model load", "cli re-edit wall"}:
         with guarded(b, ()):

@@ -9,6 +9,13 @@ same autocast, every operation of a call then sees the very values it saw before
 the held weights are no-ops, and the norms, which autocast runs in fp32, read the same fp32 parameters.
 So the copy's results are bit for bit those of the fp32 UNet under autocast (tests/test_held_weights.py
 checks it), at the price of the copy's memory (about 1.6 GiB for SD 1.x in fp16).
+
+On CUDA the copy's weights are also laid out channels-last: cuDNN's convolutions work in that layout,
+and with the weights in PyTorch's default layout every convolution of a call first transposes its
+input (nchwToNhwcKernel: 15% of the GPU time of a captured p2p edit on an H100,
+bench/results/speed-nvidia-h100-80gb-hbm3.md). Convolutions then pick other algorithms, so the bits
+change: the fast path's gate (40 dB from the eager edit, tests/test_fast_path_cuda.py) applies, not
+bit-identity.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ HELD_LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
 """The layers whose weights autocast casts to the sampling dtype at every call (matrix products)."""
 
 
-def sampling_copy(unet: UNet2DConditionModel, dtype: torch.dtype) -> UNet2DConditionModel:
-    """A UNet computing what `unet` computes under autocast to `dtype`, its matrix weights held in `dtype`."""
+def sampling_copy(unet: UNet2DConditionModel, dtype: torch.dtype, *,
+                  channels_last: bool = False) -> UNet2DConditionModel:
+    """A UNet computing what `unet` computes under autocast to `dtype`, its matrix weights held in `dtype`
+    (and laid out channels-last when asked: then the same values, computed in another order)."""
     held = {f"{name}.{key}" for name, module in unet.named_modules() if isinstance(module, HELD_LAYERS)
             for key, _ in module.named_parameters(recurse=False)}
     with torch.device("meta"):
@@ -35,13 +44,16 @@ def sampling_copy(unet: UNet2DConditionModel, dtype: torch.dtype) -> UNet2DCondi
     copy.load_state_dict(state, assign=True, strict=True)
     copy.requires_grad_(False)
     copy.eval()
+    if channels_last:
+        copy.to(memory_format=torch.channels_last)
     install(copy)
     return copy
 
 
 def with_sampling_unet(bundle: ModelBundle) -> ModelBundle:
-    """`bundle` with its sampling copy (ModelBundle.sampling_unet), made once: the same bundle when it
-    has one or samples in fp32 (where there is nothing to hold)."""
+    """`bundle` with its sampling copy (ModelBundle.sampling_unet; channels-last on CUDA), made once: the
+    same bundle when it has one or samples in fp32 (where there is nothing to hold)."""
     if bundle.sampling_unet is not None or bundle.sample_dtype == torch.float32:
         return bundle
-    return dataclasses.replace(bundle, sampling_unet=sampling_copy(bundle.unet, bundle.sample_dtype))
+    copy = sampling_copy(bundle.unet, bundle.sample_dtype, channels_last=bundle.device.type == "cuda")
+    return dataclasses.replace(bundle, sampling_unet=copy)
