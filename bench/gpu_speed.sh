@@ -3,7 +3,7 @@
 #   bash bench/gpu_speed.sh edits OUT          # the CUDA fidelity tests; the edits, inversions, levers,
 #                                              # profiles, model load and CLI rows; drafts and region edits
 #   bash bench/gpu_speed.sh optimisations OUT [bench_speed options]   # the four optimisation rows in full
-#   bash bench/gpu_speed.sh all OUT [bench_speed options]   # the tests, every GPU row, the edit levers, drafts
+#   bash bench/gpu_speed.sh all OUT [bench_speed options]   # the tests, every GPU row, the edit levers, a draft
 # Every figure goes under OUT (the device tool's $OUT), with the console in OUT/PART.log. The working tree
 # must hold the wheels the device lacks in .whl, or in the folder $WHEELS names (diffusers; see
 # /work/.library/device/README.md).
@@ -39,13 +39,10 @@ model=/tmp/retake-bench-sd15/model
         stamp "CUDA tests"
         timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path_cuda.py 2>&1 | tail -40
         stamp "bench_speed: every GPU row, the edit levers"
-        timeout 400 python3 bench/bench_speed.py --out "$out" --levers edit --model-dir "$model" --full-null-text \
+        timeout 330 python3 bench/bench_speed.py --out "$out" --levers edit --model-dir "$model" --full-null-text \
             --rows "p2p edit,masactrl edit,specref edit,toli edit,stylediffusion edit,kv-inversion edit,ddim inversion,direct inversion,negative-prompt inversion,model load,null-text inversion,toli text optimisation,kv tuning,stylediffusion training" "$@"
-        for mode in fast eager; do
-            flag=$([ $mode = fast ] && echo --fast)
-            stamp "draft, $mode"
-            timeout 50 python3 bench/bench_draft.py --model "$model" --side 512 $flag --out "$out/$mode"
-        done
+        stamp "draft, fast"
+        timeout 45 python3 bench/bench_draft.py --model "$model" --side 512 --fast --out "$out/fast"
         ;;
     optimisations)
         stamp "bench_speed: optimisations"
