@@ -37,12 +37,12 @@ model=/tmp/retake-bench-sd15/model
         ;;
     all)
         stamp "CUDA tests"
-        timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path_cuda.py 2>&1 | tail -40
+        timeout 70 python3 -m pytest -q -p no:cacheprovider tests/test_fast_path_cuda.py 2>&1 | tail -40
         stamp "bench_speed: every GPU row, the edit levers"
-        timeout 330 python3 bench/bench_speed.py --out "$out" --levers edit --model-dir "$model" --full-null-text \
+        timeout 300 python3 bench/bench_speed.py --out "$out" --levers edit --model-dir "$model" --full-null-text \
             --rows "p2p edit,masactrl edit,specref edit,toli edit,stylediffusion edit,kv-inversion edit,ddim inversion,direct inversion,negative-prompt inversion,model load,null-text inversion,toli text optimisation,kv tuning,stylediffusion training" "$@"
         stamp "draft, fast"
-        timeout 45 python3 bench/bench_draft.py --model "$model" --side 512 --fast --out "$out/fast"
+        timeout 40 python3 bench/bench_draft.py --model "$model" --side 512 --fast --out "$out/fast"
         ;;
     optimisations)
         stamp "bench_speed: optimisations"
