@@ -6,10 +6,32 @@ cannot says which system packages to install instead of letting Qt abort with a 
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from cli.interrupt import exit_on_signals
+
+
+@contextmanager
+def libraries_loading() -> Iterator[None]:
+    """Import torch, diffusers and transformers (and Qt) with the cyclic garbage collector paused, then
+    freeze what they made.
+
+    They make some 450,000 objects that live as long as the process, and make next to no garbage; yet
+    the collector walks them over and over while they are made, then at every full collection of a
+    run, and again at the interpreter's exit. Frozen (`gc.freeze`), they are left out of every later
+    collection. On a 2-core CPU this took a CLI process's imports from 3.9 s to 3.2 s and its exit
+    from 0.85 s to 0.2 s (bench/bench_startup.py).
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def main() -> int:
@@ -30,17 +52,19 @@ def main() -> int:
         if problem := qt_problem():
             print(f"retake: {problem}", file=sys.stderr)
             return 1
-        from gui.app import main as gui_main
+        with libraries_loading():
+            from gui.app import main as gui_main
 
         return gui_main(args[1:])
     if args == ["self-test"]:  # the CLI's checks, then the same edit through the desktop window (offscreen)
-        from cli.selftest import self_test
-        from gui.selftest import window_checks
-        from pipeline.engine import Engine
+        with libraries_loading():
+            from cli.selftest import self_test
+            from gui.selftest import window_checks
+            from pipeline.engine import Engine
 
         return self_test(Engine(), sys.stdout, window_checks)
-    from cli.commands import main as cli_main
-
+    with libraries_loading():
+        from cli.commands import main as cli_main
     try:
         return cli_main(args)
     except BrokenPipeError:  # `retake methods | head`: the reader left; nothing more to say

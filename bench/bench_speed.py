@@ -53,7 +53,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sd15 import CONFIGS, ROOT, RESULTS, bench_device, random_sd15, write_report  # noqa: E402
+from sd15 import ROOT, RESULTS, bench_device, random_sd15, save_folder, write_report  # noqa: E402
 
 from pipeline import models  # noqa: E402
 from pipeline.control.value_input import CrossMaps  # noqa: E402
@@ -395,20 +395,8 @@ def _timer(function: Callable, label: str, spent: dict[str, float], b: Bench) ->
 
 def save_model(b: Bench) -> None:
     """The random networks as a diffusers folder (fp32 safetensors, as SD 1.5's own), once."""
-    folder = b.args.model_dir
-    if (folder / "model_index.json").is_file():
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    b.bundle.unet.save_pretrained(folder / "unet", safe_serialization=True)
-    b.bundle.vae.save_pretrained(folder / "vae", safe_serialization=True)
-    b.bundle.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    (folder / "scheduler").mkdir(exist_ok=True)
-    (folder / "scheduler" / "scheduler_config.json").write_text((CONFIGS / "scheduler" / "scheduler_config.json")
-                                                                .read_text())
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDIMScheduler"]}))
+    if not (b.args.model_dir / "model_index.json").is_file():
+        save_folder(b.bundle, b.args.model_dir)
 
 
 def cli_re_edit(b: Bench) -> None:

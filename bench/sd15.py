@@ -53,6 +53,21 @@ def random_sd15(device: torch.device, sample_dtype: torch.dtype) -> ModelBundle:
                        "random", device, sample_dtype)
 
 
+def save_folder(bundle: ModelBundle, folder: Path) -> None:
+    """`bundle`'s networks as a diffusers folder (fp32 safetensors, as SD 1.5's own)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bundle.unet.save_pretrained(folder / "unet", safe_serialization=True)
+    bundle.vae.save_pretrained(folder / "vae", safe_serialization=True)
+    bundle.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    (folder / "scheduler").mkdir(exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text((CONFIGS / "scheduler" / "scheduler_config.json")
+                                                                .read_text())
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDIMScheduler"]}))
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
