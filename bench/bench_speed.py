@@ -2,8 +2,9 @@
 
 On an NVIDIA GPU it runs the real method code on SD-1.5-sized networks with random weights (bench/sd15.py)
 at 512x512, 50 steps (StyleDiffusion: its authors' 30), each stage first on the fast path (pipeline.fast:
-CUDA graphs of the calls without gradients on the UNet copy held in fp16, TF32 optimisation; --optimise
-and --optimisation-graphs choose other options) and then eagerly, and writes bench/results/speed-<gpu>.json with, per
+CUDA graphs of the calls without gradients on the UNet copy held in fp16, captured Adam iterations in bf16,
+TF32 in the other optimisation loops; --optimise, --captured-optimise and --optimisation-graphs choose
+other options) and then eagerly, and writes bench/results/speed-<gpu>.json with, per
 stage, the fast path's seconds and peak GPU memory, the eager path's seconds, the fidelity of the fast
 result to the eager one (PSNR of decoded edits; relative error of inversions; null-text's reconstruction
 error against the eager path's), the authors' figure where the issue records one, and the target.
@@ -102,8 +103,8 @@ class Bench:
         self.args = args
         self.device = bench_device()
         self.cuda = self.device.type == "cuda"
-        self.fast_options = FastOptions(optimise=args.optimise, optimisation_graphs=args.optimisation_graphs,
-                                        emulate=not self.cuda)
+        self.fast_options = FastOptions(optimise=args.optimise, captured_optimise=args.captured_optimise,
+                                        optimisation_graphs=args.optimisation_graphs, emulate=not self.cuda)
         dtype = torch.float16 if self.cuda else torch.float32
         self.bundle = (random_sd15(self.device, dtype) if args.model is None else
                        dataclasses.replace(models.load_model(args.model, device=str(self.device)), sample_dtype=dtype))
@@ -495,11 +496,12 @@ def null_text_levers(b: Bench, found: dict[str, dict[str, float]]) -> None:
 
 def floors(b: Bench) -> None:
     """What the UNet alone costs: its FLOPs per call (counted on shapes), and the time of a bare call,
-    captured and replayed (fp16 sampling at batch 1, 2, 4; fp32 forward and backward with TF32 at batch
-    1 and 2), from which each stage's floor follows by counting its calls."""
+    captured and replayed (fp16 sampling at batch 1, 2, 4; a captured optimisation iteration in the
+    fast path's precision at batch 1 and 2), from which each stage's floor follows by counting its calls."""
     from torch.utils.flop_counter import FlopCounterMode
 
     unet, side = b.bundle.unet, b.args.size // 8
+    label = f"{b.fast_options.captured_optimise}" if b.fast_options.optimisation_graphs else b.fast_options.optimise
     emb_width = b.width
     found: dict[str, Any] = {}
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -523,17 +525,17 @@ def floors(b: Bench) -> None:
         minimiser.restart(1e-3)
         minimiser.run(3)
         _, seconds, _ = b.timed(lambda: minimiser.run(20))
-        found[f"optimisation iteration, batch {batch}, fp32/TF32 forward+backward+Adam, replayed (ms)"] = round(
+        found[f"optimisation iteration, batch {batch}, {label} forward+backward+Adam, replayed (ms)"] = round(
             seconds / 20 * 1e3, 3)
     calls = found["sampling call, batch 4, replayed (ms)"] / 1e3
     found["p2p edit floor (50 bare batch-4 calls, s)"] = round(50 * calls, 3)
     found["ddim inversion floor (50 bare batch-1 calls, s)"] = round(
         50 * found["sampling call, batch 1, replayed (ms)"] / 1e3, 3)
-    step1 = found["optimisation iteration, batch 1, fp32/TF32 forward+backward+Adam, replayed (ms)"] / 1e3
+    step1 = found[f"optimisation iteration, batch 1, {label} forward+backward+Adam, replayed (ms)"] / 1e3
     found["null-text floor (500 bare iterations, s)"] = round(500 * step1, 3)
     found["toli text optimisation floor (200 bare iterations, s)"] = round(200 * step1, 3)
     found["kv tuning floor (500 bare batch-2 iterations, s)"] = round(500 * found[
-        "optimisation iteration, batch 2, fp32/TF32 forward+backward+Adam, replayed (ms)"] / 1e3, 3)
+        f"optimisation iteration, batch 2, {label} forward+backward+Adam, replayed (ms)"] / 1e3, 3)
     found["stylediffusion training floor (1015 bare iterations, s)"] = round(1015 * step1, 3)
     b.extra["floors"] = found
     print(json.dumps(found, indent=1), flush=True)
@@ -611,9 +613,12 @@ def main() -> int:
     parser.add_argument("--levers", default="", help="also measure each lever alone: edit, null-text or both "
                         "(comma-separated)")
     parser.add_argument("--optimise", default=FastOptions.optimise, choices=OPTIMISE_PRECISIONS,
-                        help="the fast path's precision of what is optimised")
-    parser.add_argument("--optimisation-graphs", action="store_true",
-                        help="the fast path captures each optimisation loop's Adam iteration")
+                        help="the fast path's precision of what is optimised in uncaptured loops")
+    parser.add_argument("--captured-optimise", default=FastOptions.captured_optimise, choices=OPTIMISE_PRECISIONS,
+                        help="the same in captured iterations")
+    parser.add_argument("--optimisation-graphs", action=argparse.BooleanOptionalAction,
+                        default=FastOptions.optimisation_graphs,
+                        help="the fast path captures the Adam iteration of the loops that allow it")
     parser.add_argument("--profile", action="store_true", help="also write torch.profiler summaries (profiles.txt)")
     parser.add_argument("--model", default=None, help="a model to load instead of the random SD-1.5 networks "
                         "(demo-tiny: a quick check of the script on the CPU)")

@@ -24,7 +24,7 @@ from PIL import Image
 from pipeline.control.contract import ControlState
 from pipeline.control.places import layer_places
 from pipeline.events import CancelToken, Emit, Preview, Progress, Stage
-from pipeline.fast import Capture, FastOptions, UNetGraphs, applies, capture_backend, optimisation_precision
+from pipeline.fast import FastOptions, UNetGraphs, applies, capture_backend, optimisation_precision
 from pipeline.images import from_tensor
 from pipeline.models import ModelBundle
 from pipeline.optimise import LoopInputs, Loss, Minimiser
@@ -85,6 +85,7 @@ class RunContext:
             self.graphs = UNetGraphs(layer_places(bundle.unet), capture_backend(self.fast))
         held = self.fast is not None and self.fast.held_weights and bundle.sampling_unet is not None
         self._sampling_unet = bundle.sampling_unet if held else bundle.unet
+        self._captured_precision: str | None = None  # set while a captured optimisation iteration runs
 
     @property
     def device(self) -> torch.device:
@@ -94,7 +95,7 @@ class RunContext:
     def _autocast(self, precise: bool) -> contextlib.AbstractContextManager:
         dtype = self.bundle.sample_dtype
         if precise and self.fast is not None:
-            return optimisation_precision(self.fast, self.device)
+            return optimisation_precision(self._captured_precision or self.fast.optimise, self.device)
         if precise or dtype == torch.float32:
             return contextlib.nullcontext()
         if self.fast is not None:  # no cast is cached (the weights never require grad); a graph keeps none
@@ -126,12 +127,22 @@ class RunContext:
         return noise(z, t, emb, control)
 
     # -- optimisation ---------------------------------------------------------------------------
-    def minimiser(self, params: Sequence[torch.Tensor], loss: Loss) -> Minimiser:
-        """Adam on `params` against `loss`, its iterations captured on the fast path (pipeline.optimise),
-        into a memory pool of the minimiser's own, released with it."""
+    def minimiser(self, params: Sequence[torch.Tensor], loss: Loss, *, capture: bool = True) -> Minimiser:
+        """Adam on `params` against `loss`. On the fast path, unless `capture` is False, its iterations are
+        captured (pipeline.optimise), into a memory pool of the minimiser's own, released with it, and run
+        in the precision `FastOptions.captured_optimise` says."""
         fast = self.fast
-        capture: Capture | None = capture_backend(fast) if fast is not None and fast.optimisation_graphs else None
-        return Minimiser(params, loss, self.cancel, capture)
+        if fast is None or not fast.optimisation_graphs or not capture:
+            return Minimiser(params, loss, self.cancel)
+
+        def in_precision() -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+            self._captured_precision = fast.captured_optimise
+            try:
+                return loss()
+            finally:
+                self._captured_precision = None
+
+        return Minimiser(params, in_precision, self.cancel, capture_backend(fast))
 
     def loop_inputs(self) -> LoopInputs:
         """The inputs of a minimiser's loss (pipeline.optimise.LoopInputs), static on the fast path."""

@@ -91,8 +91,9 @@ def test_the_held_fp16_weights_give_the_bits_of_fp32_weights_under_autocast(gpu_
     assert torch.equal(held, autocast)
 
 
-OPTIMISATIONS = {"TF32": FastOptions(), "TF32, captured Adam": FastOptions(optimisation_graphs=True),
-                 "bf16": FastOptions(optimise="bf16")}
+OPTIMISATIONS = {"TF32, eager Adam": FastOptions(optimisation_graphs=False),
+                 "TF32, captured Adam": FastOptions(captured_optimise="tf32"),
+                 "bf16, captured Adam (the default)": FastOptions()}
 
 
 @pytest.mark.parametrize("optimisation", list(OPTIMISATIONS))
