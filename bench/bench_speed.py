@@ -23,8 +23,8 @@ its count of calls: where a target is missed, they say whether the UNet's own ar
 takes the time.
 
 "cli re-edit wall" runs `main.py edit` as a user would, on a diffusers folder of the random weights
-written to --model-dir: once to make the project, then a re-edit (the inversion reused) with the fast
-path (--fast), and one eagerly; "model load" is `load_model` on that folder, page-cached, with the time of
+written to --model-dir: once to make the project, then a re-edit (the inversion reused) on the fast
+path (the default), and one eagerly (--eager); "model load" is `load_model` on that folder, page-cached, with the time of
 each part of it.
 
     python bench/bench_speed.py                                   # on a machine with an NVIDIA GPU
@@ -415,7 +415,7 @@ def cli_re_edit(b: Bench) -> None:
         base += ["--device", "cpu"]
     runs = {}
     for label, extra in (("first edit (inverts)", [str(photo), "--target", PROMPTS.target]),
-                         ("re-edit", ["--target", ACTION.target, "--fast"]), ("re-edit, eager", ["--target", ACTION.target]),
+                         ("re-edit", ["--target", ACTION.target]), ("re-edit, eager", ["--target", ACTION.target, "--eager"]),
                          ("imports only", None)):
         command = ([sys.executable, "-c", "import cli.commands, pipeline.engine, pipeline.methods.registry"]
                    if extra is None else base + extra + ["--out", str(work / f"{len(runs)}.png")])
