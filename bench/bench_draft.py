@@ -5,7 +5,7 @@ region, 50 steps at the demo model's 128 px) is made into a fresh project and ru
 made and stored); then each target of `--targets` is drafted, as the window drafts a changed target
 prompt, timed from the request to the picture (resolving, the stored inversion read, sampling, decoding,
 the paste-back), with the model's objects kept out of the garbage collector's walks as the window's
-engine thread keeps them (gui.worker.keep_out_of_collections); then the last target is run for real
+engine thread keeps them (pipeline.collector.keep_out_of_collections); then the last target is run for real
 (inversion reused, the result committed) and its result is checked to be the last draft's, pixel for
 pixel. Wall times and the process's CPU seconds (on a shared machine the wall time is inflated by the
 other processes; the CPU seconds less so), the project's files before and after the drafts (they must be
@@ -14,11 +14,17 @@ bench/results/draft-<device>.json.
 
     python bench/bench_draft.py                          # the demo model, on the GPU if there is one
     python bench/bench_draft.py --scene dog-stands-up --targets "a big red striped dog sitting ..."
+    python bench/bench_draft.py --model /tmp/retake-bench-sd15/model --side 512 --fast   # SD-1.5-sized, GPU
+
+`--side` enlarges the scene's photo and inputs to that many pixels a side (the working size of an SD 1.5
+model; the demo scenes are 128 px), and `--model` edits with another model, such as the diffusers folder
+of SD-1.5-sized random weights that bench/bench_speed.py writes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -33,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sd15 import RESULTS, bench_device, measure, write_report  # noqa: E402
 
-from gui.worker import keep_out_of_collections  # noqa: E402
-from pipeline.demo_scenes import load_scene, make_scene_project  # noqa: E402
+from pipeline.collector import keep_out_of_collections  # noqa: E402
+from pipeline.demo_scenes import DemoScene, load_scene, make_scene_project  # noqa: E402
+from pipeline.images import load_image  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
 from pipeline.events import Done, Drafted  # noqa: E402
 from pipeline.request import EditRequest  # noqa: E402
@@ -52,10 +59,24 @@ def timed(label: str, work: Callable[[], Any], results: dict) -> Any:
     return out
 
 
+def enlarged(scene: DemoScene, side: int, folder: Path) -> DemoScene:
+    """The scene with its photo and inputs resized to `side` pixels a side, written into `folder`."""
+    def resized(path: Path) -> Path:
+        out = folder / path.name
+        load_image(path).resize((side, side)).save(out)
+        return out
+
+    return dataclasses.replace(scene, photo=resized(scene.photo),
+                               inputs={name: resized(path) for name, path in scene.inputs.items()})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scene", default="house-colour", help="a demo scene (main.py demo lists them)")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), help="target prompts to draft, in order")
+    parser.add_argument("--model", default="demo", help="the model to edit with (default: the scenes' demo model)")
+    parser.add_argument("--side", type=int, help="enlarge the scene's photo to this many pixels a side")
+    parser.add_argument("--fast", action="store_true", help="take the fast path (GPU only: pipeline.fast)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON report")
     args = parser.parse_args()
     device = bench_device()
@@ -64,9 +85,12 @@ def main() -> int:
     quiet = lambda event: None  # noqa: E731
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="retake-draft-") as folder:
+        if args.side:
+            scene = enlarged(scene, args.side, Path(folder))
         project = make_scene_project(scene, Path(folder) / "scene.retake")
-        fields = {**scene.request_fields(), "project": str(project), "device": device.type}
-        engine.preload("demo", device.type)
+        fields = {**scene.request_fields(), "project": str(project), "device": device.type, "model": args.model,
+                  "max_side": args.side, "fast": args.fast}
+        engine.preload(args.model, device.type)
         keep_out_of_collections()  # as the window's engine thread does once the model is loaded
         first = timed("run: invert, edit, commit", lambda: engine.run(EditRequest(**fields), quiet), results)
         assert isinstance(first, Done) and not first.reused_inversion, first
@@ -86,8 +110,8 @@ def main() -> int:
     draft_cpu = [results[f"draft {n}: {t}"]["cpu_seconds"] for n, t in enumerate(args.targets, start=1)]
     print(f"drafts: {draft_seconds} s ({draft_cpu} CPU s); the project unchanged by them: {unchanged}; "
           f"the run's result is the last draft's: {same}")
-    write_report("draft", {"scene": scene.name, "method": scene.method, "params": scene.params, "model": "demo",
-                           "device": device.type, "torch_threads": torch.get_num_threads(),
+    write_report("draft", {"scene": scene.name, "method": scene.method, "params": scene.params, "model": args.model,
+                           "side": args.side, "fast": args.fast, "device": device.type, "torch_threads": torch.get_num_threads(),
                            "draft_seconds": draft_seconds, "draft_cpu_seconds": draft_cpu,
                            "project_files_unchanged_by_drafts": unchanged,
                            "run_result_equals_last_draft": same, "results": results,

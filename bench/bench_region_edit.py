@@ -35,6 +35,7 @@ from sd15 import RESULTS, bench_device, measure, random_sd15, write_report  # no
 
 from pipeline.engine import Engine  # noqa: E402
 from pipeline.events import CancelToken, Done  # noqa: E402
+from pipeline.held_weights import with_sampling_unet  # noqa: E402
 from pipeline.images import load_image  # noqa: E402
 from pipeline.models import native_side  # noqa: E402
 from pipeline.paths import RESOURCES  # noqa: E402
@@ -66,7 +67,7 @@ def run_area(engine: Engine, bundle_for, area: str, args: argparse.Namespace, fo
         label = f"{area}: {'edit' if n == 0 else 're-edit'}"
         request = EditRequest(target_prompt=target, image=str(photo), source_prompt=SOURCE, mask=str(mask),
                               project=str(folder / "p.retake"), model=args.model, max_side=args.max_side,
-                              area=area, params={"inversion": args.inversion, "steps": args.steps})
+                              area=area, params={"inversion": args.inversion, "steps": args.steps}, fast=args.fast)
         job = measure(f"{label}: resolve (photo, mask, crop)", lambda: engine.resolve(request), results)
         bundle = bundle_for(engine, job)
         inversion = measure(f"{label}: invert", lambda: engine.invert(job, bundle, quiet, cancel), results)
@@ -87,12 +88,15 @@ def main() -> int:
     parser.add_argument("--max-side", type=int, help="working size (default: 512 for random-sd15, else the model's own)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--inversion", default="direct", help="p2p's inversion (default: direct)")
+    parser.add_argument("--fast", action="store_true", help="take the fast path (GPU only: pipeline.fast)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON report")
     args = parser.parse_args()
     random_model = args.model == "random-sd15"
     args.max_side = args.max_side or (512 if random_model else native_side(args.model))
     if random_model:
         bundle = random_sd15(device, torch.float16 if device.type == "cuda" else torch.float32)
+        if args.fast:  # the UNet copy the engine makes for the fast path
+            bundle = with_sampling_unet(bundle)
         args.model = "demo"  # what resolve() reads the model's native size from; the bundle is the random one
 
         def bundle_for(engine: Engine, job) -> object:
@@ -110,6 +114,7 @@ def main() -> int:
           f"whole: {areas['whole']['working_size']}")
     write_report("region-edit", {"model": "random-sd15" if random_model else args.model, "max_side": args.max_side,
                                  "steps": args.steps, "inversion": args.inversion, "device": device.type,
+                                 "fast": args.fast,
                                  "photo": list(SIZE), "mask_box": list(BOX), "areas": areas, "results": results,
                                  "load_average": [round(v, 2) for v in (*load_before, *os.getloadavg())]},
                  args.out)

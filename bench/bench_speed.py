@@ -2,7 +2,9 @@
 
 On an NVIDIA GPU it runs the real method code on SD-1.5-sized networks with random weights (bench/sd15.py)
 at 512x512, 50 steps (StyleDiffusion: its authors' 30), each stage first on the fast path (pipeline.fast:
-CUDA graphs, TF32 optimisation) and then eagerly, and writes bench/results/speed-<gpu>.json with, per
+CUDA graphs of the calls without gradients on the UNet copy held in fp16, captured Adam iterations in bf16,
+TF32 in the other optimisation loops; --optimise, --captured-optimise and --optimisation-graphs choose
+other options) and then eagerly, and writes bench/results/speed-<gpu>.json with, per
 stage, the fast path's seconds and peak GPU memory, the eager path's seconds, the fidelity of the fast
 result to the eager one (PSNR of decoded edits; relative error of inversions; null-text's reconstruction
 error against the eager path's), the authors' figure where the issue records one, and the target.
@@ -21,8 +23,8 @@ its count of calls: where a target is missed, they say whether the UNet's own ar
 takes the time.
 
 "cli re-edit wall" runs `main.py edit` as a user would, on a diffusers folder of the random weights
-written to --model-dir: once to make the project, then a re-edit (the inversion reused) with the fast
-path (--fast), and one eagerly; "model load" is `load_model` on that folder, page-cached, with the time of
+written to --model-dir: once to make the project, then a re-edit (the inversion reused) on the fast
+path (the default), and one eagerly (--eager); "model load" is `load_model` on that folder, page-cached, with the time of
 each part of it.
 
     python bench/bench_speed.py                                   # on a machine with an NVIDIA GPU
@@ -58,7 +60,8 @@ from pipeline import models  # noqa: E402
 from pipeline.control.value_input import CrossMaps  # noqa: E402
 from pipeline.errors import Cancelled  # noqa: E402
 from pipeline.events import CancelToken, Event, Progress  # noqa: E402
-from pipeline.fast import FastOptions  # noqa: E402
+from pipeline.fast import OPTIMISE_PRECISIONS, FastOptions  # noqa: E402
+from pipeline.held_weights import sampling_copy, with_sampling_unet  # noqa: E402
 from pipeline.inversion.ddim import ddim_invert  # noqa: E402
 from pipeline.inversion.kv_tuning import kv_tune  # noqa: E402
 from pipeline.inversion.value_mapping import inner_iterations, to_tensors, train_mappings  # noqa: E402
@@ -100,11 +103,13 @@ class Bench:
         self.args = args
         self.device = bench_device()
         self.cuda = self.device.type == "cuda"
-        self.fast_options = FastOptions(emulate=not self.cuda)
+        self.fast_options = FastOptions(optimise=args.optimise, captured_optimise=args.captured_optimise,
+                                        optimisation_graphs=args.optimisation_graphs, emulate=not self.cuda)
         dtype = torch.float16 if self.cuda else torch.float32
         self.bundle = (random_sd15(self.device, dtype) if args.model is None else
                        dataclasses.replace(models.load_model(args.model, device=str(self.device)), sample_dtype=dtype))
         self.fp32 = dataclasses.replace(self.bundle, sample_dtype=torch.float32)
+        self.fast_bundle = with_sampling_unet(self.bundle) if self.cuda else self.bundle  # as the engine makes it
         self.width = self.bundle.unet.config.cross_attention_dim  # of text embeddings and image features
         side = args.size // 8
         g = torch.Generator().manual_seed(0)
@@ -119,7 +124,8 @@ class Bench:
     def context(self, fast: bool, bundle: Any = None, emit: Callable[[Event], None] | None = None,
                 cancel: CancelToken | None = None, options: FastOptions | None = None) -> RunContext:
         fast_options = (options or self.fast_options) if fast else None
-        return RunContext(bundle or self.bundle, cancel or CancelToken(), emit or (lambda event: None),
+        bundle = bundle or (self.fast_bundle if fast else self.bundle)
+        return RunContext(bundle, cancel or CancelToken(), emit or (lambda event: None),
                           RunOptions(seed=0, fast=fast_options))
 
     # -- timing ---------------------------------------------------------------------------------------
@@ -409,7 +415,7 @@ def cli_re_edit(b: Bench) -> None:
         base += ["--device", "cpu"]
     runs = {}
     for label, extra in (("first edit (inverts)", [str(photo), "--target", PROMPTS.target]),
-                         ("re-edit", ["--target", ACTION.target, "--fast"]), ("re-edit, eager", ["--target", ACTION.target]),
+                         ("re-edit", ["--target", ACTION.target]), ("re-edit, eager", ["--target", ACTION.target, "--eager"]),
                          ("imports only", None)):
         command = ([sys.executable, "-c", "import cli.commands, pipeline.engine, pipeline.methods.registry"]
                    if extra is None else base + extra + ["--out", str(work / f"{len(runs)}.png")])
@@ -431,16 +437,28 @@ def failed(b: Bench, name: str, error: BaseException) -> None:
 
 
 def levers(b: Bench) -> None:
-    """Each lever alone on the p2p edit (local blend) and on null-text's first steps."""
+    """Each lever alone: on the p2p edit (local blend), the weights held in fp16 (in the default layout and
+    channels-last) with and without the UNet graphs; on null-text's first steps, TF32, the UNet graphs,
+    the captured Adam iteration and bf16. `--levers` says which of the two groups run."""
+    found: dict[str, dict[str, float]] = b.extra.setdefault("levers", {})
+    if "edit" in b.args.levers:
+        edit_levers(b, found)
+    if "null-text" in b.args.levers:
+        null_text_levers(b, found)
+
+
+def edit_levers(b: Bench, found: dict[str, dict[str, float]]) -> None:
     p2p = PromptToPrompt()
     params = dataclasses.replace(b.p2p(inversion="null-text", inner_steps=1), blend_words=("cat", "tiger"))
     inversion = b.kept.get("null-text") or p2p.invert(b.context(True), b.latent, PROMPTS, params, NONE)
-    half = dataclasses.replace(b.bundle, unet=_half_copy(b.bundle.unet)) if b.cuda else b.bundle
+    emulate = not b.cuda
+    autocast = FastOptions(held_weights=False, emulate=emulate)
+    plain = dataclasses.replace(b.bundle, sampling_unet=sampling_copy(b.bundle.unet, b.bundle.sample_dtype))
     variants = {"eager, fp32 weights under autocast (before)": (b.bundle, None),
-                "eager, fp16 weights held": (half, None),
-                "graphs, fp32 weights under autocast": (b.bundle, b.fast_options),
-                "graphs, fp16 weights held": (half, b.fast_options)}
-    found: dict[str, dict[str, float]] = {}
+                "eager, fp16 weights held": (plain, FastOptions(graphs=False, emulate=emulate)),
+                "graphs, fp32 weights under autocast": (b.bundle, autocast),
+                "graphs, fp16 weights held": (plain, b.fast_options),
+                "graphs, fp16 weights held channels-last (the fast path)": (b.fast_bundle, b.fast_options)}
     reference = None
     for label, (bundle, options) in variants.items():
         ctx = RunContext(bundle, CancelToken(), lambda event: None, RunOptions(seed=0, fast=options))
@@ -449,32 +467,41 @@ def levers(b: Bench) -> None:
         found[f"p2p edit: {label}"] = {"seconds": round(seconds, 3), "peak_gib": round(peak, 2),
                                        "psnr_vs_before": b.psnr(out.target, reference)}
         print(f"lever p2p edit, {label}: {seconds:.2f} s, peak {peak:.2f} GiB", flush=True)
-    del half
+
+
+def null_text_levers(b: Bench, found: dict[str, dict[str, float]]) -> None:
+    p2p = PromptToPrompt()
+    emulate = not b.cuda
     null = b.p2p(inversion="null-text", inner_steps=10, early_stop=False)
     n = min(b.args.eager_steps, b.args.steps)
-    for label, options in (("eager fp32", None), ("TF32 only", FastOptions(graphs=False, emulate=not b.cuda)),
-                           ("TF32 and graphs", b.fast_options)):
+    for label, options in (("eager fp32", None), ("TF32 only", FastOptions(graphs=False, emulate=emulate)),
+                           ("TF32 and graphs", b.fast_options),
+                           ("TF32, graphs and the captured Adam iteration",
+                            FastOptions(optimisation_graphs=True, emulate=emulate)),
+                           ("bf16 and graphs", FastOptions(optimise="bf16", emulate=emulate)),
+                           ("bf16, graphs and the captured Adam iteration",
+                            FastOptions(optimise="bf16", optimisation_graphs=True, emulate=emulate))):
         token = CancelToken()
 
         def stop(event: Event, token: CancelToken = token) -> None:
             if isinstance(event, Progress) and str(event.stage) == "null-text inversion" and event.step >= n:
                 token.cancel()
 
-        ctx = RunContext(b.bundle, token, stop, RunOptions(seed=0, fast=options))
+        ctx = b.context(options is not None, emit=stop, cancel=token, options=options)
         _, seconds, peak = b.timed(lambda: _cancelled(lambda: p2p.invert(ctx, b.latent, PROMPTS, null, NONE)))
         found[f"null-text, first {n} steps with DDIM inversion: {label}"] = {"seconds": round(seconds, 3),
                                                                              "peak_gib": round(peak, 2)}
-        print(f"lever null-text {label}: {seconds:.2f} s", flush=True)
-    b.extra["levers"] = found
+        print(f"lever null-text {label}: {seconds:.2f} s, peak {peak:.2f} GiB", flush=True)
 
 
 def floors(b: Bench) -> None:
     """What the UNet alone costs: its FLOPs per call (counted on shapes), and the time of a bare call,
-    captured and replayed (fp16 sampling at batch 1, 2, 4; fp32 forward and backward with TF32 at batch
-    1 and 2), from which each stage's floor follows by counting its calls."""
+    captured and replayed (fp16 sampling at batch 1, 2, 4; a captured optimisation iteration in the
+    fast path's precision at batch 1 and 2), from which each stage's floor follows by counting its calls."""
     from torch.utils.flop_counter import FlopCounterMode
 
     unet, side = b.bundle.unet, b.args.size // 8
+    label = f"{b.fast_options.captured_optimise}" if b.fast_options.optimisation_graphs else b.fast_options.optimise
     emb_width = b.width
     found: dict[str, Any] = {}
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -498,17 +525,17 @@ def floors(b: Bench) -> None:
         minimiser.restart(1e-3)
         minimiser.run(3)
         _, seconds, _ = b.timed(lambda: minimiser.run(20))
-        found[f"optimisation iteration, batch {batch}, fp32/TF32 forward+backward+Adam, replayed (ms)"] = round(
+        found[f"optimisation iteration, batch {batch}, {label} forward+backward+Adam, replayed (ms)"] = round(
             seconds / 20 * 1e3, 3)
     calls = found["sampling call, batch 4, replayed (ms)"] / 1e3
     found["p2p edit floor (50 bare batch-4 calls, s)"] = round(50 * calls, 3)
     found["ddim inversion floor (50 bare batch-1 calls, s)"] = round(
         50 * found["sampling call, batch 1, replayed (ms)"] / 1e3, 3)
-    step1 = found["optimisation iteration, batch 1, fp32/TF32 forward+backward+Adam, replayed (ms)"] / 1e3
+    step1 = found[f"optimisation iteration, batch 1, {label} forward+backward+Adam, replayed (ms)"] / 1e3
     found["null-text floor (500 bare iterations, s)"] = round(500 * step1, 3)
     found["toli text optimisation floor (200 bare iterations, s)"] = round(200 * step1, 3)
     found["kv tuning floor (500 bare batch-2 iterations, s)"] = round(500 * found[
-        "optimisation iteration, batch 2, fp32/TF32 forward+backward+Adam, replayed (ms)"] / 1e3, 3)
+        f"optimisation iteration, batch 2, {label} forward+backward+Adam, replayed (ms)"] / 1e3, 3)
     found["stylediffusion training floor (1015 bare iterations, s)"] = round(1015 * step1, 3)
     b.extra["floors"] = found
     print(json.dumps(found, indent=1), flush=True)
@@ -517,16 +544,6 @@ def floors(b: Bench) -> None:
 def _cancelled(work: Callable[[], Any]) -> None:
     with contextlib.suppress(Cancelled):
         work()
-
-
-def _half_copy(unet: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    from pipeline.control.processor import install
-
-    half = copy.deepcopy(unet).half()
-    install(half)
-    return half
 
 
 def profiles(b: Bench) -> None:
@@ -593,7 +610,15 @@ def main() -> int:
                         help="steps of the eager mapping training measured (the first, longest ones)")
     parser.add_argument("--full-null-text", action="store_true", help="run eager null-text in full (its fidelity gate)")
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated row names (default: all)")
-    parser.add_argument("--levers", action="store_true", help="also measure each lever alone")
+    parser.add_argument("--levers", default="", help="also measure each lever alone: edit, null-text or both "
+                        "(comma-separated)")
+    parser.add_argument("--optimise", default=FastOptions.optimise, choices=OPTIMISE_PRECISIONS,
+                        help="the fast path's precision of what is optimised in uncaptured loops")
+    parser.add_argument("--captured-optimise", default=FastOptions.captured_optimise, choices=OPTIMISE_PRECISIONS,
+                        help="the same in captured iterations")
+    parser.add_argument("--optimisation-graphs", action=argparse.BooleanOptionalAction,
+                        default=FastOptions.optimisation_graphs,
+                        help="the fast path captures the Adam iteration of the loops that allow it")
     parser.add_argument("--profile", action="store_true", help="also write torch.profiler summaries (profiles.txt)")
     parser.add_argument("--model", default=None, help="a model to load instead of the random SD-1.5 networks "
                         "(demo-tiny: a quick check of the script on the CPU)")
@@ -601,6 +626,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON report")
     args = parser.parse_args()
     args.rows = set(args.rows.split(","))
+    args.levers = set(filter(None, args.levers.split(",")))
+    if args.levers - {"edit", "null-text"}:
+        parser.error(f"unknown levers: {', '.join(sorted(args.levers - {'edit', 'null-text'}))}")
     unknown = args.rows - set(ROWS)
     if unknown:
         parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
@@ -613,10 +641,10 @@ def main() -> int:
     def report() -> None:
         write_report("speed", {
             "size": args.size, "steps": args.steps, "stylediffusion_steps": SD_STEPS,
-            "note": "random SD-1.5-sized weights; 'seconds' and 'peak_gib': the fast path (CUDA graphs of the UNet "
-                    "calls, TF32 optimisation), captures included; 'eager_seconds': the same stage with the fast "
-                    "path off (results bit for bit those before the fast path); authors' and the issue's figures "
-                    "from issue 19's table",
+            "note": "random SD-1.5-sized weights; 'seconds' and 'peak_gib': the fast path ('fast_options'), "
+                    "captures included; 'eager_seconds': the same stage with the fast path off (results bit for "
+                    "bit those before the fast path); authors' and the issue's figures from issue 19's table",
+            "fast_options": dataclasses.asdict(b.fast_options),
             "peak_target_gib": PEAK_TARGET_GIB,
             "results": {name: b.results[name] for name in ROWS if name in b.results},
             **b.extra,
@@ -629,14 +657,14 @@ def main() -> int:
         if "cli re-edit wall" in args.rows:
             cli_re_edit(b)
 
-    stages: list[tuple[tuple[str, ...], Callable[[Bench], None]]] = [  # the GPU stages, the short ones first
+    stages: list[tuple[tuple[str, ...], Callable[[Bench], None]]] = [  # the short ones first
         (("ddim inversion", "direct inversion", "negative-prompt inversion"), inversions),
         (("p2p edit", "masactrl edit", "specref edit", "toli edit", "stylediffusion edit", "kv-inversion edit"), edits),
+        (("model load", "cli re-edit wall"), processes),  # whole processes, apart from the GPU code
         (("null-text inversion",), null_text),
         (("toli text optimisation",), text_optimisation),
         (("kv tuning",), kv_tuning),
         (("stylediffusion training",), mapping_training),
-        (("model load", "cli re-edit wall"), processes),  # whole processes, apart from the GPU code
     ]
     if args.rows - {"model load", "cli re-edit wall"}:
         with guarded(b, ()):

@@ -132,9 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--feather", type=_pixels, metavar="PX",
                       help="pixels of the photo over which the result fades out past the region; the photo is "
                            f"untouched beyond them (default: the project's, else {DEFAULT_FEATHER})")
-    edit.add_argument("--fast", action="store_true",
-                      help="on a GPU, take the experimental fast path (the model's calls replayed as CUDA graphs, "
-                      "TF32 optimisation): not yet checked on a GPU, so off by default")
+    edit.add_argument("--eager", action="store_true",
+                      help="on a GPU, run every stage eagerly instead of on the fast path (CUDA graphs, the model "
+                      "held in fp16, TF32 optimisation): results bit for bit those of the eager path, slower")
     edit.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded")
     edit.add_argument("--allow-pickle", action="store_true",
                       help="allow pickled .ckpt/.pt/.bin checkpoints (loaded with weights_only)")
@@ -223,7 +223,7 @@ def request_from_args(args: argparse.Namespace) -> EditRequest:
         input_prompts={} if args.reference_prompt is None else {"reference": args.reference_prompt},
         output=args.out, seed=args.seed, device=args.device, dtype=args.dtype, max_side=args.max_side,
         area=args.area, area_padding=args.area_padding, feather=args.feather,
-        allow_download=args.allow_download, allow_pickle=args.allow_pickle, fast=args.fast,
+        allow_download=args.allow_download, allow_pickle=args.allow_pickle, fast=not args.eager,
     )
 
 

@@ -36,21 +36,24 @@ Steps and guidance keep the methods' defaults (50, 7.5), which the benchmark and
 DEFAULTS: dict[str, Any] = {
     "model": "demo", "device": "auto", "precision": "auto", "sam_checkpoint": "", "default_steps": 50,
     "max_side": 0, "projects_dir": "", "autosave_minutes": 2, "models_dir": "",
-    "image_encoder": "", "area": "", "area_padding": 32, "feather": 4, "live_drafts": "auto",
+    "image_encoder": "", "area": "", "area_padding": 32, "feather": 4, "live_drafts": "auto", "fast_path": "on",
 }
 """`area` "" is automatic (a crop around the mask when the photo is larger than the working size), else
 "whole" or "region"; `area_padding` and `feather` are photo pixels (pipeline.area, pipeline.images);
-`live_drafts` "auto" drafts a change when the engine's device is a GPU (gui.drafts)."""
+`live_drafts` "auto" drafts a change when the engine's device is a GPU (gui.drafts); `fast_path` "on" takes
+the fast path on a GPU (pipeline.fast), "off" runs every stage eagerly, bit for bit as on earlier versions."""
 LABELS = {"sam_checkpoint": "The Segment Anything checkpoint", "default_steps": "Default steps",
           "max_side": "The working size", "projects_dir": "The projects folder",
           "autosave_minutes": "Autosave every (minutes)", "models_dir": "The model folder",
-          "area_padding": "Crop padding", "feather": "Edge feather", "live_drafts": "Live drafts"}
+          "area_padding": "Crop padding", "feather": "Edge feather", "live_drafts": "Live drafts",
+          "fast_path": "The fast path"}
 """How the settings are named to people (as the Settings dialog names them): never by their file keys."""
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),  # or cuda:N, one GPU of several
     "precision": ("auto", "fp16", "bf16", "fp32"),  # the engine's sampling precisions (pipeline.models)
     "area": ("", "whole", "region"),  # "": a crop around the mask when the photo is larger than the working size
     "live_drafts": ("auto", "on", "off"),  # auto: on with a GPU, off on a CPU
+    "fast_path": ("on", "off"),  # GPU only: the CPU always runs eagerly
 }
 CUDA_DEVICE = re.compile(r"cuda:\d{1,3}")
 RANGES: dict[str, tuple[int, int]] = {"default_steps": (1, 10_000), "max_side": (0, 4096), "autosave_minutes": (0, 600),
@@ -166,7 +169,7 @@ class AppSettings:
                    "dtype": None if precision == "auto" else precision,
                    "max_side": self.get("max_side") or None,  # 0: the project's, else the model's own size
                    "area": self.get("area") or None, "area_padding": self.get("area_padding"),
-                   "feather": self.get("feather")}
+                   "feather": self.get("feather"), "fast": self.get("fast_path") == "on"}
         if encoder := self.get("image_encoder"):  # unset: the project's, else the one beside the model
             options["image_encoder"] = encoder
         return options
@@ -258,6 +261,14 @@ class SettingsDialog(QDialog):
         self.live_drafts.setToolTip("Once a photo's inversion is stored, draft each change of the target prompt, a "
                                     "word or a parameter after a short pause, without saving it (Run > Live drafts).")
         form.addRow("Live drafts", self.live_drafts)
+        self.fast_path = QComboBox()
+        for text, value in (("on (GPU)", "on"), ("off: every stage eagerly", "off")):
+            self.fast_path.addItem(text, value)
+        self.fast_path.setCurrentIndex(self.fast_path.findData(settings.get("fast_path")))
+        self.fast_path.setToolTip("On a GPU, replay the model's calls as CUDA graphs on a copy of the model held in "
+                                  "fp16, with faster optimisation; results within 40 dB of the eager path's. Off: "
+                                  "every stage runs as on earlier versions, bit for bit, more slowly.")
+        form.addRow("Fast path", self.fast_path)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         guard_wheel(self)
         buttons.accepted.connect(self.accept)
@@ -308,7 +319,7 @@ class SettingsDialog(QDialog):
         values = {"image_encoder": self.image_encoder.text().strip(), "sam_checkpoint": self.sam.text().strip(),
                   "default_steps": self.steps.value(), "max_side": self.max_side.value(),
                   "projects_dir": self.projects_dir.text().strip(), "autosave_minutes": self.autosave.value(),
-                  "live_drafts": self.live_drafts.currentData()}
+                  "live_drafts": self.live_drafts.currentData(), "fast_path": self.fast_path.currentData()}
         for name, value in values.items():
             self.settings.set(name, value)
         super().accept()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from gui.threads import stop_with
+from pipeline.collector import keep_out_of_collections
 
 if TYPE_CHECKING:  # the pipeline (torch) is imported on the worker thread, never by the window's modules
     from pipeline.engine import EditEngine
@@ -51,16 +52,6 @@ def device_summary(device: Any = None) -> dict[str, Any]:
     total = torch.cuda.get_device_properties(index).total_memory / 2**30
     return {"device": f"{torch.cuda.get_device_name(index)} (cuda:{index})",
             "memory": f"GPU memory: {used:.1f} / {total:.0f} GiB", "gpu": True}
-
-
-def keep_out_of_collections() -> None:
-    """Move every object alive now (torch, diffusers, the model: millions) out of the garbage
-    collector's reach. A full collection otherwise walks them all, holding the GIL for 0.1 to 0.45 s
-    on a CPU, and the window freezes that long whenever one falls during a run; afterwards it walks
-    only what runs create. Called once the model is loaded, after a collection (so no garbage is
-    kept for good); `gc.unfreeze()` before the next model lets the old one be collected."""
-    gc.collect()
-    gc.freeze()
 
 
 def model_key(options: dict[str, Any]) -> tuple:

@@ -37,7 +37,8 @@ from PIL import Image
 
 from pipeline.errors import Cancelled, ImageError, NeedsRun, OutOfMemoryError, RetakeError, shorten
 from pipeline.events import CancelledEvent, CancelToken, Done, Drafted, Emit, Event, Failed, Notice, Progress, Stage
-from pipeline.fast import FastOptions
+from pipeline.fast import FastOptions, applies
+from pipeline.held_weights import with_sampling_unet
 from pipeline.files import write_atomically
 from pipeline.images import check_editable, from_tensor, paste_result, region_at_photo_size, to_tensor
 from pipeline.methods.base import EDIT_MASK, EditOutput, Inputs, Tensors, input_specs, stage_key_params, tunes
@@ -143,7 +144,8 @@ class Engine:
             return self._model[1]
 
     def load_model(self, job: Job, emit: Emit) -> ModelBundle:
-        """The job's model with the extra parts its method needs, loaded once and kept for the following jobs."""
+        """The job's model with the extra parts its method needs (and, for the fast path on a GPU, the UNet
+        copy it samples with), loaded once and kept for the following jobs."""
         request = job.request
         with self._busy:
             bundle = self.preload(job.model_spec, request.device, request.dtype, allow_download=request.allow_download,
@@ -151,6 +153,8 @@ class Engine:
             with_them = with_parts(bundle, job.method.parts, image_encoder=job.image_encoder,
                                    allow_download=request.allow_download, allow_pickle=request.allow_pickle,
                                    cache_dir=self.cache_dir)
+            if request.fast and applies(FastOptions(), bundle.device):  # the fast path's held weights
+                with_them = with_sampling_unet(with_them)
             if with_them is not bundle:  # kept with the model once loaded
                 bundle = with_them
                 self._model = (self._model[0], bundle)

@@ -148,6 +148,9 @@ class ModelBundle:
     sample_dtype: torch.dtype
     parts: Mapping[str, Any] = field(default_factory=dict)
     """Extra model parts some methods need (e.g. "image_encoder"), by name."""
+    sampling_unet: UNet2DConditionModel | None = None
+    """A copy of `unet` with its matrix weights held in `sample_dtype`, for the fast path's calls without
+    gradients (pipeline.held_weights); None until the fast path first asks for it."""
 
     @property
     def vae_scale_factor(self) -> int:

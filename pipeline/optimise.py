@@ -151,14 +151,15 @@ class Minimiser:
         return Descent(stacked, kept, torch.where(under.any(), under.int().argmax(), every))
 
     def _captured_iteration(self) -> None:
-        """The first iteration runs eagerly (gradients' and kernels' set-up), the second is captured."""
+        """The first iteration runs eagerly where the capture will run (gradients', cuBLAS's and kernels'
+        set-up), the second is captured."""
+        assert self._capture is not None
         if self._replay is not None:
             self._replay()
         elif not self._warm:
-            self._iteration()
+            self._capture.warm(self._iteration)
             self._warm = True
         else:
-            assert self._capture is not None
             try:
                 self._replay, _ = self._capture(self._iteration)  # runs it once
             except RuntimeError as error:  # a bug to report, not to stop the run: the same iteration eagerly

@@ -6,8 +6,9 @@ precision (sampling in the bundle's sample dtype under autocast, anything optimi
 encodes prompts and images, owns the step iterator every loop uses (cancellation before each step,
 progress with an ETA after it, previews at the requested cadence), and carries a torch.Generator of
 its own so that no run touches the global random state. On a GPU it takes the fast path
-(pipeline.fast) when asked to: UNet calls without gradients replayed as CUDA graphs, optimised
-calls with TF32 matrix products.
+(pipeline.fast) when asked to: UNet calls without gradients replayed as CUDA graphs, on the copy of the
+UNet whose weights are held in the sampling dtype where the bundle has one (pipeline.held_weights),
+optimised calls with TF32 matrix products.
 """
 
 from __future__ import annotations
@@ -23,15 +24,7 @@ from PIL import Image
 from pipeline.control.contract import ControlState
 from pipeline.control.places import layer_places
 from pipeline.events import CancelToken, Emit, Preview, Progress, Stage
-from pipeline.fast import (
-    Capture,
-    CudaGraphCapture,
-    EmulatedCapture,
-    FastOptions,
-    UNetGraphs,
-    applies,
-    optimisation_precision,
-)
+from pipeline.fast import FastOptions, UNetGraphs, applies, capture_backend, optimisation_precision
 from pipeline.images import from_tensor
 from pipeline.models import ModelBundle
 from pipeline.optimise import LoopInputs, Loss, Minimiser
@@ -88,10 +81,11 @@ class RunContext:
         self._timesteps: dict[int, torch.Tensor] = {}  # on the device, made outside any capture
         self.fast = options.fast if applies(options.fast, bundle.device) else None
         self.graphs: UNetGraphs | None = None
-        self._capture: Capture | None = None  # one memory pool for every graph of the run: one runs at a time
-        if self.fast is not None and self.fast.graphs:
-            self._capture = EmulatedCapture() if self.fast.emulate else CudaGraphCapture()
-            self.graphs = UNetGraphs(layer_places(bundle.unet), self._capture)
+        if self.fast is not None and self.fast.graphs:  # one memory pool for the UNet graphs: one runs at a time
+            self.graphs = UNetGraphs(layer_places(bundle.unet), capture_backend(self.fast))
+        held = self.fast is not None and self.fast.held_weights and bundle.sampling_unet is not None
+        self._sampling_unet = bundle.sampling_unet if held else bundle.unet
+        self._captured_precision: str | None = None  # set while a captured optimisation iteration runs
 
     @property
     def device(self) -> torch.device:
@@ -101,7 +95,7 @@ class RunContext:
     def _autocast(self, precise: bool) -> contextlib.AbstractContextManager:
         dtype = self.bundle.sample_dtype
         if precise and self.fast is not None:
-            return optimisation_precision(self.fast)
+            return optimisation_precision(self._captured_precision or self.fast.optimise, self.device)
         if precise or dtype == torch.float32:
             return contextlib.nullcontext()
         if self.fast is not None:  # no cast is cached (the weights never require grad); a graph keeps none
@@ -114,36 +108,49 @@ class RunContext:
     ) -> torch.Tensor:
         """The UNet's noise prediction in fp32; `precise` runs it in fp32 (for optimisation); `control`
         reaches the attention processors through cross_attention_kwargs. Without gradients, on the
-        fast path, the call may be a replay of a captured CUDA graph (pipeline.fast)."""
+        fast path, the call may be a replay of a captured CUDA graph (pipeline.fast), of the UNet copy
+        whose weights are held in the sampling dtype (the same bits: pipeline.held_weights)."""
+        unet = self.bundle.unet if precise or torch.is_grad_enabled() else self._sampling_unet
 
         def noise(z: torch.Tensor, t: int | torch.Tensor, emb: torch.Tensor, control: ControlState | None) -> torch.Tensor:
             kwargs = {"control": control} if control is not None else None
             with self._autocast(precise):
-                eps = self.bundle.unet(z, t, encoder_hidden_states=emb, cross_attention_kwargs=kwargs,
-                                       return_dict=False)[0]
+                eps = unet(z, t, encoder_hidden_states=emb, cross_attention_kwargs=kwargs, return_dict=False)[0]
             return eps.float()
 
         if self.graphs is not None and not torch.is_grad_enabled():
             return self.graphs(noise, z, t, emb, control, precise)
-        if self._optimisation_capture is not None and isinstance(t, int):  # a captured iteration cannot make it from the host
+        if self._captures_optimisation and isinstance(t, int):  # a captured iteration cannot make it from the host
             if t not in self._timesteps:
                 self._timesteps[t] = torch.tensor(t, dtype=torch.int64, device=self.device)
             t = self._timesteps[t]
         return noise(z, t, emb, control)
 
     # -- optimisation ---------------------------------------------------------------------------
-    def minimiser(self, params: Sequence[torch.Tensor], loss: Loss) -> Minimiser:
-        """Adam on `params` against `loss`, its iterations captured on the fast path (pipeline.optimise)."""
-        return Minimiser(params, loss, self.cancel, self._optimisation_capture)
+    def minimiser(self, params: Sequence[torch.Tensor], loss: Loss, *, capture: bool = True) -> Minimiser:
+        """Adam on `params` against `loss`. On the fast path, unless `capture` is False, its iterations are
+        captured (pipeline.optimise), into a memory pool of the minimiser's own, released with it, and run
+        in the precision `FastOptions.captured_optimise` says."""
+        fast = self.fast
+        if fast is None or not fast.optimisation_graphs or not capture:
+            return Minimiser(params, loss, self.cancel)
+
+        def in_precision() -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+            self._captured_precision = fast.captured_optimise
+            try:
+                return loss()
+            finally:
+                self._captured_precision = None
+
+        return Minimiser(params, in_precision, self.cancel, capture_backend(fast))
 
     def loop_inputs(self) -> LoopInputs:
         """The inputs of a minimiser's loss (pipeline.optimise.LoopInputs), static on the fast path."""
-        return LoopInputs(self.device, static=self._optimisation_capture is not None)
+        return LoopInputs(self.device, static=self._captures_optimisation)
 
     @property
-    def _optimisation_capture(self) -> Capture | None:
-        captured = self.fast is not None and self.fast.optimisation_graphs
-        return self._capture if captured else None
+    def _captures_optimisation(self) -> bool:
+        return self.fast is not None and self.fast.optimisation_graphs
 
     # -- text and images ------------------------------------------------------------------------
     def encode_text(self, prompts: list[str]) -> torch.Tensor:

@@ -136,6 +136,13 @@ def test_the_same_steps_twice_is_fine():
     assert request_from_args(args).params == {"guidance": "nan"}  # refused later, as not finite
 
 
+def test_the_fast_path_is_the_default_and_eager_turns_it_off():
+    from cli.commands import build_parser, request_from_args
+
+    assert request_from_args(build_parser().parse_args(list(map(str, EDIT)))).fast
+    assert not request_from_args(build_parser().parse_args([*map(str, EDIT), "--eager"])).fast
+
+
 @pytest.mark.parametrize("args, code", [(["--param", "guidance=nan"], 1), (["--max-side", "100"], 2)])
 def test_bad_values_through_the_real_process_leave_no_traceback(cli, tmp_path, args, code):
     done = cli(*EDIT, "--project", tmp_path / "p.retake", *QUICK, *args)

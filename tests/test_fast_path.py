@@ -35,7 +35,8 @@ STEPS = 8  # long enough that every kind of call is replayed after its capture
 MAPS_SIZE = 128  # where controllers threshold maps (tests/fingerprints.py says why)
 PROMPTS = Prompts("a house in a meadow under a blue sky", "a castle in a meadow under a blue sky")
 ACTION = Prompts("a house in a meadow under a blue sky", "a house in a meadow under a stormy sky")
-EMULATED = RunOptions(seed=0, fast=FastOptions(emulate=True))
+EMULATED = RunOptions(seed=0, fast=FastOptions(emulate=True, optimisation_graphs=False))  # UNet graphs alone
+"""The captured optimisation iteration has tests of its own (tests/test_optimise.py)."""
 
 
 def _context(bundle: Any, options: RunOptions = RunOptions(seed=0)) -> RunContext:

@@ -3,11 +3,10 @@ none; the device tool runs them, and bench/bench_speed.py measures the same gate
 SD-1.5-sized weights). The emulated tests (tests/test_fast_path.py) prove the controllers' logic replays
 bit for bit; what only a GPU shows is here: a capture CUDA refuses (a host sync the CPU does not need,
 a copy from pageable memory), a memory pool shared by a run's graphs overwriting what one of them keeps,
-and TF32 moving an optimisation. Gates: every method's fast edit within 40 dB PSNR of its eager edit
-with no capture falling back to eager; null-text's reconstruction error on the fast path (TF32, its
-calls without gradients replayed) within 5% of the eager fp32 path's. The captured Adam iteration
-(FastOptions.optimisation_graphs, off by default) is not gated here: its first capture at demo-tiny's
-shapes failed on an H100 (pipeline.fast says how)."""
+and TF32 moving an optimisation. Gates: every method's fast edit (on the UNet copy held in fp16, as the
+engine runs it) within 40 dB PSNR of its eager edit with no capture falling back to eager; null-text's
+reconstruction error on the fast path (its calls without gradients replayed; its optimisation in TF32,
+with and without the captured Adam iteration, and in bf16) within 5% of the eager fp32 path's."""
 
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ import torch
 
 from pipeline.events import CancelToken
 from pipeline.fast import FastOptions
+from pipeline.held_weights import sampling_copy, with_sampling_unet
 from pipeline.images import load_image, to_tensor
 from pipeline.methods.base import Inputs
 from pipeline.methods.p2p import P2PParams, PromptToPrompt
@@ -38,12 +38,13 @@ NOT_CAPTURED = "could not be captured"
 
 @pytest.fixture(scope="module")
 def gpu_bundle(cache_dir):
-    """demo-tiny on the GPU, sampling in fp16 as every CUDA run does."""
-    return with_parts(load_model("demo-tiny", device="cuda", cache_dir=cache_dir), (IMAGE_ENCODER,))
+    """demo-tiny on the GPU, sampling in fp16 as every CUDA run does, with the UNet copy the fast path samples with."""
+    return with_sampling_unet(with_parts(load_model("demo-tiny", device="cuda", cache_dir=cache_dir), (IMAGE_ENCODER,)))
 
 
-def _context(bundle: Any, fast: bool) -> RunContext:
-    return RunContext(bundle, CancelToken(), lambda event: None, RunOptions(seed=0, fast=FastOptions() if fast else None))
+def _context(bundle: Any, fast: bool | FastOptions) -> RunContext:
+    options = fast if isinstance(fast, FastOptions) else FastOptions() if fast else None
+    return RunContext(bundle, CancelToken(), lambda event: None, RunOptions(seed=0, fast=options))
 
 
 def _on_device(inputs: Inputs) -> Inputs:
@@ -79,14 +80,32 @@ def test_a_fast_edit_on_the_gpu_is_within_40_db_of_the_eager_edit(case, gpu_bund
     assert psnr >= EDIT_PSNR_DB, f"{case}: the fast edit is {psnr:.1f} dB from the eager one"
 
 
+def test_the_held_fp16_weights_give_the_bits_of_fp32_weights_under_autocast(gpu_bundle):
+    """In the default layout; channels-last (what the engine holds on CUDA) is gated by the edits' PSNR."""
+    z = torch.randn(2, 4, 16, 16, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    emb = torch.randn(2, 77, gpu_bundle.unet.config.cross_attention_dim, device="cuda")
+    plain = dataclasses.replace(gpu_bundle, sampling_unet=sampling_copy(gpu_bundle.unet, torch.float16))
+    found = [_context(plain, FastOptions(graphs=False, held_weights=held)) for held in (True, False)]
+    with torch.no_grad():
+        held, autocast = (ctx.unet_noise(z, 500, emb) for ctx in found)
+    assert torch.equal(held, autocast)
+
+
+OPTIMISATIONS = {"TF32, eager Adam": FastOptions(optimisation_graphs=False),
+                 "TF32, captured Adam": FastOptions(captured_optimise="tf32"),
+                 "bf16, captured Adam (the default)": FastOptions()}
+
+
+@pytest.mark.parametrize("optimisation", list(OPTIMISATIONS))
 @pytest.mark.parametrize("early_stop", [False, True], ids=["every iteration", "early stop"])
-def test_null_text_on_the_fast_path_reconstructs_within_5_percent_of_eager_fp32(early_stop, gpu_bundle, caplog):
+def test_null_text_on_the_fast_path_reconstructs_within_5_percent_of_eager_fp32(early_stop, optimisation, gpu_bundle,
+                                                                                caplog):
     method, steps = PromptToPrompt(), 10
     params = P2PParams(steps=steps, inversion="null-text", inner_steps=10, early_stop=early_stop)
     eager = _context(gpu_bundle, fast=False)
     latent = eager.encode_image(to_tensor(load_image(RESOURCES / "demo" / "house.png"), (64, 64)))
     with caplog.at_level("WARNING"):
-        found = method.invert(_context(gpu_bundle, fast=True), latent, PROMPTS, params, Inputs())
+        found = method.invert(_context(gpu_bundle, OPTIMISATIONS[optimisation]), latent, PROMPTS, params, Inputs())
     assert NOT_CAPTURED not in caplog.text
     expected = method.invert(eager, latent, PROMPTS, params, Inputs())
     fp32 = _context(dataclasses.replace(gpu_bundle, sample_dtype=torch.float32), fast=False)

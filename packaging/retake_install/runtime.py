@@ -102,10 +102,13 @@ def create(payload: Payload, backend: str, target: Path, python: str, *, wheels:
         ("create the virtual environment", [uv, "venv", "--quiet", "--python", python, str(venv)]),
         ("read the lock", [uv, "export", "--quiet", "--frozen", "--project", str(payload.project), "--extra", backend,
                            "--no-emit-project", "--format", "requirements-txt", "--output-file", str(requirements)]),
+        # --compile-bytecode: uv writes no .pyc by default, so the first launch after an install would compile
+        # torch, diffusers and transformers (7-8 s more on a 2-core CPU, bench/bench_startup.py's "no
+        # bytecode yet" row), and every launch would where the runtime folder is not writable.
         ("install the locked packages", [uv, "pip", "sync", "--python", str(_python(venv)), "--require-hashes",
-                                         "--no-build", *sources, str(requirements)]),
+                                         "--no-build", "--compile-bytecode", *sources, str(requirements)]),
         ("install Retake", [uv, "pip", "install", "--python", str(_python(venv)), "--no-deps", "--offline",
-                            str(payload.wheel)]),
+                            "--compile-bytecode", str(payload.wheel)]),
     ]
     for what, argv in steps:
         if run(argv, env) != 0:

@@ -15,8 +15,8 @@ at 30 steps), each a guided DDIM step at 7.5 from the current latent with the ""
 computed once without gradients, loss = MSE to z*_{t-1} + weight * the sum over the 16x16 (at 512 px)
 cross-attention layers of the down and up blocks of the MSE between the maps and those DDIM inversion
 made (weight 1); stop early below 1e-5 + i * 2e-5; then advance the latent with the trained network.
-Everything runs in fp32 (TF32 matrix products on the fast path, where each step's iterations may
-replay one captured CUDA graph with the early stop decided on the GPU: pipeline.optimise.Minimiser). For
+Everything runs in fp32 (TF32 matrix products on the fast path; the iterations are never captured,
+see train_mappings). For
 step counts other than the authors' 30, i is scaled by 30 / steps in the
 learning rate, the iteration count and the tolerance, so they keep their start and end values.
 
@@ -172,8 +172,10 @@ def train_mappings(
                                  zip(recorder.maps[step.index], target_maps, strict=True))
             return latent_loss + attention_weight * attention_loss, torch.stack([latent_loss, attention_loss])
 
-        # a minimiser per step (each step trains its own network): on the fast path one capture per step
-        minimiser = ctx.minimiser(list(network.parameters()), loss)
+        # a minimiser per step (each step trains its own network), never captured: one graph per step grew
+        # the graphs' memory pools past 31 GiB on an H100 at 512 px and ran out of memory
+        # (bench/results/speed-h100-2026-12-06/README.md)
+        minimiser = ctx.minimiser(list(network.parameters()), loss, capture=False)
         minimiser.restart(1e-2 * (1.0 - progress / 100.0))
         descent = minimiser.run(iterations[i], 1e-5 + progress * 2e-5 if early_stop else None)
         assert descent.figures is not None

@@ -30,11 +30,13 @@ def test_settings_dialog_persists_and_decides_requests(qtbot, settings):
     dialog.model.setText("/models/sd-v1-5")
     dialog.device.setCurrentText("cpu")
     dialog.max_side.setValue(256)
+    assert dialog.fast_path.currentData() == "on"  # the default
+    dialog.fast_path.setCurrentIndex(dialog.fast_path.findData("off"))
     dialog.accept()  # the model and device are tried by the window and recorded once loaded (test_model_choice)
     assert settings.get("model") == "demo" and settings.get("max_side") == 256
     assert settings.request_options(dialog.load_values()) == {"model": "/models/sd-v1-5", "device": "cpu",
                                                               "dtype": None, "max_side": 256, "area": None,
-                                                              "area_padding": 32, "feather": 4}
+                                                              "area_padding": 32, "feather": 4, "fast": False}
 
 
 def test_the_image_encoder_setting_reaches_requests_only_when_set(qtbot, settings, tmp_path):

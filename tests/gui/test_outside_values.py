@@ -180,7 +180,7 @@ def test_the_settings_file_is_checked_before_it_is_used(qtbot, settings, fake_en
         assert "Precision 'float16' is not one of auto, fp16, bf16, fp32." in text and "_" not in text
         assert "Edge feather '-3' is not between 0 and 512." in text
         assert settings.request_options() == {"model": "demo", "device": None, "dtype": None, "max_side": None,
-                                              "area": None, "area_padding": 32, "feather": 4}
+                                              "area": None, "area_padding": 32, "feather": 4, "fast": True}
         open_photo(qtbot, window, photo)  # a new project: the default steps are read
         assert window.doc.params["steps"] == 50
         assert "Default steps 'abc' is not a whole number." in window.message.text.text()

@@ -67,6 +67,7 @@ def test_the_runtime_is_made_from_the_lock_with_hashes_and_the_chosen_extra(make
     assert "--frozen" in export and export[export.index("--extra") + 1] == "cpu"
     sync = next(call for call in calls if call[:2] == ["pip", "sync"])
     assert "--require-hashes" in sync and "--no-build" in sync
+    assert all("--compile-bytecode" in call for call in calls if call[0] == "pip")  # no compiling at first launch
     assert sync[sync.index("--find-links") + 1] == str(wheels) and "--no-index" in sync and "--offline" in sync
 
 
