@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                            f"untouched beyond them (default: the project's, else {DEFAULT_FEATHER})")
     edit.add_argument("--eager", action="store_true",
                       help="on a GPU, run every stage eagerly instead of on the fast path (CUDA graphs, the model "
-                      "held in fp16, TF32 optimisation): results bit for bit those of the eager path, slower")
+                      "held in fp16, optimisation in bf16 or TF32): results bit for bit those of earlier versions, "
+                      "slower")
     edit.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded")
     edit.add_argument("--allow-pickle", action="store_true",
                       help="allow pickled .ckpt/.pt/.bin checkpoints (loaded with weights_only)")

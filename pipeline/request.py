@@ -51,7 +51,7 @@ class EditRequest:
     `feather` (photo pixels) choose the part of the photo the edit works on and how its result is
     pasted back (pipeline.area); None takes the project's, else the default (a crop around the region
     when the photo is larger than the working size, 32 and 4 pixels). `fast` takes the fast path on a
-    GPU (pipeline.fast: CUDA graphs, the UNet held in fp16, TF32 optimisation; its gates passed on an
+    GPU (pipeline.fast: CUDA graphs, the UNet held in fp16, optimisation in bf16 or TF32; its gates passed on an
     H100, bench/results/speed-nvidia-h100-80gb-hbm3.md); off, every stage runs eagerly, as on the CPU,
     bit for bit as before the fast path.
     """
