@@ -454,7 +454,8 @@ class Engine:
             return Failed(str(error), type(error).__name__)
         except torch.cuda.OutOfMemoryError:
             return Failed(str(OutOfMemoryError(
-                "The GPU ran out of memory; close other GPU programs, lower the image size "
+                "The GPU ran out of memory; close other GPU programs, turn the fast path off (--eager, or "
+                "Settings > Fast path: its fp16 copy of the model takes 1.6 GiB), lower the image size "
                 f"(--max-side) or run on the CPU; {kept()}.")), OutOfMemoryError.__name__)
         except Exception as error:  # a bug, not a user mistake: say so, keep the traceback in the log
             log.exception("unexpected error")

@@ -97,6 +97,7 @@ def test_out_of_memory_is_one_message_and_keeps_the_project(engine, tmp_path, mo
     monkeypatch.setattr(PromptToPrompt, "edit", oom)
     outcome = engine.run(request(tmp_path, target_prompt="a barn in a meadow under a blue sky"), lambda e: None)
     assert isinstance(outcome, Failed) and "out of memory" in outcome.message
+    assert "--eager" in outcome.message  # the fast path's fp16 copy is the first thing to give back
     assert tree_digest(tmp_path / "p.retake") == before
 
 
