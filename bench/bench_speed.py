@@ -501,7 +501,7 @@ def floors(b: Bench) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     unet, side = b.bundle.unet, b.args.size // 8
-    label = f"{b.fast_options.captured_optimise}" if b.fast_options.optimisation_graphs else b.fast_options.optimise
+    label = b.fast_options.captured_optimise if b.fast_options.optimisation_graphs else b.fast_options.optimise
     emb_width = b.width
     found: dict[str, Any] = {}
     with FlopCounterMode(display=False) as counter, torch.no_grad():

@@ -8,7 +8,7 @@ progress with an ETA after it, previews at the requested cadence), and carries a
 its own so that no run touches the global random state. On a GPU it takes the fast path
 (pipeline.fast) when asked to: UNet calls without gradients replayed as CUDA graphs, on the copy of the
 UNet whose weights are held in the sampling dtype where the bundle has one (pipeline.held_weights),
-optimised calls with TF32 matrix products.
+optimised calls with TF32 matrix products, or in bf16 inside a captured Adam iteration.
 """
 
 from __future__ import annotations

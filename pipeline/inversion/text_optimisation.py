@@ -11,9 +11,9 @@ pipeline does (batch 1, learning rate 1e-3, no schedule).
 Departures from the authors' code (state them where they matter):
 - Every draw comes from the run's own generator (`RunContext.generator`), timesteps first, then one
   noise per iteration, so a seeded run is reproducible and no run touches the global random state.
-- The UNet runs in fp32 (`precise=True`), as everything optimised here does (TF32 matrix products
-  on the fast path, where each iteration may replay one captured CUDA graph: pipeline.optimise); so
-  does the authors' training: accelerate only scales the loss there, and every UNet call runs with
+- The UNet runs in fp32 (`precise=True`), as everything optimised here does (on the fast path each
+  iteration replays one captured CUDA graph under bf16 autocast, or uses TF32 matrix products when not
+  captured: pipeline.optimise, pipeline.fast); so does the authors' training: accelerate only scales the loss there, and every UNet call runs with
   autocast off.
 - The photo's latent is the VAE's mean (the latent the inversion starts from, z*_0) where the
   authors draw one sample from the VAE's posterior.
