@@ -474,13 +474,14 @@ def null_text_levers(b: Bench, found: dict[str, dict[str, float]]) -> None:
     emulate = not b.cuda
     null = b.p2p(inversion="null-text", inner_steps=10, early_stop=False)
     n = min(b.args.eager_steps, b.args.steps)
-    for label, options in (("eager fp32", None), ("TF32 only", FastOptions(graphs=False, emulate=emulate)),
-                           ("TF32 and graphs", b.fast_options),
-                           ("TF32, graphs and the captured Adam iteration",
-                            FastOptions(optimisation_graphs=True, emulate=emulate)),
-                           ("bf16 and graphs", FastOptions(optimise="bf16", emulate=emulate)),
-                           ("bf16, graphs and the captured Adam iteration",
-                            FastOptions(optimise="bf16", optimisation_graphs=True, emulate=emulate))):
+    levers = {  # every option named, whatever FastOptions' defaults are
+        "TF32 only": FastOptions(graphs=False, optimisation_graphs=False, optimise="tf32", emulate=emulate),
+        "TF32 and graphs": FastOptions(optimisation_graphs=False, optimise="tf32", emulate=emulate),
+        "TF32, graphs and the captured Adam iteration": FastOptions(captured_optimise="tf32", emulate=emulate),
+        "bf16 and graphs": FastOptions(optimisation_graphs=False, optimise="bf16", emulate=emulate),
+        "bf16, graphs and the captured Adam iteration": FastOptions(captured_optimise="bf16", emulate=emulate),
+    }
+    for label, options in (("eager fp32", None), *levers.items()):
         token = CancelToken()
 
         def stop(event: Event, token: CancelToken = token) -> None:
