@@ -18,7 +18,7 @@ replay it. A call in which a controller that is not `graph_safe` takes part alwa
 Sampling calls on the fast path run a copy of the UNet whose matrix weights are held in the sampling
 dtype (`FastOptions.held_weights`; pipeline.held_weights): eagerly, autocast casts every fp32 weight to
 fp16 at every call, some 700 cast kernels that a captured call replays too (on an H100 the copy took a
-captured batch-1 call from 12.7 to 10.5 ms). In PyTorch's default layout the copy gives the same bits,
+captured p2p edit from 1.43 to 1.28 s). In PyTorch's default layout the copy gives the same bits,
 since autocast's casts of the held weights are then no-ops; on CUDA it is channels-last, which changes
 the convolutions' algorithms (the 40 dB gate applies).
 

@@ -2,8 +2,8 @@
 
 The bundle's UNet is fp32 (what is optimised needs it) and sampling runs it under autocast, which casts
 each matrix weight to fp16 at every call: in a call replayed as a CUDA graph that is some 700 cast kernels
-for an SD 1.x UNet, which the graph cannot cache (on an H100 the copy took a captured batch-1 call from
-12.7 to 10.5 ms, bench/results/speed-nvidia-h100-80gb-hbm3.md). `sampling_copy` makes a
+for an SD 1.x UNet, which the graph cannot cache (on an H100 the copy took a captured p2p edit from 1.43
+to 1.28 s, bench/results/speed-nvidia-h100-80gb-hbm3.md). `sampling_copy` makes a
 second UNet once per model whose convolution and linear weights and biases are held in the sampling
 dtype, and whose other parameters (the norms' scales and shifts) are the fp32 ones, shared. Under the
 same autocast, every operation of a call then sees the very values it saw before: autocast's casts of
