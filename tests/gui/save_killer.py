@@ -7,7 +7,7 @@ the project opened through the window, and one save after another through `windo
 session's project-I/O thread, Project.save_state), each of the whole document: the source prompt
 "state K", the edit mask filled with `mask_value(K)` and the guidance `guidance(K)`, K = 1, 2, ...
 It reports each K once `save()` returns. The zygote kills it with SIGKILL at the instant asked
-(`random`: a delay after the window is ready; `replace`: just before or after the Nth file rename of
+(`random`: a delay after its first save is reported; `replace`: just before or after the Nth file rename of
 its first save, the commit point of every file write) and says which K was last reported.
 
 `check` then reopens the project: it must open as it is (no repair), hold one whole state J (the
@@ -108,7 +108,7 @@ class Killer:
         return self
 
     def kill(self, project: Path, mode: str, value: float | int) -> dict[str, Any]:
-        """`mode` "random": kill `value` seconds after the window is ready; "replace-before" /
+        """`mode` "random": kill `value` seconds after the app reported its first save; "replace-before" /
         "replace-after": kill at the `value`-th file rename of the first save. Returns the child's
         exit status and the last state it reported saved."""
         assert self._process.stdin is not None and self._process.stdout is not None
@@ -200,14 +200,16 @@ def _run(command: dict[str, Any]) -> dict[str, Any]:
         lines.extend(line.decode() for line in done)
         return bool(chunk)
 
+    # "random" counts its delay from the first save reported, so every such kill falls among saves
+    awaited = "saved 1" if command["mode"] == "random" else "ready"
     deadline, status = time.monotonic() + READY_TIMEOUT_S, None
-    while "ready" not in lines and time.monotonic() < deadline:
+    while awaited not in lines and time.monotonic() < deadline:
         if not take(0.1) and (reaped := os.waitpid(pid, os.WNOHANG))[0]:
             status = reaped[1]  # it ended before it was ready
             break
     if status is None:
         if command["mode"] == "random" or "ready" not in lines:
-            time.sleep(command["value"] if "ready" in lines else 0)
+            time.sleep(command["value"] if awaited in lines else 0)
             os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
     while take(0):

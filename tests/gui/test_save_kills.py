@@ -18,7 +18,7 @@ RENAMES = [(1, "before"), (1, "after"), (2, "before"), (2, "after")]
 """A save of the prompt, the parameters and a new mask renames two files into place: the new mask file,
 then project.json (the commit). Killed before the second rename is done, the project is as before."""
 RANDOM_KILLS = 30
-MAX_DELAY_S = 0.3  # after the window is ready; it saves one state after another meanwhile
+MAX_DELAY_S = 0.3  # after the app reported its first save; it saves one state after another meanwhile
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +57,11 @@ def test_a_save_killed_at_each_rename_leaves_the_state_before_or_after_it(killer
 
 def test_saves_killed_at_random_instants_leave_a_whole_state(killer, template, tmp_path):
     rng = random.Random(18)
-    outcomes = []
     for i in range(RANDOM_KILLS):
         root = copy(template, tmp_path, f"random-{i}.retake")
         result = killer.kill(root, "random", rng.uniform(0, MAX_DELAY_S))
-        assert result["ready"] and result["signal"] == signal.SIGKILL, result
+        assert result["ready"] and result["signal"] == signal.SIGKILL and result["saved"] >= 1, result
         state, problems = check(root, result["saved"])
         assert problems == [], (i, result, problems)
-        outcomes.append((result["saved"], state))
-    assert sum(saved > 0 for saved, _ in outcomes) >= RANDOM_KILLS // 2  # most kills fell among saves
-    assert any(state == saved + 1 for saved, state in outcomes)  # some after a commit, before its report
+    # A kill after a commit and before its report (state == saved + 1) is a window of microseconds that
+    # random instants hit only now and then; the rename test above kills there every time.
