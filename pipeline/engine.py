@@ -14,6 +14,12 @@ One engine serves one model and runs one job at a time: every stage holds the en
 second thread's run waits its turn instead of sharing the UNet. No stage changes shared state:
 controllers travel with each UNet call, and each run has its own torch.Generator.
 
+On a GPU the stages take the fast path (pipeline.fast) unless the request turns it off. It needs more
+GPU memory than the eager path (user guide, GPU memory), so a stage that runs out of GPU memory on it is
+run again eagerly, once, with a Notice, after the fast path's copy of the UNet is given back; the same
+method at the same working size then runs eagerly for as long as the engine lives, so a card that cannot
+hold the fast path pays for finding out once.
+
 A failure becomes one Failed event with a sentence for the user that says truly what was kept; a
 cancelled or failed run writes nothing half-made: the project gains an inversion only once it is
 complete (and keeps it if a later stage fails), a result only once it is decoded.
@@ -22,13 +28,14 @@ complete (and keeps it if a later stage fails), a result only once it is decoded
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -52,6 +59,7 @@ from pipeline.run import RunContext, RunOptions
 from pipeline.text import check_change_within_window, prompt_overflow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -107,8 +115,13 @@ class EditEngine(Protocol):
 class Engine:
     """Runs edit requests one at a time; keeps the last loaded model so repeated edits do not reload it."""
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path | None = None, fast: FastOptions = FastOptions()) -> None:
         self.cache_dir = cache_dir
+        self.fast = fast
+        """How a request's fast path runs where it applies (on CUDA; anywhere with `emulate`, for tests)."""
+        self._eager_places: set[tuple[str, str, tuple[int, int], str]] = set()
+        """Where the fast path ran out of GPU memory: (model identity, method, working size, stage), run
+        eagerly from then on."""
         self._model: tuple[tuple, ModelBundle] | None = None
         self._preview_maps: dict[str, LatentRGB] = {}
         self._tuned: tuple[tuple[Path, str], Tensors] | None = None
@@ -153,13 +166,53 @@ class Engine:
             with_them = with_parts(bundle, job.method.parts, image_encoder=job.image_encoder,
                                    allow_download=request.allow_download, allow_pickle=request.allow_pickle,
                                    cache_dir=self.cache_dir)
-            if request.fast and applies(FastOptions(), bundle.device):  # the fast path's held weights
-                with_them = with_sampling_unet(with_them)
+            if request.fast and applies(self.fast, bundle.device):  # the fast path's held weights
+                with_them = self._with_sampling_copy(with_them, emit)
             if with_them is not bundle:  # kept with the model once loaded
                 bundle = with_them
                 self._model = (self._model[0], bundle)
         self._check_prompts(job, bundle, emit)
         return bundle
+
+    @staticmethod
+    def _with_sampling_copy(bundle: ModelBundle, emit: Emit) -> ModelBundle:
+        """`bundle` with the fast path's UNet copy, or without it (the fast path then casts the weights at
+        each call, as the eager path does) when the GPU has no room for it."""
+        try:
+            return with_sampling_unet(bundle)
+        except torch.cuda.OutOfMemoryError:
+            pass
+        gc.collect()  # outside the handler: what the failed copy allocated is unreferenced now
+        torch.cuda.empty_cache()
+        emit(Notice("The GPU has no room for the fast path's fp16 copy of the model (1.6 GiB for SD 1.x); "
+                    "Retake samples with the model's own weights instead, a little slower."))
+        return bundle
+
+    def _fast_or_eager(self, job: Job, bundle: ModelBundle, stage: str, emit: Emit,
+                       work: Callable[[ModelBundle, bool], T]) -> T:
+        """`work(bundle, fast)` for one stage ("inversion", "edit"), on the fast path where it applies;
+        if that runs out of GPU memory, once more eagerly, without the fast path's UNet copy, with a
+        Notice, and eagerly from then on for this model, method, working size and stage."""
+        place = (bundle.identity, job.method_id, job.size, stage)
+        fast = job.request.fast and applies(self.fast, bundle.device) and place not in self._eager_places
+        try:
+            return work(bundle, fast)
+        except torch.cuda.OutOfMemoryError:
+            if not fast:
+                raise
+        # Outside the handler, so the failed attempt's frames (its graphs, pools and activations) are gone.
+        self._eager_places.add(place)
+        if bundle.sampling_unet is not None:
+            bundle = replace(bundle, sampling_unet=None)
+            if self._model is not None and self._model[1].sampling_unet is not None:
+                self._model = (self._model[0], replace(self._model[1], sampling_unet=None))
+        gc.collect()
+        torch.cuda.empty_cache()
+        width, height = job.size
+        emit(Notice(f"The GPU ran out of memory on the fast path during the {stage}; Retake is running it "
+                    f"again with the fast path off, as it will {job.method_id}'s {stage}s at {width}x{height} "
+                    "until it is closed (the fast path needs more GPU memory: see the user guide)."))
+        return work(bundle, False)
 
     def invert(self, job: Job, bundle: ModelBundle, emit: Emit, cancel: CancelToken) -> Inversion:
         """The job's inversion: the project's stored one when its key matches, else computed and stored.
@@ -168,9 +221,13 @@ class Engine:
         (no project yet) holds the claim on making the project from before its inversion until the
         project holds it, so a second first edit of the photo waits (saying so), then reuses it.
         """
+        return self._fast_or_eager(job, bundle, "inversion", emit,
+                                   lambda bundle, fast: self._invert(job, bundle, emit, cancel, fast))
+
+    def _invert(self, job: Job, bundle: ModelBundle, emit: Emit, cancel: CancelToken, fast: bool) -> Inversion:
         with self._busy:
             check_editable(*job.image.size, max_side=job.max_side, cell=bundle.vae_scale_factor)
-            ctx = self._context(job, bundle, emit, cancel)
+            ctx = self._context(job, bundle, emit, cancel, fast)
             inputs = self._inputs(job, ctx, "inversion")
             key_params = stage_key_params(job.params, "inversion")
             parts = part_identities(bundle, job.method.parts)
@@ -251,8 +308,13 @@ class Engine:
         Nothing is written but a finished tuning, which the project keeps under its own key; with
         `stored_only` (a draft) a tuning the project has not stored raises NeedsRun instead.
         """
+        return self._fast_or_eager(job, bundle, "edit", emit, lambda bundle, fast: self._edit(
+            job, bundle, inversion, emit, cancel, fast, stored_only))
+
+    def _edit(self, job: Job, bundle: ModelBundle, inversion: Inversion, emit: Emit, cancel: CancelToken,
+              fast: bool, stored_only: bool) -> EditResult:
         with self._busy:
-            ctx = self._context(job, bundle, emit, cancel)
+            ctx = self._context(job, bundle, emit, cancel, fast)
             tuning_key, tuned = self._tune(job, ctx, inversion, stored_only)
             tensors = {**inversion.tensors, **tuned}
             output = job.method.edit(ctx, tensors, job.prompts, job.params, self._inputs(job, ctx, "edit"))
@@ -452,11 +514,10 @@ class Engine:
             return CancelledEvent(state["stage"])
         except RetakeError as error:
             return Failed(str(error), type(error).__name__)
-        except torch.cuda.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # with the fast path off: a stage on it is run again eagerly
             return Failed(str(OutOfMemoryError(
-                "The GPU ran out of memory; close other GPU programs, turn the fast path off (--eager, or "
-                "Settings > Fast path: its fp16 copy of the model takes 1.6 GiB), lower the image size "
-                f"(--max-side) or run on the CPU; {kept()}.")), OutOfMemoryError.__name__)
+                "The GPU ran out of memory; close other GPU programs, lower the image size (--max-side) or "
+                f"run on the CPU; {kept()}.")), OutOfMemoryError.__name__)
         except Exception as error:  # a bug, not a user mistake: say so, keep the traceback in the log
             log.exception("unexpected error")
             return Failed(f"Unexpected internal error ({type(error).__name__}: {error}); {kept()}.")
@@ -479,7 +540,7 @@ class Engine:
                 emit(Notice(f"The {name} prompt is longer than the text encoder's {tokenizer.model_max_length}-token "
                             f"window; these words are ignored: {shorten(' '.join(cut))}."))
 
-    def _context(self, job: Job, bundle: ModelBundle, emit: Emit, cancel: CancelToken) -> RunContext:
+    def _context(self, job: Job, bundle: ModelBundle, emit: Emit, cancel: CancelToken, fast: bool) -> RunContext:
         request = job.request
         preview_map = None
         if request.preview_every > 0:
@@ -490,7 +551,7 @@ class Engine:
             scale = bundle.vae_scale_factor
             preview_map = lambda x0: latent_rgb(x0, scale=scale)  # noqa: E731
         options = RunOptions(request.preview_every, request.preview_side, request.seed, preview_map,
-                             FastOptions() if request.fast else None)
+                             self.fast if fast else None)
         return RunContext(bundle, cancel, emit, options)
 
     def _inputs(self, job: Job, ctx: RunContext, stage: str) -> Inputs:

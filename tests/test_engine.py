@@ -96,9 +96,62 @@ def test_out_of_memory_is_one_message_and_keeps_the_project(engine, tmp_path, mo
 
     monkeypatch.setattr(PromptToPrompt, "edit", oom)
     outcome = engine.run(request(tmp_path, target_prompt="a barn in a meadow under a blue sky"), lambda e: None)
-    assert isinstance(outcome, Failed) and "out of memory" in outcome.message
-    assert "--eager" in outcome.message  # the fast path's fp16 copy is the first thing to give back
+    assert isinstance(outcome, Failed) and "out of memory" in outcome.message and "--max-side" in outcome.message
     assert tree_digest(tmp_path / "p.retake") == before
+
+
+def test_out_of_memory_on_the_fast_path_runs_the_stage_again_eagerly_and_keeps_to_it(tmp_path, monkeypatch):
+    from pipeline.fast import FastOptions
+    from pipeline.methods.p2p import PromptToPrompt
+
+    calls = []
+
+    def oom_when_fast(stage):
+        real = getattr(PromptToPrompt, stage)
+
+        def call(self, ctx, *args, **kwargs):
+            calls.append((stage, ctx.fast is not None))
+            if ctx.fast is not None:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return real(self, ctx, *args, **kwargs)
+
+        monkeypatch.setattr(PromptToPrompt, stage, call)
+
+    oom_when_fast("invert")
+    oom_when_fast("edit")
+    for folder in ("fast", "eager", "other"):
+        (tmp_path / folder).mkdir()
+    engine = Engine(cache_dir=tmp_path / "cache", fast=FastOptions(emulate=True))  # the fast path on the CPU
+    events = []
+    outcome = engine.run(request(tmp_path / "fast"), events.append)
+    assert isinstance(outcome, Done), outcome
+    assert calls == [("invert", True), ("invert", False), ("edit", True), ("edit", False)]
+    notices = [event.message for event in events if isinstance(event, Notice)]
+    assert len(notices) == 2 and all("fast path off" in notice and "64x64" in notice for notice in notices)
+    eager = Engine(cache_dir=tmp_path / "cache").run(request(tmp_path / "eager", fast=False), lambda e: None)
+    assert outcome.image.tobytes() == eager.image.tobytes()  # the run again is the eager run
+
+    calls.clear()
+    again = engine.run(request(tmp_path / "fast", target_prompt="a barn in a meadow under a blue sky"), events.append)
+    assert isinstance(again, Done) and calls == [("edit", False)]  # eagerly at once, and said once only
+    assert len([event for event in events if isinstance(event, Notice)]) == 2
+    calls.clear()
+    other = engine.run(request(tmp_path / "other", max_side=128), lambda e: None)
+    assert isinstance(other, Done) and calls[0] == ("invert", True)  # another place tries the fast path again
+
+
+def test_no_room_for_the_fast_paths_model_copy_is_said_and_the_run_goes_on(tmp_path, monkeypatch):
+    from pipeline import engine as engine_module
+    from pipeline.fast import FastOptions
+
+    def oom(bundle):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    monkeypatch.setattr(engine_module, "with_sampling_unet", oom)
+    events = []
+    outcome = Engine(cache_dir=tmp_path / "cache", fast=FastOptions(emulate=True)).run(request(tmp_path), events.append)
+    assert isinstance(outcome, Done), outcome
+    assert [event.message for event in events if isinstance(event, Notice) and "fp16 copy" in event.message]
 
 
 @pytest.mark.parametrize("change, words", [
