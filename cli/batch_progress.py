@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from cli.progress import LOG_EVERY_FRACTION, LOG_EVERY_S, eta_text
+from cli.progress import Cadence, eta_text
 from pipeline.batch.progress import BatchEvent, BatchStatus, PhotoFinished, WorkerState, to_json
 
 
@@ -42,8 +42,7 @@ class BatchProgress:
         self.interactive = self.stream.isatty()
         self._clock = clock
         self._open = False
-        self._next_count = 0
-        self._next_time = 0.0
+        self._cadence = Cadence()
         self._phase = ""
 
     def __call__(self, event: BatchEvent) -> None:
@@ -69,14 +68,12 @@ class BatchProgress:
 
     def _log(self, status: BatchStatus) -> None:
         finished, now = status.done + status.failed, self._clock()
-        if status.phase == self._phase and finished < self._next_count and now < self._next_time:
+        if status.phase == self._phase and not self._cadence.due(finished, now):
             return
         self._phase = status.phase
         workers = "; ".join(worker_text(w) for w in status.workers)
         self._line(f"batch {status.phase}: {status_text(status)}" + (f"; {workers}" if workers else ""))
-        tenth = max(1, round(status.total * LOG_EVERY_FRACTION))
-        self._next_count = (finished // tenth + 1) * tenth
-        self._next_time = now + LOG_EVERY_S
+        self._cadence.logged(finished, status.total, now)
 
     def close(self) -> None:
         """End the status line, so that the next line starts clean."""

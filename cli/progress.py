@@ -18,6 +18,25 @@ LOG_EVERY_FRACTION = 0.1
 LOG_EVERY_S = 30.0
 
 
+class Cadence:
+    """When a log's next line is due: once a count reaches the next tenth of its total, or LOG_EVERY_S
+    after the last line, whichever comes first (a stage's steps here, a batch's photos in
+    cli/batch_progress.py)."""
+
+    def __init__(self) -> None:
+        self._next_count = 0
+        self._next_time = 0.0
+
+    def due(self, count: int, now: float) -> bool:
+        return count >= self._next_count or now >= self._next_time
+
+    def logged(self, count: int, total: int, now: float) -> None:
+        """A line was written at `count` of `total`, at time `now`."""
+        tenth = max(1, round(total * LOG_EVERY_FRACTION))
+        self._next_count = (count // tenth + 1) * tenth
+        self._next_time = now + LOG_EVERY_S
+
+
 def eta_text(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"
@@ -39,8 +58,7 @@ class TerminalProgress:
         self.stage = "start-up"
         self._clock = clock
         self._bar_open = False
-        self._next_step = 0
-        self._next_time = 0.0
+        self._cadence = Cadence()
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Notice):
@@ -68,16 +86,14 @@ class TerminalProgress:
         if event.step >= event.total:
             self._line(f"{event.stage}: {event.total}/{event.total} done")
             return
-        if not (started or event.step >= self._next_step or now >= self._next_time):
+        if not (started or self._cadence.due(event.step, now)):
             return
         if started:
             self._line(f"{event.stage}: started, {event.total} step{'s' if event.total != 1 else ''}")
         else:
             percent = 100 * event.step // max(event.total, 1)
             self._line(f"{event.stage}: {event.step}/{event.total} ({percent}%), ETA {eta_text(event.eta_s)}")
-        tenth = max(1, round(event.total * LOG_EVERY_FRACTION))
-        self._next_step = (event.step // tenth + 1) * tenth
-        self._next_time = now + LOG_EVERY_S
+        self._cadence.logged(event.step, event.total, now)
 
     def close(self) -> None:
         """End a bar still being drawn, so that the next line (an error, "cancelled") starts clean."""
