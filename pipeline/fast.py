@@ -266,6 +266,8 @@ class UNetGraphs:
                 return self._capture.warm(lambda: unet(z, t, emb, control))
             try:
                 graph = self._record(unet, z, t, emb, control, controllers)  # this call's result, too
+            except torch.cuda.OutOfMemoryError:  # not a call CUDA cannot capture: the engine runs the stage eagerly
+                raise
             except RuntimeError as error:  # a call CUDA cannot capture: a bug to report, not to stop the run
                 log.warning("a UNet call could not be captured as a CUDA graph; it runs eagerly: %s", error)
                 self._failed.add(key)

@@ -162,6 +162,8 @@ class Minimiser:
         else:
             try:
                 self._replay, _ = self._capture(self._iteration)  # runs it once
+            except torch.cuda.OutOfMemoryError:  # not an iteration CUDA cannot capture: the engine runs eagerly
+                raise
             except RuntimeError as error:  # a bug to report, not to stop the run: the same iteration eagerly
                 log.warning("an optimisation step could not be captured as a CUDA graph; it runs eagerly: %s", error)
                 self._replay = self._iteration

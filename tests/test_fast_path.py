@@ -16,7 +16,8 @@ import torch
 from pipeline.control.contract import AttentionCall, Controller
 from pipeline.control.places import LayerPlace
 from pipeline.events import CancelToken
-from pipeline.fast import FastOptions
+from pipeline import run
+from pipeline.fast import EmulatedCapture, FastOptions
 from pipeline.images import load_image, to_tensor
 from pipeline.inversion.ddim import ddim_invert
 from pipeline.methods.base import Inputs, Prompts
@@ -26,6 +27,7 @@ from pipeline.methods.p2p import P2PParams, PromptToPrompt
 from pipeline.methods.specref import SpecRef, SpecRefParams
 from pipeline.methods.stylediffusion import StyleDiffusion, StyleDiffusionParams
 from pipeline.methods.toli import Toli, ToliParams
+from pipeline.optimise import Minimiser
 from pipeline.parts import IMAGE_ENCODER, with_parts
 from pipeline.paths import RESOURCES
 from pipeline.run import RunContext, RunOptions
@@ -167,3 +169,23 @@ def test_a_host_read_during_capture_is_refused_and_that_call_runs_eagerly(demo_b
         found = _sample(demo_bundle, _ReadsOnTheHost(torch.ones(6), by_data=True), EMULATED)
     assert "read on the host during a graph capture" in caplog.text
     torch.testing.assert_close(found, eager, rtol=0, atol=0)
+
+
+class _CaptureOutOfMemory(EmulatedCapture):
+    """A capture backend whose captures run out of GPU memory (the warm-up call before each does not)."""
+
+    def __call__(self, work):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+
+def test_running_out_of_memory_in_a_capture_is_not_taken_for_a_call_cuda_cannot_capture(demo_bundle, monkeypatch):
+    """A capture that fails for want of memory is not run eagerly on the fast path (as a call CUDA cannot
+    capture is): it reaches the engine, which runs the stage again with the fast path off."""
+    monkeypatch.setattr(run, "capture_backend", lambda options: _CaptureOutOfMemory())
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        _sample(demo_bundle, _ScalesCrossAttention(torch.ones(6), by_data=True), EMULATED)
+    x = torch.zeros(3, requires_grad=True)
+    minimiser = Minimiser([x], lambda: (x - 1).square().sum(), CancelToken(), _CaptureOutOfMemory())
+    minimiser.restart(0.1)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        minimiser.run(4, None)
