@@ -292,6 +292,11 @@ class UNetGraphs:
         """Kinds of call whose capture failed (they run eagerly)."""
         return len(self._failed)
 
+    @property
+    def kept(self) -> int:
+        """Kinds of call held captured (fewer than `captures` when one was dropped and captured again)."""
+        return len(self._graphs)
+
     def _key(self, z: torch.Tensor, emb: torch.Tensor, control: ControlState | None,
              precision: Hashable) -> Hashable | None:
         """What the call's Python depends on, or None when it cannot be captured."""

@@ -101,7 +101,10 @@ def test_an_edit_with_emulated_graphs_is_the_eager_edit_bit_for_bit(case, styled
         assert (a is None) == (b is None), name
         if a is not None:
             torch.testing.assert_close(b, a, rtol=0, atol=0, msg=lambda m, name=name: f"{case}, {name}: {m}")
-    assert fast.graphs is not None and fast.graphs.captures >= 1 and fast.graphs.replays >= 1
+    graphs = fast.graphs
+    assert graphs is not None and graphs.captures >= 1 and graphs.replays >= 1
+    # one UNet call a step: each kind of call runs eagerly once, is captured once, then only replayed
+    assert graphs.captures == graphs.kept and graphs.replays + 2 * graphs.captures == STEPS, vars(graphs)
 
 
 def test_ddim_inversion_replays_one_graph(demo_bundle, demo_latent):
