@@ -16,9 +16,10 @@ controllers travel with each UNet call, and each run has its own torch.Generator
 
 On a GPU the stages take the fast path (pipeline.fast) unless the request turns it off. It needs more
 GPU memory than the eager path (user guide, GPU memory), so a stage that runs out of GPU memory on it is
-run again eagerly, once, with a Notice, after the fast path's copy of the UNet is given back; the same
-method at the same working size then runs eagerly for as long as the engine lives, so a card that cannot
-hold the fast path pays for finding out once.
+run again eagerly, once, with a Notice, after the fast path's fp16 copy of the UNet is given back (for
+good: that model is not copied again); the same stage of the same method at the same working size then
+runs eagerly for as long as the engine lives, so a card that cannot hold the fast path pays for finding
+out once.
 
 A failure becomes one Failed event with a sentence for the user that says truly what was kept; a
 cancelled or failed run writes nothing half-made: the project gains an inversion only once it is
@@ -45,7 +46,7 @@ from PIL import Image
 from pipeline.errors import Cancelled, ImageError, NeedsRun, OutOfMemoryError, RetakeError, shorten
 from pipeline.events import CancelledEvent, CancelToken, Done, Drafted, Emit, Event, Failed, Notice, Progress, Stage
 from pipeline.fast import FastOptions, applies
-from pipeline.held_weights import with_sampling_unet
+from pipeline.held_weights import release, released, with_sampling_unet
 from pipeline.files import write_atomically
 from pipeline.images import check_editable, from_tensor, paste_result, region_at_photo_size, to_tensor
 from pipeline.methods.base import EDIT_MASK, EditOutput, Inputs, Tensors, input_specs, stage_key_params, tunes
@@ -122,6 +123,8 @@ class Engine:
         self._eager_places: set[tuple[str, str, tuple[int, int], str]] = set()
         """Where the fast path ran out of GPU memory: (model identity, method, working size, stage), run
         eagerly from then on."""
+        self._no_copy: set[str] = set()
+        """The models (by identity) whose fp16 copy was given back when the GPU ran out of memory."""
         self._model: tuple[tuple, ModelBundle] | None = None
         self._preview_maps: dict[str, LatentRGB] = {}
         self._tuned: tuple[tuple[Path, str], Tensors] | None = None
@@ -166,8 +169,8 @@ class Engine:
             with_them = with_parts(bundle, job.method.parts, image_encoder=job.image_encoder,
                                    allow_download=request.allow_download, allow_pickle=request.allow_pickle,
                                    cache_dir=self.cache_dir)
-            if request.fast and applies(self.fast, bundle.device):  # the fast path's held weights
-                with_them = self._with_sampling_copy(with_them, emit)
+            if request.fast and applies(self.fast, bundle.device) and bundle.identity not in self._no_copy:
+                with_them = self._with_sampling_copy(with_them, emit)  # the fast path's held weights
             if with_them is not bundle:  # kept with the model once loaded
                 bundle = with_them
                 self._model = (self._model[0], bundle)
@@ -193,6 +196,8 @@ class Engine:
         """`work(bundle, fast)` for one stage ("inversion", "edit"), on the fast path where it applies;
         if that runs out of GPU memory, once more eagerly, without the fast path's UNet copy, with a
         Notice, and eagerly from then on for this model, method, working size and stage."""
+        if bundle.sampling_unet is not None and released(bundle.sampling_unet):  # given back at an earlier stage
+            bundle = replace(bundle, sampling_unet=None)
         place = (bundle.identity, job.method_id, job.size, stage)
         fast = job.request.fast and applies(self.fast, bundle.device) and place not in self._eager_places
         try:
@@ -202,10 +207,12 @@ class Engine:
                 raise
         # Outside the handler, so the failed attempt's frames (its graphs, pools and activations) are gone.
         self._eager_places.add(place)
-        if bundle.sampling_unet is not None:
+        self._no_copy.add(bundle.identity)
+        if bundle.sampling_unet is not None:  # released in place: this stage's callers hold bundles naming it
+            release(bundle.sampling_unet)
             bundle = replace(bundle, sampling_unet=None)
-            if self._model is not None and self._model[1].sampling_unet is not None:
-                self._model = (self._model[0], replace(self._model[1], sampling_unet=None))
+        if self._model is not None and self._model[1].identity == bundle.identity:
+            self._model = (self._model[0], replace(self._model[1], sampling_unet=None))
         gc.collect()
         torch.cuda.empty_cache()
         width, height = job.size

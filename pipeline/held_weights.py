@@ -51,6 +51,22 @@ def sampling_copy(unet: UNet2DConditionModel, dtype: torch.dtype, *,
     return copy
 
 
+def release(copy: UNet2DConditionModel) -> None:
+    """Give back the memory of a sampling copy's held weights now, while bundles that name the copy live
+    on (the callers of a stage that ran out of GPU memory hold them): the copy's matrix layers get
+    weights on the meta device, so a call of the released copy fails with an error instead of reading
+    freed memory. The norms, whose parameters are the fp32 UNet's, are left as they are."""
+    for module in copy.modules():
+        if isinstance(module, HELD_LAYERS):
+            for name, parameter in list(module.named_parameters(recurse=False)):
+                setattr(module, name, torch.nn.Parameter(parameter.to("meta"), requires_grad=False))
+
+
+def released(copy: UNet2DConditionModel) -> bool:
+    """Whether `release` gave back this copy's weights."""
+    return any(parameter.is_meta for parameter in copy.parameters())
+
+
 def with_sampling_unet(bundle: ModelBundle) -> ModelBundle:
     """`bundle` with its sampling copy (ModelBundle.sampling_unet; channels-last on CUDA), made once: the
     same bundle when it has one or samples in fp32 (where there is nothing to hold)."""

@@ -140,6 +140,36 @@ def test_out_of_memory_on_the_fast_path_runs_the_stage_again_eagerly_and_keeps_t
     assert isinstance(other, Done) and calls[0] == ("invert", True)  # another place tries the fast path again
 
 
+def test_out_of_memory_on_the_fast_path_gives_the_models_fp16_copy_back_for_good(tmp_path, monkeypatch):
+    """Sampling in bf16 on the CPU, the fast path holds a copy of the UNet (pipeline.held_weights), as it does
+    in fp16 on a GPU: running out of memory releases it at once, though the run's own frames still name it,
+    and the engine makes no other copy of that model."""
+    from pipeline import engine as engine_module
+    from pipeline.fast import FastOptions
+    from pipeline.held_weights import released, with_sampling_unet
+    from pipeline.methods.p2p import PromptToPrompt
+
+    copies = []
+    monkeypatch.setattr(engine_module, "with_sampling_unet", lambda bundle: copies.append(
+        with_sampling_unet(bundle)) or copies[-1])
+    real, seen = PromptToPrompt.invert, []
+
+    def invert(self, ctx, *args, **kwargs):
+        seen.append(ctx.bundle.sampling_unet)
+        if ctx.fast is not None:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, ctx, *args, **kwargs)
+
+    monkeypatch.setattr(PromptToPrompt, "invert", invert)
+    engine = Engine(cache_dir=tmp_path / "cache", fast=FastOptions(emulate=True))
+    assert isinstance(engine.run(request(tmp_path, dtype="bf16"), lambda e: None), Done)
+    assert len(copies) == 1 and copies[0].sampling_unet is not None and released(copies[0].sampling_unet)
+    assert seen == [copies[0].sampling_unet, None]  # the run again had no copy to call
+    again = engine.run(request(tmp_path, dtype="bf16", target_prompt="a barn in a meadow under a blue sky"),
+                       lambda e: None)
+    assert isinstance(again, Done) and len(copies) == 1
+
+
 def test_no_room_for_the_fast_paths_model_copy_is_said_and_the_run_goes_on(tmp_path, monkeypatch):
     from pipeline import engine as engine_module
     from pipeline.fast import FastOptions

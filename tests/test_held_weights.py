@@ -7,13 +7,14 @@ autocast's casts there holds for fp16 on CUDA (the same rule: a matrix weight is
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import pytest
 import torch
 
 from pipeline.events import CancelToken
 from pipeline.fast import FastOptions
-from pipeline.held_weights import sampling_copy, with_sampling_unet
+from pipeline.held_weights import release, released, sampling_copy, with_sampling_unet
 from pipeline.methods.base import Inputs, Prompts
 from pipeline.methods.p2p import P2PParams, PromptToPrompt
 from pipeline.run import RunContext, RunOptions
@@ -85,3 +86,18 @@ def test_off_the_fast_path_the_copy_is_never_used(bf16_bundle, demo_latent):
     finally:
         hook.remove()
     assert not calls
+
+
+def test_a_released_copy_gives_its_weights_back_and_leaves_the_fp32_unet_whole(demo_bundle, demo_latent):
+    unet = demo_bundle.unet
+    emb = torch.randn(1, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(0))
+    before = _noise(unet, demo_latent, emb)
+    copy = sampling_copy(unet, torch.bfloat16)
+    held = weakref.ref(copy.conv_in.weight)
+    assert not released(copy) and held() is not None
+    release(copy)
+    assert released(copy) and held() is None  # nothing holds the held weight any more: its memory is free
+    assert copy.conv_norm_out.weight.data_ptr() == unet.conv_norm_out.weight.data_ptr()  # shared: kept
+    assert torch.equal(_noise(unet, demo_latent, emb), before)
+    with pytest.raises((NotImplementedError, RuntimeError)):  # an error, not a read of freed memory
+        _noise(copy, demo_latent, emb)
