@@ -120,7 +120,7 @@ class RunContext:
 
         if self.graphs is not None and not torch.is_grad_enabled():
             return self.graphs(noise, z, t, emb, control, precise)
-        if self._captures_optimisation and isinstance(t, int):  # a captured iteration cannot make it from the host
+        if self._static_loop_inputs and isinstance(t, int):  # a captured iteration cannot make it from the host
             if t not in self._timesteps:
                 self._timesteps[t] = torch.tensor(t, dtype=torch.int64, device=self.device)
             t = self._timesteps[t]
@@ -146,10 +146,13 @@ class RunContext:
 
     def loop_inputs(self) -> LoopInputs:
         """The inputs of a minimiser's loss (pipeline.optimise.LoopInputs), static on the fast path."""
-        return LoopInputs(self.device, static=self._captures_optimisation)
+        return LoopInputs(self.device, static=self._static_loop_inputs)
 
     @property
-    def _captures_optimisation(self) -> bool:
+    def _static_loop_inputs(self) -> bool:
+        """Whether optimisation loops keep their inputs in static device tensors, as a captured iteration
+        needs: on the fast path with `optimisation_graphs`, for every loop (those that `minimiser` does not
+        capture, the mapping training's, get the same bits either way)."""
         return self.fast is not None and self.fast.optimisation_graphs
 
     # -- text and images ------------------------------------------------------------------------
