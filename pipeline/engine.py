@@ -196,30 +196,31 @@ class Engine:
         """`work(bundle, fast)` for one stage ("inversion", "edit"), on the fast path where it applies;
         if that runs out of GPU memory, once more eagerly, without the fast path's UNet copy, with a
         Notice, and eagerly from then on for this model, method, working size and stage."""
-        if bundle.sampling_unet is not None and released(bundle.sampling_unet):  # given back at an earlier stage
-            bundle = replace(bundle, sampling_unet=None)
-        place = (bundle.identity, job.method_id, job.size, stage)
-        fast = job.request.fast and applies(self.fast, bundle.device) and place not in self._eager_places
-        try:
-            return work(bundle, fast)
-        except torch.cuda.OutOfMemoryError:
-            if not fast:
-                raise
-        # Outside the handler, so the failed attempt's frames (its graphs, pools and activations) are gone.
-        self._eager_places.add(place)
-        self._no_copy.add(bundle.identity)
-        if bundle.sampling_unet is not None:  # released in place: this stage's callers hold bundles naming it
-            release(bundle.sampling_unet)
-            bundle = replace(bundle, sampling_unet=None)
-        if self._model is not None and self._model[1].identity == bundle.identity:
-            self._model = (self._model[0], replace(self._model[1], sampling_unet=None))
-        gc.collect()
-        torch.cuda.empty_cache()
-        width, height = job.size
-        emit(Notice(f"The GPU ran out of memory on the fast path during the {stage}; Retake is running it "
-                    f"again with the fast path off, as it will {job.method_id}'s {stage}s at {width}x{height} "
-                    "until it is closed (the fast path needs more GPU memory: see the user guide)."))
-        return work(bundle, False)
+        with self._busy:  # the fallback changes what the engine keeps
+            if bundle.sampling_unet is not None and released(bundle.sampling_unet):  # given back at an earlier stage
+                bundle = replace(bundle, sampling_unet=None)
+            place = (bundle.identity, job.method_id, job.size, stage)
+            fast = job.request.fast and applies(self.fast, bundle.device) and place not in self._eager_places
+            try:
+                return work(bundle, fast)
+            except torch.cuda.OutOfMemoryError:
+                if not fast:
+                    raise
+            # Outside the handler, so the failed attempt's frames (its graphs, pools and activations) are gone.
+            self._eager_places.add(place)
+            self._no_copy.add(bundle.identity)
+            if bundle.sampling_unet is not None:  # released in place: this stage's callers hold bundles naming it
+                release(bundle.sampling_unet)
+                bundle = replace(bundle, sampling_unet=None)
+            if self._model is not None and self._model[1].identity == bundle.identity:
+                self._model = (self._model[0], replace(self._model[1], sampling_unet=None))
+            gc.collect()
+            torch.cuda.empty_cache()
+            width, height = job.size
+            emit(Notice(f"The GPU ran out of memory on the fast path during the {stage}; Retake is running it "
+                        f"again with the fast path off, as it will {job.method_id}'s {stage}s at {width}x{height} "
+                        "until it is closed (the fast path needs more GPU memory: see the user guide)."))
+            return work(bundle, False)
 
     def invert(self, job: Job, bundle: ModelBundle, emit: Emit, cancel: CancelToken) -> Inversion:
         """The job's inversion: the project's stored one when its key matches, else computed and stored.
