@@ -30,7 +30,8 @@ RENAMES = [(point, when) for point in (1, 2) for when in ("before", "after")]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=300, help="kills at random instants")
-    parser.add_argument("--max-delay", type=float, default=0.3, help="latest kill, seconds after the first save is reported")
+    parser.add_argument("--max-delay", type=float, default=0.3,
+                        help="latest kill, seconds after the first save is reported")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the counts here")
     args = parser.parse_args()
