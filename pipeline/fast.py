@@ -106,10 +106,28 @@ def applies(options: FastOptions | None, device: torch.device) -> bool:
 # -- capture backends ---------------------------------------------------------------------------------
 
 
+class CaptureFailed(RuntimeError):
+    """A call that cannot be captured as a CUDA graph: a bug to report, not a reason to stop the run (the
+    call runs eagerly). Running out of GPU memory while capturing is not one: it is raised as itself, and
+    the engine runs the stage again with the fast path off."""
+
+
+@contextlib.contextmanager
+def _capturing() -> Iterator[None]:
+    """What a capture backend raises: CaptureFailed for the RuntimeErrors of the work or of CUDA, save
+    torch.cuda.OutOfMemoryError (a RuntimeError too), which passes as it is."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except RuntimeError as error:
+        raise CaptureFailed(str(error)) from error
+
+
 class Capture(Protocol):
     """Records what a callable launches, runs it once, and returns a function that launches it again
-    (and what the callable returned: the tensors each launch writes); `warm` runs a callable eagerly
-    where a later capture of it will run (the call before a capture)."""
+    (and what the callable returned: the tensors each launch writes), or raises CaptureFailed; `warm`
+    runs a callable eagerly where a later capture of it will run (the call before a capture)."""
 
     def __call__(self, work: Callable[[], Any]) -> tuple[Callable[[], None], Any]: ...
 
@@ -129,16 +147,17 @@ class CudaGraphCapture:
 
     def __call__(self, work: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
         graph = torch.cuda.CUDAGraph()
-        with self._on_side_stream():
-            # thread_local: a GUI thread touching CUDA meanwhile does not invalidate the capture
-            graph.capture_begin(pool=self._pool, capture_error_mode="thread_local")
-            try:
-                out = work()
-                graph.capture_end()
-            except BaseException:
-                _abandon(graph, self._pool)
-                raise
-        graph.replay()  # a capture launches nothing: this is the work's one run
+        with _capturing():
+            with self._on_side_stream():
+                # thread_local: a GUI thread touching CUDA meanwhile does not invalidate the capture
+                graph.capture_begin(pool=self._pool, capture_error_mode="thread_local")
+                try:
+                    out = work()
+                    graph.capture_end()
+                except BaseException:
+                    _abandon(graph, self._pool)
+                    raise
+            graph.replay()  # a capture launches nothing: this is the work's one run
         return graph.replay, out
 
     @contextlib.contextmanager
@@ -171,7 +190,7 @@ class EmulatedCapture:
 
     def __call__(self, work: Callable[[], Any]) -> tuple[Callable[[], None], Any]:
         recorder = _Recorder()
-        with recorder:
+        with _capturing(), recorder:
             out = work()  # recording runs it (once, as the CUDA backend does)
         return recorder.replay, out
 
@@ -266,9 +285,7 @@ class UNetGraphs:
                 return self._capture.warm(lambda: unet(z, t, emb, control))
             try:
                 graph = self._record(unet, z, t, emb, control, controllers)  # this call's result, too
-            except torch.cuda.OutOfMemoryError:  # not a call CUDA cannot capture: the engine runs the stage eagerly
-                raise
-            except RuntimeError as error:  # a call CUDA cannot capture: a bug to report, not to stop the run
+            except CaptureFailed as error:
                 log.warning("a UNet call could not be captured as a CUDA graph; it runs eagerly: %s", error)
                 self._failed.add(key)
                 del self._seen[key]

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 
 from pipeline.events import CancelToken
-from pipeline.fast import Capture
+from pipeline.fast import Capture, CaptureFailed
 
 log = logging.getLogger(__name__)
 Loss = Callable[[], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
@@ -162,9 +162,7 @@ class Minimiser:
         else:
             try:
                 self._replay, _ = self._capture(self._iteration)  # runs it once
-            except torch.cuda.OutOfMemoryError:  # not an iteration CUDA cannot capture: the engine runs eagerly
-                raise
-            except RuntimeError as error:  # a bug to report, not to stop the run: the same iteration eagerly
+            except CaptureFailed as error:  # the same iteration eagerly
                 log.warning("an optimisation step could not be captured as a CUDA graph; it runs eagerly: %s", error)
                 self._replay = self._iteration
                 self._iteration()

@@ -175,10 +175,14 @@ def test_a_host_read_during_capture_is_refused_and_that_call_runs_eagerly(demo_b
 
 
 class _CaptureOutOfMemory(EmulatedCapture):
-    """A capture backend whose captures run out of GPU memory (the warm-up call before each does not)."""
+    """The emulated backend, whose captured work runs out of GPU memory (the warm-up call before each does
+    not)."""
 
     def __call__(self, work):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        def out_of_memory():
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+        return super().__call__(out_of_memory)
 
 
 def test_running_out_of_memory_in_a_capture_is_not_taken_for_a_call_cuda_cannot_capture(demo_bundle, monkeypatch):
