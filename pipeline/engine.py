@@ -177,14 +177,14 @@ class Engine:
         self._check_prompts(job, bundle, emit)
         return bundle
 
-    @staticmethod
-    def _with_sampling_copy(bundle: ModelBundle, emit: Emit) -> ModelBundle:
+    def _with_sampling_copy(self, bundle: ModelBundle, emit: Emit) -> ModelBundle:
         """`bundle` with the fast path's UNet copy, or without it (the fast path then casts the weights at
-        each call, as the eager path does) when the GPU has no room for it."""
+        each call, as the eager path does) when the GPU has no room for it, as for later jobs."""
         try:
             return with_sampling_unet(bundle)
         except torch.cuda.OutOfMemoryError:
             pass
+        self._no_copy.add(bundle.identity)
         gc.collect()  # outside the handler: what the failed copy allocated is unreferenced now
         torch.cuda.empty_cache()
         emit(Notice("The GPU has no room for the fast path's fp16 copy of the model (1.6 GiB for SD 1.x); "

@@ -174,14 +174,21 @@ def test_no_room_for_the_fast_paths_model_copy_is_said_and_the_run_goes_on(tmp_p
     from pipeline import engine as engine_module
     from pipeline.fast import FastOptions
 
+    tries = []
+
     def oom(bundle):
+        tries.append(bundle)
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
 
     monkeypatch.setattr(engine_module, "with_sampling_unet", oom)
     events = []
-    outcome = Engine(cache_dir=tmp_path / "cache", fast=FastOptions(emulate=True)).run(request(tmp_path), events.append)
+    engine = Engine(cache_dir=tmp_path / "cache", fast=FastOptions(emulate=True))
+    outcome = engine.run(request(tmp_path), events.append)
     assert isinstance(outcome, Done), outcome
     assert [event.message for event in events if isinstance(event, Notice) and "fp16 copy" in event.message]
+    again = engine.run(request(tmp_path, target_prompt="a barn in a meadow under a blue sky"), events.append)
+    assert isinstance(again, Done) and len(tries) == 1  # the model is not copied again, nor is it said again
+    assert len([event for event in events if isinstance(event, Notice) and "fp16 copy" in event.message]) == 1
 
 
 @pytest.mark.parametrize("change, words", [
