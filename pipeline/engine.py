@@ -196,7 +196,7 @@ class Engine:
         """`work(bundle, fast)` for one stage ("inversion", "edit"), on the fast path where it applies;
         if that runs out of GPU memory, once more eagerly, without the fast path's UNet copy, with a
         Notice, and eagerly from then on for this model, method, working size and stage."""
-        with self._busy:  # the fallback changes what the engine keeps
+        with self._busy:  # the stage's lock, held by the fallback too, which changes what the engine keeps
             if bundle.sampling_unet is not None and released(bundle.sampling_unet):  # given back at an earlier stage
                 bundle = replace(bundle, sampling_unet=None)
             place = (bundle.identity, job.method_id, job.size, stage)
@@ -233,35 +233,34 @@ class Engine:
                                    lambda bundle, fast: self._invert(job, bundle, emit, cancel, fast))
 
     def _invert(self, job: Job, bundle: ModelBundle, emit: Emit, cancel: CancelToken, fast: bool) -> Inversion:
-        with self._busy:
-            check_editable(*job.image.size, max_side=job.max_side, cell=bundle.vae_scale_factor)
-            ctx = self._context(job, bundle, emit, cancel, fast)
-            inputs = self._inputs(job, ctx, "inversion")
-            key_params = stage_key_params(job.params, "inversion")
-            parts = part_identities(bundle, job.method.parts)
-            key = self._inversion_key(job, bundle)
-            with contextlib.ExitStack() as first_edit:
-                project = job.project
-                if project is None:
-                    first_edit.enter_context(making_project(job.project_path, self._waiting(job, emit, cancel)))
-                    project = made_meanwhile(job)
-                stored = self._stored(project, key, emit)
-                if stored is not None:
-                    return Inversion(key, stored, True)
-                ctx.start_stage(Stage.ENCODING, 1)
-                latent = ctx.encode_image(to_tensor(job.working_image(), job.size))
-                ctx.advance(1)
-                tensors = {k: v.detach().cpu().contiguous()
-                           for k, v in job.method.invert(ctx, latent, job.prompts, job.params, inputs).items()}
-                cancel.check()
-                if project is None:
-                    project = Project.create(job.project_path, job.image)
-                record = project.save_inversion(key, tensors, method=job.method_id, model_identity=bundle.identity,
-                                                source_prompt=job.prompts.source, params=key_params, size=job.size,
-                                                steps=int(key_params.get("steps", 0)) or 1, parts=parts,
-                                                crop=job.crop)
-                self._inverted = ((project.path, key, record.file_sha256), tensors)
-                return Inversion(key, tensors, False)
+        check_editable(*job.image.size, max_side=job.max_side, cell=bundle.vae_scale_factor)
+        ctx = self._context(job, bundle, emit, cancel, fast)
+        inputs = self._inputs(job, ctx, "inversion")
+        key_params = stage_key_params(job.params, "inversion")
+        parts = part_identities(bundle, job.method.parts)
+        key = self._inversion_key(job, bundle)
+        with contextlib.ExitStack() as first_edit:
+            project = job.project
+            if project is None:
+                first_edit.enter_context(making_project(job.project_path, self._waiting(job, emit, cancel)))
+                project = made_meanwhile(job)
+            stored = self._stored(project, key, emit)
+            if stored is not None:
+                return Inversion(key, stored, True)
+            ctx.start_stage(Stage.ENCODING, 1)
+            latent = ctx.encode_image(to_tensor(job.working_image(), job.size))
+            ctx.advance(1)
+            tensors = {k: v.detach().cpu().contiguous()
+                       for k, v in job.method.invert(ctx, latent, job.prompts, job.params, inputs).items()}
+            cancel.check()
+            if project is None:
+                project = Project.create(job.project_path, job.image)
+            record = project.save_inversion(key, tensors, method=job.method_id, model_identity=bundle.identity,
+                                            source_prompt=job.prompts.source, params=key_params, size=job.size,
+                                            steps=int(key_params.get("steps", 0)) or 1, parts=parts,
+                                            crop=job.crop)
+            self._inverted = ((project.path, key, record.file_sha256), tensors)
+            return Inversion(key, tensors, False)
 
     def _inversion_key(self, job: Job, bundle: ModelBundle) -> str:
         """The key the job's inversion is stored under (its photo, crop, model, parts, inversion
@@ -321,17 +320,16 @@ class Engine:
 
     def _edit(self, job: Job, bundle: ModelBundle, inversion: Inversion, emit: Emit, cancel: CancelToken,
               fast: bool, stored_only: bool) -> EditResult:
-        with self._busy:
-            ctx = self._context(job, bundle, emit, cancel, fast)
-            tuning_key, tuned = self._tune(job, ctx, inversion, stored_only)
-            tensors = {**inversion.tensors, **tuned}
-            output = job.method.edit(ctx, tensors, job.prompts, job.params, self._inputs(job, ctx, "edit"))
-            cancel.check()
-            ctx.start_stage(Stage.DECODING, 1)
-            working = from_tensor(ctx.decode(output.target))
-            full = paste_result(job.image, working, job.crop, self._region(job, output), job.area.feather)
-            ctx.advance(1)
-            return EditResult(output, full, working, tuning_key)
+        ctx = self._context(job, bundle, emit, cancel, fast)
+        tuning_key, tuned = self._tune(job, ctx, inversion, stored_only)
+        tensors = {**inversion.tensors, **tuned}
+        output = job.method.edit(ctx, tensors, job.prompts, job.params, self._inputs(job, ctx, "edit"))
+        cancel.check()
+        ctx.start_stage(Stage.DECODING, 1)
+        working = from_tensor(ctx.decode(output.target))
+        full = paste_result(job.image, working, job.crop, self._region(job, output), job.area.feather)
+        ctx.advance(1)
+        return EditResult(output, full, working, tuning_key)
 
     @staticmethod
     def _region(job: Job, output: EditOutput) -> np.ndarray | None:
