@@ -218,8 +218,7 @@ def _item(recipe: Recipe, method: Any, declared: list[str], row: Row, name: str,
                 "source": prompts["source"], "target": prompts["target"], "inputs": digests,
                 "input_prompts": input_prompts, "seed": recipe.seed, "dtype": recipe.dtype,
                 "image_encoder": recipe.image_encoder}
-    key_data.update({name: getattr(recipe, name) for name in ("area", "area_padding", "feather")  # given only:
-                     if getattr(recipe, name) is not None})  # a recipe without them keeps its keys
+    key_data.update(recipe.given_area())  # given only: a recipe without them keeps its keys
     return Item(name=name, project_name=row.photo.stem, photo=row.photo, where=where, source=prompts["source"],
                 target=prompts["target"], params=params,
                 inputs={spec: str(files[spec]) if spec in files else "" for spec in declared},

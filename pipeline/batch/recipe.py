@@ -37,7 +37,6 @@ RECIPE_FORMAT = "retake-recipe-1"
 _MAX_RECIPE_BYTES = 1 << 20
 _KEYS = ("format", "model", "method", "params", "max_side", "source", "target", "mask", "inputs",
          "input_prompts", "seed", "dtype", "image_encoder", "area", "area_padding", "feather")
-_AREA_KEYS = ("area", "area_padding", "feather")
 
 
 class RecipeError(RetakeError):
@@ -102,6 +101,12 @@ class Recipe:
     feather: int | None = None
     """Pixels over which the result fades into the photo (`--feather`); None: the project's, else 4."""
 
+    def given_area(self) -> dict[str, Any]:
+        """The area choices the recipe gives (`area`, `area_padding`, `feather`), without those it leaves
+        to each edit."""
+        return {name: value for name in ("area", "area_padding", "feather")
+                if (value := getattr(self, name)) is not None}
+
     def template_fields(self) -> frozenset[str]:
         """Every field any of the recipe's templates names."""
         templates = [self.source, self.target, *self.inputs.values(), *self.input_prompts.values()]
@@ -125,9 +130,7 @@ class Recipe:
                 data[name] = getattr(self, name)
         if self.image_encoder:
             data["image_encoder"] = self.image_encoder
-        for name in _AREA_KEYS:
-            if getattr(self, name) is not None:
-                data[name] = getattr(self, name)
+        data.update(self.given_area())
         return data
 
 
